@@ -1,0 +1,275 @@
+"""Backbone registry: builders, pinned weights, a new head and one block map per architecture.
+
+Every backbone exposes the same small interface (`Backbone`): the model, its ordered
+blocks (the unit of unfreezing, surgical tuning and per-block logging), the new head,
+and the normalisation layers found by module type. Strategies never special-case an
+architecture.
+"""
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from .registry import Registry
+
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+class WeightsError(RuntimeError):
+    """Weights that cannot be loaded; the message says how to get or pass them."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    description: str
+    build: Callable[[], nn.Module]  # the architecture with its original head
+    blocks: Callable[[nn.Module], dict[str, list[str]]]  # block -> module-name prefixes, input to output
+    head: str  # dotted name of the final Linear, replaced by a new head
+    weights_enum: type | None = None  # torchvision weights enum, for pinned names
+    channels_last: bool = True  # faster on CUDA (DenseNet is slower with it: DESIGN.md section 5)
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    return BACKBONES.add(spec.name, spec)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    return BACKBONES.get(name)
+
+
+def list_backbones() -> list[str]:
+    return BACKBONES.names()
+
+
+@dataclass
+class Backbone:
+    """A model with a new head, its block map and the lookups strategies need."""
+
+    spec: BackboneSpec
+    model: nn.Module
+    blocks: dict[str, list[str]]  # block -> parameter names, input to output; the last holds the head
+    head_params: list[str] = field(default_factory=list)  # the new head's parameter names
+
+    @property
+    def block_names(self) -> list[str]:
+        return list(self.blocks)
+
+    def named_params(self, names: list[str]) -> list[tuple[str, nn.Parameter]]:
+        params = dict(self.model.named_parameters())
+        return [(n, params[n]) for n in names]
+
+    def block_of(self) -> dict[str, str]:
+        """Parameter name -> block name."""
+        return {p: b for b, names in self.blocks.items() for p in names}
+
+    def norm_modules(self, block: str) -> list[nn.Module]:
+        """Normalisation layers of a block, found by module type (never by name)."""
+        prefixes = self._module_prefixes[block]
+        return [m for name, m in self.model.named_modules()
+                if isinstance(m, NORM_TYPES) and _under(name, prefixes)]
+
+    @property
+    def _module_prefixes(self) -> dict[str, list[str]]:
+        return self.spec.blocks(self.model)
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        return f"Backbone({self.spec.name}, {n / 1e6:.2f}M parameters, blocks={self.block_names})"
+
+
+def _under(name: str, prefixes: list[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def create_backbone(name: str, num_classes: int, weights: str = "none", sha256: str = "",
+                    progress: bool = True) -> Backbone:
+    """Build `name` with `weights` and a new `num_classes` head."""
+    spec = get_backbone_spec(name)
+    model = spec.build()
+    if weights.lower() != "none" and not _is_path(weights):
+        model.load_state_dict(_torchvision_state(spec, weights, progress))
+    _replace_head(model, spec.head, num_classes)
+    if _is_path(weights):
+        load_checkpoint(model, Path(weights), sha256, spec)
+    return _index(spec, model)
+
+
+def _index(spec: BackboneSpec, model: nn.Module) -> Backbone:
+    prefixes = spec.blocks(model)
+    blocks: dict[str, list[str]] = {b: [] for b in prefixes}
+    for pname, _ in model.named_parameters():
+        owners = [b for b, pre in prefixes.items() if _under(pname, pre)]
+        if len(owners) != 1:
+            raise AssertionError(f"{spec.name}: parameter {pname} is in blocks {owners}; fix the block map")
+        blocks[owners[0]].append(pname)
+    head = [p for p, _ in model.named_parameters() if _under(p, [spec.head])]
+    return Backbone(spec, model, blocks, head)
+
+
+def _is_path(weights: str) -> bool:
+    return weights.endswith((".pt", ".pth", ".bin", ".ckpt")) or "/" in weights or "\\" in weights
+
+
+def _get_module(model: nn.Module, dotted: str) -> nn.Module:
+    return model.get_submodule(dotted)
+
+
+def _replace_head(model: nn.Module, dotted: str, num_classes: int) -> None:
+    old = _get_module(model, dotted)
+    parent_name, _, child = dotted.rpartition(".")
+    parent = _get_module(model, parent_name) if parent_name else model
+    setattr(parent, child, nn.Linear(old.in_features, num_classes))
+
+
+def _torchvision_state(spec: BackboneSpec, weights: str, progress: bool) -> dict:
+    enum = spec.weights_enum
+    valid = [w.name for w in enum] if enum else []
+    if weights not in valid:
+        raise WeightsError(f"{spec.name} has no weight set {weights!r}. Use one of {', '.join(valid + ['none'])} "
+                           "or a checkpoint file path (DEFAULT is refused: it changes between releases)")
+    entry = enum[weights]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
+    try:  # torch.hub downloads to a temporary file first, so no partial file is left behind
+        return entry.get_state_dict(progress=progress, check_hash=True)
+    except (urllib.error.URLError, OSError) as err:
+        raise WeightsError(
+            f"could not download {spec.name} {weights} ({err}). Offline, pre-fill the cache: on a machine "
+            f"with network run  python -c \"import torchvision; torchvision.models.get_weight('"
+            f"{type(entry).__name__}.{weights}').get_state_dict()\"  and copy the file to {cached}; or pass "
+            f"weights=/path/to/{cached.name} (a local checkpoint file).") from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpec) -> None:
+    """Load every non-head weight from a local file (weights_only=True), checking shapes."""
+    if not path.is_file():
+        raise WeightsError(f"checkpoint file {path} does not exist; pass an existing file or weights=none")
+    if sha256 and sha256_of(path) != sha256.lower():
+        raise WeightsError(f"checkpoint {path} has SHA-256 {sha256_of(path)}, expected {sha256}; "
+                           "the file is corrupt or not the one you meant")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise WeightsError(f"cannot read checkpoint {path}: {err}") from None
+    state = _unwrap_state(state, path)
+    own = {k: v for k, v in model.state_dict().items() if not _under(k, [spec.head])}
+    theirs = {k: v for k, v in state.items() if not _under(k, [spec.head])}
+    _check_fit(own, theirs, path, spec.name)
+    model.load_state_dict(theirs, strict=False)
+
+
+def _unwrap_state(state: object, path: Path) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def _check_fit(own: dict, theirs: dict, path: Path, name: str) -> None:
+    missing = sorted(set(own) - set(theirs))
+    extra = sorted(set(theirs) - set(own))
+    shapes = [f"{k}: file {tuple(theirs[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in theirs and own[k].shape != theirs[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected weights (e.g. {', '.join(extra[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} shapes differ ({'; '.join(shapes[:3])})")
+    if problems:
+        raise WeightsError(f"checkpoint {path} does not fit backbone {name}: {'; '.join(problems)}. "
+                           "Was it saved from the same backbone?")
+
+
+# --- block maps (DESIGN.md section 3) ---
+
+def _resnet_blocks(model: nn.Module) -> dict[str, list[str]]:
+    blocks = {"stem": ["conv1", "bn1"]}
+    blocks.update({f"layer{i}": [f"layer{i}"] for i in range(1, 5)})
+    blocks["head"] = ["fc"]
+    return blocks
+
+
+def _densenet_blocks(model: nn.Module) -> dict[str, list[str]]:
+    blocks = {"stem": ["features.conv0", "features.norm0"]}
+    for i in range(1, 4):
+        blocks[f"denseblock{i}"] = [f"features.denseblock{i}"]
+        blocks[f"transition{i}"] = [f"features.transition{i}"]
+    blocks["denseblock4"] = ["features.denseblock4", "features.norm5"]
+    blocks["head"] = ["classifier"]
+    return blocks
+
+
+def _vgg_blocks(model: nn.Module) -> dict[str, list[str]]:
+    """Five convolution stages (each ends at a max-pool), then the classifier."""
+    blocks: dict[str, list[str]] = {}
+    stage = 1
+    for index, layer in enumerate(model.features):
+        blocks.setdefault(f"conv{stage}", []).append(f"features.{index}")
+        stage += isinstance(layer, nn.MaxPool2d)
+    blocks["classifier"] = ["classifier"]
+    return blocks
+
+
+class TinyCNN(nn.Module):
+    """A small residual-free CNN with BatchNorm: four stages, global pooling, a linear head.
+
+    Fast on a laptop CPU at 32 to 64 pixels; the backbone of the demo, the teaching
+    notebooks and the tests.
+    """
+
+    def __init__(self, num_classes: int = 16, widths: tuple[int, ...] = (16, 32, 64, 96)):
+        super().__init__()
+        self.stem = _conv_bn(3, widths[0], stride=1)
+        self.stage1 = nn.Sequential(_conv_bn(widths[0], widths[1], 2), _conv_bn(widths[1], widths[1], 1))
+        self.stage2 = nn.Sequential(_conv_bn(widths[1], widths[2], 2), _conv_bn(widths[2], widths[2], 1))
+        self.stage3 = nn.Sequential(_conv_bn(widths[2], widths[3], 2), _conv_bn(widths[3], widths[3], 1))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[3], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _tiny_blocks(model: nn.Module) -> dict[str, list[str]]:
+    return {"stem": ["stem"], "stage1": ["stage1"], "stage2": ["stage2"], "stage3": ["stage3"], "head": ["fc"]}
+
+
+tv = torchvision.models
+register_backbone(BackboneSpec("resnet50", "ResNet-50 (study backbone); 6 blocks: stem, layer1-4, head",
+                               lambda: tv.resnet50(weights=None), _resnet_blocks, "fc", tv.ResNet50_Weights))
+register_backbone(BackboneSpec("densenet121", "DenseNet-121 (study backbone); 9 blocks: stem, 4 dense blocks, "
+                               "3 transitions, head", lambda: tv.densenet121(weights=None), _densenet_blocks,
+                               "classifier", tv.DenseNet121_Weights, channels_last=False))
+register_backbone(BackboneSpec("vgg19", "VGG-19 (study backbone); 6 blocks: conv1-5, classifier (last layer new)",
+                               lambda: tv.vgg19(weights=None), _vgg_blocks, "classifier.6", tv.VGG19_Weights))
+register_backbone(BackboneSpec("resnet18", "ResNet-18 (smaller study-style backbone); same 6-block map as ResNet-50",
+                               lambda: tv.resnet18(weights=None), _resnet_blocks, "fc", tv.ResNet18_Weights))
+register_backbone(BackboneSpec("tinycnn", "tiny 4-stage CNN (0.2M parameters) for CPU teaching, demo and tests",
+                               TinyCNN, _tiny_blocks, "fc", None, channels_last=False))

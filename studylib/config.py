@@ -1,0 +1,189 @@
+"""RunConfig: one flat, typed record describing one training run.
+
+Every field carries a trailing comment; that comment is the field's help text (shown by
+`python -m studylib config`, the CLI and the notebook's parameters cell), so it is the
+single place where a field is documented. Unknown keys and wrong types fail loudly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field and the fix."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    # --- what to run ---
+    dataset: str = "synthetic"  # dataset name (python -m studylib datasets)
+    data_root: str = ""  # folder, CSV or .npz for the folder/csv/npz datasets; empty: the registry default
+    backbone: str = "tinycnn"  # backbone name (python -m studylib backbones)
+    weights: str = "none"  # torchvision weight set (IMAGENET1K_V1, IMAGENET1K_V2), a checkpoint file path, or none
+    weights_sha256: str = ""  # expected SHA-256 of a local checkpoint file; empty: not checked
+    strategy: str = "ft"  # fine-tuning strategy (python -m studylib strategies)
+    seed: int = 684  # seed for splits, initialisation and batch order (study: 684, 559, 629)
+    # --- protocol (DESIGN.md section 4) ---
+    image_size: int = 224  # side of the square crop fed to the network
+    resize_size: int = 0  # images are resized to this side once, then centre-cropped; 0: image_size * 232 / 224
+    batch_size: int = 96  # training and evaluation batch size
+    max_epochs: int = 30  # upper bound on training epochs (all stages together)
+    patience: int = 3  # early stopping: epochs without validation improvement in the last stage
+    select_metric: str = "balanced_accuracy"  # validation metric for early stopping and checkpoint selection
+    optimizer: str = "adam"  # adam, adamw or sgd
+    lr: float = 1e-3  # base learning rate
+    weight_decay: float = 0.0  # plain weight decay (the SP strategies use their own penalties instead)
+    momentum: float = 0.9  # SGD momentum
+    schedule: str = "cosine"  # cosine (per stage, per epoch) or constant
+    augment: bool = False  # random crop and horizontal flip on the device during training
+    bn_policy: str = "auto"  # BatchNorm in trainable blocks: auto (strategy default), train, freeze_stats, freeze
+    class_weighted_loss: bool = False  # weight the cross-entropy by inverse class frequency
+    # --- strategy parameters (defaults chosen by studylib: the study does not publish them) ---
+    lp_epochs: int = 5  # lp_ft: epochs of the linear-probing stage
+    lpft_lr_factor: float = 0.1  # lp_ft: second-stage learning rate = lr * this factor
+    gu_epochs_per_stage: int = 2  # gu_*: epochs before the next block unfreezes
+    l1sp_alpha: float = 1e-4  # l1_sp: weight of sum |w - w0| over backbone parameters
+    l2sp_alpha: float = 0.01  # l2_sp: weight of 1/2 ||w - w0||^2 over backbone parameters
+    sp_beta: float = 0.01  # l1_sp, l2_sp: weight of 1/2 ||w||^2 over head parameters
+    rgn_probe_batches: int = 5  # auto_rgn, auto_snr: training batches probed at the start of each epoch
+    snr_threshold: float = 0.1  # auto_snr: tensors whose SNR / max SNR is under this are frozen for the epoch
+    surgical_block: str = ""  # surgical: the one block (besides the head) that trains; empty: the first block
+    dlr_decay: float = 0.5  # discriminative_lr: each block below the head trains at this times the lr above it
+    # --- data ---
+    val_fraction: float = 0.15  # share of train carved out as validation when the data has no validation split
+    test_fraction: float = 0.15  # share held out as test when the data has no test split
+    synthetic_size: int = 600  # synthetic: number of images generated
+    skip_bad_images: bool = False  # skip unreadable images (listed in the data report) instead of failing
+    # --- engine ---
+    device: str = "auto"  # auto, cpu, cuda or cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA), bf16 or off
+    channels_last: str = "auto"  # auto (per backbone on CUDA), on or off
+    max_steps_per_epoch: int = 0  # cap on training batches per epoch (smoke runs); 0: the whole split
+    num_threads: int = 0  # CPU threads for torch; 0: torch's default
+    save_checkpoint: bool = False  # also write best.pt (the best-validation weights) into the run folder
+    quiet: bool = False  # no progress bars
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "RunConfig":
+        """Build a config, refusing unknown keys and values of the wrong type."""
+        check_keys(values, source)
+        cfg = cls(**{k: coerce(k, v, source) for k, v in values.items()})
+        cfg.validate()
+        return cfg
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "bn_policy": BN_POLICIES,
+                   "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off"),
+                   "select_metric": SELECT_METRICS}
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ConfigError(f"{key}={getattr(self, key)!r} is not valid; choose one of {', '.join(valid)}")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ConfigError(f"device={self.device!r} is not valid; use auto, cpu, cuda or cuda:N")
+        positive = ("image_size", "batch_size", "max_epochs", "rgn_probe_batches", "gu_epochs_per_stage")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.resize_size and self.resize_size < self.image_size:
+            raise ConfigError(f"resize_size ({self.resize_size}) must be 0 or at least image_size ({self.image_size})")
+        for key in ("val_fraction", "test_fraction"):
+            if not 0 < getattr(self, key) < 0.5:
+                raise ConfigError(f"{key} must be between 0 and 0.5, got {getattr(self, key)}")
+
+    @property
+    def prepared_size(self) -> int:
+        """Side of the stored, resized image (the 232 of 'resize 232, crop 224')."""
+        return self.resize_size or round(self.image_size * 232 / 224)
+
+    def run_hash(self) -> str:
+        """Identity of a run for resuming grids: every field that changes the result."""
+        ignore = {"quiet", "num_threads", "save_checkpoint"}
+        items = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+BN_POLICIES = ("auto", "train", "freeze_stats", "freeze")
+SELECT_METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "loss")
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def field_help() -> dict[str, str]:
+    """Field name -> its trailing comment in the RunConfig source."""
+    source = inspect.getsource(RunConfig)
+    pattern = re.compile(r"^\s+(\w+): \w+ = .*?  # (.*)$", re.M)
+    return {m.group(1): m.group(2).strip() for m in pattern.finditer(source)}
+
+
+def field_type(name: str) -> type:
+    return {"int": int, "float": float, "str": str, "bool": bool}[str(FIELDS[name].type)]
+
+
+def check_keys(values: dict[str, Any], source: str) -> None:
+    for key in values:
+        if key not in FIELDS:
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{source}: unknown config key {key!r}.{hint} "
+                              f"Valid keys: {', '.join(FIELDS)} (python -m studylib config explains each)")
+
+
+def coerce(name: str, value: Any, source: str = "config") -> Any:
+    """Check one value against its field type; ints are accepted for floats, nothing else."""
+    want = field_type(name)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is float and isinstance(value, str):
+        try:  # YAML reads 1e-3 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, want) and not (want is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{source}: {name} must be {want.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """'key=value' from the command line; the value is read as YAML (1e-3, true, none...)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    check_keys({key: None}, "--set")
+    if field_type(key) is str:
+        return key, raw
+    return key, yaml.safe_load(raw)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a syntax error names the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data

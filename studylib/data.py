@@ -1,0 +1,111 @@
+"""Prepared data for a run: uint8 images at the prepared size, labels, splits, ids.
+
+Images are decoded and resized once (DESIGN.md section 5); the engine crops and normalises
+them on the device, batch by batch (`DeviceBatches`).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .splits import SPLITS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataBundle:
+    """Everything a run needs from a dataset, already prepared."""
+
+    name: str
+    classes: list[str]
+    images: np.ndarray  # (n, 3, s, s) uint8, possibly memory-mapped
+    labels: np.ndarray  # (n,) int64
+    split: np.ndarray  # (n,) 'train' / 'val' / 'test'
+    ids: list[str]  # one identifier per image (file path or index), for predictions.csv
+    groups: np.ndarray | None = None  # patient / lesion ids, when the data has them
+    report: dict = field(default_factory=dict)  # counts, skipped files, duplicates (the data report)
+
+    def indices(self, name: str) -> np.ndarray:
+        return np.flatnonzero(self.split == name)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def fingerprint(self) -> str:
+        """Content hash of images, labels and split: two runs on equal data share it."""
+        digest = hashlib.sha256()
+        for chunk in np.array_split(np.arange(len(self.labels)), max(1, len(self.labels) // 512)):
+            digest.update(np.ascontiguousarray(self.images[chunk]).tobytes())
+        digest.update(self.labels.tobytes())
+        digest.update("|".join(self.split).encode())
+        return digest.hexdigest()[:16]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and class."""
+        return {s: {c: int(((self.split == s) & (self.labels == i)).sum()) for i, c in enumerate(self.classes)}
+                for s in SPLITS}
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={len(self.indices(s))}" for s in SPLITS)
+        return (f"DataBundle({self.name}: {len(self.labels)} images {self.images.shape[-1]}px, "
+                f"{self.num_classes} classes, {sizes})")
+
+
+class DeviceBatches:
+    """Batches of one split, cropped and normalised on the device.
+
+    The uint8 images move to the device whole when they fit comfortably (GPU memory),
+    otherwise batch by batch from pinned memory. Training batches are shuffled with a
+    seeded generator; evaluation keeps the order.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, crop: int,
+                 device: torch.device, channels_last: bool = False):
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.batch_size, self.crop, self.device = batch_size, crop, device
+        self.channels_last = channels_last
+        self.images = self._place(torch.from_numpy(np.ascontiguousarray(images)))
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+
+    def _place(self, images: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if images.nbytes < 0.25 * free:
+                return images.to(self.device)
+            return images.pin_memory()
+        return images
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def batches(self, shuffle: bool = False, generator: torch.Generator | None = None,
+                augment: bool = False, max_batches: int = 0):
+        """Yields (inputs, labels) on the device."""
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for count, start in enumerate(range(0, n, self.batch_size)):
+            if max_batches and count >= max_batches:
+                return
+            index = order[start:start + self.batch_size]
+            raw = self.images[index.to(self.images.device)].to(self.device, non_blocking=True)
+            yield self.transform(raw, augment, generator), self.labels[index].to(self.device, non_blocking=True)
+
+    def transform(self, raw: torch.Tensor, augment: bool, generator: torch.Generator | None) -> torch.Tensor:
+        """uint8 (b, 3, s, s) -> normalised float crop (b, 3, crop, crop)."""
+        size, crop = raw.shape[-1], self.crop
+        if augment:
+            top, left = (int(v) for v in torch.randint(0, size - crop + 1, (2,), generator=generator))
+        else:
+            top = left = (size - crop) // 2
+        x = raw[..., top:top + crop, left:left + crop].float()
+        if augment and bool(torch.rand(1, generator=generator) < 0.5):
+            x = x.flip(-1)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -1,0 +1,241 @@
+"""Training engine: apply a strategy's plan, train, select on validation, test once.
+
+`fit` never touches the test split; `run` (runner.py) calls `evaluate` on test exactly
+once, with the best-validation weights restored.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .backbones import Backbone
+from .config import RunConfig
+from .data import DeviceBatches
+from .layerlog import LayerLog
+from .metrics import classification_metrics
+from .strategies import EpochPlan, Strategy, cosine_factor
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the run stops and is marked failed."""
+
+
+@dataclass
+class Device:
+    """Where and how the model runs: device, autocast dtype, memory format."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+    @classmethod
+    def resolve(cls, cfg: RunConfig, backbone: Backbone) -> "Device":
+        name = cfg.device
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device={cfg.device} but CUDA is not available here; use device=cpu or auto")
+        device = torch.device(name)
+        on_cuda = device.type == "cuda"
+        amp = torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and on_cuda)) else None
+        cl = {"on": True, "off": False}.get(cfg.channels_last, on_cuda and backbone.spec.channels_last)
+        return cls(device, amp, cl)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val: dict = field(default_factory=dict)
+    stopped_early: bool = False
+    max_trainable: int = 0
+
+
+class Trainer:
+    """Holds the moving parts of one fit: model, strategy, optimizer, data, logs."""
+
+    def __init__(self, cfg: RunConfig, backbone: Backbone, strategy: Strategy, train: DeviceBatches,
+                 val: DeviceBatches, dev: Device, class_weights: torch.Tensor | None = None):
+        self.cfg, self.backbone, self.strategy, self.dev = cfg, backbone, strategy, dev
+        self.model = backbone.model
+        self.train_data, self.val_data = train, val
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.class_weights = class_weights
+        self.layers = LayerLog(backbone)
+        self.show = not cfg.quiet
+
+    # --- plan ---------------------------------------------------------------------------
+    def apply(self, plan: EpochPlan) -> None:
+        """Set requires_grad, BatchNorm modes and the optimizer for this epoch."""
+        trainable = set(plan.trainable)
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name in trainable)
+        self.set_modes(trainable)
+        self.optimizer = self.build_optimizer(plan)
+        factor = cosine_factor(*plan.span) if self.cfg.schedule == "cosine" else 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+    def set_modes(self, trainable: set[str]) -> None:
+        """Train mode, except normalisation layers of frozen blocks or under a frozen policy."""
+        self.model.train()
+        for block, names in self.backbone.blocks.items():
+            block_trains = any(n in trainable for n in names)
+            if not block_trains or self.strategy.bn_policy in ("freeze_stats", "freeze"):
+                for module in self.backbone.norm_modules(block):
+                    module.eval()
+
+    def build_optimizer(self, plan: EpochPlan) -> torch.optim.Optimizer:
+        """One group per learning rate, built only from parameters that require grad."""
+        params = dict(self.model.named_parameters())
+        by_lr: dict[float, list] = {}
+        for name in plan.trainable:
+            by_lr.setdefault(plan.lrs[name], []).append(params[name])
+        groups = [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": plan.weight_decay}
+                  for lr, ps in by_lr.items()]
+        if not groups:
+            raise RuntimeError(f"strategy {self.cfg.strategy} left no parameter trainable this epoch")
+        new = make_optimizer(self.cfg, groups)
+        if self.optimizer is not None and not plan.reset_optimizer:
+            for p in (p for g in groups for p in g["params"]):  # keep Adam moments of parameters that stay
+                if p in self.optimizer.state:
+                    new.state[p] = self.optimizer.state[p]
+        return new
+
+    def probe(self, names: list[str], n_batches: int, on_grads) -> None:
+        """Forward/backward a few training batches without stepping (Auto-RGN, Auto-SNR).
+
+        Normalisation layers run in eval mode so the probe never moves running statistics,
+        and a separate generator keeps the training batch order untouched.
+        """
+        wanted = set(names)
+        params = dict(self.model.named_parameters())
+        for name, param in params.items():
+            param.requires_grad_(name in wanted)
+        self.set_modes(set())
+        generator = torch.Generator().manual_seed(self.cfg.seed + 7919 * len(self.layers.rows))
+        for x, y in self.train_data.batches(True, generator, self.cfg.augment, n_batches):
+            self.model.zero_grad(set_to_none=True)
+            with self.dev.autocast():
+                loss = self.loss(self.model(x), y)
+            loss.backward()
+            on_grads({n: params[n].grad for n in names if params[n].grad is not None})
+        self.model.zero_grad(set_to_none=True)
+
+    # --- one epoch ----------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits.float(), labels, weight=weight)
+
+    def train_epoch(self, epoch: int, plan: EpochPlan) -> dict:
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        grad_sq = torch.zeros(len(trainable), device=self.dev.device)
+        sums = torch.zeros(2, device=self.dev.device)  # loss, penalty
+        steps = 0
+        batches = self.train_data.batches(True, self.generator, self.cfg.augment, self.cfg.max_steps_per_epoch)
+        total = min(len(self.train_data), self.cfg.max_steps_per_epoch or len(self.train_data))
+        for x, y in tqdm(batches, total=total, desc=f"epoch {epoch} {plan.stage}", leave=False, disable=not self.show):
+            with self.dev.autocast():
+                loss = self.loss(self.model(x), y)
+            penalty = self.strategy.penalty()
+            full = loss if penalty is None else loss + penalty
+            self.optimizer.zero_grad(set_to_none=True)
+            full.backward()
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
+            grad_sq += torch.stack(torch._foreach_norm(grads)).float() ** 2
+            self.optimizer.step()
+            sums += torch.stack([loss.detach().float(), (penalty if penalty is not None else loss * 0).detach().float()])
+            steps += 1
+            if steps % 25 == 0:
+                check_finite(sums, epoch, steps)
+        check_finite(sums, epoch, steps)
+        self.layers.grads = dict(zip(names, (grad_sq / max(1, steps)).sqrt().tolist()))
+        loss_mean, pen_mean = (sums / max(1, steps)).tolist()
+        return {"train_loss": loss_mean, "train_penalty": pen_mean, "steps": steps}
+
+    # --- the loop -----------------------------------------------------------------------
+    def fit(self) -> FitResult:
+        result = FitResult()
+        best_score, stale, best_state = -np.inf, 0, None
+        bar = tqdm(range(self.cfg.max_epochs), desc=f"{self.cfg.strategy} {self.cfg.backbone}", disable=not self.show)
+        for epoch in bar:
+            started = time.perf_counter()
+            plan = self.strategy.plan(epoch, self.probe)
+            self.apply(plan)
+            train_stats = self.train_epoch(epoch, plan)
+            val_loss, probs, labels = evaluate(self.model, self.val_data, self.dev, self.loss)
+            val = {"loss": val_loss, **classification_metrics(labels, probs)}
+            score = -val_loss if self.cfg.select_metric == "loss" else val[self.cfg.select_metric]
+            improved = bool(np.nan_to_num(score, nan=-np.inf) > best_score)
+            if improved:
+                best_score, stale, result.best_epoch, result.best_val = score, 0, epoch, val
+                best_state = copy.deepcopy(self.model.state_dict())
+            elif plan.final_stage:
+                stale += 1
+            n_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            result.max_trainable = max(result.max_trainable, n_trainable)
+            result.history.append(self.history_row(epoch, plan, train_stats, val, n_trainable, improved, started))
+            self.layers.record(epoch, plan, self.optimizer)
+            bar.set_postfix(val=f"{val[self.cfg.select_metric] if self.cfg.select_metric != 'loss' else val_loss:.3f}")
+            self.on_epoch_end(result)
+            if plan.final_stage and stale >= self.cfg.patience:
+                result.stopped_early = epoch < self.cfg.max_epochs - 1
+                break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)  # the best-validation weights, before any test
+        return result
+
+    def on_epoch_end(self, result: FitResult) -> None:
+        """Hook for the runner to write logs after every epoch."""
+
+    def history_row(self, epoch, plan, train_stats, val, n_trainable, improved, started) -> dict:
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        return {"epoch": epoch, "stage": plan.stage, "lr_max": max(lrs), "trainable_params": n_trainable,
+                **train_stats, **{f"val_{k}": v for k, v in val.items()}, "best": improved,
+                "seconds": time.perf_counter() - started}
+
+
+def make_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+def check_finite(sums: torch.Tensor, epoch: int, step: int) -> None:
+    if not bool(torch.isfinite(sums).all()):
+        raise NonFiniteLossError(
+            f"the training loss became {sums.tolist()[0]} (penalty {sums.tolist()[1]}) by epoch {epoch}, step {step}. "
+            "Lower lr (or the SP alpha/beta), or try amp=off; the history up to the previous epoch is kept.")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DeviceBatches, dev: Device, loss_fn=None) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean loss, class probabilities (n, k) and labels of one split, in order."""
+    model.eval()
+    probs, labels, total = [], [], 0.0
+    for x, y in data.batches():
+        with dev.autocast():
+            logits = model(x).float()
+        if loss_fn is not None:
+            total += float(loss_fn(logits, y)) * len(y)
+        probs.append(torch.softmax(logits, 1).cpu())
+        labels.append(y.cpu())
+    labels_np = torch.cat(labels).numpy()
+    return total / max(1, len(labels_np)), torch.cat(probs).double().numpy(), labels_np

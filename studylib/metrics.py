@@ -1,0 +1,62 @@
+"""Classification metrics over predicted class probabilities (scikit-learn does the maths)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn import metrics as skm
+from sklearn.preprocessing import label_binarize
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro F1, Cohen's kappa, AUROC and macro AP.
+
+    `probs` is (n, k) with rows summing to one. AUROC is binary for k == 2 and one-vs-rest
+    macro otherwise; it is NaN when the labels hold a single class (it is undefined there).
+    """
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    k = probs.shape[1]
+    preds = probs.argmax(axis=1)
+    with warnings.catch_warnings():  # a class absent from y_true is expected on tiny splits
+        warnings.simplefilter("ignore")
+        return {
+            "accuracy": float(skm.accuracy_score(labels, preds)),
+            "balanced_accuracy": float(skm.balanced_accuracy_score(labels, preds)),
+            "macro_f1": float(skm.f1_score(labels, preds, average="macro", labels=range(k), zero_division=0)),
+            "kappa": _kappa(labels, preds),
+            "auroc": auroc(labels, probs),
+            "macro_ap": macro_average_precision(labels, probs),
+        }
+
+
+def _kappa(labels: np.ndarray, preds: np.ndarray) -> float:
+    value = skm.cohen_kappa_score(labels, preds)
+    return float(value) if np.isfinite(value) else float("nan")
+
+
+def auroc(labels: np.ndarray, probs: np.ndarray) -> float:
+    present = np.unique(labels)
+    if len(present) < 2:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return float(skm.roc_auc_score(labels, probs[:, 1]))
+    # One-vs-rest macro over the classes present in labels (others have no positives).
+    onehot = label_binarize(labels, classes=range(probs.shape[1]))
+    scores = [skm.roc_auc_score(onehot[:, c], probs[:, c]) for c in present]
+    return float(np.mean(scores))
+
+
+def macro_average_precision(labels: np.ndarray, probs: np.ndarray) -> float:
+    present = np.unique(labels)
+    onehot = label_binarize(labels, classes=range(probs.shape[1]))
+    if probs.shape[1] == 2:
+        onehot = np.column_stack([1 - onehot[:, 0], onehot[:, 0]])
+    scores = [skm.average_precision_score(onehot[:, c], probs[:, c]) for c in present]
+    return float(np.mean(scores))
+
+
+def confusion(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Confusion matrix, rows = true class, columns = predicted class."""
+    k = np.asarray(probs).shape[1]
+    return skm.confusion_matrix(labels, np.asarray(probs).argmax(axis=1), labels=range(k))

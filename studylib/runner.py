@@ -1,0 +1,159 @@
+"""One experiment end to end: data, backbone, strategy, fit, a single test evaluation, the run folder."""
+from __future__ import annotations
+
+import platform
+import random
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .backbones import Backbone, create_backbone, sha256_of
+from .config import RunConfig
+from .data import DataBundle, DeviceBatches
+from .datasets import load_dataset
+from .engine import Device, Trainer, evaluate
+from .metrics import classification_metrics, confusion
+from .rundir import RunDir, write_csv, write_json
+from .strategies import create_strategy
+
+
+@dataclass
+class RunResult:
+    path: Path
+    metrics: dict
+
+    def __repr__(self) -> str:
+        test = self.metrics["test"]
+        return (f"RunResult({self.path}: test balanced accuracy {test['balanced_accuracy']:.3f}, "
+                f"best epoch {self.metrics['best_epoch']})")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: DataBundle | None = None) -> RunResult:
+    """Train and evaluate one configuration into `out_dir`; on failure the folder says why."""
+    rundir = RunDir(out_dir)
+    rundir.prepare(overwrite)
+    write_json(rundir.file("config.json"), cfg.to_dict())
+    rundir.mark("running")
+    try:
+        return _run(cfg, rundir, data)
+    except BaseException as err:
+        rundir.fail(err)
+        raise
+
+
+def _run(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> RunResult:
+    started = time.perf_counter()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    data = data if data is not None else load_dataset(cfg, progress=not cfg.quiet)
+    write_data_files(rundir, data)
+    seed_everything(cfg.seed)
+    backbone = create_backbone(cfg.backbone, data.num_classes, cfg.weights, cfg.weights_sha256, progress=not cfg.quiet)
+    dev = Device.resolve(cfg, backbone)
+    backbone.model.to(dev.device, memory_format=torch.channels_last if dev.channels_last else torch.preserve_format)
+    write_json(rundir.file("env.json"), environment(cfg, data, backbone, dev))
+    trainer = make_trainer(cfg, backbone, data, dev)
+    trainer.on_epoch_end = lambda result: write_logs(rundir, result, trainer)
+    if dev.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev.device)
+    fit = trainer.fit()
+    test = split_batches(data, "test", cfg, dev)
+    test_loss, probs, labels = evaluate(backbone.model, test, dev, trainer.loss)  # the one test evaluation
+    write_predictions(rundir, data, probs, labels)
+    if cfg.save_checkpoint:
+        torch.save(backbone.model.state_dict(), rundir.file("best.pt"))
+    metrics = {
+        "val": fit.best_val, "test": {"loss": test_loss, **classification_metrics(labels, probs)},
+        "test_confusion": confusion(labels, probs).tolist(), "classes": data.classes,
+        "best_epoch": fit.best_epoch, "epochs_run": len(fit.history), "stopped_early": fit.stopped_early,
+        "wall_seconds": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(dev),
+        "trainable_params": fit.max_trainable, "total_params": sum(p.numel() for p in backbone.model.parameters()),
+        "run_hash": cfg.run_hash(),
+    }
+    write_json(rundir.file("metrics.json"), metrics)  # written last: the run is finished
+    rundir.mark("finished")
+    return RunResult(rundir.path, metrics)
+
+
+def split_batches(data: DataBundle, split: str, cfg: RunConfig, dev: Device) -> DeviceBatches:
+    index = data.indices(split)
+    if len(index) == 0:
+        raise ValueError(f"dataset {data.name} has no {split} images; check the split column or the fractions")
+    return DeviceBatches(data.images[index], data.labels[index], cfg.batch_size, cfg.image_size, dev.device,
+                         dev.channels_last)
+
+
+def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device) -> Trainer:
+    if data.images.shape[-1] < cfg.image_size:
+        raise ValueError(f"prepared images are {data.images.shape[-1]} px but image_size={cfg.image_size}; "
+                         "lower image_size or raise resize_size")
+    strategy = create_strategy(cfg, backbone)
+    weights = None
+    if cfg.class_weighted_loss:
+        counts = np.bincount(data.labels[data.indices("train")], minlength=data.num_classes).astype(np.float64)
+        weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+    return Trainer(cfg, backbone, strategy, split_batches(data, "train", cfg, dev),
+                   split_batches(data, "val", cfg, dev), dev, weights)
+
+
+def write_logs(rundir: RunDir, fit, trainer: Trainer) -> None:
+    write_csv(rundir.file("history.csv"), fit.history)
+    write_csv(rundir.file("layers.csv"), trainer.layers.rows)
+
+
+def write_data_files(rundir: RunDir, data: DataBundle) -> None:
+    write_csv(rundir.file("splits.csv"), pd.DataFrame({"id": data.ids, "label": data.labels, "split": data.split}))
+    write_json(rundir.file("data_report.json"), data.report)
+
+
+def write_predictions(rundir: RunDir, data: DataBundle, probs: np.ndarray, labels: np.ndarray) -> None:
+    index = data.indices("test")
+    frame = pd.DataFrame({"id": [data.ids[i] for i in index], "label": labels, "pred": probs.argmax(1)})
+    for k, name in enumerate(data.classes):
+        frame[f"prob_{name}"] = probs[:, k]
+    write_csv(rundir.file("predictions.csv"), frame)
+
+
+def peak_memory_mb(dev: Device) -> float:
+    if dev.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev.device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def environment(cfg: RunConfig, data: DataBundle, backbone: Backbone, dev: Device) -> dict:
+    import sklearn
+    import torchvision
+
+    weights = {"weights": cfg.weights}
+    path = Path(cfg.weights)
+    if path.is_file():
+        weights["sha256"] = sha256_of(path)
+    return {
+        "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+        "torchvision": torchvision.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
+        "device": str(dev.device), "device_name": torch.cuda.get_device_name(dev.device) if dev.device.type == "cuda"
+        else platform.processor() or "cpu", "amp": str(dev.amp_dtype), "channels_last": dev.channels_last,
+        "threads": torch.get_num_threads(), "git_commit": git_commit(), **weights,
+        "data_fingerprint": data.fingerprint(), "backbone": repr(backbone),
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

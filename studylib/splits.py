@@ -1,0 +1,55 @@
+"""Seeded, stratified, group-aware train/val/test splits (scikit-learn does the splitting)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+SPLITS = ("train", "val", "test")
+
+
+def assign_splits(labels: np.ndarray, split: np.ndarray | None, groups: np.ndarray | None,
+                  val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """Keep official splits; carve what is missing out of train.
+
+    `split` holds 'train', 'val', 'test' or '' (unassigned, treated as train) per item.
+    With `groups` (patient or lesion ids) no group lands in two splits.
+    """
+    labels = np.asarray(labels)
+    out = np.array(split if split is not None else [""] * len(labels), dtype=object)
+    out[out == ""] = "train"
+    if groups is not None:
+        check_groups_within_splits(out, groups)
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if not (out == name).any():
+            pool = np.flatnonzero(out == "train")
+            held = _hold_out(labels[pool], None if groups is None else groups[pool], fraction, seed)
+            out[pool[held]] = name
+    return out.astype(str)
+
+
+def _hold_out(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of about `fraction` of the items, stratified by label, whole groups only."""
+    index = np.arange(len(labels))
+    if groups is None:
+        stratify = labels if np.bincount(labels).min(initial=2) >= 2 else None
+        _, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
+    else:
+        n_splits = max(2, round(1 / fraction))
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        _, held = next(folds.split(index, labels, groups))
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[held] = True
+    return mask
+
+
+def check_groups_within_splits(split: np.ndarray, groups: np.ndarray) -> None:
+    """Refuse official splits that put one group in two splits (patient-level leakage)."""
+    seen: dict[object, str] = {}
+    leaks = []
+    for name, group in zip(split, groups):
+        if seen.setdefault(group, name) != name:
+            leaks.append(group)
+    if leaks:
+        raise ValueError(f"{len(set(leaks))} groups occur in more than one split (e.g. {sorted(map(str, set(leaks)))[:3]}); "
+                         "the official split leaks across groups. Drop the split column to let studylib re-split "
+                         "by group, or drop the group column to keep the official split as it is.")

@@ -1,0 +1,368 @@
+"""Fine-tuning strategies: what trains each epoch, at which learning rate, with which extra loss.
+
+A strategy answers `plan(epoch, probe)` with an `EpochPlan`; the engine applies it
+(requires_grad, BatchNorm modes, optimizer groups) and trains. Definitions follow
+DESIGN.md section 2; each class docstring says where it comes from.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .backbones import Backbone
+from .config import RunConfig
+from .registry import Registry
+
+# probe(names, n_batches, on_grads): runs n training batches forward/backward with only
+# `names` requiring grad and calls on_grads({name: grad}) after each one.
+Probe = Callable[[list[str], int, Callable[[dict[str, torch.Tensor]], None]], None]
+
+
+@dataclass
+class EpochPlan:
+    trainable: list[str]  # parameter names that train this epoch
+    lrs: dict[str, float]  # parameter name -> learning rate before the schedule
+    stage: str  # label for logs
+    span: tuple[int, int]  # (epoch within the schedule span, span length) for the cosine schedule
+    final_stage: bool = True  # early stopping only counts in the last stage
+    reset_optimizer: bool = False  # drop optimizer state (otherwise kept for parameters that stay)
+    weight_decay: float = 0.0
+    ratios: dict[str, float] = field(default_factory=dict)  # Auto-RGN / Auto-SNR score per tensor, for logs
+
+
+class Strategy:
+    """Base: every parameter trains at the base rate. Subclasses override `plan` and `penalty`."""
+
+    name = "ft"
+    label = "FT"
+    description = "full fine-tuning: new head, every parameter trains"
+    default_bn = "train"
+
+    def __init__(self, cfg: RunConfig, backbone: Backbone):
+        self.cfg, self.backbone = cfg, backbone
+        self.bn_policy = self.default_bn if cfg.bn_policy == "auto" else cfg.bn_policy
+        self.norm_params = set(_norm_param_names(backbone))
+
+    # helpers shared by every strategy -------------------------------------------------
+    def params_of(self, blocks: list[str]) -> list[str]:
+        """Parameters of `blocks`, less normalisation parameters when the policy freezes them."""
+        names = [p for b in blocks for p in self.backbone.blocks[b]]
+        return self._allowed(names)
+
+    def _allowed(self, names: list[str]) -> list[str]:
+        if self.bn_policy == "freeze":
+            return [n for n in names if n not in self.norm_params]
+        return names
+
+    @property
+    def all_blocks(self) -> list[str]:
+        return self.backbone.block_names
+
+    @property
+    def head(self) -> list[str]:
+        return list(self.backbone.head_params)
+
+    def uniform(self, names: list[str], lr: float | None = None) -> dict[str, float]:
+        return {n: self.cfg.lr if lr is None else lr for n in names}
+
+    def whole_run(self, epoch: int) -> tuple[int, int]:
+        return epoch, self.cfg.max_epochs
+
+    # what subclasses override ---------------------------------------------------------
+    def plan(self, epoch: int, probe: Probe) -> EpochPlan:
+        names = self.params_of(self.all_blocks)
+        return EpochPlan(names, self.uniform(names), "all", self.whole_run(epoch), weight_decay=self.cfg.weight_decay)
+
+    def penalty(self) -> torch.Tensor | None:
+        """Extra loss term added to the cross-entropy, or None."""
+        return None
+
+    def describe(self) -> str:
+        return f"{self.label}: {self.description}"
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    return STRATEGIES.add(cls.name, cls)
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    return STRATEGIES.get(name)
+
+
+def list_strategies() -> list[str]:
+    return STRATEGIES.names()
+
+
+def create_strategy(cfg: RunConfig, backbone: Backbone) -> Strategy:
+    return get_strategy(cfg.strategy)(cfg, backbone)
+
+
+def _norm_param_names(backbone: Backbone) -> list[str]:
+    ids = {id(p) for block in backbone.block_names for module in backbone.norm_modules(block)
+           for p in module.parameters(recurse=False)}
+    return [n for n, p in backbone.model.named_parameters() if id(p) in ids]
+
+
+def stage_position(epoch: int, lengths: list[int], total: int) -> tuple[int, int, int]:
+    """(stage index, epoch within stage, stage length); the last stage runs to `total`."""
+    start = 0
+    for index, length in enumerate(lengths):
+        if epoch < start + length:
+            return index, epoch - start, length
+        start += length
+    return len(lengths), epoch - start, max(1, total - start)
+
+
+register_strategy(Strategy)
+
+
+@register_strategy
+class LinearProbe(Strategy):
+    """Backbone frozen (its BatchNorm in eval mode, so statistics do not move); only the new head trains."""
+
+    name, label = "lp", "LP"
+    description = "linear probing: backbone frozen with BatchNorm in eval mode; only the new head trains"
+
+    def plan(self, epoch: int, probe: Probe) -> EpochPlan:
+        return EpochPlan(self.head, self.uniform(self.head), "head", self.whole_run(epoch),
+                         weight_decay=self.cfg.weight_decay)
+
+
+class GradualUnfreezing(Strategy):
+    """ULMFiT-style gradual unfreezing; one block more every `gu_epochs_per_stage` epochs."""
+
+    def trainable_blocks(self, stage: int) -> list[str]:
+        raise NotImplementedError
+
+    def plan(self, epoch: int, probe: Probe) -> EpochPlan:
+        n_stages = len(self.all_blocks)
+        lengths = [self.cfg.gu_epochs_per_stage] * (n_stages - 1)
+        stage, _, _ = stage_position(epoch, lengths, self.cfg.max_epochs)
+        blocks = self.trainable_blocks(stage)
+        names = self.params_of(blocks)
+        return EpochPlan(names, self.uniform(names), "+".join(blocks), self.whole_run(epoch),
+                         final_stage=stage == n_stages - 1, weight_decay=self.cfg.weight_decay)
+
+
+@register_strategy
+class GradualLastFirst(GradualUnfreezing):
+    name, label = "gu_last_first", "G-LF"
+    description = "gradual unfreezing from the head towards the input, one block per stage"
+
+    def trainable_blocks(self, stage: int) -> list[str]:
+        return self.all_blocks[len(self.all_blocks) - 1 - stage:]
+
+
+@register_strategy
+class GradualFirstLast(GradualUnfreezing):
+    name, label = "gu_first_last", "G-FL"
+    description = "gradual unfreezing from the input towards the output; the head trains from the start"
+
+    def trainable_blocks(self, stage: int) -> list[str]:
+        blocks = self.all_blocks
+        return blocks if stage >= len(blocks) - 1 else blocks[:stage] + [blocks[-1]]
+
+
+class SPRegularised(Strategy):
+    """Li, Grandvalet, Davoine (ICML 2018): penalise the distance to the pretrained weights w0.
+
+    The penalty covers every backbone (non-head) parameter; the new head gets beta/2 ||w||^2.
+    No plain weight decay is applied.
+    """
+
+    alpha_field = ""
+
+    def __init__(self, cfg: RunConfig, backbone: Backbone):
+        super().__init__(cfg, backbone)
+        params = dict(backbone.model.named_parameters())
+        head = set(self.head)
+        self.backbone_names = [n for n in params if n not in head]
+        self.w = [params[n] for n in self.backbone_names]
+        self.w0 = [p.detach().clone() for p in self.w]  # frozen copy of the starting weights
+        self.head_w = [params[n] for n in self.head]
+        self.alpha = getattr(cfg, self.alpha_field)
+
+    def plan(self, epoch: int, probe: Probe) -> EpochPlan:
+        names = self.params_of(self.all_blocks)
+        return EpochPlan(names, self.uniform(names), "all", self.whole_run(epoch), weight_decay=0.0)
+
+    def penalty(self) -> torch.Tensor:
+        diffs = torch._foreach_sub([w.float() for w in self.w], self.w0)
+        head = self.cfg.sp_beta / 2 * sum(w.float().pow(2).sum() for w in self.head_w)
+        return self.alpha * self.distance(diffs) + head
+
+    def distance(self, diffs: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@register_strategy
+class L1SP(SPRegularised):
+    name, label = "l1_sp", "L1-SP"
+    description = "all parameters train; loss + alpha * sum |w - w0| (backbone) + beta/2 ||w_head||^2"
+    alpha_field = "l1sp_alpha"
+
+    def distance(self, diffs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(torch._foreach_norm(diffs, 1)).sum()
+
+
+@register_strategy
+class L2SP(SPRegularised):
+    name, label = "l2_sp", "L2-SP"
+    description = "all parameters train; loss + alpha/2 ||w - w0||^2 (backbone) + beta/2 ||w_head||^2"
+    alpha_field = "l2sp_alpha"
+
+    def distance(self, diffs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(torch._foreach_norm(diffs, 2)).pow(2).sum() / 2
+
+
+@register_strategy
+class LPFT(Strategy):
+    """Kumar et al. (ICLR 2022): linear probe, then fine-tune everything from the probed head.
+
+    The second stage starts a fresh optimizer and its own cosine schedule at lr * lpft_lr_factor;
+    BatchNorm statistics stay frozen by default, as in the authors' setting.
+    """
+
+    name, label = "lp_ft", "LP-FT"
+    description = "linear probe for lp_epochs, then fine-tune all at lr * lpft_lr_factor from the probed head"
+    default_bn = "freeze_stats"
+
+    def plan(self, epoch: int, probe: Probe) -> EpochPlan:
+        stage, at, length = stage_position(epoch, [self.cfg.lp_epochs], self.cfg.max_epochs)
+        if stage == 0:
+            return EpochPlan(self.head, self.uniform(self.head), "lp", (at, length), final_stage=False,
+                             weight_decay=self.cfg.weight_decay)
+        names = self.params_of(self.all_blocks)
+        lr = self.cfg.lr * self.cfg.lpft_lr_factor
+        return EpochPlan(names, self.uniform(names, lr), "ft", (at, length), reset_optimizer=at == 0,
+                         weight_decay=self.cfg.weight_decay)
+
+
+@register_strategy
+class AutoRGN(Strategy):
+    """Lee et al. (ICLR 2023) Auto-RGN, as in the official code.
+
+    At the start of every epoch: RGN_i = mean over `rgn_probe_batches` batches of
+    ||grad_i|| / ||w_i||, per tensor; lr_i = base_lr * RGN_i / max RGN; a fresh Adam
+    (state reset) with these rates. BatchNorm is frozen and in eval mode by default
+    (found by module type, unlike the reference code's name match).
+    """
+
+    name, label = "auto_rgn", "Auto-RGN"
+    description = "per-tensor lr = lr * RGN / max RGN, RGN = ||grad|| / ||w|| probed each epoch; optimizer reset"
+    default_bn = "freeze"
+
+    def plan(self, epoch: int, probe: Probe) -> EpochPlan:
+        names = self.params_of(self.all_blocks)
+        ratios = self.relative_gradient_norms(names, probe)
+        top = max(ratios.values())
+        scaled = {n: (r / top if top > 0 else 1.0) for n, r in ratios.items()}
+        lrs = {n: self.cfg.lr * s for n, s in scaled.items()}
+        return EpochPlan(names, lrs, "all", self.whole_run(epoch), reset_optimizer=True,
+                         weight_decay=self.cfg.weight_decay, ratios=scaled)
+
+    def relative_gradient_norms(self, names: list[str], probe: Probe) -> dict[str, float]:
+        params = dict(self.backbone.model.named_parameters())
+        totals = dict.fromkeys(names, 0.0)
+        count = [0]
+
+        def add(grads: dict[str, torch.Tensor]) -> None:
+            count[0] += 1
+            for n in names:
+                weight_norm = params[n].detach().float().norm().item()
+                grad_norm = grads[n].float().norm().item() if n in grads else 0.0
+                totals[n] += grad_norm / weight_norm if weight_norm > 0 else 0.0
+
+        probe(names, self.cfg.rgn_probe_batches, add)
+        return {n: v / max(1, count[0]) for n, v in totals.items()}
+
+
+@register_strategy
+class AutoSNR(Strategy):
+    """Lee et al. (ICLR 2023) Auto-SNR: freeze tensors whose gradient signal-to-noise ratio is low.
+
+    Per element, SNR = mean^2 / variance of the gradient over `rgn_probe_batches` batches
+    (at least 2); averaged over the tensor, divided by the largest tensor SNR. Tensors
+    under `snr_threshold` are frozen for the epoch; the others train at the base rate.
+    """
+
+    name, label = "auto_snr", "Auto-SNR"
+    description = "per epoch, freeze tensors whose gradient SNR / max SNR < snr_threshold; others train at lr"
+    default_bn = "freeze"
+
+    def plan(self, epoch: int, probe: Probe) -> EpochPlan:
+        names = self.params_of(self.all_blocks)
+        snr = self.gradient_snr(names, probe)
+        top = max(snr.values())
+        scaled = {n: (s / top if top > 0 else 1.0) for n, s in snr.items()}
+        keep = [n for n in names if scaled[n] >= self.cfg.snr_threshold or n in self.head]
+        return EpochPlan(keep, self.uniform(keep), f"{len(keep)}/{len(names)} tensors", self.whole_run(epoch),
+                         weight_decay=self.cfg.weight_decay, ratios=scaled)
+
+    def gradient_snr(self, names: list[str], probe: Probe) -> dict[str, float]:
+        sums: dict[str, torch.Tensor] = {}
+        squares: dict[str, torch.Tensor] = {}
+        count = [0]
+
+        def add(grads: dict[str, torch.Tensor]) -> None:
+            count[0] += 1
+            for n, g in grads.items():
+                g = g.detach().float()
+                sums[n] = sums.get(n, 0) + g
+                squares[n] = squares.get(n, 0) + g * g
+
+        probe(names, max(2, self.cfg.rgn_probe_batches), add)
+        out = {}
+        for n in names:
+            if n not in sums:
+                out[n] = 0.0
+                continue
+            mean = sums[n] / count[0]
+            var = (squares[n] / count[0] - mean * mean).clamp_min(0)
+            out[n] = float((mean * mean / (var + 1e-12)).mean())
+        return out
+
+
+@register_strategy
+class Surgical(Strategy):
+    """Surgical fine-tuning (Lee et al., ICLR 2023): one chosen block and the head train."""
+
+    name, label = "surgical", "Surgical"
+    description = "only surgical_block (default: the first block) and the head train"
+
+    def plan(self, epoch: int, probe: Probe) -> EpochPlan:
+        block = self.cfg.surgical_block or self.all_blocks[0]
+        if block not in self.all_blocks:
+            raise ValueError(f"surgical_block={block!r} is not a block of {self.backbone.spec.name}; "
+                             f"choose one of {', '.join(self.all_blocks)}")
+        names = list(dict.fromkeys(self.params_of([block]) + self.head))
+        return EpochPlan(names, self.uniform(names), block, self.whole_run(epoch), weight_decay=self.cfg.weight_decay)
+
+
+@register_strategy
+class DiscriminativeLR(Strategy):
+    """ULMFiT / fastai discriminative learning rates: each block below the head at dlr_decay x the rate above."""
+
+    name, label = "discriminative_lr", "Disc-LR"
+    description = "all blocks train; block k below the head at lr * dlr_decay**k"
+
+    def plan(self, epoch: int, probe: Probe) -> EpochPlan:
+        blocks = self.all_blocks
+        lrs = {}
+        for depth, block in enumerate(reversed(blocks)):
+            lrs.update(self.uniform(self.params_of([block]), self.cfg.lr * self.cfg.dlr_decay ** depth))
+        return EpochPlan(list(lrs), lrs, "all", self.whole_run(epoch), weight_decay=self.cfg.weight_decay)
+
+
+def cosine_factor(position: int, length: int) -> float:
+    """Cosine decay from 1 towards 0 over `length` epochs, evaluated per epoch."""
+    return 0.5 * (1 + math.cos(math.pi * position / max(1, length)))
+
+
+STUDY_STRATEGIES = ("ft", "lp", "gu_last_first", "gu_first_last", "l1_sp", "l2_sp", "lp_ft", "auto_rgn")
