@@ -93,6 +93,7 @@ class RunConfig:
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is not valid; choose one of {', '.join(valid)}")
+        self.check_names()
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError(f"device={self.device!r} is not valid; use auto, cpu, cuda or cuda:N")
         positive = ("image_size", "batch_size", "max_epochs", "rgn_probe_batches", "gu_epochs_per_stage")
@@ -106,6 +107,16 @@ class RunConfig:
         for key in ("val_fraction", "test_fraction"):
             if not 0 < getattr(self, key) < 0.5:
                 raise ConfigError(f"{key} must be between 0 and 0.5, got {getattr(self, key)}")
+
+    def check_names(self) -> None:
+        """Dataset, backbone and strategy must be registered (the message lists valid names)."""
+        from .backbones import BACKBONES
+        from .datasets import DATASETS
+        from .strategies import STRATEGIES
+
+        for registry, name in ((DATASETS, self.dataset), (BACKBONES, self.backbone), (STRATEGIES, self.strategy)):
+            if name not in registry:
+                raise ConfigError(registry.unknown_message(name))
 
     @property
     def prepared_size(self) -> int:
@@ -170,7 +181,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     check_keys({key: None}, "--set")
     if field_type(key) is str:
         return key, raw
-    return key, yaml.safe_load(raw)
+    return key, coerce(key, yaml.safe_load(raw), "--set")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

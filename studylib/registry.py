@@ -17,8 +17,8 @@ class UnknownNameError(KeyError):
 class Registry(Generic[T]):
     """Maps names to entries; refuses duplicates; unknown names fail with the valid list."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, plural: str = ""):
+        self.kind, self.plural = kind, plural or kind + "s"
         self._entries: dict[str, T] = {}
 
     def add(self, name: str, entry: T) -> T:
@@ -40,7 +40,7 @@ class Registry(Generic[T]):
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), self._entries, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        return (f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: "
+        return (f"unknown {self.kind} {name!r}.{hint} Valid {self.plural}: "
                 f"{', '.join(self._entries)}")
 
     def names(self) -> list[str]:

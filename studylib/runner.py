@@ -1,6 +1,7 @@
 """One experiment end to end: data, backbone, strategy, fit, a single test evaluation, the run folder."""
 from __future__ import annotations
 
+import io
 import platform
 import random
 import resource
@@ -19,7 +20,7 @@ from .data import DataBundle, DeviceBatches
 from .datasets import load_dataset
 from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion
-from .rundir import RunDir, write_csv, write_json
+from .rundir import RunDir, atomic_write, write_csv, write_json
 from .strategies import create_strategy
 
 
@@ -73,7 +74,9 @@ def _run(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> RunResult:
     test_loss, probs, labels = evaluate(backbone.model, test, dev, trainer.loss)  # the one test evaluation
     write_predictions(rundir, data, probs, labels)
     if cfg.save_checkpoint:
-        torch.save(backbone.model.state_dict(), rundir.file("best.pt"))
+        buffer = io.BytesIO()
+        torch.save(backbone.model.state_dict(), buffer)
+        atomic_write(rundir.file("best.pt"), buffer.getvalue())
     metrics = {
         "val": fit.best_val, "test": {"loss": test_loss, **classification_metrics(labels, probs)},
         "test_confusion": confusion(labels, probs).tolist(), "classes": data.classes,

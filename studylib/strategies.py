@@ -84,7 +84,7 @@ class Strategy:
         return f"{self.label}: {self.description}"
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategies")
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:

@@ -1,0 +1,131 @@
+"""Command line: python -m studylib demo | run | grid | report | pretrain | strategies | backbones | datasets | config"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, RunConfig, field_help, load_yaml, parse_assignment
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args) or 0
+    except KNOWN_ERRORS() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def KNOWN_ERRORS() -> tuple[type[BaseException], ...]:
+    """Errors whose message already says what to do: no traceback for those."""
+    from .backbones import WeightsError
+    from .engine import NonFiniteLossError
+    from .registry import UnknownNameError
+    from .rundir import RunExistsError
+
+    return (ConfigError, UnknownNameError, WeightsError, RunExistsError, NonFiniteLossError, FileNotFoundError,
+            ValueError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m studylib", description=__doc__)
+    sub = parser.add_subparsers(title="commands")
+
+    def add(name, func, help):
+        command = sub.add_parser(name, help=help, description=help)
+        command.set_defaults(func=func)
+        return command
+
+    p = add("run", cmd_run, "train and evaluate one configuration into a run folder")
+    p.add_argument("--params", help="YAML file of config fields (single values)")
+    p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
+                   help="set one config field, e.g. -s strategy=lp_ft -s lr=1e-4 (after --params)")
+    p.add_argument("--out", default="outputs/run", help="run folder (default outputs/run)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+
+    p = add("pretrain", cmd_pretrain, "pretrain a backbone on the synthetic source task (offline ImageNet stand-in)")
+    p.add_argument("--out", default="outputs/pretrained/tinycnn-synthetic-source.pt")
+    p.add_argument("--backbone", default="tinycnn")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--size", type=int, default=4000, help="number of source images")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
+    p.add_argument("--quiet", action="store_true")
+
+    add("strategies", cmd_strategies, "list the fine-tuning strategies")
+    add("backbones", cmd_backbones, "list the backbones and their blocks")
+    add("datasets", cmd_datasets, "list the datasets and whether each is present locally")
+    add("config", cmd_config, "list every config field with its default and meaning")
+    return parser
+
+
+def config_from_args(params: str | None, assignments: list[str]) -> RunConfig:
+    values = load_yaml(params) if params else {}
+    for text in assignments:
+        key, value = parse_assignment(text)
+        values[key] = value
+    return RunConfig.from_dict(values, source=params or "--set")
+
+
+def cmd_run(args) -> int:
+    from .runner import run
+
+    cfg = config_from_args(args.params, args.set)
+    result = run(cfg, args.out, overwrite=args.overwrite)
+    test = result.metrics["test"]
+    print(f"finished: {result.path}  test balanced accuracy {test['balanced_accuracy']:.4f}  "
+          f"accuracy {test['accuracy']:.4f}  macro F1 {test['macro_f1']:.4f}  AUROC {test['auroc']:.4f}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .pretrain import pretrain, pretrain_config
+
+    cfg = pretrain_config(args.backbone, args.image_size, args.size, args.epochs, quiet=args.quiet)
+    path = pretrain(args.out, cfg, reuse=not args.force)
+    print(f"checkpoint: {path}  (use: -s weights={path} -s backbone={args.backbone})")
+    return 0
+
+
+def cmd_strategies(args) -> int:
+    from .strategies import STRATEGIES, STUDY_STRATEGIES
+
+    for name, cls in STRATEGIES.items():
+        tag = "study" if name in STUDY_STRATEGIES else "extra"
+        print(f"{name:18} {cls.label:9} [{tag}] {cls.description}")
+    return 0
+
+
+def cmd_backbones(args) -> int:
+    from .backbones import BACKBONES
+
+    for name, spec in BACKBONES.items():
+        weights = ", ".join(w.name for w in spec.weights_enum) if spec.weights_enum else "none / checkpoint file"
+        print(f"{name:12} {spec.description}\n{'':12} weights: {weights}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .datasets import DATASETS, dataset_root
+
+    for name, info in DATASETS.items():
+        root = dataset_root(info)
+        present = "generated" if info.kind == "synthetic" else ("present" if root.exists() else f"absent ({root})")
+        print(f"{name:20} {info.modality:38} {present}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    defaults = RunConfig().to_dict()
+    for name, text in field_help().items():
+        print(f"{name:22} = {defaults[name]!r:22} # {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Pretrain a backbone on the synthetic source task: the offline stand-in for ImageNet weights."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .backbones import sha256_of
+from .config import RunConfig
+from .rundir import atomic_write
+from .runner import run
+
+DEFAULT_CHECKPOINT = Path("outputs/pretrained/tinycnn-synthetic-source.pt")
+
+
+def pretrain_config(backbone: str = "tinycnn", image_size: int = 32, size: int = 4000, epochs: int = 12,
+                    seed: int = 0, quiet: bool = False) -> RunConfig:
+    """Full fine-tuning from random init on the 16-class source task, protocol otherwise default."""
+    return RunConfig(dataset="synthetic_source", backbone=backbone, weights="none", strategy="ft",
+                     image_size=image_size, synthetic_size=size, max_epochs=epochs, patience=epochs,
+                     batch_size=64, seed=seed, save_checkpoint=True, quiet=quiet)
+
+
+def pretrain(out: str | Path = DEFAULT_CHECKPOINT, cfg: RunConfig | None = None, reuse: bool = True) -> Path:
+    """Write a source-task checkpoint to `out` (loadable as weights=out); reuse an existing one."""
+    out = Path(out)
+    if reuse and out.is_file():
+        return out
+    cfg = cfg or pretrain_config()
+    result = run(cfg, out.with_suffix(".run"), overwrite=True)
+    atomic_write(out, (result.path / "best.pt").read_bytes())
+    atomic_write(out.with_suffix(".sha256"), f"{sha256_of(out)}  {out.name}\n")
+    return out
+
+
+def remove(out: str | Path) -> None:
+    """Delete a checkpoint and its pretraining run folder."""
+    out = Path(out)
+    out.unlink(missing_ok=True)
+    out.with_suffix(".sha256").unlink(missing_ok=True)
+    shutil.rmtree(out.with_suffix(".run"), ignore_errors=True)

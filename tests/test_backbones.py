@@ -1,0 +1,106 @@
+import urllib.error
+
+import pytest
+import torch
+from torch import nn
+
+from studylib.backbones import (BACKBONES, WeightsError, create_backbone, get_backbone_spec, list_backbones,
+                                sha256_of)
+
+EXPECTED_BLOCKS = {
+    "resnet50": ["stem", "layer1", "layer2", "layer3", "layer4", "head"],
+    "resnet18": ["stem", "layer1", "layer2", "layer3", "layer4", "head"],
+    "densenet121": ["stem", "denseblock1", "transition1", "denseblock2", "transition2", "denseblock3",
+                    "transition3", "denseblock4", "head"],
+    "vgg19": ["conv1", "conv2", "conv3", "conv4", "conv5", "classifier"],
+    "tinycnn": ["stem", "stage1", "stage2", "stage3", "head"],
+}
+
+
+@pytest.fixture(scope="module", params=list_backbones())
+def backbone(request):
+    torch.manual_seed(0)
+    return create_backbone(request.param, num_classes=3)
+
+
+def test_block_map_matches_design_and_covers_every_parameter_once(backbone):
+    assert backbone.block_names == EXPECTED_BLOCKS[backbone.spec.name]
+    covered = [p for names in backbone.blocks.values() for p in names]
+    assert sorted(covered) == sorted(n for n, _ in backbone.model.named_parameters())
+    assert set(backbone.head_params) <= set(backbone.blocks[backbone.block_names[-1]])
+
+
+def test_new_head_is_sized_to_the_classes(backbone):
+    backbone.model.eval()
+    with torch.no_grad():
+        out = backbone.model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 3)
+    assert all(backbone.model.get_parameter(p).shape[0] == 3 for p in backbone.head_params)
+
+
+def test_normalisation_layers_are_found_by_type(backbone):
+    found = {id(m) for b in backbone.block_names for m in backbone.norm_modules(b)}
+    expected = {id(m) for m in backbone.model.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert found == expected  # includes ResNet downsample and DenseNet 'norm' layers
+
+
+def test_resnet50_downsample_batchnorm_is_in_its_layer():
+    bb = create_backbone("resnet50", 2)
+    layer1 = bb.norm_modules("layer1")
+    assert bb.model.layer1[0].downsample[1] in layer1
+
+
+@pytest.mark.parametrize("weights", ["DEFAULT", "IMAGENET1K_V9"])
+def test_unpinned_or_unknown_weight_names_are_refused(weights):
+    with pytest.raises(WeightsError, match="IMAGENET1K_V1"):
+        create_backbone("resnet50", 2, weights)
+
+
+def test_offline_download_error_explains_the_cache(monkeypatch):
+    spec = get_backbone_spec("resnet18")
+
+    def offline(self, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(type(spec.weights_enum.IMAGENET1K_V1), "get_state_dict", offline)
+    with pytest.raises(WeightsError, match=r"pre-fill the cache.*checkpoints.*weights=/path/to"):
+        create_backbone("resnet18", 2, "IMAGENET1K_V1")
+
+
+def test_local_checkpoint_loads_all_but_the_head_and_checks_sha256(tmp_path):
+    torch.manual_seed(1)
+    source = create_backbone("tinycnn", 16)
+    path = tmp_path / "source.pt"
+    torch.save({"state_dict": source.model.state_dict()}, path)
+    target = create_backbone("tinycnn", 4, str(path), sha256=sha256_of(path))
+    for name, value in source.model.state_dict().items():
+        if not name.startswith("fc."):
+            assert torch.equal(value, target.model.state_dict()[name])
+    assert target.model.fc.out_features == 4
+    with pytest.raises(WeightsError, match="SHA-256"):
+        create_backbone("tinycnn", 4, str(path), sha256="0" * 64)
+
+
+def test_checkpoint_of_another_architecture_names_the_mismatch(tmp_path):
+    path = tmp_path / "r18.pt"
+    torch.save(create_backbone("resnet18", 2).model.state_dict(), path)
+    with pytest.raises(WeightsError, match=r"does not fit backbone tinycnn.*missing.*Was it saved"):
+        create_backbone("tinycnn", 2, str(path))
+
+
+def test_checkpoint_with_wrong_shapes_names_them(tmp_path):
+    from studylib.backbones import TinyCNN
+    path = tmp_path / "wide.pt"
+    torch.save(TinyCNN(widths=(8, 32, 64, 96)).state_dict(), path)
+    with pytest.raises(WeightsError, match=r"shapes differ \(stem.0.weight"):
+        create_backbone("tinycnn", 2, str(path))
+
+
+def test_missing_checkpoint_file(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        create_backbone("tinycnn", 2, str(tmp_path / "nope.pt"))
+
+
+def test_registry_refuses_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        BACKBONES.add("tinycnn", get_backbone_spec("tinycnn"))

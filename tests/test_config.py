@@ -1,0 +1,54 @@
+import pytest
+
+from studylib.config import FIELDS, ConfigError, RunConfig, field_help, load_yaml, parse_assignment
+
+
+def test_unknown_key_names_the_key_and_a_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown config key 'stratgy'.*Did you mean 'strategy'"):
+        RunConfig.from_dict({"stratgy": "ft"})
+
+
+@pytest.mark.parametrize("key, value", [("lr", "fast"), ("max_epochs", 2.5), ("max_epochs", True), ("augment", 1)])
+def test_wrong_types_are_refused(key, value):
+    with pytest.raises(ConfigError, match=key):
+        RunConfig.from_dict({key: value})
+
+
+def test_ints_and_yaml_strings_are_accepted_for_floats():
+    assert RunConfig.from_dict({"lr": 1}).lr == 1.0
+    assert RunConfig.from_dict({"lr": "1e-4"}).lr == 1e-4
+
+
+@pytest.mark.parametrize("key, value", [("strategy", "nope"), ("backbone", "resnet"), ("dataset", "x"),
+                                        ("optimizer", "lion"), ("bn_policy", "off"), ("device", "tpu")])
+def test_invalid_choices_list_the_valid_ones(key, value):
+    with pytest.raises(ConfigError, match="valid|Valid"):
+        RunConfig.from_dict({key: value})
+
+
+def test_every_field_has_help_text():
+    assert set(field_help()) == set(FIELDS)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strategy: ft\nlr: [1e-3\nseed: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line \d+"):
+        load_yaml(bad)
+
+
+def test_cli_assignment_reads_yaml_values():
+    assert parse_assignment("lr=1e-4") == ("lr", 1e-4)
+    assert parse_assignment("augment=true") == ("augment", True)
+    assert parse_assignment("weights=none") == ("weights", "none")
+
+
+def test_run_hash_ignores_presentation_fields_only():
+    base = RunConfig()
+    assert base.run_hash() == base.replace(quiet=True).run_hash()
+    assert base.run_hash() != base.replace(lr=1e-4).run_hash()
+
+
+def test_prepared_size_follows_232_over_224():
+    assert RunConfig(image_size=224).prepared_size == 232
+    assert RunConfig(image_size=32, resize_size=40).prepared_size == 40

@@ -1,0 +1,112 @@
+"""One run end to end: the run folder, selection on validation, a single test pass, failures."""
+import json
+
+import pandas as pd
+import pytest
+
+import studylib.runner as runner_module
+from studylib import run
+from studylib.cli import main
+from studylib.engine import NonFiniteLossError
+from studylib.rundir import RunDir, RunExistsError
+from studylib.strategies import L2SP, STUDY_STRATEGIES
+
+RUN_FILES = ["config.json", "metrics.json", "history.csv", "layers.csv", "predictions.csv", "env.json",
+             "status.json", "splits.csv"]
+
+
+@pytest.mark.parametrize("strategy", STUDY_STRATEGIES)
+def test_each_study_strategy_writes_a_complete_run_folder(tiny, tmp_path, strategy):
+    result = run(tiny(strategy=strategy, max_epochs=2, lp_epochs=1, gu_epochs_per_stage=1), tmp_path)
+    for name in RUN_FILES:
+        assert (tmp_path / name).is_file(), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"accuracy", "balanced_accuracy", "macro_f1", "auroc", "kappa"}
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    assert len(predictions) == sum(map(sum, result.metrics["test_confusion"])) > 0
+    assert [c for c in predictions.columns if c.startswith("prob_")] == [f"prob_{c}" for c in metrics["classes"]]
+    assert predictions.filter(like="prob_").sum(axis=1).round(5).eq(1).all()
+    layers = pd.read_csv(tmp_path / "layers.csv")
+    assert set(layers.columns) >= {"epoch", "block", "trainable", "lr", "grad_norm", "weight_norm", "rgn", "dist_init"}
+    assert RunDir(tmp_path).status()["status"] == "finished"
+
+
+def test_best_validation_weights_are_restored_and_test_is_evaluated_once(tiny, tmp_path, monkeypatch):
+    calls = []
+    real = runner_module.evaluate
+    monkeypatch.setattr(runner_module, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    result = run(tiny(max_epochs=4, lr=0.02), tmp_path)
+    assert len(calls) == 1
+    history = pd.read_csv(tmp_path / "history.csv")
+    best = history.loc[history.val_balanced_accuracy.idxmax()]
+    assert result.metrics["best_epoch"] == best.epoch
+    assert result.metrics["val"]["balanced_accuracy"] == pytest.approx(best.val_balanced_accuracy)
+
+
+def test_same_seed_same_metrics_on_cpu(tiny, tmp_path):
+    a = run(tiny(max_epochs=2, seed=5), tmp_path / "a").metrics
+    b = run(tiny(max_epochs=2, seed=5), tmp_path / "b").metrics
+    c = run(tiny(max_epochs=2, seed=6), tmp_path / "c").metrics
+    assert a["test"] == b["test"] and a["val"] == b["val"]
+    assert a["val"] != c["val"]
+
+
+def test_early_stopping_counts_patience_in_the_last_stage(tiny, tmp_path):
+    result = run(tiny(max_epochs=30, patience=1, lr=1e-6), tmp_path)
+    assert result.metrics["stopped_early"] and result.metrics["epochs_run"] < 30
+
+
+def test_finished_run_is_refused_unless_overwrite(tiny, tmp_path):
+    run(tiny(max_epochs=1), tmp_path)
+    before = (tmp_path / "metrics.json").read_text()
+    with pytest.raises(RunExistsError, match="--overwrite"):
+        run(tiny(max_epochs=1), tmp_path)
+    assert (tmp_path / "metrics.json").read_text() == before
+    run(tiny(max_epochs=1, seed=1), tmp_path, overwrite=True)
+
+
+def test_nan_loss_stops_the_run_marks_it_failed_and_keeps_the_log(tiny, tmp_path, monkeypatch):
+    real = L2SP.penalty
+    steps = {"n": 0}
+
+    def flaky(self):
+        steps["n"] += 1
+        value = real(self)
+        return value * float("nan") if steps["n"] > 6 else value  # 5 steps per epoch: NaN in epoch 2
+
+    monkeypatch.setattr(L2SP, "penalty", flaky)
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        run(tiny(strategy="l2_sp", max_epochs=3), tmp_path)
+    status = RunDir(tmp_path).status()
+    assert status["status"] == "failed" and "NonFiniteLossError" in status["reason"]
+    assert not (tmp_path / "metrics.json").exists()
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 1  # epoch 0 was logged and kept
+
+
+def test_cli_run_and_listings(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["run", "-s", "image_size=16", "-s", "synthetic_size=120", "-s", "max_epochs=1", "-s", "quiet=true",
+                 "-s", "device=cpu", "-s", "strategy=lp", "--out", str(out)])
+    assert code == 0 and (out / "metrics.json").is_file()
+    assert main(["run", "--out", str(out), "-s", "image_size=16"]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    main(["strategies"])
+    listing = capsys.readouterr().out
+    assert all(f"\n{s} " in "\n" + listing for s in STUDY_STRATEGIES)
+
+
+def test_cli_params_yaml(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("image_size: 16\nsynthetic_size: 120\nmax_epochs: 1\nquiet: true\ndevice: cpu\n")
+    assert main(["run", "--params", str(params), "-s", "strategy=l1_sp", "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["strategy"] == "l1_sp"
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "densenet121", "vgg19"])
+def test_study_backbones_smoke(tiny, tmp_path, backbone):
+    cfg = tiny(backbone=backbone, image_size=32, synthetic_size=64, max_epochs=1, max_steps_per_epoch=1,
+               batch_size=8, strategy="gu_last_first")
+    result = run(cfg, tmp_path)
+    assert result.metrics["epochs_run"] == 1
+    blocks = {"resnet50": 6, "densenet121": 9, "vgg19": 6}[backbone]
+    assert len(pd.read_csv(tmp_path / "layers.csv")) == blocks  # one epoch x every block
