@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
     p.add_argument("--quiet", action="store_true")
 
+    p = add("data", cmd_data, "load a dataset and print its data report (counts, sizes, duplicates, skipped files)")
+    p.add_argument("--params", help="YAML file of config fields")
+    p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE")
+
     add("strategies", cmd_strategies, "list the fine-tuning strategies")
     add("backbones", cmd_backbones, "list the backbones and their blocks")
     add("datasets", cmd_datasets, "list the datasets and whether each is present locally")
@@ -92,6 +96,13 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from .datasets import format_report, load_dataset
+
+    print(format_report(load_dataset(config_from_args(args.params, args.set))))
+    return 0
+
+
 def cmd_strategies(args) -> int:
     from .strategies import STRATEGIES, STUDY_STRATEGIES
 
@@ -111,12 +122,15 @@ def cmd_backbones(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .datasets import DATASETS, dataset_root
+    from .datasets import DATASETS, local_status
 
+    print(f"{'name':21}{'modality':46}{'licence':18}local copy")
     for name, info in DATASETS.items():
-        root = dataset_root(info)
-        present = "generated" if info.kind == "synthetic" else ("present" if root.exists() else f"absent ({root})")
-        print(f"{name:20} {info.modality:38} {present}")
+        print(f"{name:21}{info.modality[:45]:46}{info.licence[:17]:18}{local_status(info)}")
+    print("\nHow to obtain each (set STUDYLIB_DATA, default ./data, or data_root):")
+    for name, info in DATASETS.items():
+        if info.study:
+            print(f"  {name}: {info.obtain}\n    cite: {info.citation}")
     return 0
 
 

@@ -63,6 +63,18 @@ class RunConfig:
     test_fraction: float = 0.15  # share held out as test when the data has no test split
     synthetic_size: int = 600  # synthetic: number of images generated
     skip_bad_images: bool = False  # skip unreadable images (listed in the data report) instead of failing
+    path_column: str = "path"  # csv: column of image paths (relative to the CSV's folder; no suffix: found by name)
+    label_column: str = "label"  # csv: column of class labels
+    group_column: str = ""  # csv: patient / lesion column; no group ever spans two splits
+    split_column: str = ""  # csv: column of official splits (train / val / test)
+    group_pattern: str = ""  # folder: regex whose first match in the file name is the group (patient) id
+    official_split: bool = True  # keep the data's own train/val/test split; false: re-split (by group if any)
+    splits_file: str = ""  # reuse a saved split assignment (a run's splits.csv)
+    drop_duplicates: bool = False  # drop val/test images that duplicate (exactly or nearly) an image in train
+    near_duplicate_bits: int = 2  # average-hash distance up to which two images count as near duplicates; -1: off
+    balanced_sampling: bool = False  # draw training batches with class-balanced probabilities
+    medmnist_size: int = 28  # MedMNIST+: 28, 64, 128 or 224
+    workers: int = 0  # processes that decode images into the cache; 0: up to 8, one per core
     # --- engine ---
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA), bf16 or off
@@ -104,6 +116,8 @@ class RunConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.resize_size and self.resize_size < self.image_size:
             raise ConfigError(f"resize_size ({self.resize_size}) must be 0 or at least image_size ({self.image_size})")
+        if self.medmnist_size not in (28, 64, 128, 224):
+            raise ConfigError(f"medmnist_size must be 28, 64, 128 or 224, got {self.medmnist_size}")
         for key in ("val_fraction", "test_fraction"):
             if not 0 < getattr(self, key) < 0.5:
                 raise ConfigError(f"{key} must be between 0 and 0.5, got {getattr(self, key)}")
@@ -125,7 +139,7 @@ class RunConfig:
 
     def run_hash(self) -> str:
         """Identity of a run for resuming grids: every field that changes the result."""
-        ignore = {"quiet", "num_threads", "save_checkpoint"}
+        ignore = {"quiet", "num_threads", "save_checkpoint", "workers"}
         items = {k: v for k, v in self.to_dict().items() if k not in ignore}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 

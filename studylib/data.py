@@ -66,8 +66,11 @@ class DeviceBatches:
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, crop: int,
-                 device: torch.device, channels_last: bool = False):
+                 device: torch.device, channels_last: bool = False, balanced: bool = False):
         self.labels = torch.as_tensor(labels, dtype=torch.long)
+        counts = torch.bincount(self.labels).float()
+        # Class-balanced sampling: each image drawn with probability 1 / (its class count).
+        self.weights = (1.0 / counts[self.labels]) if balanced and len(self.labels) else None
         self.batch_size, self.crop, self.device = batch_size, crop, device
         self.channels_last = channels_last
         self.images = self._place(torch.from_numpy(np.ascontiguousarray(images)))
@@ -89,7 +92,10 @@ class DeviceBatches:
                 augment: bool = False, max_batches: int = 0):
         """Yields (inputs, labels) on the device."""
         n = len(self.labels)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if shuffle and self.weights is not None:
+            order = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for count, start in enumerate(range(0, n, self.batch_size)):
             if max_batches and count >= max_batches:
                 return

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .config import RunConfig
 from .data import DataBundle
 from .registry import Registry
+from .leakage import find_duplicates, to_drop
 from .splits import assign_splits
 
 
@@ -58,17 +60,90 @@ def dataset_root(info: DatasetInfo, cfg: RunConfig | None = None) -> Path:
     return data_home() / (info.default_root or info.name)
 
 
+def local_status(info: DatasetInfo) -> str:
+    """'generated', 'present (path)', 'absent (path)' or how to point at your own data."""
+    if info.kind == "synthetic":
+        return "generated"
+    if not info.study and info.kind != "medmnist":
+        return "your data: set data_root"
+    root = dataset_root(info)
+    if info.kind == "medmnist":
+        root = root / f"{info.options['flag']}.npz"
+    return f"{'present' if root.exists() else 'absent'} ({root})"
+
+
 def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
-    """Load, prepare and split the dataset named in `cfg`."""
+    """Load, prepare and split the dataset named in `cfg`; the data report rides along."""
     from . import loaders  # loaders import PIL and friends: keep `import studylib` light
 
     info = get_dataset_info(cfg.dataset)
     table = loaders.load(info, dataset_root(info, cfg), cfg, progress)
-    split = assign_splits(table.labels, table.split, table.groups, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    bundle = DataBundle(info.name, list(table.classes), table.images, table.labels, split, table.ids,
-                        table.groups, dict(table.report))
-    bundle.report["counts"] = bundle.counts()
+    if cfg.splits_file:
+        split = splits_from_file(Path(cfg.splits_file), table.ids)
+    else:
+        official = table.split if cfg.official_split else None
+        split = assign_splits(table.labels, official, table.groups, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    pairs = find_duplicates(split, table.file_hashes, table.image_hashes, cfg.near_duplicate_bits)
+    keep = np.ones(len(split), dtype=bool)
+    if cfg.drop_duplicates:
+        keep[to_drop(split, pairs)] = False
+    bundle = DataBundle(info.name, list(table.classes), table.images if keep.all() else table.images[keep],
+                        table.labels[keep], split[keep], [i for i, k in zip(table.ids, keep) if k],
+                        None if table.groups is None else table.groups[keep], dict(table.report))
+    bundle.report.update(duplicate_report(pairs, table.ids, split, int((~keep).sum())))
+    bundle.report.update(counts=bundle.counts(), imbalance=imbalance(bundle))
     return bundle
+
+
+def splits_from_file(path: Path, ids: list[str]) -> np.ndarray:
+    """Reuse a saved assignment (a run's splits.csv): every image must be listed."""
+    frame = pd.read_csv(path, dtype=str)
+    saved = dict(zip(frame["id"], frame["split"]))
+    missing = [i for i in ids if i not in saved]
+    if missing:
+        raise ValueError(f"{path} has no split for {len(missing)} images (e.g. {missing[:3]}); "
+                         "it was saved for other data. Remove splits_file to split afresh.")
+    return np.array([saved[i] for i in ids])
+
+
+def duplicate_report(pairs: list[dict], ids: list[str], split: np.ndarray, dropped: int) -> dict:
+    def show(p):
+        return {"kind": p["kind"], "bits": p["bits"], "a": ids[p["a"]], "a_split": str(split[p["a"]]),
+                "b": ids[p["b"]], "b_split": str(split[p["b"]])}
+
+    kinds = {k: sum(p["kind"] == k for p in pairs) for k in ("exact", "near")}
+    return {"duplicates_across_splits": kinds, "duplicate_examples": [show(p) for p in pairs[:20]],
+            "duplicates_dropped": dropped}
+
+
+def imbalance(bundle: DataBundle) -> dict:
+    counts = np.bincount(bundle.labels[bundle.indices("train")], minlength=bundle.num_classes)
+    smallest = int(counts.min()) if len(counts) else 0
+    return {"train_max_over_min": float(counts.max() / smallest) if smallest else float("inf"),
+            "largest": bundle.classes[int(counts.argmax())], "smallest": bundle.classes[int(counts.argmin())]}
+
+
+def format_report(bundle: DataBundle) -> str:
+    """The data report as text (python -m studylib data)."""
+    report = bundle.report
+    lines = [repr(bundle), f"source: {report.get('source', 'generated')}"]
+    counts = pd.DataFrame(report["counts"]).rename_axis("class")
+    lines += ["images per class and split:", counts.to_string()]
+    ratio = report["imbalance"]["train_max_over_min"]
+    lines.append(f"imbalance (train, largest/smallest class): {ratio:.1f}"
+                 + ("  -> consider class_weighted_loss=true or balanced_sampling=true" if ratio > 3 else ""))
+    if report.get("image_sizes"):
+        lines.append(f"original image sizes: {report['image_sizes']}")
+    dups = report["duplicates_across_splits"]
+    lines.append(f"duplicates across splits: {dups['exact']} exact, {dups['near']} near; dropped "
+                 f"{report['duplicates_dropped']}" + ("  -> drop_duplicates=true removes the val/test copies"
+                                                       if sum(dups.values()) and not report['duplicates_dropped'] else ""))
+    lines += [f"  {d['kind']}: {d['a']} ({d['a_split']}) ~ {d['b']} ({d['b_split']})"
+              for d in report["duplicate_examples"][:5]]
+    skipped = report.get("skipped", [])
+    lines.append(f"skipped files: {len(skipped)}")
+    lines += [f"  {s['file']}: {s['reason']}" for s in skipped[:20]]
+    return "\n".join(lines)
 
 
 SYNTHETIC_OBTAIN = "generated by studylib (studylib/synthetic.py); nothing to download"
@@ -79,3 +154,65 @@ register_dataset(DatasetInfo(
 register_dataset(DatasetInfo(
     "synthetic_source", "synthetic (colour shapes x textures)", 16, "synthetic_size images",
     "studylib", "MIT", "-", SYNTHETIC_OBTAIN, "synthetic", {"task": "source"}))
+
+
+# --- the study's six modalities (README: "Datasets" says why these) ------------------------
+
+def _study(name, modality, classes, images, source, licence, citation, obtain, kind, options, root=""):
+    return register_dataset(DatasetInfo(name, modality, classes, images, source, licence, citation, obtain,
+                                        kind, options, root, study=True))
+
+
+_study("chest_xray_pneumonia", "chest X-ray (paediatric pneumonia)", 2, "5,856", "Kermany et al., Mendeley Data v2",
+       "CC BY 4.0", "Kermany, Zhang, Goldbaum, Cell 2018; doi:10.17632/rscbjbr9sj.2",
+       "https://data.mendeley.com/datasets/rscbjbr9sj/2 (ZhangLabData.zip; unzip CellData/chest_xray here)",
+       "folder", {"group_pattern": r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)"}, "chest_xray")
+_study("brain_tumor_mri", "brain MRI (4 tumour classes)", 4, "7,023", "Nickparvar, Kaggle 2021", "CC0 1.0",
+       "M. Nickparvar, Brain Tumor MRI Dataset, Kaggle 2021, doi:10.34740/KAGGLE/DSV/2645886",
+       "kaggle datasets download -d masoudnickparvar/brain-tumor-mri-dataset (Kaggle login); unzip here. "
+       "The official split has near-duplicates across train/test: use drop_duplicates=true",
+       "folder", {})
+_study("nct_crc_he", "histology (colorectal H&E tissue, 9 classes)", 9, "100,000 + 7,180",
+       "Kather et al., Zenodo 1214456", "CC BY 4.0", "Kather et al., PLOS Medicine 2019; doi:10.5281/zenodo.1214456",
+       "https://zenodo.org/record/1214456/files/NCT-CRC-HE-100K.zip -> train/, "
+       "https://zenodo.org/record/1214456/files/CRC-VAL-HE-7K.zip -> test/", "folder", {})
+_study("ham10000", "dermoscopy (7 pigmented-lesion classes)", 7, "10,015", "Tschandl et al., Harvard Dataverse",
+       "CC BY-NC 4.0", "Tschandl, Rosendahl, Kittler, Sci. Data 5:180161, 2018; doi:10.7910/DVN/DBW86T",
+       "https://doi.org/10.7910/DVN/DBW86T (accept the terms; unzip both image parts and "
+       "HAM10000_metadata.csv here). Split by lesion_id (done by default)",
+       "csv", {"file": "HAM10000_metadata.csv", "path_column": "image_id", "label_column": "dx",
+               "group_column": "lesion_id"})
+_study("hyperkvasir", "GI endoscopy (23 labelled findings)", 23, "10,662", "Borgli et al., Simula",
+       "CC BY 4.0", "Borgli et al., Sci. Data 7:283, 2020; doi:10.1038/s41597-020-00622-y",
+       "https://datasets.simula.no/downloads/hyper-kvasir/hyper-kvasir-labeled-images.zip (unzip here; "
+       "image-labels.csv is inside)",
+       "csv", {"file": "image-labels.csv", "path_column": "Video file", "label_column": "Finding"})
+_study("cholec80_phase", "endoscopic surgery (laparoscopic cholecystectomy, 7 phases)", 7, "80 videos",
+       "Twinanda et al., CAMMA", "CC BY-NC-SA 4.0", "Twinanda et al., IEEE TMI 36(1), 2017",
+       "request access at https://camma.unistra.fr/datasets/ ; extract frames at 1 fps and write "
+       "frames.csv with columns path, phase, video (the video is the group: no video spans two splits)",
+       "csv", {"file": "frames.csv", "path_column": "path", "label_column": "phase", "group_column": "video"})
+
+# --- your own data, through the generic loaders --------------------------------------------
+
+register_dataset(DatasetInfo("folder", "your images: data_root/[train|val|test/]CLASS/*", 0, "-", "yours", "-", "-",
+                             "set data_root to the folder", "folder", {}, "folder"))
+register_dataset(DatasetInfo("csv", "your manifest: data_root=file.csv (path_column, label_column, ...)", 0, "-",
+                             "yours", "-", "-", "set data_root to the CSV file", "csv", {}, "manifest.csv"))
+register_dataset(DatasetInfo("npz", "a MedMNIST-format .npz (data_root=file.npz)", 0, "-", "yours", "-", "-",
+                             "set data_root to the .npz file", "npz", {}, "data.npz"))
+
+# --- MedMNIST+ 2D (single-label), through the medmnist package ------------------------------
+
+MEDMNIST_2D = {
+    "pathmnist": ("colon pathology", 9), "dermamnist": ("dermatoscopy", 7), "octmnist": ("retinal OCT", 4),
+    "pneumoniamnist": ("chest X-ray", 2), "retinamnist": ("fundus camera (ordinal)", 5),
+    "breastmnist": ("breast ultrasound", 2), "bloodmnist": ("blood cell microscopy", 8),
+    "tissuemnist": ("kidney cortex microscopy", 8), "organamnist": ("abdominal CT, axial", 11),
+    "organcmnist": ("abdominal CT, coronal", 11), "organsmnist": ("abdominal CT, sagittal", 11),
+}
+for _flag, (_modality, _k) in MEDMNIST_2D.items():
+    register_dataset(DatasetInfo(
+        _flag, f"MedMNIST+ {_modality}", _k, "28-224 px", "Yang et al., MedMNIST v2", "CC BY 4.0 (most; see medmnist.com)",
+        "Yang et al., Sci. Data 10:41, 2023", "pip install medmnist; downloads on first use (medmnist_size)",
+        "medmnist", {"flag": _flag}, "medmnist"))

@@ -1,15 +1,31 @@
-"""Generic loaders: each turns a data source into a `Table` of prepared uint8 images."""
+"""Generic loaders: a class-folder tree, a CSV manifest, a MedMNIST .npz, the synthetic pair.
+
+Each turns its source into a `Table` of prepared uint8 images plus labels, official
+splits and groups where the data has them. Bad input fails with the file names and the fix.
+"""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
+from .cache import Prepared, perceptual_hash, prepare_files
 from .config import RunConfig
+from .images import IMAGE_SUFFIXES, array_to_rgb
 from .registry import Registry
 from .synthetic import make_synthetic
+
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+
+
+class DataError(ValueError):
+    """Data that cannot be loaded as given; the message names the file(s) and the fix."""
 
 
 @dataclass
@@ -21,6 +37,8 @@ class Table:
     split: np.ndarray | None = None  # official split per item ('' = unassigned), if any
     groups: np.ndarray | None = None  # patient / lesion id per item, if any
     report: dict = field(default_factory=dict)
+    file_hashes: list[str] | None = None  # for exact-duplicate detection
+    image_hashes: list[int] | None = None  # for near-duplicate detection
 
 
 Loader = Callable[..., Table]
@@ -37,3 +55,222 @@ def load_synthetic(root: Path, cfg: RunConfig, progress: bool, task: str) -> Tab
     # different run seeds see the same images (seeds vary splits and training only).
     images, labels, classes = make_synthetic(task, cfg.synthetic_size, cfg.prepared_size, seed=0)
     return Table(images, labels, classes, [f"synthetic-{task}-{i}" for i in range(len(labels))])
+
+
+# --- class folders -------------------------------------------------------------------------
+
+@LOADERS.register("folder")
+def load_folder(root: Path, cfg: RunConfig, progress: bool, group_pattern: str = "") -> Table:
+    """root/[train|val|test/]CLASS/**/image; classes are the folder names."""
+    _require_dir(root)
+    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in sorted(root.iterdir())
+                  if d.is_dir() and d.name.lower() in SPLIT_ALIASES}
+    layout = split_dirs or {"": root}
+    base_classes = _class_dirs(layout.get("train") or next(iter(layout.values())))
+    classes = tuple(sorted(base_classes))
+    paths, labels, split = [], [], []
+    for name, folder in layout.items():
+        for cls, cls_dir in _class_dirs(folder).items():
+            if cls not in classes:
+                raise DataError(f"class folder {cls_dir} is not among the training classes {list(classes)}; "
+                                "rename it or add it to train")
+            files = sorted(p for p in cls_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise DataError(f"class folder {cls_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                                "remove the folder or add images")
+            paths += files
+            labels += [classes.index(cls)] * len(files)
+            split += [name] * len(files)
+    pattern = group_pattern or cfg.group_pattern
+    groups = _groups_from_names(paths, pattern) if pattern else None
+    return _from_files(paths, np.array(labels), classes, np.array(split, dtype=object) if split_dirs else None,
+                       groups, root, cfg, progress)
+
+
+def _require_dir(root: Path) -> None:
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist. Download the dataset (python -m studylib datasets "
+                        "shows how) or set data_root to where it is.")
+
+
+def _class_dirs(folder: Path) -> dict[str, Path]:
+    dirs = {d.name: d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    if not dirs:
+        raise DataError(f"{folder} has no class sub-folders; expected {folder}/CLASS_NAME/image files")
+    return dirs
+
+
+def _groups_from_names(paths: list[Path], pattern: str) -> np.ndarray:
+    regex = re.compile(pattern)
+    groups = []
+    for path in paths:
+        match = regex.search(path.name)
+        if not match:
+            raise DataError(f"group_pattern {pattern!r} does not match file name {path.name}; fix the pattern")
+        groups.append(match.group(1) if regex.groups else match.group(0))
+    return np.array(groups, dtype=object)
+
+
+# --- CSV manifests -------------------------------------------------------------------------
+
+@LOADERS.register("csv")
+def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_column: str = "",
+             label_column: str = "", group_column: str = "", split_column: str = "",
+             classes: tuple[str, ...] = ()) -> Table:
+    """A manifest with path and label columns, optional group and split columns."""
+    csv_path = root if root.suffix.lower() == ".csv" else root / file
+    if not csv_path.is_file():
+        raise DataError(f"manifest {csv_path} does not exist; set data_root to the CSV file (or its folder)")
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    columns = {"path": path_column or cfg.path_column, "label": label_column or cfg.label_column,
+               "group": group_column or cfg.group_column, "split": split_column or cfg.split_column}
+    for role, column in columns.items():
+        if column and column not in frame.columns:
+            raise DataError(f"{csv_path} has no {role} column {column!r}; its columns are {list(frame.columns)}. "
+                            f"Set {role}_column to the right one.")
+    base = csv_path.parent
+    paths, missing = _resolve_paths(frame[columns["path"]].tolist(), base, csv_path, cfg.skip_bad_images)
+    if missing:
+        frame = frame[~frame[columns["path"]].isin(set(missing))]
+        paths = [p for p in paths if p.is_file()]
+    class_list = tuple(classes) or tuple(sorted(frame[columns["label"]].unique()))
+    labels = _label_indices(frame[columns["label"]].tolist(), class_list, csv_path)
+    split = _split_values(frame[columns["split"]], csv_path) if columns["split"] else None
+    groups = frame[columns["group"]].to_numpy(dtype=object) if columns["group"] else None
+    table = _from_files(paths, labels, class_list, split, groups, base, cfg, progress)
+    table.report["skipped"] += [{"file": m, "reason": "file not found"} for m in missing]
+    return table
+
+
+def _resolve_paths(values: list[str], base: Path, csv_path: Path, skip_missing: bool) -> tuple[list[Path], list[str]]:
+    """Relative paths under `base` and the values whose file is missing; no suffix: looked up by file stem."""
+    base = base.resolve()
+    by_stem: dict[str, Path] | None = None
+    out, missing = [], []
+    for value in values:
+        path = (base / value).resolve()
+        if not path.is_relative_to(base):
+            raise DataError(f"{csv_path}: path {value!r} leaves the data folder {base}; use paths inside it")
+        if not Path(value).suffix:
+            if by_stem is None:
+                by_stem = {p.stem: p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
+            path = by_stem.get(Path(value).name, path)
+        if not path.is_file():
+            missing.append(value)
+        out.append(path)
+    if missing and not skip_missing:
+        raise DataError(f"{csv_path}: {len(missing)} image files not found under {base} "
+                        f"(e.g. {', '.join(missing[:3])}); fix the paths or the data_root, or set "
+                        "skip_bad_images=true to skip those rows (the data report lists them)")
+    return out, missing
+
+
+def _label_indices(values: list[str], classes: tuple[str, ...], source: Path) -> np.ndarray:
+    unknown = sorted(set(values) - set(classes))
+    if unknown:
+        raise DataError(f"{source}: labels {unknown[:5]} are not in the class list {list(classes)}")
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[v] for v in values], dtype=np.int64)
+
+
+def _split_values(column: pd.Series, source: Path) -> np.ndarray:
+    values = column.str.strip().str.lower()
+    unknown = sorted(set(values) - set(SPLIT_ALIASES) - {""})
+    if unknown:
+        raise DataError(f"{source}: split values {unknown} are not train / val / test (or empty)")
+    return values.map(lambda v: SPLIT_ALIASES.get(v, "")).to_numpy(dtype=object)
+
+
+# --- shared by file-based loaders -------------------------------------------------------------
+
+def _from_files(paths: list[Path], labels: np.ndarray, classes: tuple[str, ...], split: np.ndarray | None,
+                groups: np.ndarray | None, root: Path, cfg: RunConfig, progress: bool) -> Table:
+    prepared = prepare_files(paths, cfg.prepared_size, workers=cfg.workers, progress=progress)
+    ids = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths]
+    skipped = _check_errors(prepared, ids, cfg)
+    keep = np.array([i not in prepared.errors for i in range(len(paths))])
+    index = np.flatnonzero(keep)
+    images = prepared.images if keep.all() else prepared.images[index]
+    report = {"source": str(root), "files": len(paths), "skipped": skipped, "cache_key": prepared.key,
+              "cache_reused": prepared.reused, "image_sizes": _size_summary([prepared.sizes[i] for i in index])}
+    return Table(images, labels[index], classes, [ids[i] for i in index],
+                 None if split is None else split[index], None if groups is None else groups[index], report,
+                 [prepared.file_hashes[i] for i in index], [prepared.image_hashes[i] for i in index])
+
+
+def _check_errors(prepared: Prepared, ids: list[str], cfg: RunConfig) -> list[dict]:
+    skipped = [{"file": ids[i], "reason": reason} for i, reason in sorted(prepared.errors.items())]
+    if skipped and not cfg.skip_bad_images:
+        listing = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:5])
+        raise DataError(f"{len(skipped)} images cannot be read ({listing}). Fix or remove them, or set "
+                        "skip_bad_images=true to skip them (the data report lists what was skipped).")
+    return skipped
+
+
+def _size_summary(sizes: list[tuple[int, int]]) -> dict:
+    if not sizes:
+        return {}
+    array = np.array(sizes)
+    return {"width": _stats(array[:, 0]), "height": _stats(array[:, 1])}
+
+
+def _stats(values: np.ndarray) -> dict:
+    return {"min": int(values.min()), "median": float(np.median(values)), "max": int(values.max())}
+
+
+# --- MedMNIST -----------------------------------------------------------------------------
+
+@LOADERS.register("npz")
+def load_npz(root: Path, cfg: RunConfig, progress: bool, file: str = "", classes: tuple[str, ...] = ()) -> Table:
+    """A MedMNIST-format .npz: {train,val,test}_images and _labels (official splits)."""
+    path = root if root.suffix == ".npz" else root / file
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; set data_root to a MedMNIST-format .npz file")
+    with np.load(path) as npz:
+        missing = [f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels")
+                   if f"{s}_{kind}" not in npz.files]
+        if missing:
+            raise DataError(f"{path} lacks keys {missing}; a MedMNIST .npz has train/val/test _images and _labels")
+        parts = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in ("train", "val", "test")}
+    labels = np.concatenate([_single_label(lab, path) for _, lab in parts.values()])
+    k = int(labels.max()) + 1
+    class_list = tuple(classes) or tuple(str(i) for i in range(k))
+    raw = np.concatenate([imgs for imgs, _ in parts.values()])
+    images = np.stack([array_to_rgb(a, cfg.prepared_size)
+                       for a in tqdm(raw, desc="resizing", disable=not progress, leave=False)])
+    split = np.concatenate([[s] * len(lab) for s, (_, lab) in parts.items()]).astype(object)
+    ids = [f"{s}-{i}" for s, (_, lab) in parts.items() for i in range(len(lab))]
+    report = {"source": str(path), "files": 1, "skipped": [], "image_sizes": {"width": {"min": raw.shape[2]},
+                                                                             "height": {"min": raw.shape[1]}}}
+    return Table(images, labels, class_list, ids, split, None, report, None, [perceptual_hash(i) for i in images])
+
+
+def _single_label(labels: np.ndarray, path: Path) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        raise DataError(f"{path} is multi-label ({labels.shape[1]} columns); studylib handles single-label tasks")
+    return labels.reshape(-1).astype(np.int64)
+
+
+@LOADERS.register("medmnist")
+def load_medmnist(root: Path, cfg: RunConfig, progress: bool, flag: str) -> Table:
+    """A MedMNIST+ 2D dataset through the `medmnist` package (downloads on first use)."""
+    name = f"{flag}.npz" if cfg.medmnist_size == 28 else f"{flag}_{cfg.medmnist_size}.npz"
+    path = root / name
+    labels: tuple[str, ...] = ()
+    try:
+        import medmnist
+        info = medmnist.INFO[flag]
+        labels = tuple(info["label"][str(i)] for i in range(len(info["label"])))
+        if not path.is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            getattr(medmnist, info["python_class"])(split="train", download=True, size=cfg.medmnist_size,
+                                                   root=str(root))
+    except ImportError:
+        if not path.is_file():
+            raise DataError(f"{path} is missing and the medmnist package is not installed: "
+                            "pip install medmnist (or pip install -e '.[medmnist]'), or put the .npz there") from None
+    except Exception as err:  # the package's download can fail in many ways (offline above all)
+        raise DataError(f"could not download {name} with medmnist ({err}). Offline, download it elsewhere "
+                        f"and put it at {path}") from None
+    return load_npz(path, cfg, progress, classes=labels)

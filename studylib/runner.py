@@ -90,12 +90,12 @@ def _run(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> RunResult:
     return RunResult(rundir.path, metrics)
 
 
-def split_batches(data: DataBundle, split: str, cfg: RunConfig, dev: Device) -> DeviceBatches:
+def split_batches(data: DataBundle, split: str, cfg: RunConfig, dev: Device, balanced: bool = False) -> DeviceBatches:
     index = data.indices(split)
     if len(index) == 0:
         raise ValueError(f"dataset {data.name} has no {split} images; check the split column or the fractions")
     return DeviceBatches(data.images[index], data.labels[index], cfg.batch_size, cfg.image_size, dev.device,
-                         dev.channels_last)
+                         dev.channels_last, balanced)
 
 
 def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device) -> Trainer:
@@ -107,7 +107,7 @@ def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Devi
     if cfg.class_weighted_loss:
         counts = np.bincount(data.labels[data.indices("train")], minlength=data.num_classes).astype(np.float64)
         weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
-    return Trainer(cfg, backbone, strategy, split_batches(data, "train", cfg, dev),
+    return Trainer(cfg, backbone, strategy, split_batches(data, "train", cfg, dev, cfg.balanced_sampling),
                    split_batches(data, "val", cfg, dev), dev, weights)
 
 

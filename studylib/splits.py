@@ -51,5 +51,5 @@ def check_groups_within_splits(split: np.ndarray, groups: np.ndarray) -> None:
             leaks.append(group)
     if leaks:
         raise ValueError(f"{len(set(leaks))} groups occur in more than one split (e.g. {sorted(map(str, set(leaks)))[:3]}); "
-                         "the official split leaks across groups. Drop the split column to let studylib re-split "
-                         "by group, or drop the group column to keep the official split as it is.")
+                         "the official split leaks across groups. Set official_split=false to re-split by group, or "
+                         "leave group_column / group_pattern empty to keep the official split as it is.")

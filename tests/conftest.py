@@ -37,3 +37,40 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent (it only exists beside the project checkout)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Prepared-image cache in a temporary folder, shared by the whole session."""
+    import os
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("STUDYLIB_CACHE")
+    os.environ["STUDYLIB_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("STUDYLIB_CACHE", None)
+    else:
+        os.environ["STUDYLIB_CACHE"] = old
+
+
+def write_image_folder(root: Path, classes=("a", "b", "c"), per_class=8, splits=("train", "test"), size=40,
+                       seed=0) -> Path:
+    """Class folders of PNGs made from the synthetic generator (distinct images per class)."""
+    import numpy as np
+    from PIL import Image
+    from studylib.synthetic import make_synthetic
+
+    images, labels, _ = make_synthetic("target", per_class * len(classes) * max(1, len(splits)) * 4, size, seed)
+    counter = {}
+    for image, label in zip(images, labels):
+        if label >= len(classes):
+            continue
+        n = counter.get(label, 0)
+        if n >= per_class * max(1, len(splits)):
+            continue
+        counter[label] = n + 1
+        split = splits[n % len(splits)] if splits else ""
+        folder = root / split / classes[label] if split else root / classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(folder / f"img{label}_{n}.png")
+    return root
