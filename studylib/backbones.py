@@ -7,7 +7,6 @@ architecture.
 """
 from __future__ import annotations
 
-import hashlib
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
+from .fileio import sha256_file as sha256_of
 from .registry import Registry
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -148,14 +148,6 @@ def _torchvision_state(spec: BackboneSpec, weights: str, progress: bool) -> dict
             f"with network run  python -c \"import torchvision; torchvision.models.get_weight('"
             f"{type(entry).__name__}.{weights}').get_state_dict()\"  and copy the file to {cached}; or pass "
             f"weights=/path/to/{cached.name} (a local checkpoint file).") from None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpec) -> None:

@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .images import ImageReadError, read_image
-from .rundir import atomic_write
+from .fileio import atomic_write, sha256_file
 
 CACHE_VERSION = 1
 
@@ -41,20 +41,12 @@ def cache_home() -> Path:
     return Path(os.environ.get("STUDYLIB_CACHE", Path.home() / ".cache" / "studylib"))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def prepare_files(paths: list[Path], size: int, cache_dir: Path | None = None, workers: int = 0,
                   progress: bool = True) -> Prepared:
     """Decode `paths` at `size` into the cache (or reuse the entry); never raises for a bad image."""
     cache_dir = Path(cache_dir or cache_home())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    hashes = [file_sha256(p) for p in tqdm(paths, desc="hashing files", disable=not progress, leave=False)]
+    hashes = [sha256_file(p) for p in tqdm(paths, desc="hashing files", disable=not progress, leave=False)]
     key = hashlib.sha256(json.dumps([CACHE_VERSION, size, hashes]).encode()).hexdigest()[:24]
     npy, meta = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     with _locked(cache_dir / f"{key}.lock"):

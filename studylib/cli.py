@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> int:
 def KNOWN_ERRORS() -> tuple[type[BaseException], ...]:
     """Errors whose message already says what to do: no traceback for those."""
     from .backbones import WeightsError
+    from .download import DownloadError
     from .engine import NonFiniteLossError
     from .registry import UnknownNameError
     from .rundir import RunExistsError
 
     return (ConfigError, UnknownNameError, WeightsError, RunExistsError, NonFiniteLossError, FileNotFoundError,
-            ValueError)
+            ValueError, DownloadError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("data", cmd_data, "load a dataset and print its data report (counts, sizes, duplicates, skipped files)")
     p.add_argument("--params", help="YAML file of config fields")
     p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE")
+
+    p = add("download", cmd_download, "download and extract a dataset that has a public direct download")
+    p.add_argument("name")
+    p.add_argument("--root", help="where to put it (default: STUDYLIB_DATA/<its folder>)")
 
     add("strategies", cmd_strategies, "list the fine-tuning strategies")
     add("backbones", cmd_backbones, "list the backbones and their blocks")
@@ -100,6 +105,16 @@ def cmd_data(args) -> int:
     from .datasets import format_report, load_dataset
 
     print(format_report(load_dataset(config_from_args(args.params, args.set))))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .datasets import dataset_root, get_dataset_info
+    from .download import fetch_dataset
+
+    info = get_dataset_info(args.name)
+    root = fetch_dataset(info, Path(args.root) if args.root else dataset_root(info))
+    print(f"{info.name} is in {root}")
     return 0
 
 

@@ -33,6 +33,7 @@ class DatasetInfo:
     options: dict = field(default_factory=dict)  # loader options (column names, folder, task)
     default_root: str = ""  # where it is looked for, below STUDYLIB_DATA (default ./data)
     study: bool = False  # one of the six datasets that stand for the study's modalities
+    downloads: tuple = ()  # (url, sha256 or "", subfolder) archives that `python -m studylib download` fetches
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
@@ -158,9 +159,9 @@ register_dataset(DatasetInfo(
 
 # --- the study's six modalities (README: "Datasets" says why these) ------------------------
 
-def _study(name, modality, classes, images, source, licence, citation, obtain, kind, options, root=""):
+def _study(name, modality, classes, images, source, licence, citation, obtain, kind, options, root="", downloads=()):
     return register_dataset(DatasetInfo(name, modality, classes, images, source, licence, citation, obtain,
-                                        kind, options, root, study=True))
+                                        kind, options, root, study=True, downloads=downloads))
 
 
 _study("chest_xray_pneumonia", "chest X-ray (paediatric pneumonia)", 2, "5,856", "Kermany et al., Mendeley Data v2",
@@ -175,7 +176,9 @@ _study("brain_tumor_mri", "brain MRI (4 tumour classes)", 4, "7,023", "Nickparva
 _study("nct_crc_he", "histology (colorectal H&E tissue, 9 classes)", 9, "100,000 + 7,180",
        "Kather et al., Zenodo 1214456", "CC BY 4.0", "Kather et al., PLOS Medicine 2019; doi:10.5281/zenodo.1214456",
        "https://zenodo.org/record/1214456/files/NCT-CRC-HE-100K.zip -> train/, "
-       "https://zenodo.org/record/1214456/files/CRC-VAL-HE-7K.zip -> test/", "folder", {})
+       "https://zenodo.org/record/1214456/files/CRC-VAL-HE-7K.zip -> test/ (python -m studylib download nct_crc_he)",
+       "folder", {}, downloads=(("https://zenodo.org/record/1214456/files/NCT-CRC-HE-100K.zip", "", "train"),
+                                ("https://zenodo.org/record/1214456/files/CRC-VAL-HE-7K.zip", "", "test")))
 _study("ham10000", "dermoscopy (7 pigmented-lesion classes)", 7, "10,015", "Tschandl et al., Harvard Dataverse",
        "CC BY-NC 4.0", "Tschandl, Rosendahl, Kittler, Sci. Data 5:180161, 2018; doi:10.7910/DVN/DBW86T",
        "https://doi.org/10.7910/DVN/DBW86T (accept the terms; unzip both image parts and "
@@ -185,8 +188,9 @@ _study("ham10000", "dermoscopy (7 pigmented-lesion classes)", 7, "10,015", "Tsch
 _study("hyperkvasir", "GI endoscopy (23 labelled findings)", 23, "10,662", "Borgli et al., Simula",
        "CC BY 4.0", "Borgli et al., Sci. Data 7:283, 2020; doi:10.1038/s41597-020-00622-y",
        "https://datasets.simula.no/downloads/hyper-kvasir/hyper-kvasir-labeled-images.zip (unzip here; "
-       "image-labels.csv is inside)",
-       "csv", {"file": "image-labels.csv", "path_column": "Video file", "label_column": "Finding"})
+       "image-labels.csv is inside; python -m studylib download hyperkvasir)",
+       "csv", {"file": "image-labels.csv", "path_column": "Video file", "label_column": "Finding"},
+       downloads=(("https://datasets.simula.no/downloads/hyper-kvasir/hyper-kvasir-labeled-images.zip", "", ""),))
 _study("cholec80_phase", "endoscopic surgery (laparoscopic cholecystectomy, 7 phases)", 7, "80 videos",
        "Twinanda et al., CAMMA", "CC BY-NC-SA 4.0", "Twinanda et al., IEEE TMI 36(1), 2017",
        "request access at https://camma.unistra.fr/datasets/ ; extract frames at 1 fps and write "

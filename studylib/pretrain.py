@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .backbones import sha256_of
 from .config import RunConfig
-from .rundir import atomic_write
+from .fileio import atomic_write
 from .runner import run
 
 DEFAULT_CHECKPOINT = Path("outputs/pretrained/tinycnn-synthetic-source.pt")

@@ -20,7 +20,8 @@ from .data import DataBundle, DeviceBatches
 from .datasets import load_dataset
 from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion
-from .rundir import RunDir, atomic_write, write_csv, write_json
+from .fileio import atomic_write, write_csv, write_json
+from .rundir import RunDir
 from .strategies import create_strategy
 
 
