@@ -73,9 +73,12 @@ class DeviceBatches:
         self.weights = (1.0 / counts[self.labels]) if balanced and len(self.labels) else None
         self.batch_size, self.crop, self.device = batch_size, crop, device
         self.channels_last = channels_last
-        self.images = self._place(torch.from_numpy(np.ascontiguousarray(images)))
+        images = np.ascontiguousarray(images)
+        if not images.flags.writeable:  # a read-only memory map: torch wants its own copy
+            images = images.copy()
+        self.images = self._place(torch.from_numpy(images))
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+        self.inv_std = 1 / (torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255)
 
     def _place(self, images: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
@@ -113,5 +116,5 @@ class DeviceBatches:
         x = raw[..., top:top + crop, left:left + crop].float()
         if augment and bool(torch.rand(1, generator=generator) < 0.5):
             x = x.flip(-1)
-        x = (x - self.mean) / self.std
+        x = x.sub_(self.mean).mul_(self.inv_std)  # in place: one float buffer per batch
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
