@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .images import ImageReadError, read_image
-from .fileio import atomic_write, sha256_file
+from .fileio import atomic_write, file_lock, sha256_file
 
 CACHE_VERSION = 1
 
@@ -49,28 +49,13 @@ def prepare_files(paths: list[Path], size: int, cache_dir: Path | None = None, w
     hashes = [sha256_file(p) for p in tqdm(paths, desc="hashing files", disable=not progress, leave=False)]
     key = hashlib.sha256(json.dumps([CACHE_VERSION, size, hashes]).encode()).hexdigest()[:24]
     npy, meta = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    with _locked(cache_dir / f"{key}.lock"):
+    with file_lock(cache_dir / f"{key}.lock"):
         reused = meta.is_file() and npy.is_file()
         if not reused:
             _build(paths, size, npy, meta, workers, progress)
     info = json.loads(meta.read_text())
     return Prepared(np.load(npy, mmap_mode="r"), {int(k): v for k, v in info["errors"].items()},
                     [tuple(s) for s in info["sizes"]], hashes, info["image_hashes"], key, reused)
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    try:
-        import fcntl
-    except ImportError:  # Windows: no cross-process lock; concurrent preparations are then unsafe
-        yield
-        return
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build(paths: list[Path], size: int, npy: Path, meta: Path, workers: int, progress: bool) -> None:

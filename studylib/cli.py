@@ -49,6 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/run", help="run folder (default outputs/run)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
 
+    p = add("grid", cmd_grid, "run every unfinished cell of a params grid (papermill; resumable; Dask to scale out)")
+    p.add_argument("params", help="grid YAML, e.g. params/smoke.yaml")
+    p.add_argument("--out", help="grid folder (default outputs/grids/<grid name>)")
+    p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", help="fix a field for every run")
+    p.add_argument("--workers", type=int, default=1, help="runs at a time (a Dask LocalCluster when > 1)")
+    p.add_argument("--scheduler", default="", help="address of a running Dask scheduler (e.g. tcp://host:8786)")
+    p.add_argument("--engine", default="papermill", choices=("papermill", "inline"),
+                   help="papermill (default) keeps an executed notebook per run; inline calls the library directly")
+    p.add_argument("--dry-run", action="store_true", help="list what would run and what is already finished")
+
+    p = add("report", cmd_report, "one results table (CSV) over every run below a folder, plus the failures")
+    p.add_argument("folder")
+    p.add_argument("--out", help="CSV path (default FOLDER/results.csv)")
+
+    p = add("demo", cmd_demo, "the main job, offline: pretrain on synthetic source, run params/demo.yaml, analyse")
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--engine", default="papermill", choices=("papermill", "inline"))
+    p.add_argument("--workers", type=int, default=1)
+
     p = add("pretrain", cmd_pretrain, "pretrain a backbone on the synthetic source task (offline ImageNet stand-in)")
     p.add_argument("--out", default="outputs/pretrained/tinycnn-synthetic-source.pt")
     p.add_argument("--backbone", default="tinycnn")
@@ -89,6 +108,45 @@ def cmd_run(args) -> int:
     test = result.metrics["test"]
     print(f"finished: {result.path}  test balanced accuracy {test['balanced_accuracy']:.4f}  "
           f"accuracy {test['accuracy']:.4f}  macro F1 {test['macro_f1']:.4f}  AUROC {test['auroc']:.4f}")
+    return 0
+
+
+def cmd_grid(args) -> int:
+    import pandas as pd
+
+    from .grid import load_grid, run_grid
+
+    overrides = dict(parse_assignment(text) for text in args.set)
+    out = Path(args.out or Path("outputs/grids") / load_grid(args.params, overrides).name)
+    table = run_grid(args.params, out, args.workers, args.scheduler, args.engine, args.dry_run, overrides=overrides)
+    with pd.option_context("display.width", 160, "display.max_rows", 500):
+        print(table.to_string(index=False))
+    if not args.dry_run:
+        from .results import write_results
+        print(f"\nresults table: {write_results(out)}")
+    failed = 0 if args.dry_run else int((table.status != "finished").sum())
+    if failed:
+        print(f"{failed} runs did not finish (reasons above); run the same command again to retry them")
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    from .results import collect, failures, write_results
+
+    path = write_results(args.folder, args.out)
+    table = collect(args.folder)
+    print(f"{len(table)} runs, {int((table.status == 'finished').sum()) if len(table) else 0} finished; "
+          f"results table: {path}")
+    failed = failures(table)
+    if len(failed):
+        print("not finished:\n" + failed.to_string(index=False))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import demo
+
+    demo(args.out, engine=args.engine, workers=args.workers)
     return 0
 
 

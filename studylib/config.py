@@ -49,7 +49,7 @@ class RunConfig:
     class_weighted_loss: bool = False  # weight the cross-entropy by inverse class frequency
     # --- strategy parameters (defaults chosen by studylib: the study does not publish them) ---
     lp_epochs: int = 5  # lp_ft: epochs of the linear-probing stage
-    lpft_lr_factor: float = 0.1  # lp_ft: second-stage learning rate = lr * this factor
+    lpft_lr_factor: float = 0.1  # lp_ft: the second stage trains at lr times this factor
     gu_epochs_per_stage: int = 2  # gu_*: epochs before the next block unfreezes
     l1sp_alpha: float = 1e-4  # l1_sp: weight of sum |w - w0| over backbone parameters
     l2sp_alpha: float = 0.01  # l2_sp: weight of 1/2 ||w - w0||^2 over backbone parameters
@@ -139,7 +139,7 @@ class RunConfig:
 
     def run_hash(self) -> str:
         """Identity of a run for resuming grids: every field that changes the result."""
-        ignore = {"quiet", "num_threads", "save_checkpoint", "workers"}
+        ignore = {"quiet", "num_threads", "save_checkpoint", "workers", "device"}
         items = {k: v for k, v in self.to_dict().items() if k not in ignore}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 

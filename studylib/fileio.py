@@ -1,6 +1,7 @@
 """Small file helpers: atomic writes, JSON/CSV that never leave half-written files, SHA-256."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -60,3 +61,20 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive lock between processes (released by the OS if the holder dies, even by kill -9)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no cross-process lock
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

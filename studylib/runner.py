@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import platform
 import random
 import resource
@@ -20,7 +21,7 @@ from .data import DataBundle, DeviceBatches
 from .datasets import load_dataset
 from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion
-from .fileio import atomic_write, write_csv, write_json
+from .fileio import atomic_write, file_lock, write_csv, write_json
 from .rundir import RunDir
 from .strategies import create_strategy
 
@@ -45,14 +46,16 @@ def seed_everything(seed: int) -> None:
 def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: DataBundle | None = None) -> RunResult:
     """Train and evaluate one configuration into `out_dir`; on failure the folder says why."""
     rundir = RunDir(out_dir)
-    rundir.prepare(overwrite)
-    write_json(rundir.file("config.json"), cfg.to_dict())
-    rundir.mark("running")
-    try:
-        return _run(cfg, rundir, data)
-    except BaseException as err:
-        rundir.fail(err)
-        raise
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with file_lock(rundir.file(".lock")):  # one writer per run folder, even across grid restarts
+        rundir.prepare(overwrite)
+        write_json(rundir.file("config.json"), cfg.to_dict())
+        rundir.mark("running", pid=os.getpid())
+        try:
+            return _run(cfg, rundir, data)
+        except BaseException as err:
+            rundir.fail(err)
+            raise
 
 
 def _run(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> RunResult:

@@ -1,0 +1,57 @@
+"""python -m studylib demo: the whole study loop, offline, on the synthetic pair, in minutes on a CPU."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .grid import run_grid
+from .pretrain import DEFAULT_CHECKPOINT, pretrain, pretrain_config
+from .results import collect, write_results
+
+PROJECT = Path(__file__).resolve().parent.parent
+DEMO_GRID = PROJECT / "params" / "demo.yaml"
+ANALYSIS = PROJECT / "notebooks" / "analysis.ipynb"
+
+
+def demo(out: str | Path = "outputs/demo", engine: str = "papermill", workers: int = 1) -> pd.DataFrame:
+    """Pretrain (once), run the demo grid from that checkpoint, analyse; prints where everything is."""
+    started = time.perf_counter()
+    out = Path(out).resolve()
+    checkpoint = Path(DEFAULT_CHECKPOINT).resolve()
+    print(f"1/3 pretraining tinycnn on the synthetic source task (reused when present): {checkpoint}")
+    pretrain(checkpoint, pretrain_config(quiet=True))
+    print("2/3 running params/demo.yaml: 8 strategies x 2 seeds on the synthetic target task")
+    run_grid(DEMO_GRID, out, workers=workers, engine=engine, overrides={"weights": str(checkpoint)})
+    results = write_results(out)
+    table = summary(collect(out))
+    print(table.to_string())
+    analysis = run_analysis(out)
+    print(f"\nresults table: {results}\nrun folders:   {out / 'runs'}")
+    if analysis:
+        print(f"analysis:      {analysis} (figures in {out / 'figures'})")
+    print(f"demo finished in {time.perf_counter() - started:.0f} s")
+    return table
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread of test balanced accuracy per strategy, and the gain over FT."""
+    done = table[table.status == "finished"]
+    stats = done.groupby("strategy").test_balanced_accuracy.agg(["mean", "std", "count"])
+    if "ft" in stats.index:
+        stats["gain_over_ft"] = stats["mean"] - stats.loc["ft", "mean"]
+    return stats.sort_values("mean", ascending=False).round(3)
+
+
+def run_analysis(out: Path) -> Path | None:
+    """Execute the analysis notebook on the demo results, when the notebook exists."""
+    if not ANALYSIS.is_file():
+        return None
+    import papermill
+
+    print("3/3 executing the analysis notebook")
+    target = out / "analysis.ipynb"
+    papermill.execute_notebook(str(ANALYSIS), str(target), parameters={"results_dir": str(out)},
+                               progress_bar=False, cwd=str(PROJECT), kernel_name="python3")
+    return target

@@ -1,0 +1,236 @@
+"""Grids: a params YAML expanded into runs, executed through papermill, resumable, scalable with Dask.
+
+A grid file is flat: a scalar fixes a config field, a list sweeps it, and `per_strategy`
+overrides (or sweeps) fields for one strategy only, e.g. Auto-RGN's own learning rates:
+
+    strategy: [ft, lp, auto_rgn]
+    seed: [684, 559, 629]
+    lr: [1e-3, 1e-4]
+    per_strategy:
+      auto_rgn: {lr: [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]}
+
+Every run lands in `OUT/runs/<dataset>-<backbone>-<strategy>-<config hash>`; a finished run
+with the same hash is skipped, a failed or interrupted one runs again.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+from .config import FIELDS, ConfigError, RunConfig, coerce
+from .fileio import atomic_write, read_json
+from .rundir import RunDir
+
+META_KEYS = {"per_strategy", "name", "description"}
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "experiment.ipynb"
+ENGINES = ("papermill", "inline")
+
+
+@dataclass
+class Grid:
+    path: Path
+    name: str
+    runs: list[RunConfig]
+    swept: list[str]  # the fields that vary, for names and tables
+
+    def __repr__(self) -> str:
+        return f"Grid({self.name}: {len(self.runs)} runs sweeping {', '.join(self.swept) or 'nothing'})"
+
+
+def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid:
+    """Parse and validate a grid file (plus fixed `overrides`); every problem is reported before any run starts."""
+    path = Path(path)
+    text = _read(path)
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a grid is a mapping of config fields to values or lists")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node is not None else {}
+    data.update(overrides or {})
+    _check_values(data, path, lines)
+    per_strategy = data.get("per_strategy") or {}
+    base = {k: v for k, v in data.items() if k not in META_KEYS}
+    runs, swept = _expand(base, per_strategy, path)
+    return Grid(path, str(data.get("name", path.stem)), runs, swept)
+
+
+def _read(path: Path) -> str:
+    if not path.is_file():
+        raise ConfigError(f"grid file {path} does not exist (see params/ for examples)")
+    return path.read_text()
+
+
+def _check_values(data: dict, path: Path, lines: dict[str, int]) -> None:
+    for key, value in data.items():
+        where = f"{path} line {lines.get(key, '?')}"
+        if key in META_KEYS:
+            continue
+        if key not in FIELDS:
+            raise ConfigError(f"{where}: unknown key {key!r}; grid keys are config fields "
+                              f"(python -m studylib config) or {', '.join(sorted(META_KEYS))}")
+        for item in value if isinstance(value, list) else [value]:
+            coerce(key, item, where)
+    for strategy, overrides in (data.get("per_strategy") or {}).items():
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{path} line {lines.get('per_strategy', '?')}: per_strategy.{strategy} must be a mapping")
+        _check_values(overrides, path, {k: lines.get("per_strategy", "?") for k in overrides})
+
+
+def _product(values: dict) -> list[dict]:
+    keys = list(values)
+    lists = [v if isinstance(v, list) else [v] for v in values.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
+
+
+def _expand(base: dict, per_strategy: dict, path: Path) -> tuple[list[RunConfig], list[str]]:
+    runs, seen = [], set()
+    swept = [k for k, v in base.items() if isinstance(v, list) and len(v) > 1]
+    for combo in _product(base):
+        overrides = per_strategy.get(combo.get("strategy", RunConfig.strategy), {})
+        swept += [k for k, v in overrides.items() if isinstance(v, list) and len(v) > 1 and k not in swept]
+        for extra in _product(overrides):
+            try:
+                cfg = RunConfig.from_dict({**combo, **extra}, source=str(path))
+            except ConfigError as err:
+                raise ConfigError(f"{err} (in the combination {combo | extra})") from None
+            if cfg.run_hash() not in seen:  # per_strategy overrides can collapse combinations
+                seen.add(cfg.run_hash())
+                runs.append(cfg)
+    return runs, swept
+
+
+def run_name(cfg: RunConfig) -> str:
+    return f"{cfg.dataset}-{cfg.backbone}-{cfg.strategy}-{cfg.run_hash()[:10]}"
+
+
+def is_done(run_dir: Path, cfg: RunConfig) -> bool:
+    metrics = run_dir / "metrics.json"
+    return metrics.is_file() and read_json(metrics).get("run_hash") == cfg.run_hash()
+
+
+# --- execution -----------------------------------------------------------------------------
+
+def execute_run(config: dict[str, Any], run_dir: str, engine: str = "papermill", notebook: str = str(NOTEBOOK),
+                cwd: str = ".", gpu: int | None = None) -> dict:
+    """Run one grid cell; never raises: the status it returns (and writes) says what happened."""
+    if gpu is not None:  # inherited by the papermill kernel, before it initialises CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    rundir = RunDir(run_dir)
+    try:
+        if engine == "inline":
+            from .runner import run
+            run(RunConfig.from_dict(config), run_dir, overwrite=True)
+        else:
+            _papermill(config, rundir, notebook, cwd)
+    except Exception as err:  # recorded in the run folder; the grid goes on with the others
+        _record_failure(rundir, err)
+    return {"path": run_dir, **rundir.status()}
+
+
+def _papermill(config: dict, rundir: RunDir, notebook: str, cwd: str) -> None:
+    import papermill
+
+    rundir.path.mkdir(parents=True, exist_ok=True)
+    parameters = {**config, "out_dir": str(rundir.path.resolve()), "overwrite": True}
+    papermill.execute_notebook(notebook, str(rundir.file("experiment.ipynb")), parameters=parameters,
+                               progress_bar=False, cwd=cwd, kernel_name="python3")
+
+
+def _record_failure(rundir: RunDir, err: Exception) -> None:
+    status = rundir.status()
+    cell = getattr(err, "exec_count", None) or getattr(err, "cell_index", None)
+    where = f"notebook cell {cell}: " if cell is not None else ""
+    if status.get("status") == "failed":  # run() already wrote the reason and traceback
+        rundir.mark("failed", **{**status, "reason": where + status.get("reason", ""), "status": "failed"})
+        return
+    name = type(err).__name__
+    detail = f"{getattr(err, 'ename', name)}: {getattr(err, 'evalue', err)}"
+    if name == "DeadKernelError":
+        detail = f"the kernel died ({err}); out of memory is the usual cause"
+    rundir.mark("failed", reason=where + detail)
+
+
+def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler: str = "",
+             engine: str = "papermill", dry_run: bool = False, progress: bool = True,
+             overrides: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Run every unfinished cell of a grid into `out`; returns the status table."""
+    if engine not in ENGINES:
+        raise ConfigError(f"engine {engine!r} is not valid; choose one of {', '.join(ENGINES)}")
+    grid = load_grid(grid_path, overrides)
+    out = Path(out).resolve()
+    todo = [(cfg, out / "runs" / run_name(cfg)) for cfg in grid.runs]
+    pending = [(cfg, path) for cfg, path in todo if not is_done(path, cfg)]
+    if dry_run:
+        return plan_table(todo, pending)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "grid.yaml", Path(grid_path).read_text() + _overrides_note(overrides))
+    jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
+                 gpu=_gpu_for(i)) for i, (cfg, path) in enumerate(pending)]
+    if workers > 1 or scheduler:
+        _run_dask(jobs, workers, scheduler, progress)
+    else:
+        for job in tqdm(jobs, desc=f"grid {grid.name}", unit="run", disable=not progress):
+            execute_run(**job)
+    return status_table(todo, grid.swept)
+
+
+def _overrides_note(overrides: dict[str, Any] | None) -> str:
+    return f"\n# overridden on the command line: {overrides}\n" if overrides else ""
+
+
+def _gpu_for(index: int) -> int | None:
+    """Round-robin over GPUs when there are several; None leaves CUDA_VISIBLE_DEVICES alone."""
+    try:
+        import torch
+        count = torch.cuda.device_count()
+    except Exception:  # no torch CUDA runtime: nothing to pin
+        return None
+    return index % count if count > 1 else None
+
+
+def _run_dask(jobs: list[dict], workers: int, scheduler: str, progress: bool) -> None:
+    """Runs are independent tasks; a LocalCluster of processes (no threads: papermill can hang
+    when kernels start from many threads) or an existing scheduler executes them."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None)
+    with Client(scheduler or cluster) as client:
+        futures = [client.submit(execute_run, **job, pure=False) for job in jobs]
+        for _ in tqdm(as_completed(futures), total=len(futures), desc="grid (dask)", unit="run", disable=not progress):
+            pass
+    if cluster is not None:
+        cluster.close()
+
+
+def plan_table(todo: list, pending: list) -> pd.DataFrame:
+    waiting = {str(p) for _, p in pending}
+    return pd.DataFrame([{"run": p.name, "strategy": c.strategy, "lr": c.lr, "seed": c.seed,
+                          "action": "run" if str(p) in waiting else "skip (finished)"} for c, p in todo])
+
+
+def status_table(todo: list, swept: list[str]) -> pd.DataFrame:
+    rows = []
+    for cfg, path in todo:
+        status = RunDir(path).status()
+        row = {"run": path.name, **{k: getattr(cfg, k) for k in swept}, "status": status["status"]}
+        if status["status"] == "finished":
+            metrics = read_json(path / "metrics.json")
+            row.update(test_balanced_accuracy=metrics["test"]["balanced_accuracy"],
+                       seconds=round(metrics["wall_seconds"], 1))
+        else:
+            row["reason"] = status.get("reason", "")
+        rows.append(row)
+    return pd.DataFrame(rows)

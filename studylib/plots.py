@@ -1,0 +1,106 @@
+"""Static figures of one run; every function returns the figure and writes a PNG next to the run.
+
+Notebooks executed headless by papermill lose widget state, so every view is a plain
+function that also writes its figure to disk.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt  # headless, matplotlib falls back to Agg by itself
+import numpy as np
+import pandas as pd
+
+from .fileio import read_json
+
+
+def save(fig: plt.Figure, path: Path | None) -> plt.Figure:
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        tmp.replace(path)
+    return fig
+
+
+def _figure_path(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / "figures" / f"{name}.png"
+
+
+def learning_curves(run_dir: str | Path, metric: str = "balanced_accuracy") -> plt.Figure:
+    """Training and validation loss, and the validation metric, per epoch; stage changes marked."""
+    run_dir = Path(run_dir)
+    history = pd.read_csv(run_dir / "history.csv")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot(history.epoch, history.train_loss, label="train")
+    left.plot(history.epoch, history.val_loss, label="validation")
+    left.set(xlabel="epoch", ylabel="loss", title="loss")
+    left.legend()
+    right.plot(history.epoch, history[f"val_{metric}"], marker="o", color="C2")
+    best = history.loc[history.best].epoch.max() if history.best.any() else None
+    if best is not None:
+        right.axvline(best, color="grey", ls=":", label=f"best epoch {best}")
+        right.legend()
+    right.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=f"validation {metric.replace('_', ' ')}")
+    for axis in (left, right):
+        _mark_stages(axis, history)
+    fig.suptitle(_title(run_dir))
+    return save(fig, _figure_path(run_dir, "learning_curves"))
+
+
+def _mark_stages(axis: plt.Axes, history: pd.DataFrame) -> None:
+    changes = history.index[history.stage != history.stage.shift()][1:]
+    for index in changes:
+        axis.axvline(history.epoch[index] - 0.5, color="k", alpha=0.15)
+
+
+def block_lr_heatmap(run_dir: str | Path, value: str = "lr") -> plt.Figure:
+    """Per-block learning rate (or RGN, grad norm, distance) over epochs; frozen blocks blank."""
+    run_dir = Path(run_dir)
+    layers = pd.read_csv(run_dir / "layers.csv")
+    return save(layer_heatmap(layers, value, _title(run_dir)), _figure_path(run_dir, f"blocks_{value}"))
+
+
+def layer_heatmap(layers: pd.DataFrame, value: str = "lr", title: str = "") -> plt.Figure:
+    blocks = list(dict.fromkeys(layers.block))
+    table = layers.pivot(index="block", columns="epoch", values=value).reindex(blocks)
+    trainable = layers.pivot(index="block", columns="epoch", values="trainable").reindex(blocks).astype(bool)
+    data = table.where(trainable)
+    positive = data[data > 0]
+    log = value in ("lr", "lr_max", "rgn", "grad_norm") and positive.notna().any().any()
+    shown = np.log10(positive) if log else data
+    fig, axis = plt.subplots(figsize=(max(5, 0.45 * table.shape[1] + 2), 0.4 * len(blocks) + 1.5))
+    image = axis.imshow(shown.to_numpy(dtype=float), aspect="auto", cmap="viridis", interpolation="nearest")
+    axis.set(yticks=range(len(blocks)), yticklabels=blocks, xlabel="epoch",
+             title=f"{title}\n{value} per block ({'log10, ' if log else ''}blank = frozen)")
+    axis.set_xticks(range(table.shape[1]), table.columns)
+    fig.colorbar(image, ax=axis, label=f"log10 {value}" if log else value)
+    return fig
+
+
+def confusion_matrix(run_dir: str | Path, normalise: bool = True) -> plt.Figure:
+    """Test confusion matrix (rows: true class), from metrics.json."""
+    run_dir = Path(run_dir)
+    metrics = read_json(run_dir / "metrics.json")
+    matrix = np.array(metrics["test_confusion"], dtype=float)
+    shown = matrix / np.maximum(matrix.sum(1, keepdims=True), 1) if normalise else matrix
+    classes = metrics["classes"]
+    fig, axis = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.5 * len(classes)))
+    axis.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    for (i, j), v in np.ndenumerate(matrix):
+        axis.text(j, i, f"{shown[i, j]:.2f}" if normalise else int(v), ha="center", va="center",
+                  color="white" if shown[i, j] > 0.6 * shown.max() else "black", fontsize=8)
+    axis.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true",
+             title="test confusion matrix" + (" (row-normalised)" if normalise else ""))
+    axis.set_xticklabels(classes, rotation=45, ha="right")
+    axis.set_yticklabels(classes)
+    return save(fig, _figure_path(run_dir, "confusion_matrix"))
+
+
+def _title(run_dir: Path) -> str:
+    try:
+        cfg = read_json(run_dir / "config.json")
+    except FileNotFoundError:
+        return run_dir.name
+    return f"{cfg['strategy']} | {cfg['backbone']} | {cfg['dataset']} | lr {cfg['lr']:g} | seed {cfg['seed']}"
