@@ -57,13 +57,24 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
         raise ConfigError(f"{path}{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a grid is a mapping of config fields to values or lists")
-    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if node is not None else {}
+    lines = _key_lines(node, path)
     data.update(overrides or {})
     _check_values(data, path, lines)
     per_strategy = data.get("per_strategy") or {}
     base = {k: v for k, v in data.items() if k not in META_KEYS}
     runs, swept = _expand(base, per_strategy, path)
     return Grid(path, str(data.get("name", path.stem)), runs, swept)
+
+
+def _key_lines(node, path: Path) -> dict[str, int]:
+    """Top-level key -> line number; a key given twice is an error (YAML would keep the last silently)."""
+    lines: dict[str, int] = {}
+    for key, _ in getattr(node, "value", []) if isinstance(node, yaml.MappingNode) else []:
+        line = key.start_mark.line + 1
+        if key.value in lines:
+            raise ConfigError(f"{path} line {line}: {key.value!r} is already set on line {lines[key.value]}")
+        lines[key.value] = line
+    return lines
 
 
 def _read(path: Path) -> str:
@@ -153,7 +164,8 @@ def _record_failure(rundir: RunDir, err: Exception) -> None:
     cell = getattr(err, "exec_count", None) or getattr(err, "cell_index", None)
     where = f"notebook cell {cell}: " if cell is not None else ""
     if status.get("status") == "failed":  # run() already wrote the reason and traceback
-        rundir.mark("failed", **{**status, "reason": where + status.get("reason", ""), "status": "failed"})
+        kept = {k: v for k, v in status.items() if k not in ("status", "time", "reason")}
+        rundir.mark("failed", reason=where + status.get("reason", ""), **kept)
         return
     name = type(err).__name__
     detail = f"{getattr(err, 'ename', name)}: {getattr(err, 'evalue', err)}"

@@ -1,0 +1,149 @@
+"""Grids: validation before any run, papermill execution, resume after kill -9, Dask."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import papermill
+import pytest
+import yaml
+
+from studylib.config import FIELDS, ConfigError, field_help
+from studylib.grid import load_grid, run_grid
+from studylib.results import collect
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+TINY = ("dataset: synthetic\nsynthetic_size: 120\nbackbone: tinycnn\nimage_size: 16\nbatch_size: 32\n"
+        "max_epochs: 1\ndevice: cpu\nnum_threads: 1\n")
+
+
+def write_grid(tmp_path, body, name="g.yaml"):
+    path = tmp_path / name
+    path.write_text(TINY + body)
+    return path
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{notebook.name} has outputs"
+
+
+def test_experiment_parameters_match_the_config_fields():
+    params = papermill.inspect_notebook(str(ROOT / "notebooks" / "experiment.ipynb"))
+    assert set(params) - {"out_dir", "overwrite"} == set(FIELDS)
+    help_text = field_help()
+    for name in FIELDS:
+        assert params[name]["help"] == help_text[name]
+
+
+@pytest.mark.parametrize("grid", sorted((ROOT / "params").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_params_file_uses_only_config_fields(grid):
+    data = yaml.safe_load(grid.read_text())
+    keys = set(data) | {k for v in (data.get("per_strategy") or {}).values() for k in v}
+    assert keys - {"name", "description", "per_strategy"} <= set(FIELDS)
+    assert load_grid(grid).runs
+
+
+def test_paper_grid_is_the_full_study():
+    grid = load_grid(ROOT / "params" / "paper.yaml")
+    assert len(grid.runs) == 432
+    assert {c.backbone for c in grid.runs} == {"resnet50", "densenet121", "vgg19"}
+    assert {c.seed for c in grid.runs} == {684, 559, 629}
+
+
+def test_per_strategy_sweeps_only_that_strategy(tmp_path):
+    grid = load_grid(write_grid(tmp_path, "strategy: [ft, auto_rgn]\nlr: 1e-3\n"
+                                          "per_strategy:\n  auto_rgn: {lr: [1e-1, 1e-2]}\n"))
+    assert sorted((c.strategy, c.lr) for c in grid.runs) == [("auto_rgn", 0.01), ("auto_rgn", 0.1), ("ft", 0.001)]
+
+
+@pytest.mark.parametrize("body, message", [
+    ("strategy: [ft, lp\n", r"g.yaml line \d+: malformed YAML"),
+    ("strategy: ft\nlearning_rate: [1, 2]\n", r"g.yaml line 10: unknown key 'learning_rate'"),
+    ("strategy: [ft, nope]\n", r"unknown strategy 'nope'"),
+    ("strategy: ft\npatience: [1, two]\n", r"g.yaml line 10: patience must be int"),
+    ("strategy: ft\nmax_epochs: 2\n", r"g.yaml line 10: 'max_epochs' is already set on line 6"),
+])
+def test_bad_grids_fail_before_any_run(tmp_path, body, message):
+    path = write_grid(tmp_path, body)
+    with pytest.raises(ConfigError, match=message):
+        run_grid(path, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_smoke_grid_through_papermill_then_skip_when_finished(tmp_path):
+    table = run_grid(ROOT / "params" / "smoke.yaml", tmp_path, progress=False)
+    assert list(table.status) == ["finished", "finished"]
+    run_dir = tmp_path / "runs" / table.run[0]
+    executed = nbformat.read(run_dir / "experiment.ipynb", as_version=4)
+    assert any(c.outputs for c in executed.cells if c.cell_type == "code")  # the executed copy is kept
+    assert (run_dir / "figures" / "learning_curves.png").is_file()
+    stamp = (run_dir / "metrics.json").stat().st_mtime_ns
+    again = run_grid(ROOT / "params" / "smoke.yaml", tmp_path, dry_run=True, progress=False)
+    assert set(again.action) == {"skip (finished)"}
+    run_grid(ROOT / "params" / "smoke.yaml", tmp_path, progress=False)
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_failing_cell_marks_the_run_failed_and_the_grid_goes_on(tmp_path):
+    path = write_grid(tmp_path, "strategy: [ft, surgical]\nsurgical_block: nowhere\n")
+    table = run_grid(path, tmp_path / "out", progress=False)
+    status = dict(zip(table.strategy if "strategy" in table else table.run, table.status))
+    failed = table[table.status == "failed"]
+    assert len(failed) == 1 and "surgical" in failed.run.iloc[0]
+    assert "surgical_block='nowhere'" in failed.reason.iloc[0] and "notebook cell" in failed.reason.iloc[0]
+    assert (table.status == "finished").sum() == 1, status
+    retried = run_grid(path, tmp_path / "out", dry_run=True, progress=False)
+    assert list(retried.action).count("run") == 1  # the failed one is retried next time
+
+
+def test_kill_dash_nine_then_resume_runs_everything_exactly_once(tmp_path):
+    path = write_grid(tmp_path, "strategy: [ft, lp, l2_sp, gu_last_first]\npatience: 5\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "studylib", "grid", str(path), "--out", str(out), "--engine", "inline"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("runs/*/metrics.json"))) < 1:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.json")}
+    assert 1 <= len(finished_before) < 4
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    table = collect(out)
+    assert len(table) == 4 and set(table.status) == {"finished"}
+    assert table.run.is_unique
+    for name, stamp in finished_before.items():  # finished runs were not run again
+        assert (out / "runs" / name / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_dask_local_cluster_gives_the_same_results_table(tmp_path):
+    local = run_grid(ROOT / "params" / "smoke.yaml", tmp_path / "local", engine="inline", progress=False)
+    dask = run_grid(ROOT / "params" / "smoke.yaml", tmp_path / "dask", engine="inline", workers=2, progress=False)
+    columns = ["run", "status", "test_balanced_accuracy"]
+    pd.testing.assert_frame_equal(local[columns], dask[columns])
+    a, b = collect(tmp_path / "local"), collect(tmp_path / "dask")
+    metrics = [c for c in a.columns if c.startswith(("val_", "test_"))]
+    pd.testing.assert_frame_equal(a[["run"] + metrics], b[["run"] + metrics])
+
+
+def test_report_cli_writes_the_table_and_lists_failures(tmp_path, capsys):
+    from studylib.cli import main
+    path = write_grid(tmp_path, "strategy: [ft, surgical]\nsurgical_block: nowhere\n")
+    run_grid(path, tmp_path / "out", engine="inline", progress=False)
+    assert main(["report", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 1 finished" in out and "surgical_block" in out
+    table = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert {"test_balanced_accuracy", "wall_seconds", "peak_memory_mb", "trainable_params", "status"} <= set(table)
+    assert json.loads((tmp_path / "out" / "runs" / table.run[0] / "config.json").read_text())
