@@ -59,9 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="papermill (default) keeps an executed notebook per run; inline calls the library directly")
     p.add_argument("--dry-run", action="store_true", help="list what would run and what is already finished")
 
-    p = add("report", cmd_report, "one results table (CSV) over every run below a folder, plus the failures")
+    p = add("report", cmd_report, "results table (CSV), failures, and a self-contained report (HTML, Markdown)")
     p.add_argument("folder")
     p.add_argument("--out", help="CSV path (default FOLDER/results.csv)")
+    p.add_argument("--metric", default="balanced_accuracy", help="metric for selection and gains")
+    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the gain intervals")
 
     p = add("demo", cmd_demo, "the main job, offline: pretrain on synthetic source, run params/demo.yaml, analyse")
     p.add_argument("--out", default="outputs/demo")
@@ -140,6 +142,9 @@ def cmd_report(args) -> int:
     failed = failures(table)
     if len(failed):
         print("not finished:\n" + failed.to_string(index=False))
+    from .report import write_report
+    markdown, page = write_report(args.folder, args.metric, args.boot)
+    print(f"report: {page} (and {markdown.name})")
     return 0
 
 

@@ -1,0 +1,95 @@
+"""Figures of a whole grid: gains over FT, accuracy, per-block learning rates, unfreezing timelines, cost.
+
+Each function returns the figure and, given `path`, writes it as PNG (headless notebooks keep
+their figures that way).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .plots import layer_heatmap, save
+
+STRATEGY_ORDER = ["ft", "lp", "gu_last_first", "gu_first_last", "l1_sp", "l2_sp", "lp_ft", "auto_rgn",
+                  "auto_snr", "surgical", "discriminative_lr"]
+
+
+def _ordered(strategies) -> list[str]:
+    known = [s for s in STRATEGY_ORDER if s in set(strategies)]
+    return known + sorted(set(strategies) - set(known))
+
+
+def gain_heatmap(summary: pd.DataFrame, path: Path | None = None, title: str = "") -> plt.Figure:
+    """Gain of each strategy over FT (rows) per dataset x backbone (columns); hatched = inside the noise."""
+    if summary.empty:
+        return save(_empty("no gains to show: the results need FT and at least one other strategy"), path)
+    frame = summary.assign(case=summary.dataset + "\n" + summary.backbone)
+    table = frame.pivot_table(index="strategy", columns="case", values="gain", aggfunc="mean")
+    table = table.reindex(_ordered(table.index))
+    noise = frame.pivot_table(index="strategy", columns="case", values="verdict", aggfunc="first").reindex(table.index)
+    limit = np.nanmax(np.abs(table.to_numpy())) if np.isfinite(table.to_numpy()).any() else 0.1
+    fig, axis = plt.subplots(figsize=(1.6 + 1.3 * table.shape[1], 0.8 + 0.45 * table.shape[0]))
+    image = axis.imshow(table.to_numpy(dtype=float), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
+        verdict = noise.iat[i, j]
+        text = "missing" if not np.isfinite(value) else f"{value:+.3f}" + ("" if verdict != "inside the noise" else "~")
+        axis.text(j, i, text, ha="center", va="center", fontsize=8)
+    axis.set(xticks=range(table.shape[1]), yticks=range(table.shape[0]),
+             title=title or "test balanced-accuracy gain over FT (~: 95% CI includes 0)")
+    axis.set_xticklabels(table.columns, fontsize=8)
+    axis.set_yticklabels(table.index)
+    fig.colorbar(image, ax=axis, label="gain over FT")
+    return save(fig, path)
+
+
+def accuracy_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+    """Mean +- sd over seeds of the test metric per strategy, one panel per dataset x backbone."""
+    cases = table.groupby(["dataset", "backbone"])
+    fig, axes = plt.subplots(1, max(1, len(cases)), figsize=(4.5 * max(1, len(cases)), 3.2), squeeze=False)
+    for axis, ((dataset, backbone), group) in zip(axes[0], cases):
+        group = group.set_index("strategy").reindex(_ordered(group.strategy))
+        axis.bar(range(len(group)), group["mean"], yerr=group["std"].fillna(0), color="C0", capsize=3)
+        axis.set_xticks(range(len(group)), group.index, rotation=60, ha="right")
+        axis.set(title=f"{dataset} | {backbone}", ylabel="test balanced accuracy", ylim=(0, 1))
+    return save(fig, path)
+
+
+def run_layers(run: str | Path, value: str = "lr", path: Path | None = None) -> plt.Figure:
+    """Per-block `value` over epochs of one run (Auto-RGN learning rates, RGN, distance moved)."""
+    layers = pd.read_csv(Path(run) / "layers.csv")
+    return save(layer_heatmap(layers, value, Path(run).name), path)
+
+
+def unfreezing_timeline(runs: dict[str, str | Path], path: Path | None = None) -> plt.Figure:
+    """Which blocks train at each epoch, one panel per strategy (gradual unfreezing, LP-FT, ...)."""
+    fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(4.2 * max(1, len(runs)), 3), squeeze=False)
+    for axis, (label, run) in zip(axes[0], runs.items()):
+        layers = pd.read_csv(Path(run) / "layers.csv")
+        blocks = list(dict.fromkeys(layers.block))
+        table = layers.pivot(index="block", columns="epoch", values="trainable").reindex(blocks).astype(float)
+        axis.imshow(table.to_numpy(), cmap="Greens", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        axis.set(yticks=range(len(blocks)), yticklabels=blocks, xlabel="epoch", title=f"{label}: trainable blocks")
+    return save(fig, path)
+
+
+def cost_vs_accuracy(best: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+    """Wall time and trainable parameters against test balanced accuracy, one point per run."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, strategy in enumerate(_ordered(best.strategy)):
+        part = best[best.strategy == strategy]
+        left.scatter(part.wall_seconds, part.test_balanced_accuracy, label=strategy, color=f"C{i % 10}")
+        right.scatter(part.trainable_params, part.test_balanced_accuracy, color=f"C{i % 10}")
+    left.set(xlabel="wall time (s)", ylabel="test balanced accuracy", title="time")
+    right.set(xlabel="trainable parameters (max over epochs)", xscale="log", title="parameters")
+    left.legend(fontsize=7, ncol=2)
+    return save(fig, path)
+
+
+def _empty(message: str) -> plt.Figure:
+    fig, axis = plt.subplots(figsize=(6, 1.5))
+    axis.axis("off")
+    axis.text(0.5, 0.5, message, ha="center", va="center")
+    return fig

@@ -1,0 +1,122 @@
+"""An ipywidgets explorer over a grid's results, built on the plain plotting functions.
+
+Every view is a library function that also writes a PNG (figures_dir), so what a headless
+papermill run shows survives without widget state. The callbacks are plain methods, testable
+without a browser: set a dropdown's value and read `explorer.figure` / `explorer.current_run`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import display
+
+from . import analysis, plots, studyplots
+
+RUN_VIEWS = {
+    "learning curves": lambda run, metric: plots.learning_curves(run, metric),
+    "per-block learning rate": lambda run, metric: plots.block_lr_heatmap(run, "lr"),
+    "per-block RGN": lambda run, metric: plots.block_lr_heatmap(run, "rgn"),
+    "per-block distance moved": lambda run, metric: plots.block_lr_heatmap(run, "rel_dist_init"),
+    "trainable blocks": lambda run, metric: studyplots.unfreezing_timeline({Path(run).name[:30]: run}),
+    "confusion matrix": lambda run, metric: plots.confusion_matrix(run),
+}
+STUDY_VIEWS = ("gain over FT", "accuracy per strategy", "cost vs accuracy")
+METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "macro_ap")
+
+
+class Explorer:
+    """Dropdowns for dataset, backbone, strategy, seed, metric and view; one figure below them."""
+
+    def __init__(self, results_dir: str | Path, figures_dir: str | Path | None = None, n_boot: int = 500):
+        self.results_dir = Path(results_dir)
+        self.figures_dir = Path(figures_dir or self.results_dir / "figures")
+        self.n_boot = n_boot
+        self.done = analysis.load_results(self.results_dir)
+        self.figure: plt.Figure | None = None
+        self.current_run: Path | None = None
+        self.message = ""
+        self.output = widgets.Output()
+        self.controls = self._controls()
+        for control in self.controls.values():
+            control.observe(lambda change: self.refresh(), names="value")
+        self.refresh()
+
+    def _options(self, column: str) -> list:
+        return sorted(self.done[column].unique().tolist()) if not self.done.empty else []
+
+    def _controls(self) -> dict[str, widgets.Dropdown]:
+        def dropdown(label, options, value=None):
+            options = list(options)
+            return widgets.Dropdown(description=label, options=options, value=value if value in options else
+                                    (options[0] if options else None))
+
+        return {
+            "view": dropdown("view", list(STUDY_VIEWS) + list(RUN_VIEWS), "gain over FT"),
+            "metric": dropdown("metric", METRICS, "balanced_accuracy"),
+            "dataset": dropdown("dataset", self._options("dataset")),
+            "backbone": dropdown("backbone", self._options("backbone")),
+            "strategy": dropdown("strategy", studyplots._ordered(self._options("strategy")) if not self.done.empty
+                                 else [], "auto_rgn"),
+            "seed": dropdown("seed", self._options("seed")),
+        }
+
+    def value(self, name: str):
+        return self.controls[name].value
+
+    def selected_run(self) -> Path | None:
+        """The best-validation run of the chosen dataset, backbone, strategy and seed."""
+        if self.done.empty:
+            return None
+        best = analysis.select_best(self.done, self.value("metric"))
+        match = best[(best.dataset == self.value("dataset")) & (best.backbone == self.value("backbone"))
+                     & (best.strategy == self.value("strategy")) & (best.seed == self.value("seed"))]
+        return Path(match.path.iloc[0]) if len(match) else None
+
+    def refresh(self) -> None:
+        """Redraw the chosen view and write it as PNG."""
+        plt.close(self.figure) if self.figure is not None else None
+        view = self.value("view")
+        self.figure, self.message = self._draw(view)
+        if self.figure is not None:
+            plots.save(self.figure, self.figures_dir / f"explorer-{view.replace(' ', '_')}.png")
+        with self.output:
+            self.output.clear_output(wait=True)
+            if self.message:
+                print(self.message)
+            if self.figure is not None:
+                display(self.figure)
+
+    def _draw(self, view: str) -> tuple[plt.Figure | None, str]:
+        if self.done.empty:
+            return None, f"no finished runs in {self.results_dir} yet"
+        metric = self.value("metric")
+        if view in STUDY_VIEWS:
+            return self._study_view(view, metric), ""
+        self.current_run = self.selected_run()
+        if self.current_run is None:
+            return None, "no finished run for this dataset / backbone / strategy / seed"
+        return RUN_VIEWS[view](self.current_run, metric), f"run: {self.current_run.name}"
+
+    def _study_view(self, view: str, metric: str) -> plt.Figure:
+        best = analysis.select_best(self.done, metric)
+        if view == "gain over FT":
+            summary = analysis.gain_summary(best, metric, n_boot=self.n_boot)
+            return studyplots.gain_heatmap(summary, title=f"test {metric} gain over FT (~: inside the noise)")
+        if view == "accuracy per strategy":
+            return studyplots.accuracy_bars(analysis.accuracy_table(best, metric))
+        return studyplots.cost_vs_accuracy(best)
+
+    def widget(self) -> widgets.Widget:
+        top = widgets.HBox([self.controls["view"], self.controls["metric"]])
+        middle = widgets.HBox([self.controls[k] for k in ("dataset", "backbone", "strategy", "seed")])
+        return widgets.VBox([top, middle, self.output])
+
+    def _ipython_display_(self) -> None:
+        display(self.widget())
+
+    def table(self) -> pd.DataFrame:
+        """The accuracy table (mean, sd over seeds) for the chosen metric."""
+        return analysis.accuracy_table(analysis.select_best(self.done, self.value("metric")), self.value("metric"))
