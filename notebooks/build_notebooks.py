@@ -65,5 +65,102 @@ def experiment() -> None:
     ])
 
 
+def simple_parameters(lines: list[str]) -> nbformat.NotebookNode:
+    cell = new_code_cell("\n".join(["# Parameters (papermill replaces these)"] + lines))
+    cell.metadata["tags"] = ["parameters"]
+    return cell
+
+
+def analysis() -> None:
+    write("analysis.ipynb", [
+        new_markdown_cell(
+            "# Which strategy gains over full fine-tuning, where, and why\n\n"
+            "Point `results_dir` at a grid's output folder (`python -m studylib grid ... --out DIR`). Each strategy "
+            "is compared at its own best **validation** setting per dataset x backbone x seed (test scores never "
+            "choose); gains over FT are paired per seed, with 95% bootstrap intervals over test images. "
+            "Every figure below is also written to `results_dir/figures/`, so a headless run keeps them."),
+        simple_parameters([
+            'results_dir: str = "outputs/demo"  # a grid output folder holding runs/',
+            'metric: str = "balanced_accuracy"  # metric for selection, tables and gains',
+            "n_boot: int = 1000  # bootstrap resamples for the gain intervals",
+        ]),
+        new_code_cell("from IPython.display import Image, Markdown, display\n\n"
+                      "from studylib import analysis\nfrom studylib.report import Study\n\n"
+                      "study = Study(results_dir, metric, n_boot)\n"
+                      "for note in study.notes:\n    print('NOTE:', note)\n"
+                      "print(f'{len(study.done)} finished runs in {results_dir}')"),
+        new_markdown_cell("## Test accuracy, mean and sd over seeds"),
+        new_code_cell("study.accuracy.round(3) if not study.best.empty else 'nothing finished yet'"),
+        new_markdown_cell("## Gain over FT\n`verdict` says *inside the noise* when the 95% interval includes 0. "
+                          "A case with no FT run shows *no baseline*, never a made-up gain."),
+        new_code_cell("gains = study.gains if not study.best.empty else None\n"
+                      "gains.round(3) if gains is not None else 'no gains without finished runs'"),
+        new_code_cell("if gains is not None and not gains.empty:\n"
+                      "    wtl = analysis.win_tie_loss(gains)\n"
+                      "    for sentence in wtl.sentence:\n        print(sentence)\n"
+                      "    display(analysis.mean_ranks(study.accuracy).round(2).to_frame())"),
+        new_markdown_cell("## Figures (static PNGs, also in `figures/`)"),
+        new_code_cell("for title, path in study.figures().items():\n"
+                      "    display(Markdown(f'### {title}'))\n    display(Image(filename=str(path)))"),
+        new_markdown_cell("## Explore\nPick a view, a metric and a run; study views (gain heatmap, accuracy, cost) "
+                          "ignore the run pickers. Each view is also saved as `figures/explorer-<view>.png`."),
+        new_code_cell("from studylib.widgets import Explorer\n\nexplorer = Explorer(results_dir, n_boot=min(n_boot, 300))\n"
+                      "explorer"),
+    ])
+
+
+def teaching() -> None:
+    write("teaching.ipynb", [
+        new_markdown_cell(
+            "# Fine-tuning strategies, visually\n\n"
+            "A network pretrained on one task (ImageNet, or here a synthetic *source* task) is adapted to a new "
+            "one (a medical dataset, or a synthetic *target* task). The strategies differ in **which blocks "
+            "train, when, and how fast**. A *block* is a group of layers: for ResNet-50 the stem, four stages "
+            "and the classifier head. Everything here runs on a laptop CPU in minutes."),
+        simple_parameters([
+            'backbone: str = "tinycnn"  # any registered backbone; tinycnn is fast on a CPU',
+            "plan_epochs: int = 8  # epochs shown in the strategy maps",
+            "mini_size: int = 800  # synthetic target images for the mini comparison",
+            "mini_epochs: int = 10  # epochs per run in the mini comparison",
+            "pretrain_size: int = 4000  # synthetic source images for pretraining",
+            'out_dir: str = "outputs/teaching"  # where the mini comparison writes its runs',
+        ]),
+        new_markdown_cell("## 1. The block map\nEvery strategy talks about these blocks; so does every log."),
+        new_code_cell("from studylib.backbones import create_backbone\n\nbb = create_backbone(backbone, num_classes=4)\n"
+                      "print(bb)\n{block: len(names) for block, names in bb.blocks.items()}  # parameter tensors per block"),
+        new_markdown_cell(
+            "## 2. What each strategy trains, epoch by epoch\n"
+            "- **FT** trains everything at one rate. **LP** trains only the new head: the pretrained features stay "
+            "as they are (BatchNorm statistics too).\n"
+            "- **Gradual unfreezing** (G-LF) starts with the head and unfreezes one block per stage towards the input.\n"
+            "- **LP-FT** first probes linearly, then fine-tunes everything at a much smaller rate, starting from a "
+            "head that already fits, so the features are not wrecked by a random head's large gradients.\n"
+            "- **Auto-RGN** gives each tensor a rate proportional to its relative gradient norm: here the head "
+            "gets the base rate and early blocks far less.\n"
+            "- **Discriminative LR** lowers the rate block by block from the head down."),
+        new_code_cell("from studylib.teaching import plan_figure\n\n"
+                      "plan_figure(['ft', 'lp', 'gu_last_first', 'gu_first_last', 'lp_ft', 'auto_rgn', "
+                      "'discriminative_lr'], backbone, plan_epochs, path=f'{out_dir}/figures/strategy_maps.png');"),
+        new_markdown_cell("## 3. A mini comparison\nPretrain a tiny CNN on the synthetic source task (once), then "
+                          "fine-tune it on the target task with five strategies. Linear probing on pretrained "
+                          "features is far above chance (0.25), and the strategies differ."),
+        new_code_cell("from studylib import RunConfig, run\nfrom studylib.pretrain import pretrain, pretrain_config\n\n"
+                      "checkpoint = pretrain(f'{out_dir}/tinycnn-source.pt', pretrain_config(size=pretrain_size, quiet=True))\n"
+                      "results = {}\nfor strategy in ['lp', 'ft', 'lp_ft', 'gu_last_first', 'auto_rgn']:\n"
+                      "    cfg = RunConfig(strategy=strategy, weights=str(checkpoint), image_size=32, synthetic_size=mini_size,\n"
+                      "                    max_epochs=mini_epochs, patience=4, lp_epochs=3, batch_size=32, quiet=True)\n"
+                      "    results[strategy] = run(cfg, f'{out_dir}/{strategy}', overwrite=True)\n"
+                      "    print(results[strategy])"),
+        new_code_cell("import pandas as pd\n\n"
+                      "table = pd.DataFrame({s: r.metrics['test'] for s, r in results.items()}).T[['balanced_accuracy', 'macro_f1', 'auroc']]\n"
+                      "table.assign(gain_over_ft=table.balanced_accuracy - table.loc['ft', 'balanced_accuracy']).round(3)"),
+        new_markdown_cell("## 4. Look inside one run\nHow far did each block move from its pretrained weights?"),
+        new_code_cell("from studylib import plots\n\nplots.block_lr_heatmap(results['auto_rgn'].path, 'lr');\n"
+                      "plots.block_lr_heatmap(results['gu_last_first'].path, 'rel_dist_init');"),
+    ])
+
+
 if __name__ == "__main__":
     experiment()
+    analysis()
+    teaching()

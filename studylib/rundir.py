@@ -37,7 +37,10 @@ class RunDir:
         if self.finished:
             return {"status": "finished"}
         if self.file("status.json").is_file():
-            return read_json(self.file("status.json"))
+            status = read_json(self.file("status.json"))
+            if status.get("status") == "finished":  # metrics.json was removed afterwards
+                return {"status": "incomplete", "reason": "metrics.json is missing"}
+            return status
         return {"status": "missing"}
 
     def prepare(self, overwrite: bool = False) -> None:

@@ -1,0 +1,175 @@
+"""Analysis on a small real grid: validation-only selection, paired gains, report, widgets, notebooks."""
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import papermill
+import pytest
+
+from studylib import analysis
+from studylib.grid import run_grid
+from studylib.report import Study, write_report
+from studylib.widgets import Explorer
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = """dataset: synthetic
+synthetic_size: 160
+backbone: tinycnn
+image_size: 16
+batch_size: 32
+max_epochs: 3
+lp_epochs: 1
+device: cpu
+num_threads: 1
+strategy: [ft, lp, lp_ft, auto_rgn, gu_last_first]
+seed: [684, 559]
+lr: 1e-2
+per_strategy:
+  lp: {lr: [1e-1, 1e-2]}
+"""
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    (root / "g.yaml").write_text(GRID)
+    table = run_grid(root / "g.yaml", root / "out", engine="inline", progress=False)
+    assert set(table.status) == {"finished"}
+    return root / "out"
+
+
+def copy_results(results, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(results, target)
+    return target
+
+
+def set_metric(run: Path, split: str, value: float) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics[split]["balanced_accuracy"] = value
+    (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_selection_uses_validation_only(results, tmp_path):
+    root = copy_results(results, tmp_path)
+    lp = analysis.load_results(root).query("strategy == 'lp' and seed == 684")
+    assert len(lp) == 2  # two learning rates
+    good, bad = Path(lp.path.iloc[0]), Path(lp.path.iloc[1])
+    set_metric(good, "val", 0.9)
+    set_metric(bad, "val", 0.5)
+    set_metric(bad, "test", 1.0)  # a perfect *test* score must not win the selection
+    best = analysis.select_best(analysis.load_results(root)).query("strategy == 'lp' and seed == 684")
+    assert best.path.iloc[0] == str(good)
+    set_metric(bad, "val", 0.95)
+    best = analysis.select_best(analysis.load_results(root)).query("strategy == 'lp' and seed == 684")
+    assert best.path.iloc[0] == str(bad)
+
+
+def test_paired_gains_are_per_seed_differences(results):
+    best = analysis.select_best(analysis.load_results(results))
+    gains = analysis.paired_gains(best)
+    for _, row in gains.iterrows():
+        ft = best[(best.strategy == "ft") & (best.seed == row.seed)].test_balanced_accuracy.iloc[0]
+        assert row.gain == pytest.approx(row.test_balanced_accuracy - ft)
+
+
+def test_bootstrap_of_a_run_against_itself_is_exactly_zero(results):
+    best = analysis.select_best(analysis.load_results(results))
+    ft = list(best[best.strategy == "ft"].path)
+    gain, low, high = analysis.bootstrap_gain(ft, ft, n_boot=200)
+    assert gain == low == high == 0.0
+
+
+def test_bootstrap_interval_contains_the_point_estimate(results):
+    best = analysis.select_best(analysis.load_results(results))
+    summary = analysis.gain_summary(best, n_boot=300)
+    assert set(summary.strategy) == {"lp", "lp_ft", "auto_rgn", "gu_last_first"}
+    assert (summary.low <= summary.gain + 1e-12).all() and (summary.gain <= summary.high + 1e-12).all()
+    assert set(summary.verdict) <= {"better", "worse", "inside the noise"}
+    wtl = analysis.win_tie_loss(summary)
+    assert (wtl.cases == 1).all()
+
+
+def test_missing_baseline_gives_no_gain(results, tmp_path):
+    root = copy_results(results, tmp_path)
+    for path in (root / "runs").glob("*-ft-*"):
+        shutil.rmtree(path)
+    summary = analysis.gain_summary(analysis.select_best(analysis.load_results(root)), n_boot=50)
+    assert set(summary.verdict) == {"no baseline"} and summary.gain.isna().all()
+
+
+def test_mixed_protocols_are_warned_and_grouped(results, tmp_path):
+    root = copy_results(results, tmp_path)
+    run = next((root / "runs").glob("*-lp-*"))
+    config = json.loads((run / "config.json").read_text())
+    config["image_size"] = 32
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.warns(analysis.AnalysisWarning, match="2 different protocols"):
+        done = analysis.load_results(root)
+    assert done.protocol.nunique() == 2
+
+
+def test_empty_and_partial_folders_say_what_is_missing(results, tmp_path):
+    with pytest.warns(analysis.AnalysisWarning, match="no run folders"):
+        assert analysis.load_results(tmp_path).empty
+    root = copy_results(results, tmp_path)
+    run = next((root / "runs").glob("*-lp_ft-*"))
+    (run / "metrics.json").unlink()
+    study = Study(root, n_boot=50)
+    assert any("not finished" in note for note in study.notes)
+    assert "lp_ft" in set(study.best.strategy)  # the other seed still counts
+
+
+def test_report_is_self_contained_and_shows_the_key_figures(results):
+    markdown, page = write_report(results, n_boot=100)
+    text = page.read_text()
+    assert "Gain over FT per dataset x backbone" in text and "Auto-RGN: per-block learning rate" in text
+    assert text.count("data:image/png;base64,") >= 4
+    assert "figures/gain_heatmap.png" in markdown.read_text()
+
+
+def test_explorer_callbacks_without_a_browser(results, tmp_path):
+    explorer = Explorer(results, figures_dir=tmp_path, n_boot=50)
+    assert explorer.figure is not None and (tmp_path / "explorer-gain_over_FT.png").is_file()
+    explorer.controls["view"].value = "per-block learning rate"
+    explorer.controls["strategy"].value = "auto_rgn"
+    first_run, first_title = explorer.current_run, explorer.figure.axes[0].get_title()
+    assert "auto_rgn" in first_run.name
+    explorer.controls["strategy"].value = "gu_last_first"
+    assert explorer.current_run != first_run and "gu_last_first" in explorer.current_run.name
+    assert explorer.figure.axes[0].get_title() != first_title
+    assert (tmp_path / "explorer-per-block_learning_rate.png").is_file()
+    explorer.controls["metric"].value = "macro_f1"
+    assert list(explorer.table().columns[-3:]) == ["mean", "std", "count"]
+
+
+def test_explorer_on_an_empty_folder(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        explorer = Explorer(tmp_path)
+    assert explorer.figure is None and "no finished runs" in explorer.message
+
+
+def test_analysis_notebook_runs_headless_and_writes_figures(results, tmp_path):
+    out = tmp_path / "analysis.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "analysis.ipynb"), str(out), kernel_name="python3",
+                               parameters={"results_dir": str(results), "n_boot": 100}, progress_bar=False)
+    assert (results / "figures" / "gain_heatmap.png").is_file()
+    assert (results / "figures" / "explorer-gain_over_FT.png").is_file()
+
+
+def test_analysis_notebook_on_an_empty_folder(tmp_path):
+    papermill.execute_notebook(str(ROOT / "notebooks" / "analysis.ipynb"), str(tmp_path / "a.ipynb"),
+                               kernel_name="python3", parameters={"results_dir": str(tmp_path)}, progress_bar=False)
+    assert "no run folders" in (tmp_path / "a.ipynb").read_text()
+
+
+def test_teaching_notebook_runs_at_its_smallest_settings(tmp_path):
+    papermill.execute_notebook(str(ROOT / "notebooks" / "teaching.ipynb"), str(tmp_path / "t.ipynb"),
+                               kernel_name="python3", progress_bar=False,
+                               parameters={"mini_size": 160, "mini_epochs": 2, "pretrain_size": 200, "plan_epochs": 3,
+                                           "out_dir": str(tmp_path / "teach")})
+    assert (tmp_path / "teach" / "figures" / "strategy_maps.png").is_file()
+    assert np.all([(tmp_path / "teach" / s / "metrics.json").is_file() for s in ("lp", "ft", "lp_ft")])
