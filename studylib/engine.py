@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .backbones import Backbone
 from .config import RunConfig
 from .data import DeviceBatches
+from .features import FrozenFeatures
 from .layerlog import LayerLog
 from .metrics import classification_metrics
 from .strategies import EpochPlan, Strategy, cosine_factor
@@ -77,6 +78,9 @@ class Trainer:
         self.class_weights = class_weights
         self.layers = LayerLog(backbone)
         self.show = not cfg.quiet
+        self.head = backbone.model.get_submodule(backbone.spec.head)
+        self.frozen: tuple[FrozenFeatures, FrozenFeatures] | None = None  # (train, val) features
+        self.track_grads = True  # per-step gradient norms for layers.csv (off only to measure its cost)
 
     # --- plan ---------------------------------------------------------------------------
     def apply(self, plan: EpochPlan) -> None:
@@ -141,23 +145,38 @@ class Trainer:
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         return F.cross_entropy(logits.float(), labels, weight=weight)
 
-    def train_epoch(self, epoch: int, plan: EpochPlan) -> dict:
+    def head_only(self, plan: EpochPlan) -> bool:
+        """True when the epoch can train the head on cached features (same result, far less work)."""
+        return (self.cfg.feature_cache and not self.cfg.augment and type(self.strategy).add_penalty_grad is Strategy.add_penalty_grad
+                and set(plan.trainable) <= set(self.backbone.head_params))
+
+    def inputs(self, plan: EpochPlan):
+        """(module to call, training batches, validation batches) for this epoch."""
+        if not self.head_only(plan):
+            self.frozen = None  # the backbone may move from now on: cached features would go stale
+            return self.model, self.train_data, self.val_data
+        if self.frozen is None:
+            self.frozen = (FrozenFeatures(self.backbone, self.train_data, self.dev.autocast),
+                           FrozenFeatures(self.backbone, self.val_data, self.dev.autocast))
+        return self.head, *self.frozen
+
+    def train_epoch(self, epoch: int, plan: EpochPlan, forward: nn.Module, data) -> dict:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         grad_sq = torch.zeros(len(trainable), device=self.dev.device)
         sums = torch.zeros(2, device=self.dev.device)  # loss, penalty
         steps = 0
-        batches = self.train_data.batches(True, self.generator, self.cfg.augment, self.cfg.max_steps_per_epoch)
-        total = min(len(self.train_data), self.cfg.max_steps_per_epoch or len(self.train_data))
+        batches = data.batches(True, self.generator, self.cfg.augment, self.cfg.max_steps_per_epoch)
+        total = min(len(data), self.cfg.max_steps_per_epoch or len(data))
         for x, y in tqdm(batches, total=total, desc=f"epoch {epoch} {plan.stage}", leave=False, disable=not self.show):
             with self.dev.autocast():
-                loss = self.loss(self.model(x), y)
-            penalty = self.strategy.penalty()
-            full = loss if penalty is None else loss + penalty
+                loss = self.loss(forward(x), y)
             self.optimizer.zero_grad(set_to_none=True)
-            full.backward()
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
-            grad_sq += torch.stack(torch._foreach_norm(grads)).float() ** 2
+            loss.backward()
+            penalty = self.strategy.add_penalty_grad()  # its gradient is added directly: no autograd graph
+            if self.track_grads:
+                grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
+                grad_sq += torch.stack(torch._foreach_norm(grads)).float() ** 2
             self.optimizer.step()
             sums += torch.stack([loss.detach().float(), (penalty if penalty is not None else loss * 0).detach().float()])
             steps += 1
@@ -177,8 +196,9 @@ class Trainer:
             started = time.perf_counter()
             plan = self.strategy.plan(epoch, self.probe)
             self.apply(plan)
-            train_stats = self.train_epoch(epoch, plan)
-            val_loss, probs, labels = evaluate(self.model, self.val_data, self.dev, self.loss)
+            forward, train_data, val_data = self.inputs(plan)
+            train_stats = self.train_epoch(epoch, plan, forward, train_data)
+            val_loss, probs, labels = evaluate(forward, val_data, self.dev, self.loss)
             val = {"loss": val_loss, **classification_metrics(labels, probs)}
             score = -val_loss if self.cfg.select_metric == "loss" else val[self.cfg.select_metric]
             improved = bool(np.nan_to_num(score, nan=-np.inf) > best_score)
@@ -206,6 +226,7 @@ class Trainer:
     def history_row(self, epoch, plan, train_stats, val, n_trainable, improved, started) -> dict:
         lrs = [g["lr"] for g in self.optimizer.param_groups]
         return {"epoch": epoch, "stage": plan.stage, "lr_max": max(lrs), "trainable_params": n_trainable,
+                "cached_features": self.frozen is not None,
                 **train_stats, **{f"val_{k}": v for k, v in val.items()}, "best": improved,
                 "seconds": time.perf_counter() - started}
 

@@ -77,7 +77,15 @@ class Strategy:
         return EpochPlan(names, self.uniform(names), "all", self.whole_run(epoch), weight_decay=self.cfg.weight_decay)
 
     def penalty(self) -> torch.Tensor | None:
-        """Extra loss term added to the cross-entropy, or None."""
+        """Extra loss term added to the cross-entropy (differentiable), or None."""
+        return None
+
+    def add_penalty_grad(self) -> torch.Tensor | None:
+        """After backward: add the penalty's gradient to .grad in place and return its value.
+
+        Equivalent to backpropagating `penalty()`, with a few fused element-wise passes instead
+        of an autograd graph over every weight. None when there is no penalty.
+        """
         return None
 
     def describe(self) -> str:
@@ -193,11 +201,28 @@ class SPRegularised(Strategy):
         return EpochPlan(names, self.uniform(names), "all", self.whole_run(epoch), weight_decay=0.0)
 
     def penalty(self) -> torch.Tensor:
-        diffs = torch._foreach_sub([w.float() for w in self.w], self.w0)
-        head = self.cfg.sp_beta / 2 * sum(w.float().pow(2).sum() for w in self.head_w)
+        diffs = torch._foreach_sub(self.w, self.w0)
+        head = self.cfg.sp_beta / 2 * sum(w.pow(2).sum() for w in self.head_w)
         return self.alpha * self.distance(diffs) + head
 
+    @torch.no_grad()
+    def add_penalty_grad(self) -> torch.Tensor:
+        diffs = torch._foreach_sub(self.w, self.w0)
+        value = self.alpha * self.distance(diffs)
+        pairs = [(w.grad, d) for w, d in zip(self.w, self.distance_grad(diffs)) if w.grad is not None]
+        if pairs:
+            torch._foreach_add_([g for g, _ in pairs], [d for _, d in pairs], alpha=self.alpha)
+        heads = [w for w in self.head_w if w.grad is not None]
+        if heads:
+            value = value + self.cfg.sp_beta / 2 * torch.stack(torch._foreach_norm(heads)).pow(2).sum()
+            torch._foreach_add_([w.grad for w in heads], heads, alpha=self.cfg.sp_beta)
+        return value
+
     def distance(self, diffs: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def distance_grad(self, diffs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Gradient of `distance` with respect to w, given w - w0 (may overwrite `diffs`)."""
         raise NotImplementedError
 
 
@@ -210,6 +235,10 @@ class L1SP(SPRegularised):
     def distance(self, diffs: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(torch._foreach_norm(diffs, 1)).sum()
 
+    def distance_grad(self, diffs: list[torch.Tensor]) -> list[torch.Tensor]:
+        torch._foreach_sign_(diffs)  # in place: the subgradient autograd uses, 0 where w == w0
+        return diffs
+
 
 @register_strategy
 class L2SP(SPRegularised):
@@ -219,6 +248,9 @@ class L2SP(SPRegularised):
 
     def distance(self, diffs: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(torch._foreach_norm(diffs, 2)).pow(2).sum() / 2
+
+    def distance_grad(self, diffs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return diffs
 
 
 @register_strategy

@@ -66,7 +66,7 @@ def test_finished_run_is_refused_unless_overwrite(tiny, tmp_path):
 
 
 def test_nan_loss_stops_the_run_marks_it_failed_and_keeps_the_log(tiny, tmp_path, monkeypatch):
-    real = L2SP.penalty
+    real = L2SP.add_penalty_grad
     steps = {"n": 0}
 
     def flaky(self):
@@ -74,7 +74,7 @@ def test_nan_loss_stops_the_run_marks_it_failed_and_keeps_the_log(tiny, tmp_path
         value = real(self)
         return value * float("nan") if steps["n"] > 6 else value  # 5 steps per epoch: NaN in epoch 2
 
-    monkeypatch.setattr(L2SP, "penalty", flaky)
+    monkeypatch.setattr(L2SP, "add_penalty_grad", flaky)
     with pytest.raises(NonFiniteLossError, match="nan"):
         run(tiny(strategy="l2_sp", max_epochs=3), tmp_path)
     status = RunDir(tmp_path).status()

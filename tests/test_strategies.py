@@ -83,6 +83,22 @@ def test_sp_penalties_equal_their_formulas(tiny, strategy):
     assert float(sp.penalty().detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
 
 
+@pytest.mark.parametrize("strategy", ["l1_sp", "l2_sp"])
+def test_direct_penalty_gradient_equals_autograd_of_the_formula(tiny, strategy):
+    cfg = tiny(strategy=strategy, l1sp_alpha=0.3, l2sp_alpha=0.2, sp_beta=0.05)
+    backbone = create_backbone("tinycnn", 4)
+    sp = create_strategy(cfg, backbone)
+    perturb(backbone.model)
+    params = list(backbone.model.parameters())
+    sp.penalty().backward()
+    expected = [p.grad.clone() for p in params]
+    backbone.model.zero_grad(set_to_none=False)  # zeros, as after a loss backward that did not reach them
+    value = sp.add_penalty_grad()
+    assert float(value) == pytest.approx(float(sp.penalty().detach()), rel=1e-5)
+    for p, g in zip(params, expected):
+        assert torch.allclose(p.grad, g, atol=1e-6)
+
+
 def test_sp_penalty_is_zero_at_the_start_but_for_the_head(tiny):
     backbone = create_backbone("tinycnn", 4)
     sp = create_strategy(tiny(strategy="l2_sp", sp_beta=0.0), backbone)
@@ -216,3 +232,21 @@ def test_layers_csv_signatures(tiny, tmp_path):
     l2 = layers_of(tiny, tmp_path, "l2_sp", lr=0.01, l2sp_alpha=1.0)
     last = lambda frame: frame[(frame.epoch == frame.epoch.max()) & (frame.block != "head")].dist_init.sum()  # noqa: E731
     assert last(l2) < last(ft)
+
+
+@pytest.mark.parametrize("strategy", ["lp", "lp_ft"])
+def test_cached_features_give_the_same_training_as_the_full_forward(tiny, tmp_path, strategy):
+    changes = dict(strategy=strategy, max_epochs=3, lp_epochs=2, lr=0.05)
+    fast = run(tiny(**changes, feature_cache=True), tmp_path / "fast").metrics
+    slow = run(tiny(**changes, feature_cache=False), tmp_path / "slow").metrics
+    for split in ("val", "test"):
+        for key in ("balanced_accuracy", "loss"):
+            assert fast[split][key] == pytest.approx(slow[split][key], abs=1e-4)
+    history = pd.read_csv(tmp_path / "fast" / "history.csv")
+    expected = [True, True, True] if strategy == "lp" else [True, True, False]  # LP-FT's stage 2 moves the backbone
+    assert history.cached_features.tolist() == expected
+
+
+def test_no_cached_features_with_augmentation(tiny, tmp_path):
+    run(tiny(strategy="lp", augment=True, max_epochs=1), tmp_path)
+    assert not pd.read_csv(tmp_path / "history.csv").cached_features.any()

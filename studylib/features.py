@@ -1,0 +1,62 @@
+"""Frozen-backbone shortcut: compute the head's inputs once, then train the head on them.
+
+Linear probing and the first stage of LP-FT change only the new head while the backbone is
+frozen with its normalisation layers in eval mode, so without augmentation every epoch would
+recompute identical features. `FrozenFeatures` computes them once per split and serves
+batches with the same interface (and the same shuffled order) as `DeviceBatches`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbones import Backbone
+from .data import DeviceBatches
+
+
+class FrozenFeatures:
+    """Features (inputs of the new head) of one split, computed once in eval mode."""
+
+    def __init__(self, backbone: Backbone, data: DeviceBatches, autocast):
+        self.batch_size = data.batch_size
+        self.labels = data.labels
+        self.weights = data.weights
+        self.features = self._compute(backbone, data, autocast)
+
+    @staticmethod
+    @torch.no_grad()
+    def _compute(backbone: Backbone, data: DeviceBatches, autocast) -> torch.Tensor:
+        model, head_name = backbone.model, backbone.spec.head
+        parent_name, _, child = head_name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        head = getattr(parent, child)
+        was_training = model.training
+        setattr(parent, child, nn.Identity())  # the model now ends where the head begins
+        try:
+            model.eval()
+            chunks = []
+            for x, _ in data.batches():
+                with autocast():
+                    chunks.append(model(x).float())
+        finally:
+            setattr(parent, child, head)
+            model.train(was_training)
+        return torch.cat(chunks)
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def batches(self, shuffle: bool = False, generator: torch.Generator | None = None, augment: bool = False,
+                max_batches: int = 0):
+        """Same order as DeviceBatches.batches for the same generator state."""
+        n = len(self.labels)
+        if shuffle and self.weights is not None:
+            order = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        device = self.features.device
+        for count, start in enumerate(range(0, n, self.batch_size)):
+            if max_batches and count >= max_batches:
+                return
+            index = order[start:start + self.batch_size].to(device)
+            yield self.features[index], self.labels.to(device)[index]
