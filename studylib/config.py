@@ -199,17 +199,24 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key, coerce(key, yaml.safe_load(raw), "--set")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a syntax error names the file and line."""
+def parse_yaml(path: str | Path) -> tuple[dict[str, Any], yaml.Node | None]:
+    """A YAML mapping and its node tree (for line numbers); errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"params file {path} does not exist")
+        raise ConfigError(f"params file {path} does not exist (see params/ for examples)")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        node = yaml.compose(text)
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    return data
+    return data, node
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of config keys."""
+    return parse_yaml(path)[0]

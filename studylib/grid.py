@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from .config import FIELDS, ConfigError, RunConfig, coerce
+from .config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
 from .fileio import atomic_write, read_json
 from .rundir import RunDir
 
@@ -47,16 +47,7 @@ class Grid:
 def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid:
     """Parse and validate a grid file (plus fixed `overrides`); every problem is reported before any run starts."""
     path = Path(path)
-    text = _read(path)
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a grid is a mapping of config fields to values or lists")
+    data, node = parse_yaml(path)
     lines = _key_lines(node, path)
     data.update(overrides or {})
     _check_values(data, path, lines)
@@ -75,12 +66,6 @@ def _key_lines(node, path: Path) -> dict[str, int]:
             raise ConfigError(f"{path} line {line}: {key.value!r} is already set on line {lines[key.value]}")
         lines[key.value] = line
     return lines
-
-
-def _read(path: Path) -> str:
-    if not path.is_file():
-        raise ConfigError(f"grid file {path} does not exist (see params/ for examples)")
-    return path.read_text()
 
 
 def _check_values(data: dict, path: Path, lines: dict[str, int]) -> None:

@@ -117,6 +117,12 @@ def _norm_param_names(backbone: Backbone) -> list[str]:
     return [n for n, p in backbone.model.named_parameters() if id(p) in ids]
 
 
+def scale_by_max(scores: dict[str, float]) -> dict[str, float]:
+    """Scores divided by the largest one (all 1 when every score is 0)."""
+    top = max(scores.values())
+    return {n: (s / top if top > 0 else 1.0) for n, s in scores.items()}
+
+
 def stage_position(epoch: int, lengths: list[int], total: int) -> tuple[int, int, int]:
     """(stage index, epoch within stage, stage length); the last stage runs to `total`."""
     start = 0
@@ -292,9 +298,7 @@ class AutoRGN(Strategy):
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
         names = self.params_of(self.all_blocks)
-        ratios = self.relative_gradient_norms(names, probe)
-        top = max(ratios.values())
-        scaled = {n: (r / top if top > 0 else 1.0) for n, r in ratios.items()}
+        scaled = scale_by_max(self.relative_gradient_norms(names, probe))
         lrs = {n: self.cfg.lr * s for n, s in scaled.items()}
         return EpochPlan(names, lrs, "all", self.whole_run(epoch), reset_optimizer=True,
                          weight_decay=self.cfg.weight_decay, ratios=scaled)
@@ -330,9 +334,7 @@ class AutoSNR(Strategy):
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
         names = self.params_of(self.all_blocks)
-        snr = self.gradient_snr(names, probe)
-        top = max(snr.values())
-        scaled = {n: (s / top if top > 0 else 1.0) for n, s in snr.items()}
+        scaled = scale_by_max(self.gradient_snr(names, probe))
         keep = [n for n in names if scaled[n] >= self.cfg.snr_threshold or n in self.head]
         return EpochPlan(keep, self.uniform(keep), f"{len(keep)}/{len(names)} tensors", self.whole_run(epoch),
                          weight_decay=self.cfg.weight_decay, ratios=scaled)

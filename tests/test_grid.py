@@ -67,7 +67,7 @@ def test_per_strategy_sweeps_only_that_strategy(tmp_path):
 
 
 @pytest.mark.parametrize("body, message", [
-    ("strategy: [ft, lp\n", r"g.yaml line \d+: malformed YAML"),
+    ("strategy: [ft, lp\n", r"g.yaml line \d+, column \d+: malformed YAML"),
     ("strategy: ft\nlearning_rate: [1, 2]\n", r"g.yaml line 10: unknown key 'learning_rate'"),
     ("strategy: [ft, nope]\n", r"unknown strategy 'nope'"),
     ("strategy: ft\npatience: [1, two]\n", r"g.yaml line 10: patience must be int"),
