@@ -113,6 +113,9 @@ class RunConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.strategy == "lp_ft" and self.lp_epochs >= self.max_epochs:
+            raise ConfigError(f"lp_ft with lp_epochs={self.lp_epochs} and max_epochs={self.max_epochs} never reaches "
+                              "its fine-tuning stage; lower lp_epochs or raise max_epochs")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.resize_size and self.resize_size < self.image_size:

@@ -48,6 +48,8 @@ class Device:
         on_cuda = device.type == "cuda"
         amp = torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and on_cuda)) else None
         cl = {"on": True, "off": False}.get(cfg.channels_last, on_cuda and backbone.spec.channels_last)
+        if on_cuda:
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         return cls(device, amp, cl)
 
     def autocast(self):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from studylib.grid import run_grid
+from studylib.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -64,7 +65,7 @@ def lab(tmp_path):
     server.wait(timeout=30)
 
 
-def test_analysis_notebook_widgets_render_and_respond(lab, tmp_path):
+def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -88,5 +89,10 @@ def test_analysis_notebook_widgets_render_and_respond(lab, tmp_path):
                                " return imgs.length && imgs[imgs.length - 1].src !== src; }", arg=before,
                                timeout=60_000)
         page.screenshot(path=str(tmp_path / "lab.png"))
+        report = write_report(tmp_path / "results", n_boot=100)[1]
+        page.goto(report.as_uri())
+        for title in ("Gain over FT per dataset x backbone", "Auto-RGN: per-block learning rate over epochs"):
+            image = page.locator(f"img[alt='{title}']")
+            assert image.evaluate("img => img.complete && img.naturalWidth > 100"), title
         browser.close()
     assert (tmp_path / "results" / "figures" / "explorer-per-block_learning_rate.png").is_file()

@@ -52,3 +52,8 @@ def test_run_hash_ignores_presentation_fields_only():
 def test_prepared_size_follows_232_over_224():
     assert RunConfig(image_size=224).prepared_size == 232
     assert RunConfig(image_size=32, resize_size=40).prepared_size == 40
+
+
+def test_lp_ft_must_reach_its_second_stage():
+    with pytest.raises(ConfigError, match="never reaches its fine-tuning stage"):
+        RunConfig.from_dict({"strategy": "lp_ft", "lp_epochs": 5, "max_epochs": 5})
