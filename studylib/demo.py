@@ -28,7 +28,9 @@ def demo(out: str | Path = "outputs/demo", engine: str = "papermill", workers: i
     table = summary(collect(out))
     print(table.to_string())
     analysis = run_analysis(out)
-    print(f"\nresults table: {results}\nrun folders:   {out / 'runs'}")
+    from .report import write_report
+    _, page = write_report(out)
+    print(f"\nresults table: {results}\nreport:        {page}\nrun folders:   {out / 'runs'}")
     if analysis:
         print(f"analysis:      {analysis} (figures in {out / 'figures'})")
     print(f"demo finished in {time.perf_counter() - started:.0f} s")

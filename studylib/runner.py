@@ -59,9 +59,17 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: Data
 
 
 def _run(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> RunResult:
-    started = time.perf_counter()
+    threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    try:
+        return _train_and_test(cfg, rundir, data)
+    finally:
+        torch.set_num_threads(threads)  # a notebook or test session keeps its own setting
+
+
+def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> RunResult:
+    started = time.perf_counter()
     data = data if data is not None else load_dataset(cfg, progress=not cfg.quiet)
     write_data_files(rundir, data)
     seed_everything(cfg.seed)

@@ -2,6 +2,7 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -232,3 +233,29 @@ def test_truncated_jpeg_in_a_copy_of_real_data(shared_data, tmp_path):
         load_dataset(folder_config(copy), progress=False)
     run(folder_config(copy, skip_bad_images=True, max_epochs=1), tmp_path / "run")
     assert victim.name in (tmp_path / "run" / "data_report.json").read_text()
+
+
+def test_medmnist_entry_downloads_through_the_package(tmp_path, monkeypatch):
+    """The medmnist package is stood in for by a fake that 'downloads' a small npz, as the real one does."""
+    import types
+
+    def download(split, download, size, root):
+        rng = np.random.default_rng(0)
+        parts = {f"{s}_images": rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+                 for s, n in (("train", 30), ("val", 10), ("test", 10))}
+        parts.update({f"{s}_labels": rng.integers(0, 2, (n, 1)) for s, n in (("train", 30), ("val", 10), ("test", 10))})
+        np.savez(Path(root) / "breastmnist.npz", **parts)
+
+    fake = types.SimpleNamespace(INFO={"breastmnist": {"python_class": "BreastMNIST",
+                                                       "label": {"0": "malignant", "1": "normal, benign"}}},
+                                 BreastMNIST=download)
+    monkeypatch.setitem(sys.modules, "medmnist", fake)
+    bundle = load_dataset(tiny_config(dataset="breastmnist", data_root=str(tmp_path)), progress=False)
+    assert bundle.classes == ["malignant", "normal, benign"]
+    assert [len(bundle.indices(s)) for s in ("train", "val", "test")] == [30, 10, 10]
+
+
+def test_medmnist_without_the_package_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "medmnist", None)  # import fails
+    with pytest.raises(DataError, match="pip install medmnist"):
+        load_dataset(tiny_config(dataset="pathmnist", data_root=str(tmp_path)), progress=False)
