@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .backbones import Backbone
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import DeviceBatches
 from .features import FrozenFeatures
 from .layerlog import LayerLog
@@ -43,7 +43,7 @@ class Device:
         if name == "auto":
             name = "cuda" if torch.cuda.is_available() else "cpu"
         if name.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"device={cfg.device} but CUDA is not available here; use device=cpu or auto")
+            raise ConfigError(f"device={cfg.device} but CUDA is not available here; use device=cpu or auto")
         device = torch.device(name)
         on_cuda = device.type == "cuda"
         amp = torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and on_cuda)) else None
