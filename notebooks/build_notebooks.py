@@ -44,7 +44,7 @@ def experiment() -> None:
             "executes this notebook once per grid cell with papermill and keeps the executed copy in the "
             "run folder. Change any parameter below; all logic lives in the `studylib` package."),
         parameters_cell([
-            'out_dir: str = "outputs/notebook-run"  # run folder (config.json, metrics.json, history.csv, ...)',
+            'out_dir: str = "../outputs/notebook-run"  # run folder (config.json, metrics.json, history.csv, ...)',
             "overwrite: bool = True  # replace a finished run already in out_dir",
         ]),
         new_code_cell(
@@ -80,7 +80,7 @@ def analysis() -> None:
             "choose); gains over FT are paired per seed, with 95% bootstrap intervals over test images. "
             "Every figure below is also written to `results_dir/figures/`, so a headless run keeps them."),
         simple_parameters([
-            'results_dir: str = "outputs/demo"  # a grid output folder holding runs/',
+            'results_dir: str = "../outputs/demo"  # a grid output folder holding runs/ (relative to notebooks/)',
             'metric: str = "balanced_accuracy"  # metric for selection, tables and gains',
             "n_boot: int = 1000  # bootstrap resamples for the gain intervals",
         ]),
@@ -123,7 +123,7 @@ def teaching() -> None:
             "mini_size: int = 800  # synthetic target images for the mini comparison",
             "mini_epochs: int = 10  # epochs per run in the mini comparison",
             "pretrain_size: int = 4000  # synthetic source images for pretraining",
-            'out_dir: str = "outputs/teaching"  # where the mini comparison writes its runs',
+            'out_dir: str = "../outputs/teaching"  # where the mini comparison writes its runs',
         ]),
         new_markdown_cell("## 1. The block map\nEvery strategy talks about these blocks; so does every log."),
         new_code_cell("from studylib.backbones import create_backbone\n\nbb = create_backbone(backbone, num_classes=4)\n"

@@ -166,6 +166,9 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not valid; choose one of {', '.join(ENGINES)}")
     grid = load_grid(grid_path, overrides)
+    if engine == "papermill" and not NOTEBOOK.is_file():
+        raise ConfigError(f"the papermill engine runs {NOTEBOOK}, which is missing (it ships with the repository, "
+                          "not with a plain pip install); use --engine inline or a repository checkout")
     out = Path(out).resolve()
     todo = [(cfg, out / "runs" / run_name(cfg)) for cfg in grid.runs]
     pending = [(cfg, path) for cfg, path in todo if not is_done(path, cfg)]
