@@ -21,7 +21,7 @@ def strategy_plan(strategy: str, backbone: str = "tinycnn", epochs: int = 8, **f
     """
     cfg = RunConfig.from_dict({"strategy": strategy, "backbone": backbone, "max_epochs": epochs, "image_size": 32,
                                "synthetic_size": 96, "batch_size": 16, "device": "cpu", "quiet": True,
-                               "gu_epochs_per_stage": 1, "lp_epochs": 3, **fields})
+                               "gu_epochs_per_stage": 1, "lp_epochs": max(1, min(3, epochs - 1)), **fields})
     data = load_dataset(cfg, progress=False)
     bb = create_backbone(backbone, data.num_classes)
     trainer = make_trainer(cfg, bb, data, Device.resolve(cfg, bb))
