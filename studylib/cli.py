@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="grid folder (default outputs/grids/<grid name>)")
     p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", help="fix a field for every run")
     p.add_argument("--workers", type=int, default=1, help="runs at a time (a Dask LocalCluster when > 1)")
+    p.add_argument("--runs-per-gpu", type=int, default=0,
+                   help="K runs at once on every visible GPU (sets --workers to GPUs x K; runs spread round-robin)")
     p.add_argument("--scheduler", default="", help="address of a running Dask scheduler (e.g. tcp://host:8786)")
     p.add_argument("--engine", default="papermill", choices=("papermill", "inline"),
                    help="papermill (default) keeps an executed notebook per run; inline calls the library directly")
@@ -120,7 +122,11 @@ def cmd_grid(args) -> int:
 
     overrides = dict(parse_assignment(text) for text in args.set)
     out = Path(args.out or Path("outputs/grids") / load_grid(args.params, overrides).name)
-    table = run_grid(args.params, out, args.workers, args.scheduler, args.engine, args.dry_run, overrides=overrides)
+    workers = args.workers
+    if args.runs_per_gpu:
+        import torch
+        workers = max(1, torch.cuda.device_count()) * args.runs_per_gpu
+    table = run_grid(args.params, out, workers, args.scheduler, args.engine, args.dry_run, overrides=overrides)
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(table.to_string(index=False))
     if not args.dry_run:

@@ -65,6 +65,20 @@ def lab(tmp_path):
     server.wait(timeout=30)
 
 
+def run_all_cells(page) -> None:
+    """Run > Run All Cells, retried until the first code cell has run (a click can land while the
+    kernel is still starting and be dropped)."""
+    for _ in range(4):
+        page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=30_000)
+        page.locator(".lm-Menu-content").get_by_text("Run All Cells", exact=True).click(timeout=30_000)
+        try:
+            page.wait_for_selector(".jp-InputPrompt:has-text('[1]')", timeout=30_000)
+            return
+        except playwright.TimeoutError:
+            page.keyboard.press("Escape")
+    raise AssertionError("JupyterLab never ran the notebook's cells")
+
+
 def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -72,8 +86,7 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_
         page.goto(lab, timeout=120_000)
         page.wait_for_selector(".jp-NotebookPanel", timeout=120_000)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-        page.click("[data-command='notebook:restart-run-all']", timeout=30_000)
-        page.click(".jp-Dialog .jp-mod-accept", timeout=30_000)
+        run_all_cells(page)
         view = page.get_by_label("view", exact=True)
         try:
             view.wait_for(timeout=180_000)
