@@ -148,3 +148,17 @@ def test_report_cli_writes_the_table_and_lists_failures(tmp_path, capsys):
     table = pd.read_csv(tmp_path / "out" / "results.csv")
     assert {"test_balanced_accuracy", "wall_seconds", "peak_memory_mb", "trainable_params", "status"} <= set(table)
     assert json.loads((tmp_path / "out" / "runs" / table.run[0] / "config.json").read_text())
+
+
+def test_a_dying_kernel_marks_the_run_failed(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from studylib.grid import execute_run
+    params = new_code_cell("out_dir = ''\noverwrite = True")
+    params.metadata["tags"] = ["parameters"]
+    notebook = new_notebook(cells=[params, new_code_cell("import os\nos._exit(1)")],
+                            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(notebook, tmp_path / "dies.ipynb")
+    status = execute_run({"strategy": "ft"}, str(tmp_path / "run"), notebook=str(tmp_path / "dies.ipynb"))
+    assert status["status"] == "failed" and "kernel died" in status["reason"]
+    assert not (tmp_path / "run" / "metrics.json").exists()
