@@ -46,12 +46,13 @@ def experiment() -> None:
         parameters_cell([
             'out_dir: str = "../outputs/notebook-run"  # run folder (config.json, metrics.json, history.csv, ...)',
             "overwrite: bool = True  # replace a finished run already in out_dir",
+            "resume: bool = False  # keep a finished run of the same config in out_dir instead of training again",
         ]),
         new_code_cell(
             "from studylib import RunConfig, run\n"
             "from studylib.config import FIELDS\n\n"
             "cfg = RunConfig.from_dict({name: globals()[name] for name in FIELDS}, source='notebook parameters')\n"
-            "result = run(cfg, out_dir, overwrite=overwrite)\n"
+            "result = run(cfg, out_dir, overwrite=overwrite, resume=resume)\n"
             "result"),
         new_markdown_cell("## Learning curves\nValidation picks the epoch (dotted line); test is scored once, "
                           "with those weights. Grey lines mark stage changes (LP-FT, gradual unfreezing)."),

@@ -127,7 +127,7 @@ def execute_run(config: dict[str, Any], run_dir: str, engine: str = "papermill",
     try:
         if engine == "inline":
             from .runner import run
-            run(RunConfig.from_dict(config), run_dir, overwrite=True)
+            run(RunConfig.from_dict(config), run_dir, overwrite=True, resume=True)
         else:
             _papermill(config, rundir, notebook, cwd)
     except Exception as err:  # recorded in the run folder; the grid goes on with the others
@@ -139,7 +139,7 @@ def _papermill(config: dict, rundir: RunDir, notebook: str, cwd: str) -> None:
     import papermill
 
     rundir.path.mkdir(parents=True, exist_ok=True)
-    parameters = {**config, "out_dir": str(rundir.path.resolve()), "overwrite": True}
+    parameters = {**config, "out_dir": str(rundir.path.resolve()), "overwrite": True, "resume": True}
     papermill.execute_notebook(notebook, str(rundir.file("experiment.ipynb")), parameters=parameters,
                                progress_bar=False, cwd=cwd, kernel_name="python3")
 

@@ -43,6 +43,10 @@ class Registry(Generic[T]):
         return (f"unknown {self.kind} {name!r}.{hint} Valid {self.plural}: "
                 f"{', '.join(self._entries)}")
 
+    def remove(self, name: str) -> T:
+        """Unregister `name` (e.g. before re-running a notebook cell that registers it)."""
+        return self._entries.pop(name) if name in self._entries else self.get(name)
+
     def names(self) -> list[str]:
         return list(self._entries)
 

@@ -21,7 +21,7 @@ from .data import DataBundle, DeviceBatches
 from .datasets import load_dataset
 from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion
-from .fileio import atomic_write, file_lock, write_csv, write_json
+from .fileio import atomic_write, file_lock, read_json, write_csv, write_json
 from .rundir import RunDir
 from .strategies import create_strategy
 
@@ -43,11 +43,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: DataBundle | None = None) -> RunResult:
-    """Train and evaluate one configuration into `out_dir`; on failure the folder says why."""
+def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: DataBundle | None = None,
+        resume: bool = False) -> RunResult:
+    """Train and evaluate one configuration into `out_dir`; on failure the folder says why.
+
+    With `resume`, a folder that already holds a finished run of the same configuration is
+    returned as it is (grids use this, so two grid processes never train one cell twice).
+    """
     rundir = RunDir(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with file_lock(rundir.file(".lock")):  # one writer per run folder, even across grid restarts
+        if resume and rundir.finished and read_json(rundir.file("metrics.json")).get("run_hash") == cfg.run_hash():
+            return RunResult(rundir.path, read_json(rundir.file("metrics.json")))
         rundir.prepare(overwrite)
         write_json(rundir.file("config.json"), cfg.to_dict())
         rundir.mark("running", pid=os.getpid())

@@ -39,7 +39,7 @@ def test_notebooks_are_committed_without_outputs(notebook):
 
 def test_experiment_parameters_match_the_config_fields():
     params = papermill.inspect_notebook(str(ROOT / "notebooks" / "experiment.ipynb"))
-    assert set(params) - {"out_dir", "overwrite"} == set(FIELDS)
+    assert set(params) - {"out_dir", "overwrite", "resume"} == set(FIELDS)
     help_text = field_help()
     for name in FIELDS:
         assert params[name]["help"] == help_text[name]

@@ -110,3 +110,12 @@ def test_study_backbones_smoke(tiny, tmp_path, backbone):
     assert result.metrics["epochs_run"] == 1
     blocks = {"resnet50": 6, "densenet121": 9, "vgg19": 6}[backbone]
     assert len(pd.read_csv(tmp_path / "layers.csv")) == blocks  # one epoch x every block
+
+
+def test_resume_returns_a_finished_run_of_the_same_config_without_training(tiny, tmp_path):
+    first = run(tiny(max_epochs=1), tmp_path)
+    stamp = (tmp_path / "metrics.json").stat().st_mtime_ns
+    again = run(tiny(max_epochs=1), tmp_path, overwrite=True, resume=True)
+    assert again.metrics == first.metrics and (tmp_path / "metrics.json").stat().st_mtime_ns == stamp
+    changed = run(tiny(max_epochs=1, seed=9), tmp_path, overwrite=True, resume=True)  # another config: trains
+    assert (tmp_path / "metrics.json").stat().st_mtime_ns != stamp and changed.metrics["run_hash"] != first.metrics["run_hash"]
