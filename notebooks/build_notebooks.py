@@ -149,7 +149,7 @@ def teaching() -> None:
                       "checkpoint = pretrain(f'{out_dir}/tinycnn-source.pt', pretrain_config(size=pretrain_size, quiet=True))\n"
                       "results = {}\nfor strategy in ['lp', 'ft', 'lp_ft', 'gu_last_first', 'auto_rgn']:\n"
                       "    cfg = RunConfig(strategy=strategy, weights=str(checkpoint), image_size=32, synthetic_size=mini_size,\n"
-                      "                    max_epochs=mini_epochs, patience=4, lp_epochs=3, batch_size=32, quiet=True)\n"
+                      "                    max_epochs=mini_epochs, patience=4, lp_epochs=max(1, mini_epochs // 3), batch_size=32, quiet=True)\n"
                       "    results[strategy] = run(cfg, f'{out_dir}/{strategy}', overwrite=True)\n"
                       "    print(results[strategy])"),
         new_code_cell("import pandas as pd\n\n"

@@ -85,13 +85,16 @@ class RunConfig:
     save_checkpoint: bool = False  # also write best.pt (the best-validation weights) into the run folder
     quiet: bool = False  # no progress bars
 
+    def __post_init__(self):
+        for name in FIELDS:  # RunConfig(lr="fast") fails here, as from_dict does
+            setattr(self, name, coerce(name, getattr(self, name), "RunConfig"))
+        self.validate()
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "RunConfig":
         """Build a config, refusing unknown keys and values of the wrong type."""
         check_keys(values, source)
-        cfg = cls(**{k: coerce(k, v, source) for k, v in values.items()})
-        cfg.validate()
-        return cfg
+        return cls(**{k: coerce(k, v, source) for k, v in values.items()})
 
     def replace(self, **changes: Any) -> "RunConfig":
         return RunConfig.from_dict({**self.to_dict(), **changes})

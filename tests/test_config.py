@@ -57,3 +57,10 @@ def test_prepared_size_follows_232_over_224():
 def test_lp_ft_must_reach_its_second_stage():
     with pytest.raises(ConfigError, match="never reaches its fine-tuning stage"):
         RunConfig.from_dict({"strategy": "lp_ft", "lp_epochs": 5, "max_epochs": 5})
+
+
+def test_direct_construction_is_checked_too():
+    with pytest.raises(ConfigError, match="lr must be float"):
+        RunConfig(lr="fast")
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        RunConfig(strategy="nope")
