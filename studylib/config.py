@@ -82,6 +82,7 @@ class RunConfig:
     feature_cache: bool = True  # lp and LP-FT's first stage train the head on features computed once (no augment)
     max_steps_per_epoch: int = 0  # cap on training batches per epoch (smoke runs); 0: the whole split
     num_threads: int = 0  # CPU threads for torch; 0: torch's default
+    log_tensors: bool = False  # also write tensors.csv: the layers.csv columns for every parameter tensor
     save_checkpoint: bool = False  # also write best.pt (the best-validation weights) into the run folder
     quiet: bool = False  # no progress bars
 
@@ -146,7 +147,7 @@ class RunConfig:
 
     def run_hash(self) -> str:
         """Identity of a run for resuming grids: every field that changes the result."""
-        ignore = {"quiet", "num_threads", "save_checkpoint", "workers", "device", "feature_cache"}
+        ignore = {"quiet", "num_threads", "save_checkpoint", "workers", "device", "feature_cache", "log_tensors"}
         items = {k: v for k, v in self.to_dict().items() if k not in ignore}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 

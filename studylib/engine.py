@@ -78,7 +78,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.optimizer: torch.optim.Optimizer | None = None
         self.class_weights = class_weights
-        self.layers = LayerLog(backbone)
+        self.layers = LayerLog(backbone, per_tensor=cfg.log_tensors)
         self.show = not cfg.quiet
         self.head = backbone.model.get_submodule(backbone.spec.head)
         self.frozen: tuple[FrozenFeatures, FrozenFeatures] | None = None  # (train, val) features

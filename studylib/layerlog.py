@@ -19,37 +19,47 @@ class LayerLog:
     per-tensor score (Auto-RGN / Auto-SNR ratio) averaged over the block.
     """
 
-    def __init__(self, backbone: Backbone):
+    def __init__(self, backbone: Backbone, per_tensor: bool = False):
         self.backbone = backbone
+        self.per_tensor = per_tensor  # also one row per parameter tensor (tensors.csv)
+        self.tensor_rows: list[dict] = []
         self.initial = {n: p.detach().clone() for n, p in backbone.model.named_parameters()}
         self.grads: dict[str, float] = {}  # filled by the trainer each epoch
         self.rows: list[dict] = []
 
     @torch.no_grad()
     def record(self, epoch: int, plan: EpochPlan, optimizer: torch.optim.Optimizer) -> None:
-        params = dict(self.backbone.model.named_parameters())
         lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
-        trainable = set(plan.trainable)
         for block, names in self.backbone.blocks.items():
-            weights = [params[n].detach().float() for n in names]
-            weight_norm = _root_sum_squares(torch._foreach_norm(weights))
-            dist = _root_sum_squares(torch._foreach_norm(torch._foreach_sub(weights, [self.initial[n].float() for n in names])))
-            init_norm = _root_sum_squares(torch._foreach_norm([self.initial[n].float() for n in names]))
-            lrs = [lr_of[id(params[n])] for n in names if id(params[n]) in lr_of]
-            grads = [self.grads[n] for n in names if n in self.grads]
-            grad_norm = math.sqrt(sum(g * g for g in grads)) if grads else math.nan
-            ratios = [plan.ratios[n] for n in names if n in plan.ratios]
-            self.rows.append({
-                "epoch": epoch, "block": block, "stage": plan.stage,
-                "trainable": any(n in trainable for n in names),
-                "trainable_tensors": sum(n in trainable for n in names), "tensors": len(names),
-                "params": sum(params[n].numel() for n in names),
-                "lr": sum(lrs) / len(lrs) if lrs else 0.0, "lr_max": max(lrs, default=0.0),
-                "grad_norm": grad_norm, "weight_norm": weight_norm,
-                "rgn": grad_norm / weight_norm if weight_norm > 0 else math.nan,
-                "dist_init": dist, "rel_dist_init": dist / init_norm if init_norm > 0 else math.nan,
-                "score": sum(ratios) / len(ratios) if ratios else math.nan,
-            })
+            self.rows.append({"epoch": epoch, "block": block, "stage": plan.stage,
+                              **self.summary(names, lr_of, plan)})
+            if self.per_tensor:
+                self.tensor_rows += [{"epoch": epoch, "tensor": n, "block": block,
+                                      **self.summary([n], lr_of, plan)} for n in names]
+
+    def summary(self, names: list[str], lr_of: dict[int, float], plan: EpochPlan) -> dict:
+        """The log columns for one group of parameter tensors (a block, or a single tensor)."""
+        params = dict(self.backbone.model.named_parameters())
+        trainable = set(plan.trainable)
+        weights = [params[n].detach().float() for n in names]
+        initial = [self.initial[n].float() for n in names]
+        weight_norm = _root_sum_squares(torch._foreach_norm(weights))
+        dist = _root_sum_squares(torch._foreach_norm(torch._foreach_sub(weights, initial)))
+        init_norm = _root_sum_squares(torch._foreach_norm(initial))
+        lrs = [lr_of[id(params[n])] for n in names if id(params[n]) in lr_of]
+        grads = [self.grads[n] for n in names if n in self.grads]
+        grad_norm = math.sqrt(sum(g * g for g in grads)) if grads else math.nan
+        ratios = [plan.ratios[n] for n in names if n in plan.ratios]
+        return {
+            "trainable": any(n in trainable for n in names),
+            "trainable_tensors": sum(n in trainable for n in names), "tensors": len(names),
+            "params": sum(params[n].numel() for n in names),
+            "lr": sum(lrs) / len(lrs) if lrs else 0.0, "lr_max": max(lrs, default=0.0),
+            "grad_norm": grad_norm, "weight_norm": weight_norm,
+            "rgn": grad_norm / weight_norm if weight_norm > 0 else math.nan,
+            "dist_init": dist, "rel_dist_init": dist / init_norm if init_norm > 0 else math.nan,
+            "score": sum(ratios) / len(ratios) if ratios else math.nan,
+        }
 
 
 def _root_sum_squares(norms: list[torch.Tensor]) -> float:

@@ -62,18 +62,25 @@ def block_lr_heatmap(run_dir: str | Path, value: str = "lr") -> plt.Figure:
     return save(layer_heatmap(layers, value, _title(run_dir)), _figure_path(run_dir, f"blocks_{value}"))
 
 
-def layer_heatmap(layers: pd.DataFrame, value: str = "lr", title: str = "") -> plt.Figure:
-    blocks = list(dict.fromkeys(layers.block))
-    table = layers.pivot(index="block", columns="epoch", values=value).reindex(blocks)
-    trainable = layers.pivot(index="block", columns="epoch", values="trainable").reindex(blocks).astype(bool)
+def tensor_heatmap(run_dir: str | Path, value: str = "lr") -> plt.Figure:
+    """Per-tensor `value` over epochs (needs a run with log_tensors=true, which writes tensors.csv)."""
+    run_dir = Path(run_dir)
+    tensors = pd.read_csv(run_dir / "tensors.csv")
+    return save(layer_heatmap(tensors, value, _title(run_dir), row="tensor"), _figure_path(run_dir, f"tensors_{value}"))
+
+
+def layer_heatmap(layers: pd.DataFrame, value: str = "lr", title: str = "", row: str = "block") -> plt.Figure:
+    blocks = list(dict.fromkeys(layers[row]))
+    table = layers.pivot(index=row, columns="epoch", values=value).reindex(blocks)
+    trainable = layers.pivot(index=row, columns="epoch", values="trainable").reindex(blocks).astype(bool)
     data = table.where(trainable)
     positive = data[data > 0]
     log = value in ("lr", "lr_max", "rgn", "grad_norm") and positive.notna().any().any()
     shown = np.log10(positive) if log else data
-    fig, axis = plt.subplots(figsize=(max(5, 0.45 * table.shape[1] + 2), 0.4 * len(blocks) + 1.5))
+    fig, axis = plt.subplots(figsize=(max(5, 0.45 * table.shape[1] + 2), min(0.4 * len(blocks) + 1.5, 40)))
     image = axis.imshow(shown.to_numpy(dtype=float), aspect="auto", cmap="viridis", interpolation="nearest")
     axis.set(yticks=range(len(blocks)), yticklabels=blocks, xlabel="epoch",
-             title=f"{title}\n{value} per block ({'log10, ' if log else ''}blank = frozen)")
+             title=f"{title}\n{value} per {row} ({'log10, ' if log else ''}blank = frozen)")
     axis.set_xticks(range(table.shape[1]), table.columns)
     fig.colorbar(image, ax=axis, label=f"log10 {value}" if log else value)
     return fig

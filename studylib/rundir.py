@@ -13,7 +13,7 @@ from typing import Any
 from .fileio import atomic_write, read_json, write_csv, write_json  # noqa: F401  (re-exported)
 
 RUN_FILES = ("config.json", "status.json", "env.json", "history.csv", "layers.csv", "predictions.csv",
-             "metrics.json", "best.pt", "splits.csv", "data_report.json")
+             "metrics.json", "best.pt", "splits.csv", "data_report.json", "tensors.csv")
 
 
 class RunExistsError(FileExistsError):

@@ -133,6 +133,8 @@ def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Devi
 def write_logs(rundir: RunDir, fit, trainer: Trainer) -> None:
     write_csv(rundir.file("history.csv"), fit.history)
     write_csv(rundir.file("layers.csv"), trainer.layers.rows)
+    if trainer.layers.per_tensor:
+        write_csv(rundir.file("tensors.csv"), trainer.layers.tensor_rows)
 
 
 def write_data_files(rundir: RunDir, data: DataBundle) -> None:

@@ -20,6 +20,7 @@ RUN_VIEWS = {
     "per-block learning rate": lambda run, metric: plots.block_lr_heatmap(run, "lr"),
     "per-block RGN": lambda run, metric: plots.block_lr_heatmap(run, "rgn"),
     "per-block distance moved": lambda run, metric: plots.block_lr_heatmap(run, "rel_dist_init"),
+    "per-tensor learning rate": lambda run, metric: plots.tensor_heatmap(run, "lr"),
     "trainable blocks": lambda run, metric: studyplots.unfreezing_timeline({Path(run).name[:30]: run}),
     "confusion matrix": lambda run, metric: plots.confusion_matrix(run),
 }
@@ -98,7 +99,11 @@ class Explorer:
         self.current_run = self.selected_run()
         if self.current_run is None:
             return None, "no finished run for this dataset / backbone / strategy / seed"
-        return RUN_VIEWS[view](self.current_run, metric), f"run: {self.current_run.name}"
+        try:
+            return RUN_VIEWS[view](self.current_run, metric), f"run: {self.current_run.name}"
+        except FileNotFoundError as err:  # e.g. tensors.csv, written only with log_tensors=true
+            return None, f"{self.current_run.name}: {Path(err.filename).name} is missing (per-tensor views need " \
+                         "runs made with log_tensors=true)"
 
     def _study_view(self, view: str, metric: str) -> plt.Figure:
         best = analysis.select_best(self.done, metric)

@@ -141,6 +141,8 @@ def test_explorer_callbacks_without_a_browser(results, tmp_path):
     assert explorer.current_run != first_run and "gu_last_first" in explorer.current_run.name
     assert explorer.figure.axes[0].get_title() != first_title
     assert (tmp_path / "explorer-per-block_learning_rate.png").is_file()
+    explorer.controls["view"].value = "per-tensor learning rate"
+    assert explorer.figure is None and "log_tensors=true" in explorer.message
     explorer.controls["metric"].value = "macro_f1"
     assert list(explorer.table().columns[-3:]) == ["mean", "std", "count"]
 

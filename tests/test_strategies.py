@@ -250,3 +250,17 @@ def test_cached_features_give_the_same_training_as_the_full_forward(tiny, tmp_pa
 def test_no_cached_features_with_augmentation(tiny, tmp_path):
     run(tiny(strategy="lp", augment=True, max_epochs=1), tmp_path)
     assert not pd.read_csv(tmp_path / "history.csv").cached_features.any()
+
+
+def test_tensor_log_matches_the_auto_rgn_rates(tiny, tmp_path):
+    run(tiny(strategy="auto_rgn", lr=0.01, max_epochs=2, log_tensors=True), tmp_path)
+    tensors = pd.read_csv(tmp_path / "tensors.csv")
+    layers = pd.read_csv(tmp_path / "layers.csv")
+    first = tensors[(tensors.epoch == 0) & tensors.trainable]
+    assert first.lr.max() == pytest.approx(0.01)  # lr_i = lr x RGN_i / max RGN: the top tensor gets the base rate
+    assert (first.lr / 0.01).round(6).equals(first.score.round(6))
+    by_block = first.groupby("block").lr.mean()
+    blocks = layers[(layers.epoch == 0) & layers.trainable].set_index("block").lr
+    assert by_block.reindex(blocks.index).to_numpy() == pytest.approx(blocks.to_numpy())
+    from studylib import plots
+    assert plots.tensor_heatmap(tmp_path).axes[0].get_title().endswith("lr per tensor (log10, blank = frozen)")
