@@ -7,6 +7,7 @@ architecture.
 """
 from __future__ import annotations
 
+import functools
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,13 +76,13 @@ class Backbone:
 
     def norm_modules(self, block: str) -> list[nn.Module]:
         """Normalisation layers of a block, found by module type (never by name)."""
-        prefixes = self._module_prefixes[block]
-        return [m for name, m in self.model.named_modules()
-                if isinstance(m, NORM_TYPES) and _under(name, prefixes)]
+        return self._norms[block]
 
-    @property
-    def _module_prefixes(self) -> dict[str, list[str]]:
-        return self.spec.blocks(self.model)
+    @functools.cached_property
+    def _norms(self) -> dict[str, list[nn.Module]]:
+        prefixes = self.spec.blocks(self.model)
+        return {block: [m for name, m in self.model.named_modules()
+                        if isinstance(m, NORM_TYPES) and _under(name, prefixes[block])] for block in prefixes}
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
@@ -121,15 +122,18 @@ def _is_path(weights: str) -> bool:
     return weights.endswith((".pt", ".pth", ".bin", ".ckpt")) or "/" in weights or "\\" in weights
 
 
-def _get_module(model: nn.Module, dotted: str) -> nn.Module:
-    return model.get_submodule(dotted)
+def swap_module(model: nn.Module, dotted: str, new: nn.Module) -> nn.Module:
+    """Put `new` where the submodule `dotted` is; returns the module it replaced."""
+    parent_name, _, child = dotted.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, child)
+    setattr(parent, child, new)
+    return old
 
 
 def _replace_head(model: nn.Module, dotted: str, num_classes: int) -> None:
-    old = _get_module(model, dotted)
-    parent_name, _, child = dotted.rpartition(".")
-    parent = _get_module(model, parent_name) if parent_name else model
-    setattr(parent, child, nn.Linear(old.in_features, num_classes))
+    old = model.get_submodule(dotted)
+    swap_module(model, dotted, nn.Linear(old.in_features, num_classes))
 
 
 def _torchvision_state(spec: BackboneSpec, weights: str, progress: bool) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import Backbone
+from .backbones import Backbone, swap_module
 from .data import DeviceBatches
 
 
@@ -26,12 +26,9 @@ class FrozenFeatures:
     @staticmethod
     @torch.no_grad()
     def _compute(backbone: Backbone, data: DeviceBatches, autocast) -> torch.Tensor:
-        model, head_name = backbone.model, backbone.spec.head
-        parent_name, _, child = head_name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        head = getattr(parent, child)
+        model = backbone.model
         was_training = model.training
-        setattr(parent, child, nn.Identity())  # the model now ends where the head begins
+        head = swap_module(model, backbone.spec.head, nn.Identity())  # the model now ends where the head begins
         try:
             model.eval()
             chunks = []
@@ -39,7 +36,7 @@ class FrozenFeatures:
                 with autocast():
                     chunks.append(model(x).float())
         finally:
-            setattr(parent, child, head)
+            swap_module(model, backbone.spec.head, head)
             model.train(was_training)
         return torch.cat(chunks)
 
