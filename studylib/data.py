@@ -94,15 +94,7 @@ class DeviceBatches:
     def batches(self, shuffle: bool = False, generator: torch.Generator | None = None,
                 augment: bool = False, max_batches: int = 0):
         """Yields (inputs, labels) on the device."""
-        n = len(self.labels)
-        if shuffle and self.weights is not None:
-            order = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        else:
-            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for count, start in enumerate(range(0, n, self.batch_size)):
-            if max_batches and count >= max_batches:
-                return
-            index = order[start:start + self.batch_size]
+        for index in batch_indices(len(self.labels), self.batch_size, shuffle, self.weights, generator, max_batches):
             raw = self.images[index.to(self.images.device)].to(self.device, non_blocking=True)
             yield self.transform(raw, augment, generator), self.labels[index].to(self.device, non_blocking=True)
 
@@ -118,3 +110,19 @@ class DeviceBatches:
             x = x.flip(-1)
         x = x.sub_(self.mean).mul_(self.inv_std)  # in place: one float buffer per batch
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def batch_indices(n: int, batch_size: int, shuffle: bool, weights: torch.Tensor | None,
+                  generator: torch.Generator | None, max_batches: int = 0):
+    """Index tensors, one per batch: in order, shuffled, or drawn class-balanced (with `weights`).
+
+    Shared by DeviceBatches and FrozenFeatures, so both see the same order for the same generator.
+    """
+    if shuffle and weights is not None:
+        order = torch.multinomial(weights, n, replacement=True, generator=generator)
+    else:
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for count, start in enumerate(range(0, n, batch_size)):
+        if max_batches and count >= max_batches:
+            return
+        yield order[start:start + batch_size]

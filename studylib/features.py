@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .backbones import Backbone, swap_module
-from .data import DeviceBatches
+from .data import DeviceBatches, batch_indices
 
 
 class FrozenFeatures:
@@ -19,9 +19,9 @@ class FrozenFeatures:
 
     def __init__(self, backbone: Backbone, data: DeviceBatches, autocast):
         self.batch_size = data.batch_size
-        self.labels = data.labels
         self.weights = data.weights
         self.features = self._compute(backbone, data, autocast)
+        self.labels = data.labels.to(self.features.device)
 
     @staticmethod
     @torch.no_grad()
@@ -46,14 +46,6 @@ class FrozenFeatures:
     def batches(self, shuffle: bool = False, generator: torch.Generator | None = None, augment: bool = False,
                 max_batches: int = 0):
         """Same order as DeviceBatches.batches for the same generator state."""
-        n = len(self.labels)
-        if shuffle and self.weights is not None:
-            order = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        else:
-            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        device = self.features.device
-        for count, start in enumerate(range(0, n, self.batch_size)):
-            if max_batches and count >= max_batches:
-                return
-            index = order[start:start + self.batch_size].to(device)
-            yield self.features[index], self.labels.to(device)[index]
+        for index in batch_indices(len(self.labels), self.batch_size, shuffle, self.weights, generator, max_batches):
+            index = index.to(self.features.device)
+            yield self.features[index], self.labels[index]

@@ -53,8 +53,9 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: Data
     rundir = RunDir(out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with file_lock(rundir.file(".lock")):  # one writer per run folder, even across grid restarts
-        if resume and rundir.finished and read_json(rundir.file("metrics.json")).get("run_hash") == cfg.run_hash():
-            return RunResult(rundir.path, read_json(rundir.file("metrics.json")))
+        finished = read_json(rundir.file("metrics.json")) if resume and rundir.finished else {}
+        if finished.get("run_hash") == cfg.run_hash():
+            return RunResult(rundir.path, finished)
         rundir.prepare(overwrite)
         write_json(rundir.file("config.json"), cfg.to_dict())
         rundir.mark("running", pid=os.getpid())

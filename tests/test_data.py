@@ -259,3 +259,15 @@ def test_medmnist_without_the_package_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "medmnist", None)  # import fails
     with pytest.raises(DataError, match="pip install medmnist"):
         load_dataset(tiny_config(dataset="pathmnist", data_root=str(tmp_path)), progress=False)
+
+
+def test_balanced_sampling_draws_classes_evenly_and_features_follow_the_same_order():
+    import torch
+    from studylib.data import DeviceBatches
+    labels = np.array([0] * 900 + [1] * 100)
+    images = np.zeros((1000, 3, 4, 4), dtype=np.uint8)
+    batches = DeviceBatches(images, labels, 100, 4, torch.device("cpu"), balanced=True)
+    drawn = torch.cat([y for _, y in batches.batches(True, torch.Generator().manual_seed(0))])
+    assert len(drawn) == 1000 and 0.4 < drawn.float().mean() < 0.6  # 10% of the data, about half the draws
+    plain = torch.cat([y for _, y in DeviceBatches(images, labels, 100, 4, torch.device("cpu")).batches()])
+    assert torch.equal(plain, torch.as_tensor(labels))  # evaluation order is the data order
