@@ -128,7 +128,8 @@ def main() -> None:
     args.size, args.batch, args.steps = args.size or defaults[1], args.batch or defaults[2], args.steps or defaults[3]
     data = bundle(args.batch * args.steps + 128, round(args.size * 232 / 224))
     device = Device.resolve(RunConfig(device=args.device), create_backbone("tinycnn", 2)).device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU {platform.machine()}, {torch.get_num_threads()} threads")
     print(f"device: {name}; torch {torch.__version__}; {args.size}px, batch {args.batch}, {args.steps} timed steps")
     print("| backbone | hand loop img/s | studylib img/s | ratio | L2-SP | L1-SP | no per-layer logging | "
           "Auto-RGN probe per epoch |")

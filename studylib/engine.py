@@ -167,7 +167,8 @@ class Trainer:
         names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         grad_sq = torch.zeros(len(trainable), device=self.dev.device)
         sums = torch.zeros(2, device=self.dev.device)  # loss, penalty
-        steps = 0
+        steps = images = 0
+        started = time.perf_counter()
         batches = data.batches(True, self.generator, self.cfg.augment, self.cfg.max_steps_per_epoch)
         total = min(len(data), self.cfg.max_steps_per_epoch or len(data))
         for x, y in tqdm(batches, total=total, desc=f"epoch {epoch} {plan.stage}", leave=False, disable=not self.show):
@@ -182,12 +183,15 @@ class Trainer:
             self.optimizer.step()
             sums += torch.stack([loss.detach().float(), (penalty if penalty is not None else loss * 0).detach().float()])
             steps += 1
+            images += len(y)
             if steps % 25 == 0:
                 check_finite(sums, epoch, steps)
-        check_finite(sums, epoch, steps)
+        check_finite(sums, epoch, steps)  # also waits for the device, so the time below is real
+        seconds = time.perf_counter() - started
         self.layers.grads = dict(zip(names, (grad_sq / max(1, steps)).sqrt().tolist()))
         loss_mean, pen_mean = (sums / max(1, steps)).tolist()
-        return {"train_loss": loss_mean, "train_penalty": pen_mean, "steps": steps}
+        return {"train_loss": loss_mean, "train_penalty": pen_mean, "steps": steps, "train_images": images,
+                "train_seconds": seconds}
 
     # --- the loop -----------------------------------------------------------------------
     def fit(self) -> FitResult:
@@ -200,7 +204,9 @@ class Trainer:
             self.apply(plan)
             forward, train_data, val_data = self.inputs(plan)
             train_stats = self.train_epoch(epoch, plan, forward, train_data)
+            val_started = time.perf_counter()
             val_loss, probs, labels = evaluate(forward, val_data, self.dev, self.loss)
+            train_stats.update(val_images=len(labels), val_seconds=time.perf_counter() - val_started)
             val = {"loss": val_loss, **classification_metrics(labels, probs)}
             score = -val_loss if self.cfg.select_metric == "loss" else val[self.cfg.select_metric]
             improved = bool(np.nan_to_num(score, nan=-np.inf) > best_score)

@@ -28,7 +28,28 @@ def run_row(path: Path) -> dict:
             row.update({f"{split}_{m}": metrics[split].get(m) for m in METRICS})
         row.update({k: metrics.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "wall_seconds",
                                                "peak_memory_mb", "trainable_params", "total_params", "run_hash")})
+        env = read_json(path / "env.json") if (path / "env.json").is_file() else {}
+        row.update({"device_name": env.get("device_name"), **speeds(path / "history.csv")})
     return row
+
+
+def speeds(history_csv: Path) -> dict:
+    """Measured training and inference images/s of one run, over epochs that ran the whole model.
+
+    Epochs on cached features (LP) are left out, and so is the first full epoch when there are
+    more, because it pays one-off costs (cuDNN autotuning, the allocator warming up).
+    """
+    if not history_csv.is_file():
+        return {}
+    history = pd.read_csv(history_csv)
+    if "train_seconds" not in history:  # written by a studylib before timings were logged
+        return {}
+    full = history[~history.cached_features.astype(bool)]
+    full = full.iloc[1:] if len(full) > 1 else full
+    if full.empty or full.train_seconds.sum() <= 0:
+        return {}
+    return {"train_images_per_s": full.train_images.sum() / full.train_seconds.sum(),
+            "infer_images_per_s": full.val_images.sum() / max(full.val_seconds.sum(), 1e-9)}
 
 
 def collect(root: str | Path) -> pd.DataFrame:

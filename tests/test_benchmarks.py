@@ -19,3 +19,19 @@ def test_training_benchmark_runs_at_tiny_size():
 
 def test_paper_estimate_covers_the_432_runs():
     assert "all (432 runs)" in run_script("benchmarks/estimate_paper.py")
+
+
+def test_runs_log_their_speed_and_the_paper_estimate_uses_it(tiny, tmp_path):
+    import pandas as pd
+    from studylib.results import collect
+    from studylib.runner import run
+
+    for strategy in ("ft", "lp"):
+        run(tiny(strategy=strategy, max_epochs=3), tmp_path / strategy)
+    table = collect(tmp_path).set_index("strategy")
+    history = pd.read_csv(tmp_path / "ft" / "history.csv").iloc[1:]  # the first epoch is the warm-up
+    assert table.loc["ft", "train_images_per_s"] == history.train_images.sum() / history.train_seconds.sum()
+    assert history.train_images.eq(history.train_images.iloc[0]).all() and history.val_images.gt(0).all()
+    assert pd.isna(table.loc["lp", "train_images_per_s"])  # cached-feature epochs say nothing about the backbone
+    out = run_script("benchmarks/estimate_paper.py", "--from-runs", str(tmp_path))
+    assert "measured tinycnn: 1 runs" in out and "| tinycnn |" in out and "resnet50" not in out

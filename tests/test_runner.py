@@ -119,3 +119,26 @@ def test_resume_returns_a_finished_run_of_the_same_config_without_training(tiny,
     assert again.metrics == first.metrics and (tmp_path / "metrics.json").stat().st_mtime_ns == stamp
     changed = run(tiny(max_epochs=1, seed=9), tmp_path, overwrite=True, resume=True)  # another config: trains
     assert (tmp_path / "metrics.json").stat().st_mtime_ns != stamp and changed.metrics["run_hash"] != first.metrics["run_hash"]
+
+
+def test_bf16_autocast_and_channels_last_paths_train_on_cpu(tiny, tmp_path):
+    """The CUDA defaults (bf16 autocast, channels_last inputs and weights) forced on the CPU."""
+    import pandas as pd
+    import torch
+    from studylib.backbones import create_backbone
+    from studylib.datasets import load_dataset
+    from studylib.engine import Device
+    from studylib.runner import make_trainer
+
+    cfg = tiny(backbone="resnet18", image_size=32, amp="bf16", channels_last="on", max_epochs=2)
+    backbone = create_backbone("resnet18", 4)
+    dev = Device.resolve(cfg, backbone)
+    assert (dev.amp_dtype, dev.channels_last) == (torch.bfloat16, True)
+    trainer = make_trainer(cfg, backbone, load_dataset(cfg, progress=False), dev)
+    x, _ = next(iter(trainer.train_data.batches()))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with dev.autocast():
+        assert backbone.model(x).dtype == torch.bfloat16
+    result = run(cfg, tmp_path / "bf16")
+    assert result.metrics["test"]["loss"] < 10 and pd.read_csv(tmp_path / "bf16" / "history.csv").train_loss.notna().all()
+    assert json.loads((tmp_path / "bf16" / "env.json").read_text())["amp"] == "torch.bfloat16"
