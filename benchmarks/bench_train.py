@@ -142,13 +142,17 @@ def main() -> None:
         bare, _ = studylib_rate(args, backbone, "ft", data, track_grads=False)
         _, probe = studylib_rate(args, backbone, "auto_rgn", data)
         epoch_seconds = args.epoch_images / ours
-        print(f"| {backbone} | {hand:,.0f} | {ours:,.0f} | {ours / hand:.2f} | {_pct(ours, l2)} | {_pct(ours, l1)} | "
+        print(f"| {backbone} | {_rate(hand)} | {_rate(ours)} | {ours / hand:.2f} | {_pct(ours, l2)} | {_pct(ours, l1)} | "
               f"{_pct(bare, ours)} | {probe:.2f} s = {100 * probe / epoch_seconds:.1f}% of a "
               f"{args.epoch_images}-image epoch |")
     print(f"\nLP, {args.lp_epochs} epochs (train {data.indices('train').size} + val 64 images), full forward vs cached features:")
     for backbone in args.backbones:
         full, cached = lp_speedup(args, backbone, data, args.lp_epochs)
         print(f"  {backbone}: {full:.2f} s vs {cached:.2f} s  ({full / cached:.1f}x)")
+
+
+def _rate(images_per_s: float) -> str:
+    return f"{images_per_s:,.0f}" if images_per_s >= 100 else f"{images_per_s:.1f}"
 
 
 def _pct(base: float, other: float) -> str:

@@ -97,7 +97,16 @@ class Trainer:
             group["lr"] = group["initial_lr"] * factor
 
     def set_modes(self, trainable: set[str]) -> None:
-        """Train mode, except normalisation layers of frozen blocks or under a frozen policy."""
+        """Train mode, except normalisation layers of frozen blocks or under a frozen policy.
+
+        A head-only epoch (LP, LP-FT's first stage, gradual unfreezing's first) runs the frozen
+        backbone wholly in eval mode, dropout included (VGG-19's classifier block): it is a fixed
+        feature extractor, which is also what makes cached features give the same training.
+        """
+        if trainable and trainable <= set(self.backbone.head_params):
+            self.model.eval()
+            self.head.train()
+            return
         self.model.train()
         for block, names in self.backbone.blocks.items():
             block_trains = any(n in trainable for n in names)

@@ -138,10 +138,10 @@ register_strategy(Strategy)
 
 @register_strategy
 class LinearProbe(Strategy):
-    """Backbone frozen (its BatchNorm in eval mode, so statistics do not move); only the new head trains."""
+    """Backbone frozen and in eval mode (BatchNorm statistics and dropout fixed); only the new head trains."""
 
     name, label = "lp", "LP"
-    description = "linear probing: backbone frozen with BatchNorm in eval mode; only the new head trains"
+    description = "linear probing: backbone frozen and in eval mode; only the new head trains"
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
         return EpochPlan(self.head, self.uniform(self.head), "head", self.whole_run(epoch),

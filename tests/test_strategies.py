@@ -247,6 +247,19 @@ def test_cached_features_give_the_same_training_as_the_full_forward(tiny, tmp_pa
     assert history.cached_features.tolist() == expected
 
 
+def test_head_only_epochs_run_the_frozen_backbone_in_eval_mode_dropout_included(tiny, tiny_data):
+    """LP's backbone is a fixed feature extractor: VGG-19's frozen classifier dropout is off, so
+    cached features and the full forward train alike; FT keeps that dropout on."""
+    modes = {}
+    for strategy in ("lp", "ft"):
+        trainer = trainer_for(tiny(strategy=strategy, backbone="vgg19"), tiny_data)
+        trainer.apply(trainer.strategy.plan(0, trainer.probe))
+        modes[strategy] = {name: m.training for name, m in trainer.model.named_modules()
+                           if isinstance(m, torch.nn.Dropout)}
+    assert modes["lp"] == {"classifier.2": False, "classifier.5": False}
+    assert modes["ft"] == {"classifier.2": True, "classifier.5": True}
+
+
 def test_no_cached_features_with_augmentation(tiny, tmp_path):
     run(tiny(strategy="lp", augment=True, max_epochs=1), tmp_path)
     assert not pd.read_csv(tmp_path / "history.csv").cached_features.any()
