@@ -32,6 +32,8 @@ def parameters_cell(extra: list[str]) -> nbformat.NotebookNode:
 
 
 def write(name: str, cells: list) -> None:
+    for index, cell in enumerate(cells):  # stable ids: rebuilding changes only what changed
+        cell["id"] = f"{Path(name).stem}-{index:02d}"
     notebook = new_notebook(cells=cells, metadata=KERNEL)
     nbformat.write(notebook, HERE / name)
 

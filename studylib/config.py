@@ -84,6 +84,7 @@ class RunConfig:
     num_threads: int = 0  # CPU threads for torch; 0: torch's default
     log_tensors: bool = False  # also write tensors.csv: the layers.csv columns for every parameter tensor
     save_checkpoint: bool = False  # also write best.pt (the best-validation weights) into the run folder
+    resume_every_s: float = 300  # write resume.pt after an epoch when this many seconds passed since the last; -1: never
     quiet: bool = False  # no progress bars
 
     def __post_init__(self):
@@ -147,7 +148,8 @@ class RunConfig:
 
     def run_hash(self) -> str:
         """Identity of a run for resuming grids: every field that changes the result."""
-        ignore = {"quiet", "num_threads", "save_checkpoint", "workers", "device", "feature_cache", "log_tensors"}
+        ignore = {"quiet", "num_threads", "save_checkpoint", "workers", "device", "feature_cache", "log_tensors",
+                  "resume_every_s"}
         items = {k: v for k, v in self.to_dict().items() if k not in ignore}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -65,6 +66,18 @@ class FitResult:
     best_val: dict = field(default_factory=dict)
     stopped_early: bool = False
     max_trainable: int = 0
+    resumed_from_epoch: int | None = None
+
+
+@dataclass
+class LoopState:
+    """Where `fit` stands between epochs: all it needs to go on (see Trainer.checkpoint)."""
+
+    next_epoch: int = 0
+    best_score: float = -np.inf
+    stale: int = 0  # epochs of the last stage without improvement
+    done: bool = False  # early stopping fired
+    best_state: dict | None = None  # best-validation weights
 
 
 class Trainer:
@@ -83,6 +96,8 @@ class Trainer:
         self.head = backbone.model.get_submodule(backbone.spec.head)
         self.frozen: tuple[FrozenFeatures, FrozenFeatures] | None = None  # (train, val) features
         self.track_grads = True  # per-step gradient norms for layers.csv (off only to measure its cost)
+        self.loop, self.result = LoopState(), FitResult()
+        self.carried_state: dict = {}  # optimizer state restored from a checkpoint, by parameter
 
     # --- plan ---------------------------------------------------------------------------
     def apply(self, plan: EpochPlan) -> None:
@@ -125,10 +140,12 @@ class Trainer:
         if not groups:
             raise RuntimeError(f"strategy {self.cfg.strategy} left no parameter trainable this epoch")
         new = make_optimizer(self.cfg, groups)
-        if self.optimizer is not None and not plan.reset_optimizer:
+        previous = self.optimizer.state if self.optimizer is not None else self.carried_state
+        if not plan.reset_optimizer:
             for p in (p for g in groups for p in g["params"]):  # keep Adam moments of parameters that stay
-                if p in self.optimizer.state:
-                    new.state[p] = self.optimizer.state[p]
+                if p in previous:
+                    new.state[p] = previous[p]
+        self.carried_state = {}
         return new
 
     def probe(self, names: list[str], n_batches: int, on_grads) -> None:
@@ -204,9 +221,11 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------
     def fit(self) -> FitResult:
-        result = FitResult()
-        best_score, stale, best_state = -np.inf, 0, None
-        bar = tqdm(range(self.cfg.max_epochs), desc=f"{self.cfg.strategy} {self.cfg.backbone}", disable=not self.show)
+        """Train from `loop.next_epoch` (0, or where a restored checkpoint stopped) to the end."""
+        loop, result = self.loop, self.result
+        epochs = range(loop.next_epoch, self.cfg.max_epochs if not loop.done else loop.next_epoch)
+        bar = tqdm(epochs, initial=loop.next_epoch, total=self.cfg.max_epochs,
+                   desc=f"{self.cfg.strategy} {self.cfg.backbone}", disable=not self.show)
         for epoch in bar:
             started = time.perf_counter()
             plan = self.strategy.plan(epoch, self.probe)
@@ -218,24 +237,57 @@ class Trainer:
             train_stats.update(val_images=len(labels), val_seconds=time.perf_counter() - val_started)
             val = {"loss": val_loss, **classification_metrics(labels, probs)}
             score = -val_loss if self.cfg.select_metric == "loss" else val[self.cfg.select_metric]
-            improved = bool(np.nan_to_num(score, nan=-np.inf) > best_score)
+            improved = bool(np.nan_to_num(score, nan=-np.inf) > loop.best_score)
             if improved:
-                best_score, stale, result.best_epoch, result.best_val = score, 0, epoch, val
-                best_state = copy.deepcopy(self.model.state_dict())
+                loop.best_score, loop.stale, result.best_epoch, result.best_val = score, 0, epoch, val
+                loop.best_state = copy.deepcopy(self.model.state_dict())
             elif plan.final_stage:
-                stale += 1
+                loop.stale += 1
             n_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
             result.max_trainable = max(result.max_trainable, n_trainable)
             result.history.append(self.history_row(epoch, plan, train_stats, val, n_trainable, improved, started))
             self.layers.record(epoch, plan, self.optimizer)
             bar.set_postfix(val=f"{val[self.cfg.select_metric] if self.cfg.select_metric != 'loss' else val_loss:.3f}")
+            loop.next_epoch = epoch + 1
+            loop.done = plan.final_stage and loop.stale >= self.cfg.patience
+            result.stopped_early = loop.done and epoch < self.cfg.max_epochs - 1
             self.on_epoch_end(result)
-            if plan.final_stage and stale >= self.cfg.patience:
-                result.stopped_early = epoch < self.cfg.max_epochs - 1
+            if loop.done:
                 break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)  # the best-validation weights, before any test
+        if loop.best_state is not None:
+            self.model.load_state_dict(loop.best_state)  # the best-validation weights, before any test
         return result
+
+    # --- stop and go on -----------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        """Everything `fit` needs to go on after this epoch as if it had never stopped.
+
+        Plain tensors and a JSON string only, so it loads with torch.load(weights_only=True).
+        """
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        loop = {k: v for k, v in vars(self.loop).items() if k != "best_state"}
+        logs = {"loop": loop, "result": vars(self.result), "layers": self.layers.rows,
+                "tensors": self.layers.tensor_rows}
+        return {"model": self.model.state_dict(), "best_state": self.loop.best_state or {},
+                "optimizer": {names[id(p)]: state for p, state in self.optimizer.state.items()},
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if self.dev.device.type == "cuda" else [],
+                "logs": json.dumps(logs, default=lambda v: v.item())}  # numpy scalars; NaN and inf survive
+
+    def restore(self, state: dict) -> None:
+        """Load a `checkpoint()` (tensors on the CPU) into a freshly built trainer of the same run."""
+        logs = json.loads(state["logs"])
+        self.model.load_state_dict(state["model"])
+        self.loop = LoopState(**logs["loop"], best_state=state["best_state"] or None)
+        self.result = FitResult(**{**logs["result"], "resumed_from_epoch": self.loop.next_epoch})
+        self.layers.rows, self.layers.tensor_rows = logs["layers"], logs["tensors"]
+        params = dict(self.model.named_parameters())
+        self.carried_state = {params[n]: {k: v if k == "step" else v.to(params[n].device) for k, v in s.items()}
+                              for n, s in state["optimizer"].items()}  # Adam keeps `step` on the CPU
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and self.dev.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def on_epoch_end(self, result: FitResult) -> None:
         """Hook for the runner to write logs after every epoch."""

@@ -57,6 +57,8 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: Data
         if finished.get("run_hash") == cfg.run_hash():
             return RunResult(rundir.path, finished)
         rundir.prepare(overwrite)
+        if not resume:
+            rundir.file(RESUME).unlink(missing_ok=True)
         write_json(rundir.file("config.json"), cfg.to_dict())
         rundir.mark("running", pid=os.getpid())
         try:
@@ -76,6 +78,9 @@ def _run(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> RunResult:
         torch.set_num_threads(threads)  # a notebook or test session keeps its own setting
 
 
+RESUME = "resume.pt"  # the state after the last saved epoch of an unfinished run
+
+
 def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> RunResult:
     started = time.perf_counter()
     data = data if data is not None else load_dataset(cfg, progress=not cfg.quiet)
@@ -86,7 +91,9 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     backbone.model.to(dev.device, memory_format=torch.channels_last if dev.channels_last else torch.preserve_format)
     write_json(rundir.file("env.json"), environment(cfg, data, backbone, dev))
     trainer = make_trainer(cfg, backbone, data, dev)
-    trainer.on_epoch_end = lambda result: write_logs(rundir, result, trainer)
+    restore(trainer, rundir, cfg, data)
+    saver = ResumeSaver(rundir, cfg, data, trainer)
+    trainer.on_epoch_end = saver
     if dev.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev.device)
     fit = trainer.fit()
@@ -103,12 +110,14 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
         "val": fit.best_val, "test": {"loss": test_loss, **classification_metrics(labels, probs)},
         "test_confusion": confusion(labels, probs).tolist(), "classes": data.classes,
         "best_epoch": fit.best_epoch, "epochs_run": len(fit.history), "stopped_early": fit.stopped_early,
+        "resumed_from_epoch": fit.resumed_from_epoch,
         "wall_seconds": time.perf_counter() - started, "test_seconds": test_seconds, "peak_memory_mb": peak_memory_mb(dev),
         "trainable_params": fit.max_trainable, "total_params": sum(p.numel() for p in backbone.model.parameters()),
         "run_hash": cfg.run_hash(),
     }
     write_json(rundir.file("metrics.json"), metrics)  # written last: the run is finished
     rundir.mark("finished")
+    rundir.file(RESUME).unlink(missing_ok=True)
     return RunResult(rundir.path, metrics)
 
 
@@ -131,6 +140,51 @@ def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Devi
         weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
     return Trainer(cfg, backbone, strategy, split_batches(data, "train", cfg, dev, cfg.balanced_sampling),
                    split_batches(data, "val", cfg, dev), dev, weights)
+
+
+class ResumeSaver:
+    """After each epoch: the logs, and resume.pt when `resume_every_s` seconds passed since the last.
+
+    Grids run with resume=True, so a run killed mid-way (pre-emption, a dead kernel, Ctrl-C)
+    goes on from its last saved epoch instead of from scratch, and trains exactly as it would have.
+    """
+
+    def __init__(self, rundir: RunDir, cfg: RunConfig, data: DataBundle, trainer: Trainer):
+        self.rundir, self.cfg, self.trainer = rundir, cfg, trainer
+        self.identity = {"run_hash": cfg.run_hash(), "data": data.fingerprint()}
+        self.last = time.monotonic()
+
+    def __call__(self, fit) -> None:
+        write_logs(self.rundir, fit, self.trainer)
+        every = self.cfg.resume_every_s
+        if every < 0 or time.monotonic() - self.last < every:
+            return
+        buffer = io.BytesIO()
+        torch.save({**self.trainer.checkpoint(), **self.identity}, buffer)
+        atomic_write(self.rundir.file(RESUME), buffer.getvalue())
+        self.last = time.monotonic()
+
+
+def restore(trainer: Trainer, rundir: RunDir, cfg: RunConfig, data: DataBundle) -> None:
+    """Continue from resume.pt when it belongs to this configuration and data; else start afresh."""
+    path = rundir.file(RESUME)
+    if not path.is_file():
+        return
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a torn or foreign file costs the saved epochs, never the run
+        print(f"note: {path} could not be read ({err}); starting this run from epoch 0")
+        path.unlink(missing_ok=True)
+        return
+    if (state.get("run_hash"), state.get("data")) != (cfg.run_hash(), data.fingerprint()):
+        print(f"note: {path} belongs to another configuration or data; starting this run from epoch 0")
+        path.unlink(missing_ok=True)
+        return
+    trainer.restore(state)
+    write_logs(rundir, trainer.result, trainer)  # the logs up to there, even if no epoch is left to train
+    rundir.mark("running", pid=os.getpid(), resumed_from_epoch=trainer.loop.next_epoch)
+    if not cfg.quiet:
+        print(f"resuming {rundir.path.name} after epoch {trainer.loop.next_epoch - 1}")
 
 
 def write_logs(rundir: RunDir, fit, trainer: Trainer) -> None:

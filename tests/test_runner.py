@@ -142,3 +142,75 @@ def test_bf16_autocast_and_channels_last_paths_train_on_cpu(tiny, tmp_path):
     result = run(cfg, tmp_path / "bf16")
     assert result.metrics["test"]["loss"] < 10 and pd.read_csv(tmp_path / "bf16" / "history.csv").train_loss.notna().all()
     assert json.loads((tmp_path / "bf16" / "env.json").read_text())["amp"] == "torch.bfloat16"
+
+
+class Preempted(BaseException):
+    """Stands in for a kill mid-run (SIGTERM, a dead kernel)."""
+
+
+@pytest.mark.parametrize("strategy", ["ft", "gu_last_first", "lp_ft", "auto_rgn", "l2_sp"])
+def test_a_run_stopped_mid_way_resumes_and_trains_exactly_as_one_that_never_stopped(tiny, tmp_path, monkeypatch,
+                                                                                  strategy):
+    cfg = tiny(strategy=strategy, max_epochs=6, lp_epochs=2, gu_epochs_per_stage=1, patience=6, resume_every_s=0,
+               lr=0.01)
+    whole = run(cfg, tmp_path / "whole").metrics
+
+    undo = stop_at(monkeypatch, 3)
+    with pytest.raises(Preempted):
+        run(cfg, tmp_path / "cut", resume=True)
+    assert (tmp_path / "cut" / "resume.pt").is_file() and RunDir(tmp_path / "cut").status()["status"] == "failed"
+    undo()
+
+    resumed = run(cfg, tmp_path / "cut", resume=True).metrics
+    assert resumed["resumed_from_epoch"] == 3 and whole["resumed_from_epoch"] is None
+    assert resumed["test"] == whole["test"] and resumed["best_epoch"] == whole["best_epoch"]
+    for name in ("history.csv", "layers.csv"):
+        drop = ["seconds", "train_seconds", "val_seconds"]
+        a, b = (pd.read_csv(tmp_path / d / name).drop(columns=drop, errors="ignore") for d in ("whole", "cut"))
+        pd.testing.assert_frame_equal(a, b)
+    assert not (tmp_path / "cut" / "resume.pt").exists()  # a finished run keeps no resume state
+
+
+def stop_at(monkeypatch, stop_epoch):
+    train_epoch = runner_module.Trainer.train_epoch
+
+    def stopping(self, epoch, *args):
+        if epoch == stop_epoch:
+            raise Preempted()
+        return train_epoch(self, epoch, *args)
+
+    monkeypatch.setattr(runner_module.Trainer, "train_epoch", stopping)
+    return lambda: monkeypatch.setattr(runner_module.Trainer, "train_epoch", train_epoch)
+
+
+def test_resume_state_of_another_config_or_a_torn_file_is_not_used(tiny, tmp_path, monkeypatch):
+    cfg = tiny(max_epochs=3, resume_every_s=0)
+    undo = stop_at(monkeypatch, 2)
+    with pytest.raises(Preempted):
+        run(cfg, tmp_path, resume=True)
+    undo()
+    other = run(tiny(max_epochs=3, resume_every_s=0, lr=0.02), tmp_path, resume=True).metrics
+    assert other["resumed_from_epoch"] is None and other["epochs_run"] == 3
+    (tmp_path / "resume.pt").write_bytes(b"torn")  # a half-written or foreign file: start afresh, say so
+    assert run(cfg, tmp_path, resume=True, overwrite=True).metrics["resumed_from_epoch"] is None
+
+
+def test_resume_state_is_written_only_when_resume_every_s_has_passed(tiny, tmp_path, monkeypatch):
+    undo = stop_at(monkeypatch, 2)
+    for every in (3600, -1):
+        with pytest.raises(Preempted):
+            run(tiny(max_epochs=3, resume_every_s=every), tmp_path / str(every), resume=True)
+        assert not (tmp_path / str(every) / "resume.pt").exists()
+    undo()
+
+
+def test_a_run_stopped_after_its_last_epoch_resumes_straight_to_the_test(tiny, tmp_path, monkeypatch):
+    cfg = tiny(max_epochs=2, resume_every_s=0)
+    evaluate = runner_module.evaluate
+    monkeypatch.setattr(runner_module, "evaluate", lambda *a, **k: (_ for _ in ()).throw(Preempted()))
+    with pytest.raises(Preempted):
+        run(cfg, tmp_path, resume=True)
+    monkeypatch.setattr(runner_module, "evaluate", evaluate)
+    metrics = run(cfg, tmp_path, resume=True).metrics
+    assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_run"] == 2
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 2
