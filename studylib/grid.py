@@ -217,8 +217,14 @@ def _run_dask(jobs: list[dict], workers: int, scheduler: str, progress: bool) ->
 
 def plan_table(todo: list, pending: list) -> pd.DataFrame:
     waiting = {str(p) for _, p in pending}
-    return pd.DataFrame([{"run": p.name, "strategy": c.strategy, "lr": c.lr, "seed": c.seed,
-                          "action": "run" if str(p) in waiting else "skip (finished)"} for c, p in todo])
+
+    def action(path: Path) -> str:
+        if str(path) not in waiting:
+            return "skip (finished)"
+        return "resume (saved epochs)" if (path / "resume.pt").is_file() else "run"
+
+    return pd.DataFrame([{"run": p.name, "strategy": c.strategy, "lr": c.lr, "seed": c.seed, "action": action(p)}
+                         for c, p in todo])
 
 
 def status_table(todo: list, swept: list[str]) -> pd.DataFrame:

@@ -162,3 +162,29 @@ def test_a_dying_kernel_marks_the_run_failed(tmp_path):
     status = execute_run({"strategy": "ft"}, str(tmp_path / "run"), notebook=str(tmp_path / "dies.ipynb"))
     assert status["status"] == "failed" and "kernel died" in status["reason"]
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_grid_goes_on_from_the_saved_epochs_of_an_interrupted_run(tmp_path, monkeypatch):
+    from studylib.grid import run_name
+    from studylib.runner import run
+    import studylib.runner as runner_module
+
+    path = tmp_path / "g.yaml"
+    path.write_text(TINY.replace("max_epochs: 1", "max_epochs: 3") + "strategy: ft\nresume_every_s: 0\n")
+    cfg = load_grid(path).runs[0]
+    run_dir = tmp_path / "out" / "runs" / run_name(cfg)
+    train_epoch = runner_module.Trainer.train_epoch
+
+    def interrupted(self, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return train_epoch(self, epoch, *args)
+
+    monkeypatch.setattr(runner_module.Trainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, run_dir, resume=True)
+    monkeypatch.setattr(runner_module.Trainer, "train_epoch", train_epoch)
+    assert list(run_grid(path, tmp_path / "out", dry_run=True, progress=False).action) == ["resume (saved epochs)"]
+    table = run_grid(path, tmp_path / "out", engine="inline", progress=False)
+    assert list(table.status) == ["finished"]
+    assert json.loads((run_dir / "metrics.json").read_text())["resumed_from_epoch"] == 2
