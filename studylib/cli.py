@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set one config field, e.g. -s strategy=lp_ft -s lr=1e-4 (after --params)")
     p.add_argument("--out", default="outputs/run", help="run folder (default outputs/run)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the saved epochs (resume.pt) of an interrupted run of the same config in --out; "
+                        "a finished one is returned as it is")
 
     p = add("grid", cmd_grid, "run every unfinished cell of a params grid (papermill; resumable; Dask to scale out)")
     p.add_argument("params", help="grid YAML, e.g. params/smoke.yaml")
@@ -108,7 +111,7 @@ def cmd_run(args) -> int:
     from .runner import run
 
     cfg = config_from_args(args.params, args.set)
-    result = run(cfg, args.out, overwrite=args.overwrite)
+    result = run(cfg, args.out, overwrite=args.overwrite, resume=args.resume)
     test = result.metrics["test"]
     print(f"finished: {result.path}  test balanced accuracy {test['balanced_accuracy']:.4f}  "
           f"accuracy {test['accuracy']:.4f}  macro F1 {test['macro_f1']:.4f}  AUROC {test['auroc']:.4f}")

@@ -90,6 +90,11 @@ def test_cli_run_and_listings(tmp_path, capsys):
     assert code == 0 and (out / "metrics.json").is_file()
     assert main(["run", "--out", str(out), "-s", "image_size=16"]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    same = ["-s", "image_size=16", "-s", "synthetic_size=120", "-s", "max_epochs=1", "-s", "quiet=true",
+            "-s", "device=cpu", "-s", "strategy=lp", "--out", str(out), "--resume"]
+    assert main(["run", *same]) == 0 and (out / "metrics.json").stat().st_mtime_ns == stamp  # finished: as it is
+    assert main(["run", *same, "-s", "lr=0.5"]) == 2  # --resume never replaces another config's finished run
     main(["strategies"])
     listing = capsys.readouterr().out
     assert all(f"\n{s} " in "\n" + listing for s in STUDY_STRATEGIES)
