@@ -132,7 +132,9 @@ def cmd_grid(args) -> int:
     table = run_grid(args.params, out, workers, args.scheduler, args.engine, args.dry_run, overrides=overrides)
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(table.to_string(index=False))
-    if not args.dry_run:
+    if args.dry_run:
+        print(f"\n{table.attrs['summary']}")
+    else:
         from .results import write_results
         print(f"\nresults table: {write_results(out)}")
     failed = 0 if args.dry_run else int((table.status != "finished").sum())

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 from tqdm.auto import tqdm
@@ -223,8 +224,28 @@ def plan_table(todo: list, pending: list) -> pd.DataFrame:
             return "skip (finished)"
         return "resume (saved epochs)" if (path / "resume.pt").is_file() else "run"
 
-    return pd.DataFrame([{"run": p.name, "strategy": c.strategy, "lr": c.lr, "seed": c.seed, "action": action(p)}
-                         for c, p in todo])
+    table = pd.DataFrame([{"run": p.name, "strategy": c.strategy, "lr": c.lr, "seed": c.seed, "action": action(p)}
+                          for c, p in todo])
+    table.attrs["summary"] = remaining_time(todo, pending)
+    return table
+
+
+def remaining_time(todo: list, pending: list) -> str:
+    """Runs left and their wall time, estimated from finished runs of the same dataset and backbone."""
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for cfg, path in todo:
+        if (path / "metrics.json").is_file():
+            wall = read_json(path / "metrics.json").get("wall_seconds")
+            seconds.setdefault((cfg.dataset, cfg.backbone), []).append(wall)
+    done = len(todo) - len(pending)
+    text = f"{done} of {len(todo)} runs finished, {len(pending)} to run"
+    estimates = [np.median(seconds[(c.dataset, c.backbone)]) for c, _ in pending if (c.dataset, c.backbone) in seconds]
+    if pending and estimates:
+        unknown = len(pending) - len(estimates)
+        text += (f"; about {sum(estimates) / 3600:.1f} h of runs for the {len(estimates)} whose dataset and "
+                 "backbone already have finished runs (median wall time; divide by the runs at a time)")
+        text += f", {unknown} with no such run yet" if unknown else ""
+    return text
 
 
 def status_table(todo: list, swept: list[str]) -> pd.DataFrame:

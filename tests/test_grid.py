@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import papermill
 import pytest
@@ -188,3 +189,15 @@ def test_a_grid_goes_on_from_the_saved_epochs_of_an_interrupted_run(tmp_path, mo
     table = run_grid(path, tmp_path / "out", engine="inline", progress=False)
     assert list(table.status) == ["finished"]
     assert json.loads((run_dir / "metrics.json").read_text())["resumed_from_epoch"] == 2
+
+
+def test_dry_run_estimates_the_time_left_from_finished_runs_of_the_same_dataset_and_backbone(tmp_path):
+    path = write_grid(tmp_path, "strategy: [ft, lp]\nseed: [1, 2]\n")
+    out = tmp_path / "out"
+    run_grid(path, out, engine="inline", progress=False, overrides={"seed": 1})
+    plan = run_grid(path, out, dry_run=True, progress=False)
+    walls = [json.loads(p.read_text())["wall_seconds"] for p in out.glob("runs/*/metrics.json")]
+    assert list(plan.action).count("run") == 2
+    summary = plan.attrs["summary"]
+    assert summary.startswith("2 of 4 runs finished, 2 to run; about ")
+    assert f"about {2 * float(np.median(walls)) / 3600:.1f} h of runs for the 2 " in summary
