@@ -225,7 +225,7 @@ def environment(cfg: RunConfig, data: DataBundle, backbone: Backbone, dev: Devic
         "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
         "device": str(dev.device), "device_name": torch.cuda.get_device_name(dev.device) if dev.device.type == "cuda"
-        else platform.processor() or "cpu", "amp": str(dev.amp_dtype), "channels_last": dev.channels_last,
+        else f"CPU {platform.machine()}", "amp": str(dev.amp_dtype), "channels_last": dev.channels_last,
         "threads": torch.get_num_threads(), "git_commit": git_commit(), **weights,
         "data_fingerprint": data.fingerprint(), "backbone": repr(backbone),
     }
