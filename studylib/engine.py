@@ -268,7 +268,9 @@ class Trainer:
         loop = {k: v for k, v in vars(self.loop).items() if k != "best_state"}
         logs = {"loop": loop, "result": vars(self.result), "layers": self.layers.rows,
                 "tensors": self.layers.tensor_rows}
-        return {"model": self.model.state_dict(), "best_state": self.loop.best_state or {},
+        best_is_now = self.result.best_epoch == self.loop.next_epoch - 1  # then the best weights are the model's
+        return {"model": self.model.state_dict(), "best_state": {} if best_is_now else self.loop.best_state or {},
+                "best_is_now": best_is_now,
                 "optimizer": {names[id(p)]: state for p, state in self.optimizer.state.items()},
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.dev.device.type == "cuda" else [],
@@ -278,7 +280,8 @@ class Trainer:
         """Load a `checkpoint()` (tensors on the CPU) into a freshly built trainer of the same run."""
         logs = json.loads(state["logs"])
         self.model.load_state_dict(state["model"])
-        self.loop = LoopState(**logs["loop"], best_state=state["best_state"] or None)
+        best = copy.deepcopy(self.model.state_dict()) if state["best_is_now"] else state["best_state"] or None
+        self.loop = LoopState(**logs["loop"], best_state=best)
         self.result = FitResult(**{**logs["result"], "resumed_from_epoch": self.loop.next_epoch})
         self.layers.rows, self.layers.tensor_rows = logs["layers"], logs["tensors"]
         params = dict(self.model.named_parameters())

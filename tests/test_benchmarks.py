@@ -35,3 +35,7 @@ def test_runs_log_their_speed_and_the_paper_estimate_uses_it(tiny, tmp_path):
     assert pd.isna(table.loc["lp", "train_images_per_s"])  # cached-feature epochs say nothing about the backbone
     out = run_script("benchmarks/estimate_paper.py", "--from-runs", str(tmp_path))
     assert "measured tinycnn: 1 runs" in out and "| tinycnn |" in out and "resnet50" not in out
+
+
+def test_resume_benchmark_runs_at_tiny_size():
+    assert "| tinycnn |" in run_script("benchmarks/bench_resume.py", "--backbones", "tinycnn")
