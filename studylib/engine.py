@@ -322,13 +322,13 @@ def check_finite(sums: torch.Tensor, epoch: int, step: int) -> None:
 def evaluate(model: nn.Module, data: DeviceBatches, dev: Device, loss_fn=None) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean loss, class probabilities (n, k) and labels of one split, in order."""
     model.eval()
-    probs, labels, total = [], [], 0.0
-    for x, y in data.batches():
+    probs, labels, total = [], [], torch.zeros((), dtype=torch.float64, device=dev.device)
+    for x, y in data.batches():  # everything stays on the device until the end: no sync per batch
         with dev.autocast():
             logits = model(x).float()
         if loss_fn is not None:
-            total += float(loss_fn(logits, y)) * len(y)
-        probs.append(torch.softmax(logits, 1).cpu())
-        labels.append(y.cpu())
-    labels_np = torch.cat(labels).numpy()
-    return total / max(1, len(labels_np)), torch.cat(probs).double().numpy(), labels_np
+            total += loss_fn(logits, y).double() * len(y)
+        probs.append(torch.softmax(logits, 1))
+        labels.append(y)
+    labels_np = torch.cat(labels).cpu().numpy()
+    return float(total) / max(1, len(labels_np)), torch.cat(probs).cpu().double().numpy(), labels_np
