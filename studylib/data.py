@@ -82,6 +82,7 @@ class DeviceBatches:
         if not images.flags.writeable:  # a read-only memory map: torch wants its own copy
             images = images.copy()
         self.images = self._place(torch.from_numpy(images))
+        self.labels_here = self.labels.to(self.images.device)  # beside the images: indexed with the same tensor
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255)
 
@@ -99,9 +100,10 @@ class DeviceBatches:
     def batches(self, shuffle: bool = False, generator: torch.Generator | None = None,
                 augment: bool = False, max_batches: int = 0):
         """Yields (inputs, labels) on the device."""
-        for index in batch_indices(len(self.labels), self.batch_size, shuffle, self.weights, generator, max_batches):
-            raw = self.images[index.to(self.images.device)].to(self.device, non_blocking=True)
-            yield self.transform(raw, augment, generator), self.labels[index].to(self.device, non_blocking=True)
+        order = batch_indices(len(self.labels), self.batch_size, shuffle, self.weights, generator, max_batches)
+        for index in indices_on(order, self.images.device):
+            raw = self.images[index].to(self.device, non_blocking=True)
+            yield self.transform(raw, augment, generator), self.labels_here[index].to(self.device, non_blocking=True)
 
     def transform(self, raw: torch.Tensor, augment: bool, generator: torch.Generator | None) -> torch.Tensor:
         """uint8 (b, 3, s, s) -> normalised float crop (b, 3, crop, crop)."""
@@ -131,3 +133,15 @@ def batch_indices(n: int, batch_size: int, shuffle: bool, weights: torch.Tensor 
         if max_batches and count >= max_batches:
             return
         yield order[start:start + batch_size]
+
+
+def indices_on(batches, device: torch.device) -> list[torch.Tensor]:
+    """An epoch's index tensors on `device`, moved in one copy.
+
+    A blocking copy per batch would make the host wait for the GPU at every step, so it could
+    never queue the next step's kernels ahead; one copy per epoch costs one such wait.
+    """
+    batches = list(batches)
+    if device.type == "cpu" or not batches:
+        return batches
+    return list(torch.cat(batches).to(device).split([len(b) for b in batches]))

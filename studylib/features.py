@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .backbones import Backbone, swap_module
-from .data import DeviceBatches, batch_indices
+from .data import DeviceBatches, batch_indices, indices_on
 
 
 class FrozenFeatures:
@@ -46,6 +46,6 @@ class FrozenFeatures:
     def batches(self, shuffle: bool = False, generator: torch.Generator | None = None, augment: bool = False,
                 max_batches: int = 0):
         """Same order as DeviceBatches.batches for the same generator state."""
-        for index in batch_indices(len(self.labels), self.batch_size, shuffle, self.weights, generator, max_batches):
-            index = index.to(self.features.device)
+        order = batch_indices(len(self.labels), self.batch_size, shuffle, self.weights, generator, max_batches)
+        for index in indices_on(order, self.features.device):
             yield self.features[index], self.labels[index]

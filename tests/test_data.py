@@ -271,3 +271,13 @@ def test_balanced_sampling_draws_classes_evenly_and_features_follow_the_same_ord
     assert len(drawn) == 1000 and 0.4 < drawn.float().mean() < 0.6  # 10% of the data, about half the draws
     plain = torch.cat([y for _, y in DeviceBatches(images, labels, 100, 4, torch.device("cpu")).batches()])
     assert torch.equal(plain, torch.as_tensor(labels))  # evaluation order is the data order
+
+
+def test_epoch_indices_move_to_an_accelerator_in_one_copy_and_keep_their_batches():
+    import torch
+    from studylib.data import batch_indices, indices_on
+
+    batches = list(batch_indices(10, 4, True, None, torch.Generator().manual_seed(0)))
+    assert indices_on(iter(batches), torch.device("cpu")) == batches  # the CPU path is untouched
+    moved = indices_on(iter(batches), torch.device("meta"))  # any non-CPU device: one cat, one copy, one split
+    assert [t.device.type for t in moved] == ["meta"] * 3 and [len(t) for t in moved] == [4, 4, 2]
