@@ -38,12 +38,7 @@ class DataBundle:
         return len(self.classes)
 
     def fingerprint(self) -> str:
-        """Content hash of images, labels and split: two runs on equal data share it (computed once)."""
-        if self.__dict__.get("_fingerprint") is None:
-            self.__dict__["_fingerprint"] = self._hash()
-        return self.__dict__["_fingerprint"]
-
-    def _hash(self) -> str:
+        """Content hash of images, labels and split: two runs on equal data share it."""
         digest = hashlib.sha256()
         for chunk in np.array_split(np.arange(len(self.labels)), max(1, len(self.labels) // 512)):
             digest.update(np.ascontiguousarray(self.images[chunk]).tobytes())

@@ -89,11 +89,11 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     backbone = create_backbone(cfg.backbone, data.num_classes, cfg.weights, cfg.weights_sha256, progress=not cfg.quiet)
     dev = Device.resolve(cfg, backbone)
     backbone.model.to(dev.device, memory_format=torch.channels_last if dev.channels_last else torch.preserve_format)
-    write_json(rundir.file("env.json"), environment(cfg, data, backbone, dev))
+    identity = {"run_hash": cfg.run_hash(), "data": data.fingerprint()}  # hashing every image: once per run
+    write_json(rundir.file("env.json"), environment(cfg, backbone, dev, identity["data"]))
     trainer = make_trainer(cfg, backbone, data, dev)
-    restore(trainer, rundir, cfg, data)
-    saver = ResumeSaver(rundir, cfg, data, trainer)
-    trainer.on_epoch_end = saver
+    restore(trainer, rundir, identity, cfg.quiet)
+    trainer.on_epoch_end = ResumeSaver(rundir, cfg, identity, trainer)
     if dev.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev.device)
     fit = trainer.fit()
@@ -149,9 +149,9 @@ class ResumeSaver:
     goes on from its last saved epoch instead of from scratch, and trains exactly as it would have.
     """
 
-    def __init__(self, rundir: RunDir, cfg: RunConfig, data: DataBundle, trainer: Trainer):
+    def __init__(self, rundir: RunDir, cfg: RunConfig, identity: dict, trainer: Trainer):
         self.rundir, self.cfg, self.trainer = rundir, cfg, trainer
-        self.identity = {"run_hash": cfg.run_hash(), "data": data.fingerprint()}
+        self.identity = identity  # config hash and data fingerprint: resume.pt is only used for these
         self.last = time.monotonic()
 
     def __call__(self, fit) -> None:
@@ -165,7 +165,7 @@ class ResumeSaver:
         self.last = time.monotonic()
 
 
-def restore(trainer: Trainer, rundir: RunDir, cfg: RunConfig, data: DataBundle) -> None:
+def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool) -> None:
     """Continue from resume.pt when it belongs to this configuration and data; else start afresh."""
     path = rundir.file(RESUME)
     if not path.is_file():
@@ -176,14 +176,14 @@ def restore(trainer: Trainer, rundir: RunDir, cfg: RunConfig, data: DataBundle) 
         print(f"note: {path} could not be read ({err}); starting this run from epoch 0")
         path.unlink(missing_ok=True)
         return
-    if (state.get("run_hash"), state.get("data")) != (cfg.run_hash(), data.fingerprint()):
+    if {key: state.get(key) for key in identity} != identity:
         print(f"note: {path} belongs to another configuration or data; starting this run from epoch 0")
         path.unlink(missing_ok=True)
         return
     trainer.restore(state)
     write_logs(rundir, trainer.result, trainer)  # the logs up to there, even if no epoch is left to train
     rundir.mark("running", pid=os.getpid(), resumed_from_epoch=trainer.loop.next_epoch)
-    if not cfg.quiet:
+    if not quiet:
         print(f"resuming {rundir.path.name} after epoch {trainer.loop.next_epoch - 1}")
 
 
@@ -213,7 +213,7 @@ def peak_memory_mb(dev: Device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def environment(cfg: RunConfig, data: DataBundle, backbone: Backbone, dev: Device) -> dict:
+def environment(cfg: RunConfig, backbone: Backbone, dev: Device, fingerprint: str) -> dict:
     import sklearn
     import torchvision
 
@@ -227,7 +227,7 @@ def environment(cfg: RunConfig, data: DataBundle, backbone: Backbone, dev: Devic
         "device": str(dev.device), "device_name": torch.cuda.get_device_name(dev.device) if dev.device.type == "cuda"
         else f"CPU {platform.machine()}", "amp": str(dev.amp_dtype), "channels_last": dev.channels_last,
         "threads": torch.get_num_threads(), "git_commit": git_commit(), **weights,
-        "data_fingerprint": data.fingerprint(), "backbone": repr(backbone),
+        "data_fingerprint": fingerprint, "backbone": repr(backbone),
     }
 
 
