@@ -258,6 +258,7 @@ def status_table(todo: list, swept: list[str]) -> pd.DataFrame:
             row.update(test_balanced_accuracy=metrics["test"]["balanced_accuracy"],
                        seconds=round(metrics["wall_seconds"], 1))
         else:
-            row["reason"] = status.get("reason", "")
+            saved = " [saved epochs kept: the next grid run resumes]" if (path / "resume.pt").is_file() else ""
+            row["reason"] = status.get("reason", "") + saved
         rows.append(row)
     return pd.DataFrame(rows)
