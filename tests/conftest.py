@@ -74,3 +74,22 @@ def write_image_folder(root: Path, classes=("a", "b", "c"), per_class=8, splits=
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(folder / f"img{label}_{n}.png")
     return root
+
+
+class Preempted(BaseException):
+    """Stands in for a kill mid-run (SIGTERM, pre-emption, a dead kernel)."""
+
+
+def stop_training_at(monkeypatch, epoch: int):
+    """Make every run raise Preempted when it starts training `epoch`; returns the undo."""
+    import studylib.engine as engine
+
+    train_epoch = engine.Trainer.train_epoch
+
+    def stopping(self, at, *args):
+        if at == epoch:
+            raise Preempted()
+        return train_epoch(self, at, *args)
+
+    monkeypatch.setattr(engine.Trainer, "train_epoch", stopping)
+    return lambda: monkeypatch.setattr(engine.Trainer, "train_epoch", train_epoch)

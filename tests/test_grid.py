@@ -18,6 +18,8 @@ from studylib.config import FIELDS, ConfigError, field_help
 from studylib.grid import load_grid, run_grid
 from studylib.results import collect
 
+from conftest import Preempted, stop_training_at
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 TINY = ("dataset: synthetic\nsynthetic_size: 120\nbackbone: tinycnn\nimage_size: 16\nbatch_size: 32\n"
@@ -168,23 +170,15 @@ def test_a_dying_kernel_marks_the_run_failed(tmp_path):
 def test_a_grid_goes_on_from_the_saved_epochs_of_an_interrupted_run(tmp_path, monkeypatch):
     from studylib.grid import run_name
     from studylib.runner import run
-    import studylib.runner as runner_module
 
     path = tmp_path / "g.yaml"
     path.write_text(TINY.replace("max_epochs: 1", "max_epochs: 3") + "strategy: ft\nresume_every_s: 0\n")
     cfg = load_grid(path).runs[0]
     run_dir = tmp_path / "out" / "runs" / run_name(cfg)
-    train_epoch = runner_module.Trainer.train_epoch
-
-    def interrupted(self, epoch, *args):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return train_epoch(self, epoch, *args)
-
-    monkeypatch.setattr(runner_module.Trainer, "train_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    undo = stop_training_at(monkeypatch, 2)
+    with pytest.raises(Preempted):
         run(cfg, run_dir, resume=True)
-    monkeypatch.setattr(runner_module.Trainer, "train_epoch", train_epoch)
+    undo()
     assert list(run_grid(path, tmp_path / "out", dry_run=True, progress=False).action) == ["resume (saved epochs)"]
     table = run_grid(path, tmp_path / "out", engine="inline", progress=False)
     assert list(table.status) == ["finished"]

@@ -11,6 +11,8 @@ from studylib.engine import NonFiniteLossError
 from studylib.rundir import RunDir, RunExistsError
 from studylib.strategies import L2SP, STUDY_STRATEGIES
 
+from conftest import Preempted, stop_training_at
+
 RUN_FILES = ["config.json", "metrics.json", "history.csv", "layers.csv", "predictions.csv", "env.json",
              "status.json", "splits.csv"]
 
@@ -149,10 +151,6 @@ def test_bf16_autocast_and_channels_last_paths_train_on_cpu(tiny, tmp_path):
     assert json.loads((tmp_path / "bf16" / "env.json").read_text())["amp"] == "torch.bfloat16"
 
 
-class Preempted(BaseException):
-    """Stands in for a kill mid-run (SIGTERM, a dead kernel)."""
-
-
 @pytest.mark.parametrize("strategy", ["ft", "gu_last_first", "lp_ft", "auto_rgn", "l2_sp"])
 def test_a_run_stopped_mid_way_resumes_and_trains_exactly_as_one_that_never_stopped(tiny, tmp_path, monkeypatch,
                                                                                   strategy):
@@ -160,7 +158,7 @@ def test_a_run_stopped_mid_way_resumes_and_trains_exactly_as_one_that_never_stop
                lr=0.01)
     whole = run(cfg, tmp_path / "whole").metrics
 
-    undo = stop_at(monkeypatch, 3)
+    undo = stop_training_at(monkeypatch, 3)
     with pytest.raises(Preempted):
         run(cfg, tmp_path / "cut", resume=True)
     assert (tmp_path / "cut" / "resume.pt").is_file() and RunDir(tmp_path / "cut").status()["status"] == "failed"
@@ -176,21 +174,9 @@ def test_a_run_stopped_mid_way_resumes_and_trains_exactly_as_one_that_never_stop
     assert not (tmp_path / "cut" / "resume.pt").exists()  # a finished run keeps no resume state
 
 
-def stop_at(monkeypatch, stop_epoch):
-    train_epoch = runner_module.Trainer.train_epoch
-
-    def stopping(self, epoch, *args):
-        if epoch == stop_epoch:
-            raise Preempted()
-        return train_epoch(self, epoch, *args)
-
-    monkeypatch.setattr(runner_module.Trainer, "train_epoch", stopping)
-    return lambda: monkeypatch.setattr(runner_module.Trainer, "train_epoch", train_epoch)
-
-
 def test_resume_state_of_another_config_or_a_torn_file_is_not_used(tiny, tmp_path, monkeypatch):
     cfg = tiny(max_epochs=3, resume_every_s=0)
-    undo = stop_at(monkeypatch, 2)
+    undo = stop_training_at(monkeypatch, 2)
     with pytest.raises(Preempted):
         run(cfg, tmp_path, resume=True)
     undo()
@@ -201,7 +187,7 @@ def test_resume_state_of_another_config_or_a_torn_file_is_not_used(tiny, tmp_pat
 
 
 def test_resume_state_is_written_only_when_resume_every_s_has_passed(tiny, tmp_path, monkeypatch):
-    undo = stop_at(monkeypatch, 2)
+    undo = stop_training_at(monkeypatch, 2)
     for every in (3600, -1):
         with pytest.raises(Preempted):
             run(tiny(max_epochs=3, resume_every_s=every), tmp_path / str(every), resume=True)
