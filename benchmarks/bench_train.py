@@ -3,9 +3,11 @@ frozen-feature shortcut for linear probing.
 
     python benchmarks/bench_train.py                          # GPU: resnet50, densenet121, vgg19 at 224 px
     python benchmarks/bench_train.py --tiny                   # CPU, seconds: tinycnn and resnet18 at 32 px
+    python benchmarks/bench_train.py --data ../shared/data/brain-mri-nickparvar   # real images via the cache
 
-studylib's numbers go through its real input path: uint8 images in a DeviceBatches (the
-prepared-cache format), crop and normalisation on the device, per-step gradient norms for
+studylib's numbers go through its real input path: uint8 images in a DeviceBatches (random
+ones in the prepared-cache format, or with --data a folder of images decoded once into the
+memory-mapped prepared cache by load_dataset, as a run does), crop and normalisation on the device, per-step gradient norms for
 layers.csv, its optimizer groups and autocast. The hand-written loop gets the same uint8
 tensors, the same crops, model, optimizer, autocast and memory format, and nothing else.
 """
@@ -21,7 +23,8 @@ import torch.nn.functional as F
 
 from studylib.backbones import create_backbone
 from studylib.config import RunConfig
-from studylib.data import DataBundle, DeviceBatches
+from studylib.data import DataBundle
+from studylib.datasets import load_dataset
 from studylib.engine import Device
 from studylib.runner import make_trainer
 
@@ -122,11 +125,17 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epoch-images", type=int, default=5000, help="dataset size for per-epoch overheads")
     parser.add_argument("--lp-epochs", type=int, default=10)
+    parser.add_argument("--data", help="image folder (class folders) to load through the prepared cache")
     args = parser.parse_args()
     defaults = (["tinycnn", "resnet18"], 32, 32, 4) if args.tiny else (["resnet50", "densenet121", "vgg19"], 224, 128, 20)
     args.backbones = args.backbones or defaults[0]
     args.size, args.batch, args.steps = args.size or defaults[1], args.batch or defaults[2], args.steps or defaults[3]
-    data = bundle(args.batch * args.steps + 128, round(args.size * 232 / 224))
+    if args.data:
+        data = load_dataset(RunConfig(dataset="folder", data_root=args.data, image_size=args.size, quiet=True),
+                            progress=False)
+        print(f"data: {data}")
+    else:
+        data = bundle(args.batch * args.steps + 128, round(args.size * 232 / 224))
     device = Device.resolve(RunConfig(device=args.device), create_backbone("tinycnn", 2)).device
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU {platform.machine()}, {torch.get_num_threads()} threads")
@@ -145,7 +154,8 @@ def main() -> None:
         print(f"| {backbone} | {_rate(hand)} | {_rate(ours)} | {ours / hand:.2f} | {_pct(ours, l2)} | {_pct(ours, l1)} | "
               f"{_pct(bare, ours)} | {probe:.2f} s = {100 * probe / epoch_seconds:.1f}% of a "
               f"{args.epoch_images}-image epoch |")
-    print(f"\nLP, {args.lp_epochs} epochs (train {data.indices('train').size} + val 64 images), full forward vs cached features:")
+    print(f"\nLP, {args.lp_epochs} epochs (train {data.indices('train').size} + val {data.indices('val').size} images), "
+          "full forward vs cached features:")
     for backbone in args.backbones:
         full, cached = lp_speedup(args, backbone, data, args.lp_epochs)
         print(f"  {backbone}: {full:.2f} s vs {cached:.2f} s  ({full / cached:.1f}x)")

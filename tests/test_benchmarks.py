@@ -39,3 +39,9 @@ def test_runs_log_their_speed_and_the_paper_estimate_uses_it(tiny, tmp_path):
 
 def test_resume_benchmark_runs_at_tiny_size():
     assert "| tinycnn |" in run_script("benchmarks/bench_resume.py", "--backbones", "tinycnn")
+
+
+def test_training_benchmark_runs_on_real_images_through_the_prepared_cache(shared_data):
+    out = run_script("benchmarks/bench_train.py", "--data", str(shared_data / "brain-mri-nickparvar"),
+                     "--backbones", "tinycnn", "--size", "32", "--batch", "16", "--steps", "2", "--lp-epochs", "2")
+    assert "data: DataBundle(" in out and "| tinycnn |" in out
