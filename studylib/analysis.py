@@ -29,9 +29,10 @@ class AnalysisWarning(UserWarning):
     """Something in the results folder limits the comparison (shown, never hidden)."""
 
 
-def load_results(root: str | Path) -> pd.DataFrame:
-    """Finished runs below `root` with a `protocol` column; warns about what is missing or mixed."""
-    table = collect(root)
+def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Finished runs below `root` (or in `table`, collected from it) with a `protocol` column;
+    warns about what is missing or mixed."""
+    table = collect(root) if table is None else table
     if table.empty:
         warnings.warn(f"no run folders below {root}; run a grid first (python -m studylib grid ...)", AnalysisWarning)
         return table

@@ -146,15 +146,15 @@ def cmd_grid(args) -> int:
 def cmd_report(args) -> int:
     from .results import collect, failures, write_results
 
-    path = write_results(args.folder, args.out)
-    table = collect(args.folder)
+    table = collect(args.folder)  # read every run folder once, for the table, failures and report
+    path = write_results(args.folder, args.out, table)
     print(f"{len(table)} runs, {int((table.status == 'finished').sum()) if len(table) else 0} finished; "
           f"results table: {path}")
     failed = failures(table)
     if len(failed):
         print("not finished:\n" + failed.to_string(index=False))
     from .report import write_report
-    markdown, page = write_report(args.folder, args.metric, args.boot)
+    markdown, page = write_report(args.folder, args.metric, args.boot, table)
     print(f"report: {page} (and {markdown.name})")
     return 0
 

@@ -24,12 +24,13 @@ def demo(out: str | Path = "outputs/demo", engine: str = "papermill", workers: i
     pretrain(checkpoint, pretrain_config(quiet=True))
     print("2/3 running params/demo.yaml: 8 strategies x 2 seeds on the synthetic target task")
     run_grid(DEMO_GRID, out, workers=workers, engine=engine, overrides={"weights": str(checkpoint)})
-    results = write_results(out)
-    table = summary(collect(out))
+    runs = collect(out)
+    results = write_results(out, table=runs)
+    table = summary(runs)
     print(table.to_string())
     analysis = run_analysis(out)
     from .report import write_report
-    _, page = write_report(out)
+    _, page = write_report(out, runs=runs)
     print(f"\nresults table: {results}\nreport:        {page}\nrun folders:   {out / 'runs'}")
     if analysis:
         print(f"analysis:      {analysis} (figures in {out / 'figures'})")

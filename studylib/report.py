@@ -22,15 +22,17 @@ class Study:
     root: Path
     metric: str = "balanced_accuracy"
     n_boot: int = 1000
+    runs: pd.DataFrame | None = None  # collect(root), when the caller already has it
     done: pd.DataFrame = field(init=False)
     best: pd.DataFrame = field(init=False)
     notes: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self):
         self.root = Path(self.root)
+        self.runs = collect(self.root) if self.runs is None else self.runs
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", analysis.AnalysisWarning)
-            self.done = analysis.load_results(self.root)
+            self.done = analysis.load_results(self.root, self.runs)
         self.notes = [str(w.message) for w in caught if issubclass(w.category, analysis.AnalysisWarning)]
         self.best = analysis.select_best(self.done, self.metric)
 
@@ -76,9 +78,10 @@ class Study:
         return made
 
 
-def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = 1000) -> tuple[Path, Path]:
-    """ROOT/report.md (figures linked) and ROOT/report.html (self-contained)."""
-    study = Study(Path(root), metric, n_boot)
+def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = 1000,
+                 runs: pd.DataFrame | None = None) -> tuple[Path, Path]:
+    """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known."""
+    study = Study(Path(root), metric, n_boot, runs)
     sections = _sections(study)
     figures = study.figures()
     markdown = _markdown(study, sections, figures)
@@ -100,7 +103,7 @@ def _sections(study: Study) -> dict[str, pd.DataFrame | str]:
         wtl = analysis.win_tie_loss(gains)
         sections["Win / tie / loss against FT"] = "\n".join(f"- {s}" for s in wtl.sentence)
     sections["Mean rank over dataset x backbone cases (1 = best)"] = analysis.mean_ranks(study.accuracy).round(2).to_frame()
-    failed = failures(collect(study.root))
+    failed = failures(study.runs)
     if len(failed):
         sections["Runs that did not finish"] = failed
     return sections

@@ -64,8 +64,9 @@ def failures(table: pd.DataFrame) -> pd.DataFrame:
     return table.loc[table.status != "finished", ["run", "strategy", "status", "reason"]]
 
 
-def write_results(root: str | Path, out: str | Path | None = None) -> Path:
-    """Write the results table of every run below `root` to `out` (default root/results.csv)."""
+def write_results(root: str | Path, out: str | Path | None = None, table: pd.DataFrame | None = None) -> Path:
+    """Write the results table of every run below `root` (or `table`, collected from it) to `out`
+    (default root/results.csv)."""
     out = Path(out) if out else Path(root) / "results.csv"
-    atomic_write(out, collect(root).to_csv(index=False))
+    atomic_write(out, (collect(root) if table is None else table).to_csv(index=False))
     return out
