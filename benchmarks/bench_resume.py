@@ -8,7 +8,6 @@ best-validation weights; a run writes it at most every `resume_every_s` seconds 
 from __future__ import annotations
 
 import argparse
-import io
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from studylib.backbones import create_backbone
 from studylib.config import RunConfig
 from studylib.data import DataBundle
 from studylib.engine import Device
-from studylib.fileio import atomic_write
+from studylib.fileio import save_torch
 from studylib.runner import make_trainer
 
 
@@ -41,9 +40,7 @@ def measure(backbone: str, data: DataBundle) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "resume.pt"
         start = time.perf_counter()
-        buffer = io.BytesIO()
-        torch.save(trainer.checkpoint(), buffer)
-        atomic_write(path, buffer.getvalue())
+        save_torch(path, trainer.checkpoint())
         write = time.perf_counter() - start
         start = time.perf_counter()
         torch.load(path, map_location="cpu", weights_only=True)

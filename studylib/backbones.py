@@ -17,7 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .fileio import sha256_file as sha256_of
+from .fileio import sha256_file
 from .registry import Registry
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -158,8 +158,9 @@ def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpe
     """Load every non-head weight from a local file (weights_only=True), checking shapes."""
     if not path.is_file():
         raise WeightsError(f"checkpoint file {path} does not exist; pass an existing file or weights=none")
-    if sha256 and sha256_of(path) != sha256.lower():
-        raise WeightsError(f"checkpoint {path} has SHA-256 {sha256_of(path)}, expected {sha256}; "
+    actual = sha256_file(path) if sha256 else ""
+    if actual != sha256.lower():
+        raise WeightsError(f"checkpoint {path} has SHA-256 {actual}, expected {sha256}; "
                            "the file is corrupt or not the one you meant")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -30,6 +30,17 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         raise
 
 
+def save_torch(path: Path, obj: Any) -> None:
+    """torch.save, atomically: a kill mid-write never leaves a torn checkpoint."""
+    import io
+
+    import torch  # here, so importing fileio stays light
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; None reads back as missing

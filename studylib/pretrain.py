@@ -4,9 +4,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .backbones import sha256_of
 from .config import RunConfig
-from .fileio import atomic_write
+from .fileio import atomic_write, sha256_file
 from .runner import run
 
 DEFAULT_CHECKPOINT = Path("outputs/pretrained/tinycnn-synthetic-source.pt")
@@ -28,7 +27,7 @@ def pretrain(out: str | Path = DEFAULT_CHECKPOINT, cfg: RunConfig | None = None,
     cfg = cfg or pretrain_config()
     result = run(cfg, out.with_suffix(".run"), overwrite=True)
     atomic_write(out, (result.path / "best.pt").read_bytes())
-    atomic_write(out.with_suffix(".sha256"), f"{sha256_of(out)}  {out.name}\n")
+    atomic_write(out.with_suffix(".sha256"), f"{sha256_file(out)}  {out.name}\n")
     return out
 
 

@@ -1,7 +1,6 @@
 """One experiment end to end: data, backbone, strategy, fit, a single test evaluation, the run folder."""
 from __future__ import annotations
 
-import io
 import os
 import platform
 import random
@@ -15,13 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .backbones import Backbone, create_backbone, sha256_of
+from .backbones import Backbone, create_backbone
 from .config import RunConfig
 from .data import DataBundle, DeviceBatches
 from .datasets import load_dataset
 from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion
-from .fileio import atomic_write, file_lock, read_json, write_csv, write_json
+from .fileio import file_lock, read_json, save_torch, sha256_file, write_csv, write_json
 from .rundir import RunDir
 from .strategies import create_strategy
 
@@ -103,9 +102,7 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     test_seconds = time.perf_counter() - test_started
     write_predictions(rundir, data, probs, labels)
     if cfg.save_checkpoint:
-        buffer = io.BytesIO()
-        torch.save(backbone.model.state_dict(), buffer)
-        atomic_write(rundir.file("best.pt"), buffer.getvalue())
+        save_torch(rundir.file("best.pt"), backbone.model.state_dict())
     metrics = {
         "val": fit.best_val, "test": {"loss": test_loss, **classification_metrics(labels, probs)},
         "test_confusion": confusion(labels, probs).tolist(), "classes": data.classes,
@@ -159,9 +156,7 @@ class ResumeSaver:
         every = self.cfg.resume_every_s
         if every < 0 or time.monotonic() - self.last < every:
             return
-        buffer = io.BytesIO()
-        torch.save({**self.trainer.checkpoint(), **self.identity}, buffer)
-        atomic_write(self.rundir.file(RESUME), buffer.getvalue())
+        save_torch(self.rundir.file(RESUME), {**self.trainer.checkpoint(), **self.identity})
         self.last = time.monotonic()
 
 
@@ -220,7 +215,7 @@ def environment(cfg: RunConfig, backbone: Backbone, dev: Device, fingerprint: st
     weights = {"weights": cfg.weights}
     path = Path(cfg.weights)
     if path.is_file():
-        weights["sha256"] = sha256_of(path)
+        weights["sha256"] = sha256_file(path)
     return {
         "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
         "torchvision": torchvision.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from studylib.backbones import (BACKBONES, WeightsError, create_backbone, get_backbone_spec, list_backbones,
-                                sha256_of)
+from studylib.backbones import BACKBONES, WeightsError, create_backbone, get_backbone_spec, list_backbones
+from studylib.fileio import sha256_file
 
 EXPECTED_BLOCKS = {
     "resnet50": ["stem", "layer1", "layer2", "layer3", "layer4", "head"],
@@ -72,7 +72,7 @@ def test_local_checkpoint_loads_all_but_the_head_and_checks_sha256(tmp_path):
     source = create_backbone("tinycnn", 16)
     path = tmp_path / "source.pt"
     torch.save({"state_dict": source.model.state_dict()}, path)
-    target = create_backbone("tinycnn", 4, str(path), sha256=sha256_of(path))
+    target = create_backbone("tinycnn", 4, str(path), sha256=sha256_file(path))
     for name, value in source.model.state_dict().items():
         if not name.startswith("fc."):
             assert torch.equal(value, target.model.state_dict()[name])
