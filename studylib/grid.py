@@ -226,19 +226,16 @@ def plan_table(todo: list, pending: list) -> pd.DataFrame:
 
     table = pd.DataFrame([{"run": p.name, "strategy": c.strategy, "lr": c.lr, "seed": c.seed, "action": action(p)}
                           for c, p in todo])
-    table.attrs["summary"] = remaining_time(todo, pending)
+    table.attrs["summary"] = remaining_time([(c, p) for c, p in todo if str(p) not in waiting], pending)
     return table
 
 
-def remaining_time(todo: list, pending: list) -> str:
+def remaining_time(finished: list, pending: list) -> str:
     """Runs left and their wall time, estimated from finished runs of the same dataset and backbone."""
     seconds: dict[tuple[str, str], list[float]] = {}
-    for cfg, path in todo:
-        if (path / "metrics.json").is_file():
-            wall = read_json(path / "metrics.json").get("wall_seconds")
-            seconds.setdefault((cfg.dataset, cfg.backbone), []).append(wall)
-    done = len(todo) - len(pending)
-    text = f"{done} of {len(todo)} runs finished, {len(pending)} to run"
+    for cfg, path in finished:
+        seconds.setdefault((cfg.dataset, cfg.backbone), []).append(read_json(path / "metrics.json")["wall_seconds"])
+    text = f"{len(finished)} of {len(finished) + len(pending)} runs finished, {len(pending)} to run"
     estimates = [np.median(seconds[(c.dataset, c.backbone)]) for c, _ in pending if (c.dataset, c.backbone) in seconds]
     if pending and estimates:
         unknown = len(pending) - len(estimates)
