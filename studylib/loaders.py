@@ -129,10 +129,12 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
             raise DataError(f"{csv_path} has no {role} column {column!r}; its columns are {list(frame.columns)}. "
                             f"Set {role}_column to the right one.")
     base = csv_path.parent
-    paths, missing = _resolve_paths(frame[columns["path"]].tolist(), base, csv_path, cfg.skip_bad_images)
+    values = frame[columns["path"]].tolist()
+    paths, found = _resolve_paths(values, base, csv_path, cfg.skip_bad_images)
+    missing = [v for v, ok in zip(values, found) if not ok]
     if missing:
-        frame = frame[~frame[columns["path"]].isin(set(missing))]
-        paths = [p for p in paths if p.is_file()]
+        frame = frame[found]
+        paths = [p for p, ok in zip(paths, found) if ok]
     class_list = tuple(classes) or tuple(sorted(frame[columns["label"]].unique()))
     labels = _label_indices(frame[columns["label"]].tolist(), class_list, csv_path)
     split = _split_values(frame[columns["split"]], csv_path) if columns["split"] else None
@@ -142,11 +144,11 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
     return table
 
 
-def _resolve_paths(values: list[str], base: Path, csv_path: Path, skip_missing: bool) -> tuple[list[Path], list[str]]:
-    """Relative paths under `base` and the values whose file is missing; no suffix: looked up by file stem."""
+def _resolve_paths(values: list[str], base: Path, csv_path: Path, skip_missing: bool) -> tuple[list[Path], list[bool]]:
+    """Relative paths under `base` and whether each file exists; no suffix: looked up by file stem."""
     base = base.resolve()
     by_stem: dict[str, Path] | None = None
-    out, missing = [], []
+    out, found, missing = [], [], []
     for value in values:
         path = (base / value).resolve()
         if not path.is_relative_to(base):
@@ -155,14 +157,15 @@ def _resolve_paths(values: list[str], base: Path, csv_path: Path, skip_missing: 
             if by_stem is None:
                 by_stem = {p.stem: p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
             path = by_stem.get(Path(value).name, path)
-        if not path.is_file():
+        found.append(path.is_file())
+        if not found[-1]:
             missing.append(value)
         out.append(path)
     if missing and not skip_missing:
         raise DataError(f"{csv_path}: {len(missing)} image files not found under {base} "
                         f"(e.g. {', '.join(missing[:3])}); fix the paths or the data_root, or set "
                         "skip_bad_images=true to skip those rows (the data report lists them)")
-    return out, missing
+    return out, found
 
 
 def _label_indices(values: list[str], classes: tuple[str, ...], source: Path) -> np.ndarray:
