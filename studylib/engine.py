@@ -118,7 +118,7 @@ class Trainer:
         backbone wholly in eval mode, dropout included (VGG-19's classifier block): it is a fixed
         feature extractor, which is also what makes cached features give the same training.
         """
-        if trainable and trainable <= set(self.backbone.head_params):
+        if self.only_head(trainable):
             self.model.eval()
             self.head.train()
             return
@@ -128,6 +128,10 @@ class Trainer:
             if not block_trains or self.strategy.bn_policy in ("freeze_stats", "freeze"):
                 for module in self.backbone.norm_modules(block):
                     module.eval()
+
+    def only_head(self, trainable) -> bool:
+        """True when some parameters train and all of them belong to the new head."""
+        return bool(trainable) and set(trainable) <= set(self.backbone.head_params)
 
     def build_optimizer(self, plan: EpochPlan) -> torch.optim.Optimizer:
         """One group per learning rate, built only from parameters that require grad."""
@@ -173,14 +177,14 @@ class Trainer:
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         return F.cross_entropy(logits.float(), labels, weight=weight)
 
-    def head_only(self, plan: EpochPlan) -> bool:
+    def uses_cached_features(self, plan: EpochPlan) -> bool:
         """True when the epoch can train the head on cached features (same result, far less work)."""
         return (self.cfg.feature_cache and not self.cfg.augment and type(self.strategy).add_penalty_grad is Strategy.add_penalty_grad
-                and set(plan.trainable) <= set(self.backbone.head_params))
+                and self.only_head(plan.trainable))
 
     def inputs(self, plan: EpochPlan):
         """(module to call, training batches, validation batches) for this epoch."""
-        if not self.head_only(plan):
+        if not self.uses_cached_features(plan):
             self.frozen = None  # the backbone may move from now on: cached features would go stale
             return self.model, self.train_data, self.val_data
         if self.frozen is None:
