@@ -43,12 +43,13 @@ def sync(device: torch.device) -> None:
 
 
 def trainer_for(args, backbone: str, strategy: str, data: DataBundle, **changes):
-    cfg = RunConfig.from_dict(dict(backbone=backbone, strategy=strategy, image_size=args.size, batch_size=args.batch,
-                                   max_steps_per_epoch=args.steps, device=args.device, quiet=True, **changes))
+    base = dict(backbone=backbone, strategy=strategy, image_size=args.size, batch_size=args.batch,
+                max_steps_per_epoch=args.steps, device=args.device, quiet=True)
+    cfg = RunConfig.from_dict({**base, **changes})
     torch.manual_seed(0)
     bb = create_backbone(backbone, data.num_classes)
     dev = Device.resolve(cfg, bb)
-    bb.model.to(dev.device, memory_format=torch.channels_last if dev.channels_last else torch.preserve_format)
+    dev.place(bb.model)
     return make_trainer(cfg, bb, data, dev), dev
 
 
@@ -99,14 +100,8 @@ def lp_speedup(args, backbone, data, epochs: int) -> tuple[float, float]:
     """Seconds for `epochs` epochs of LP (train + validation) with and without cached features."""
     times = []
     for cached in (False, True):
-        cfg = RunConfig.from_dict(dict(backbone=backbone, strategy="lp", image_size=args.size, batch_size=args.batch,
-                                       max_epochs=epochs, patience=epochs, device=args.device, quiet=True,
-                                       feature_cache=cached))
-        torch.manual_seed(0)
-        bb = create_backbone(backbone, data.num_classes)
-        dev = Device.resolve(cfg, bb)
-        bb.model.to(dev.device, memory_format=torch.channels_last if dev.channels_last else torch.preserve_format)
-        trainer = make_trainer(cfg, bb, data, dev)
+        trainer, dev = trainer_for(args, backbone, "lp", data, max_steps_per_epoch=0, max_epochs=epochs,
+                                   patience=epochs, feature_cache=cached)
         sync(dev.device)
         start = time.perf_counter()
         trainer.fit()

@@ -53,6 +53,10 @@ class Device:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
         return cls(device, amp, cl)
 
+    def place(self, model: nn.Module) -> nn.Module:
+        """Move a model to the device, in channels_last memory format when that is on."""
+        return model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()

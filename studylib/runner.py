@@ -87,7 +87,7 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     seed_everything(cfg.seed)
     backbone = create_backbone(cfg.backbone, data.num_classes, cfg.weights, cfg.weights_sha256, progress=not cfg.quiet)
     dev = Device.resolve(cfg, backbone)
-    backbone.model.to(dev.device, memory_format=torch.channels_last if dev.channels_last else torch.preserve_format)
+    dev.place(backbone.model)
     identity = {"run_hash": cfg.run_hash(), "data": data.fingerprint()}  # hashing every image: once per run
     write_json(rundir.file("env.json"), environment(cfg, backbone, dev, identity["data"]))
     trainer = make_trainer(cfg, backbone, data, dev)
