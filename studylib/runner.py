@@ -24,6 +24,8 @@ from .fileio import file_lock, read_json, save_torch, sha256_file, write_csv, wr
 from .rundir import RunDir
 from .strategies import create_strategy
 
+RESUME = "resume.pt"  # the state after the last saved epoch of an unfinished run
+
 
 @dataclass
 class RunResult:
@@ -75,9 +77,6 @@ def _run(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> RunResult:
         return _train_and_test(cfg, rundir, data)
     finally:
         torch.set_num_threads(threads)  # a notebook or test session keeps its own setting
-
-
-RESUME = "resume.pt"  # the state after the last saved epoch of an unfinished run
 
 
 def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> RunResult:
