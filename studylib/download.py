@@ -1,15 +1,25 @@
-"""Resumable, checksum-verified, atomic downloads of public dataset archives."""
+"""Resumable, checksum-verified, atomic downloads of public dataset archives.
+
+Extraction never deletes or overwrites anything it did not create: an archive goes into an empty or
+new folder, or (with `merge`) adds only the files that are missing from an existing one.
+"""
 from __future__ import annotations
 
+import filecmp
+import glob
 import os
 import shutil
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from .fileio import sha256_file
+
+if TYPE_CHECKING:  # datasets imports the data stack; only the annotation needs it
+    from .datasets import DatasetInfo
 
 
 class DownloadError(RuntimeError):
@@ -50,30 +60,98 @@ def download(url: str, dest: str | Path, sha256: str = "", progress: bool = True
     return dest
 
 
-def extract(archive: Path, into: Path) -> Path:
-    """Unzip into a temporary sibling folder, then rename: a half-extracted tree never looks complete."""
+def extract(archive: Path, into: Path, merge: bool = False) -> Path:
+    """Unzip into a temporary sibling folder, then move into place: a half-extracted tree never looks
+    complete. `into` must be new or empty unless `merge`, which adds the archive's missing files and
+    refuses, before moving anything, when an existing file differs from the archive's."""
+    into = Path(into).resolve()  # "." or "x/.." have no usable name for the sibling folder
+    _remove_stale_extractions(into)
+    if not merge:
+        _refuse_if_occupied(into)
     tmp = into.with_name(f".{into.name}.extracting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(archive) as zf:
-        zf.extractall(tmp)
-    entries = list(tmp.iterdir())
-    if len(entries) == 1 and entries[0].is_dir():  # archive.zip/archive/... -> into/...
-        lifted = tmp.with_name(tmp.name + "-lifted")
-        os.replace(entries[0], lifted)
-        tmp.rmdir()
-        tmp = lifted
-    if into.exists():
-        shutil.rmtree(into)
-    os.replace(tmp, into)
+    try:
+        source = _unzip(archive, tmp)
+        if _is_occupied(into):
+            _merge(source, into)
+        else:
+            if into.exists():
+                into.rmdir()  # empty: os.replace onto a folder is not portable
+            os.replace(source, into)
+    finally:  # a failed or refused extraction leaves no temporary folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
     return into
 
 
-def fetch_dataset(info, root: Path, progress: bool = True) -> Path:
-    """Download and extract every archive of a registered dataset into `root`."""
+def _remove_stale_extractions(into: Path) -> None:
+    """Temporary folders of an extraction that was killed (ours to delete; they are never complete)."""
+    for stale in glob.glob(glob.escape(str(into.with_name(f".{into.name}.extracting"))) + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _is_occupied(into: Path) -> bool:
+    return into.exists() and (not into.is_dir() or any(into.iterdir()))
+
+
+def _refuse_if_occupied(into: Path) -> None:
+    if _is_occupied(into):
+        raise DownloadError(f"{into} already exists and is not an empty folder; nothing was changed. Choose an "
+                            "empty or new --root, or pass --merge to add the archive's files without overwriting any")
+
+
+def _unzip(archive: Path, tmp: Path) -> Path:
+    """Extract to `tmp`; return the tree to move (archive.zip/archive/... is lifted to give into/...)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+    except zipfile.BadZipFile as err:  # e.g. an HTML error page saved without a checksum to catch it
+        raise DownloadError(f"{archive} is not a valid zip archive ({err}); delete it and download again") from None
+    tmp.mkdir(exist_ok=True)  # an empty archive creates nothing
+    entries = list(tmp.iterdir())
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+
+
+def _merge(source: Path, into: Path) -> None:
+    """Move what `into` lacks; check every path first so that a conflict changes nothing."""
+    if not into.is_dir():
+        raise DownloadError(f"{into} exists and is not a folder; nothing was changed. Choose another --root")
+    conflicts = [str(into / path.relative_to(source)) for path in sorted(source.rglob("*"))
+                 if _conflicts(path, into / path.relative_to(source))]
+    if conflicts:
+        shown = ", ".join(conflicts[:3]) + (f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else "")
+        raise DownloadError(f"cannot merge into {into}: {len(conflicts)} existing path(s) differ from the archive's "
+                            f"({shown}); nothing was changed. Move them away or choose an empty --root")
+    _move_missing(source, into)
+
+
+def _conflicts(new: Path, old: Path) -> bool:
+    """An existing path is kept only where it matches: a folder for a folder, identical bytes for a file."""
+    if not old.exists():
+        return False
+    if new.is_dir():
+        return not old.is_dir()
+    return not (old.is_file() and filecmp.cmp(new, old, shallow=False))
+
+
+def _move_missing(source: Path, into: Path) -> None:
+    for entry in source.iterdir():
+        target = into / entry.name
+        if not target.exists():
+            os.replace(entry, target)  # a whole missing subtree moves in one rename
+        elif entry.is_dir():
+            _move_missing(entry, target)
+        # else: an identical file (checked in _merge) stays as it is
+
+
+def fetch_dataset(info: DatasetInfo, root: Path, progress: bool = True, merge: bool = False) -> Path:
+    """Download and extract every archive of a registered dataset into `root` (see `extract` for `merge`)."""
     if not info.downloads:
         raise DownloadError(f"{info.name} has no direct download. How to obtain it: {info.obtain}")
-    for url, sha256, subfolder in info.downloads:
+    targets = [root / subfolder if subfolder else root for _, _, subfolder in info.downloads]
+    if not merge:  # refuse before downloading gigabytes that could not be extracted
+        for into in targets:
+            _refuse_if_occupied(into)
+    for (url, sha256, _), into in zip(info.downloads, targets):
         archive = download(url, root.parent / ".downloads" / Path(url).name, sha256, progress)
         print(f"{archive.name}: sha256 {sha256_file(archive)}")
-        extract(archive, root / subfolder if subfolder else root)
+        extract(archive, into, merge)
     return root

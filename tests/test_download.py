@@ -1,11 +1,14 @@
-"""Downloads against a local HTTP server (loopback only): resume, checksum, atomic rename."""
+"""Downloads against a local HTTP server (loopback only): resume, checksum, atomic rename; extraction
+that never deletes or overwrites the user's files (refuse, or --merge only what is missing)."""
 import hashlib
 import http.server
 import threading
 import zipfile
+from types import SimpleNamespace
 
 import pytest
 
+from studylib.cli import main
 from studylib.download import DownloadError, download, extract
 
 PAYLOAD = bytes(range(256)) * 4000  # about 1 MB
@@ -66,3 +69,116 @@ def test_extract_lifts_a_single_top_folder(tmp_path):
         zf.writestr("NCT/ADI/x.txt", "1")
     extract(archive, tmp_path / "train")
     assert (tmp_path / "train" / "ADI" / "x.txt").read_text() == "1"
+
+
+# --- extraction never deletes what the user had (the target folder used to be rmtree'd) -------------
+
+def make_zip(path, files):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return path
+
+
+def tree(folder):
+    """Every file below `folder` (relative path -> text), temporary folders included."""
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def toy_dataset(monkeypatch, tmp_path):
+    """`download toy` fetches a local zip: no server, and no dependence on the real registry's URLs."""
+    archive = make_zip(tmp_path / "toy.zip", {"toy/ADI/a.txt": "new", "toy/MUC/m.txt": "m"})
+    info = SimpleNamespace(name="toy", obtain="", downloads=(("http://example.invalid/toy.zip", "", ""),))
+    monkeypatch.setattr("studylib.datasets.get_dataset_info", lambda name: info)
+    monkeypatch.setattr("studylib.download.download", lambda url, dest, *args, **kwargs: archive)
+    return archive
+
+
+def test_non_empty_target_is_refused_and_kept(tmp_path):
+    into = tmp_path / "train"
+    (into / "ADI").mkdir(parents=True)
+    (into / "ADI" / "mine.txt").write_text("user data")
+    archive = make_zip(tmp_path / "a.zip", {"NCT/ADI/x.txt": "1"})
+    with pytest.raises(DownloadError) as err:
+        extract(archive, into)
+    message = str(err.value)
+    assert str(into) in message and "nothing was changed" in message and "--merge" in message
+    assert "\n" not in message
+    assert tree(tmp_path / "train") == {"ADI/mine.txt": "user data"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "train"]  # no temporary folder
+
+
+def test_cli_refuses_a_non_empty_root(toy_dataset, tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "notes.txt").write_text("keep me")
+    assert main(["download", "toy", "--root", str(root)]) == 2
+    assert "not an empty folder; nothing was changed" in capsys.readouterr().err
+    assert tree(root) == {"notes.txt": "keep me"}
+
+
+def test_cli_merge_keeps_user_files_and_adds_the_archives(toy_dataset, tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "ADI").mkdir(parents=True)
+    (root / "ADI" / "mine.txt").write_text("user data")
+    (root / "notes.txt").write_text("keep me")
+    assert main(["download", "toy", "--root", str(root), "--merge"]) == 0
+    assert f"toy is in {root}" in capsys.readouterr().out
+    assert tree(root) == {"ADI/a.txt": "new", "ADI/mine.txt": "user data", "MUC/m.txt": "m", "notes.txt": "keep me"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "toy.zip"]
+    # merging the same archive again is a no-op: identical files are not conflicts
+    assert main(["download", "toy", "--root", str(root), "--merge"]) == 0
+    assert len(tree(root)) == 4
+
+
+def test_merge_conflict_refuses_before_moving_anything(toy_dataset, tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "ADI").mkdir(parents=True)
+    (root / "ADI" / "a.txt").write_text("user's own a.txt")  # the archive has a different ADI/a.txt
+    assert main(["download", "toy", "--root", str(root), "--merge"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot merge" in err and str(root / "ADI" / "a.txt") in err and "nothing was changed" in err
+    assert tree(root) == {"ADI/a.txt": "user's own a.txt"}  # MUC/m.txt was not moved in either
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "toy.zip"]
+
+
+def test_merge_conflicts_name_at_most_three_paths(tmp_path):
+    into = tmp_path / "x"
+    into.mkdir()
+    names = [f"f{i}.txt" for i in range(5)]
+    for name in names:
+        (into / name).write_text("old")
+    with pytest.raises(DownloadError, match=r"5 existing path\(s\).*and 2 more") as err:
+        extract(make_zip(tmp_path / "a.zip", {name: "new" for name in names}), into, merge=True)
+    assert str(into / "f3.txt") not in str(err.value)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_stale_extraction_folders_are_cleaned(tmp_path):
+    for stale in (".train.extracting", ".train.extracting-lifted"):  # left by a killed extraction
+        (tmp_path / stale / "half").mkdir(parents=True)
+    extract(make_zip(tmp_path / "a.zip", {"x.txt": "1"}), tmp_path / "train")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip", "train"]
+    assert tree(tmp_path / "train") == {"x.txt": "1"}
+
+
+def test_empty_existing_target_is_filled(tmp_path):
+    (tmp_path / "train").mkdir()
+    extract(make_zip(tmp_path / "a.zip", {"NCT/ADI/x.txt": "1", "NCT/MUC/y.txt": "2"}), tmp_path / "train")
+    assert tree(tmp_path / "train") == {"ADI/x.txt": "1", "MUC/y.txt": "2"}
+
+
+def test_corrupt_archive_is_a_clear_error_and_leaves_nothing(tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(b"<html>503 Service Unavailable</html>")
+    with pytest.raises(DownloadError, match=r"a\.zip is not a valid zip archive \(.*\); delete it and download again"):
+        extract(archive, tmp_path / "train")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip"]
+
+
+def test_cli_corrupt_archive_exits_2(toy_dataset, tmp_path, capsys):
+    toy_dataset.write_bytes(b"not a zip")
+    assert main(["download", "toy", "--root", str(tmp_path / "data")]) == 2
+    assert "is not a valid zip archive" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.zip"]
