@@ -64,7 +64,9 @@ def experiment() -> None:
         new_code_cell("plots.block_lr_heatmap(result.path, 'lr');\nplots.block_lr_heatmap(result.path, 'rel_dist_init');"),
         new_markdown_cell("## Test confusion matrix"),
         new_code_cell("plots.confusion_matrix(result.path);"),
-        new_code_cell("import pandas as pd\n\npd.DataFrame(result.metrics)[['val', 'test']].dropna().round(4)"),
+        new_markdown_cell("## Validation (selected epoch) and test metrics"),
+        new_code_cell("import pandas as pd\n\n"
+                      "pd.DataFrame({split: result.metrics[split] for split in ('val', 'test')}).dropna().round(4)"),
     ])
 
 
