@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,17 @@ import pandas as pd
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    The file gets the mode a plain open() would give (0666 less the umask): mkstemp's 0600
+    would otherwise survive the rename and hide shared results from colleagues.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as handle:
             handle.write(data)
             handle.flush()
@@ -28,6 +35,13 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it; set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_torch(path: Path, obj: Any) -> None:
@@ -57,8 +71,16 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, json.dumps(_jsonable(data), indent=2) + "\n")
 
 
+class CorruptFileError(ValueError):
+    """A file studylib wrote earlier that no longer parses (torn by hand, emptied, or edited)."""
+
+
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """Parse a JSON file; a broken one raises CorruptFileError naming the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptFileError(f"{path} is not valid JSON ({err})") from None
 
 
 def write_csv(path: Path, rows: list[dict] | pd.DataFrame) -> None:
@@ -74,18 +96,79 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class LockTimeout(TimeoutError):
+    """Another process held a lock for longer than the caller would wait."""
+
+
 @contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive lock between processes (released by the OS if the holder dies, even by kill -9)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no cross-process lock
-        yield
-        return
+def file_lock(path: Path, timeout: float = -1):
+    """An exclusive lock between processes, on every OS (filelock); the OS releases it if the
+    holder dies, even by kill -9. `timeout` seconds (-1: wait as long as it takes)."""
+    from filelock import FileLock, Timeout
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
+    try:
+        with FileLock(path, timeout=timeout):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except Timeout:
+        raise LockTimeout(f"another studylib process holds {path} (a run or a cache preparation in progress); "
+                          f"gave up after {timeout:g} s. Wait for it to end, or stop it") from None
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a live process holds the lock at `path` right now (a probe: takes it and lets go)."""
+    if not Path(path).is_file():
+        return False
+    try:
+        with file_lock(path, timeout=0):
+            return False
+    except LockTimeout:
+        return True
+
+
+class OutputPathError(ValueError):
+    """An output folder that cannot be one: a file, below a file, or not writable."""
+
+
+def ensure_folder(path: Path, what: str = "the output folder") -> Path:
+    """Create `path` as a folder, or say in one line why it cannot be one (and what to do)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{what} {path} is a file, not a folder; choose another path")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputPathError(f"{what} {path} lies below {existing}, which is a file; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {path}: no permission to write in {existing}; choose a folder you can "
+                              "write to, or fix its permissions")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class DiskSpaceError(OSError):
+    """Not enough free space for a write studylib is about to make; the message says how much."""
+
+    def __init__(self, message: str, filename: str | Path):
+        super().__init__(errno.ENOSPC, message, str(filename))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def reserve_space(path: Path, nbytes: int, what: str, fix: str) -> None:
+    """Allocate `nbytes` for the open file `path` now, so a full disk fails here with a message
+    instead of later (a memory-mapped write to a full disk kills the process with SIGBUS)."""
+    free = shutil.disk_usage(Path(path).parent).free
+    if free < nbytes:
+        raise DiskSpaceError(f"{what} needs {nbytes / 2**20:,.0f} MB in {Path(path).parent}, which has "
+                             f"{free / 2**20:,.0f} MB free; {fix}", path)
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, nbytes)
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise DiskSpaceError(f"{what} needs {nbytes / 2**20:,.0f} MB in {Path(path).parent}; the disk is "
+                                     f"full; {fix}", path) from None
+            # EOPNOTSUPP / EINVAL: a filesystem that cannot preallocate; the free-space check above stands

@@ -26,7 +26,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
-from .fileio import atomic_write, read_json
+from .fileio import atomic_write, ensure_folder
 from .rundir import RunDir
 
 META_KEYS = {"per_strategy", "name", "description"}
@@ -49,24 +49,23 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
     """Parse and validate a grid file (plus fixed `overrides`); every problem is reported before any run starts."""
     path = Path(path)
     data, node = parse_yaml(path)
-    lines = _key_lines(node, path)
+    if not data:
+        raise ConfigError(f"{path} sets nothing (empty or only comments); a grid names what to run, e.g. "
+                          "strategy: [ft, lp_ft] (see params/smoke.yaml)")
+    lines = _key_lines(node)
     data.update(overrides or {})
     _check_values(data, path, lines)
     per_strategy = data.get("per_strategy") or {}
+    _check_per_strategy(per_strategy, path, lines)
     base = {k: v for k, v in data.items() if k not in META_KEYS}
     runs, swept = _expand(base, per_strategy, path)
     return Grid(path, str(data.get("name", path.stem)), runs, swept)
 
 
-def _key_lines(node, path: Path) -> dict[str, int]:
-    """Top-level key -> line number; a key given twice is an error (YAML would keep the last silently)."""
-    lines: dict[str, int] = {}
-    for key, _ in getattr(node, "value", []) if isinstance(node, yaml.MappingNode) else []:
-        line = key.start_mark.line + 1
-        if key.value in lines:
-            raise ConfigError(f"{path} line {line}: {key.value!r} is already set on line {lines[key.value]}")
-        lines[key.value] = line
-    return lines
+def _key_lines(node) -> dict[str, int]:
+    """Top-level key -> line number, for messages (parse_yaml already refused keys given twice)."""
+    pairs = node.value if isinstance(node, yaml.MappingNode) else []
+    return {key.value: key.start_mark.line + 1 for key, _ in pairs}
 
 
 def _check_values(data: dict, path: Path, lines: dict[str, int]) -> None:
@@ -77,11 +76,25 @@ def _check_values(data: dict, path: Path, lines: dict[str, int]) -> None:
         if key not in FIELDS:
             raise ConfigError(f"{where}: unknown key {key!r}; grid keys are config fields "
                               f"(python -m studylib config) or {', '.join(sorted(META_KEYS))}")
+        if value == []:
+            raise ConfigError(f"{where}: {key} is an empty list, which sweeps nothing; give at least one value")
         for item in value if isinstance(value, list) else [value]:
             coerce(key, item, where)
-    for strategy, overrides in (data.get("per_strategy") or {}).items():
+
+
+def _check_per_strategy(per_strategy: Any, path: Path, lines: dict[str, int]) -> None:
+    """per_strategy maps registered strategy names to field overrides; a misspelt name is an error, not a no-op."""
+    from .strategies import STRATEGIES
+
+    where = f"{path} line {lines.get('per_strategy', '?')}"
+    if not isinstance(per_strategy, dict):
+        raise ConfigError(f"{where}: per_strategy must map strategy names to fields, e.g. per_strategy: "
+                          "{auto_rgn: {lr: [1e-2, 1e-3]}}")
+    for strategy, overrides in per_strategy.items():
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"{where}: per_strategy: {STRATEGIES.unknown_message(strategy)}")
         if not isinstance(overrides, dict):
-            raise ConfigError(f"{path} line {lines.get('per_strategy', '?')}: per_strategy.{strategy} must be a mapping")
+            raise ConfigError(f"{where}: per_strategy.{strategy} must be a mapping of config fields")
         _check_values(overrides, path, {k: lines.get("per_strategy", "?") for k in overrides})
 
 
@@ -113,8 +126,8 @@ def run_name(cfg: RunConfig) -> str:
 
 
 def is_done(run_dir: Path, cfg: RunConfig) -> bool:
-    metrics = run_dir / "metrics.json"
-    return metrics.is_file() and read_json(metrics).get("run_hash") == cfg.run_hash()
+    metrics = RunDir(run_dir).metrics()  # None for an unfinished or corrupt run: it runs (again)
+    return metrics is not None and metrics.get("run_hash") == cfg.run_hash()
 
 
 # --- execution -----------------------------------------------------------------------------
@@ -149,6 +162,10 @@ def _record_failure(rundir: RunDir, err: Exception) -> None:
     status = rundir.status()
     cell = getattr(err, "exec_count", None) or getattr(err, "cell_index", None)
     where = f"notebook cell {cell}: " if cell is not None else ""
+    if status["status"] == "finished":  # the run finished; a later display cell failed
+        rundir.mark("finished", notebook_error=where + f"{getattr(err, 'ename', type(err).__name__)}: "
+                                                       f"{getattr(err, 'evalue', err)}")
+        return
     if status.get("status") == "failed":  # run() already wrote the reason and traceback
         kept = {k: v for k, v in status.items() if k not in ("status", "time", "reason")}
         rundir.mark("failed", reason=where + status.get("reason", ""), **kept)
@@ -175,7 +192,7 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     pending = [(cfg, path) for cfg, path in todo if not is_done(path, cfg)]
     if dry_run:
         return plan_table(todo, pending)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_folder(out, "the grid folder (--out)")
     atomic_write(out / "grid.yaml", Path(grid_path).read_text() + _overrides_note(overrides))
     jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
                  gpu=_gpu_for(i)) for i, (cfg, path) in enumerate(pending)]
@@ -234,7 +251,9 @@ def remaining_time(finished: list, pending: list) -> str:
     """Runs left and their wall time, estimated from finished runs of the same dataset and backbone."""
     seconds: dict[tuple[str, str], list[float]] = {}
     for cfg, path in finished:
-        seconds.setdefault((cfg.dataset, cfg.backbone), []).append(read_json(path / "metrics.json")["wall_seconds"])
+        wall = (RunDir(path).metrics() or {}).get("wall_seconds")
+        if wall is not None:
+            seconds.setdefault((cfg.dataset, cfg.backbone), []).append(wall)
     text = f"{len(finished)} of {len(finished) + len(pending)} runs finished, {len(pending)} to run"
     estimates = [np.median(seconds[(c.dataset, c.backbone)]) for c, _ in pending if (c.dataset, c.backbone) in seconds]
     if pending and estimates:
@@ -248,10 +267,11 @@ def remaining_time(finished: list, pending: list) -> str:
 def status_table(todo: list, swept: list[str]) -> pd.DataFrame:
     rows = []
     for cfg, path in todo:
-        status = RunDir(path).status()
+        rundir = RunDir(path)
+        status = rundir.status()
         row = {"run": path.name, **{k: getattr(cfg, k) for k in swept}, "status": status["status"]}
         if status["status"] == "finished":
-            metrics = read_json(path / "metrics.json")
+            metrics = rundir.metrics()
             row.update(test_balanced_accuracy=metrics["test"]["balanced_accuracy"],
                        seconds=round(metrics["wall_seconds"], 1))
         else:

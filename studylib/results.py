@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .fileio import atomic_write, read_json
+from .fileio import CorruptFileError, atomic_write, read_json
 from .rundir import RunDir
 
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "macro_ap", "loss")
@@ -17,20 +17,33 @@ def find_runs(root: str | Path) -> list[Path]:
 
 
 def run_row(path: Path) -> dict:
-    """Config columns, validation and test metrics, cost and status of one run folder."""
-    row = {"run": path.name, "path": str(path), **read_json(path / "config.json")}
-    status = RunDir(path).status()
+    """Config columns, validation and test metrics, cost and status of one run folder; a folder whose
+    files do not parse is a row with status 'corrupt' and the reason, never an exception."""
+    rundir = RunDir(path)
+    row = {"run": path.name, "path": str(path)}
+    try:
+        row.update(read_json(path / "config.json"))
+        status = rundir.status()
+    except CorruptFileError as err:
+        status = {"status": "corrupt", "reason": f"{err}; delete the folder or rerun it with --overwrite"}
     row["status"] = status["status"]
     row["reason"] = status.get("reason", "")
-    if status["status"] == "finished":
-        metrics = read_json(path / "metrics.json")
+    metrics = rundir.metrics() if status["status"] == "finished" else None
+    if metrics is not None:
         for split in ("val", "test"):
-            row.update({f"{split}_{m}": metrics[split].get(m) for m in METRICS})
+            row.update({f"{split}_{m}": metrics.get(split, {}).get(m) for m in METRICS})
         row.update({k: metrics.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "wall_seconds",
                                                "peak_memory_mb", "trainable_params", "total_params", "run_hash")})
-        env = read_json(path / "env.json") if (path / "env.json").is_file() else {}
+        env = _read_optional(path / "env.json")
         row.update({"device_name": env.get("device_name"), **speeds(path / "history.csv")})
     return row
+
+
+def _read_optional(path: Path) -> dict:
+    try:
+        return read_json(path)
+    except (FileNotFoundError, CorruptFileError):
+        return {}
 
 
 def speeds(history_csv: Path) -> dict:
@@ -61,7 +74,7 @@ def collect(root: str | Path) -> pd.DataFrame:
 def failures(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
-    return table.loc[table.status != "finished", ["run", "strategy", "status", "reason"]]
+    return table.loc[table.status != "finished"].reindex(columns=["run", "strategy", "status", "reason"])
 
 
 def write_results(root: str | Path, out: str | Path | None = None, table: pd.DataFrame | None = None) -> Path:

@@ -1,23 +1,30 @@
 """A run folder on disk: atomic writes, a status file, and the finished/failed markers.
 
 `metrics.json` is written last and only by a finished run: a folder without it is
-visibly unfinished. `status.json` says running / failed (with the reason) / finished.
+visibly unfinished. `status.json` says running / failed (with the reason) / finished, and
+names the process (pid, host) that owns a running run. The owner holds the folder's lock
+for as long as it lives, so a "running" whose lock is free is a run that was killed:
+`status()` reports it as interrupted, with the epochs it saved.
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write, read_json, write_csv, write_json  # noqa: F401  (re-exported)
+from .fileio import CorruptFileError, is_locked, read_json, write_json
 
 RUN_FILES = ("config.json", "status.json", "env.json", "history.csv", "layers.csv", "predictions.csv",
              "metrics.json", "best.pt", "splits.csv", "data_report.json", "tensors.csv")
+RESUME = "resume.pt"  # the state after the last saved epoch of an unfinished run
+LOCK = ".lock"  # held by the process that runs this folder, for as long as it runs
 
 
 class RunExistsError(FileExistsError):
-    """The output folder already holds a finished run."""
+    """The output folder already holds a finished run, or the saved epochs of an interrupted one."""
 
 
 class RunDir:
@@ -29,35 +36,79 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def metrics(self) -> dict | None:
+        """The finished run's metrics, or None when the run is unfinished or its metrics.json is unreadable."""
+        try:
+            metrics = read_json(self.file("metrics.json"))
+        except (FileNotFoundError, CorruptFileError):
+            return None
+        return metrics if isinstance(metrics, dict) and isinstance(metrics.get("test"), dict) else None
+
     @property
     def finished(self) -> bool:
-        return self.file("metrics.json").is_file()
+        return self.metrics() is not None
 
     def status(self) -> dict:
+        """{'status': finished | running | interrupted | failed | incomplete | corrupt | missing, ...}."""
         if self.finished:
             return {"status": "finished"}
-        if self.file("status.json").is_file():
+        if self.file("metrics.json").is_file():
+            return {"status": "corrupt", "reason": f"{self.file('metrics.json')} is not a finished run's metrics; "
+                                                   "a grid runs it again, or run with --overwrite"}
+        try:
             status = read_json(self.file("status.json"))
-            if status.get("status") == "finished":  # metrics.json was removed afterwards
-                return {"status": "incomplete", "reason": "metrics.json is missing"}
-            return status
-        return {"status": "missing"}
+        except FileNotFoundError:
+            return {"status": "missing"}
+        except CorruptFileError as err:
+            return {"status": "corrupt", "reason": f"{err}; a grid runs it again, or run with --overwrite"}
+        if status.get("status") == "finished":  # metrics.json was removed afterwards
+            return {"status": "incomplete", "reason": "metrics.json is missing"}
+        if status.get("status") == "running" and not is_locked(self.file(LOCK)):
+            return self._interrupted(status)
+        return status
 
-    def prepare(self, overwrite: bool = False) -> None:
-        """Refuse a finished run unless `overwrite`; clear the files of an unfinished one."""
+    def _interrupted(self, status: dict) -> dict:
+        saved = status.get("saved_epochs")
+        if self.file(RESUME).is_file():
+            kept = f"{saved} epochs saved" if saved else "saved epochs kept"
+            fix = "use --resume to go on from them (a grid resumes by itself)"
+        else:
+            kept, fix = "no epochs saved", "run it again (a grid does so by itself)"
+        owner = f"pid {status.get('pid', '?')} on {status.get('host', '?')}"
+        return {**status, "status": "interrupted",
+                "reason": f"interrupted: its process ({owner}) stopped without finishing; {kept}; {fix}"}
+
+    def prepare(self, overwrite: bool = False, resume: bool = False) -> None:
+        """Refuse a finished run unless `overwrite`, and saved epochs unless `resume` or `overwrite`;
+        clear the files of an unfinished one."""
         if self.finished and not overwrite:
             raise RunExistsError(f"{self.path} already holds a finished run (metrics.json). Choose another "
                                  "output folder, or pass --overwrite (overwrite=True) to replace it.")
+        if self.file(RESUME).is_file() and not (resume or overwrite):
+            raise RunExistsError(f"{self.path} holds the saved epochs of an interrupted run ({RESUME}). Pass --resume "
+                                 "(resume=True) to go on from them, or --overwrite (overwrite=True) to discard them.")
         self.path.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES:
             self.file(name).unlink(missing_ok=True)
+        if not resume:
+            self.file(RESUME).unlink(missing_ok=True)
 
     def mark(self, status: str, **extra: Any) -> None:
-        write_json(self.file("status.json"), {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+        write_json(self.file("status.json"), {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                              **extra})
+
+    def mark_running(self, **extra: Any) -> None:
+        """status.json "running", naming this process (a later command can tell whether it still lives)."""
+        self.mark("running", pid=os.getpid(), host=socket.gethostname(), **extra)
 
     def fail(self, error: BaseException) -> None:
+        """Record why the run stopped; when even that cannot be written (a full disk), the folder's
+        free lock makes later commands report the run as interrupted instead of running."""
         reason = f"{type(error).__name__}: {error}"
-        self.mark("failed", reason=reason, traceback=traceback.format_exc())
+        try:
+            self.mark("failed", reason=reason, traceback=traceback.format_exc())
+        except OSError:
+            pass
 
     def __repr__(self) -> str:
         return f"RunDir({self.path}, {self.status()['status']})"

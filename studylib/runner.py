@@ -1,7 +1,6 @@
 """One experiment end to end: data, backbone, strategy, fit, a single test evaluation, the run folder."""
 from __future__ import annotations
 
-import os
 import platform
 import random
 import resource
@@ -20,11 +19,9 @@ from .data import DataBundle, DeviceBatches
 from .datasets import load_dataset
 from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion
-from .fileio import file_lock, read_json, save_torch, sha256_file, write_csv, write_json
-from .rundir import RunDir
+from .fileio import ensure_folder, file_lock, save_torch, sha256_file, write_csv, write_json
+from .rundir import LOCK, RESUME, RunDir
 from .strategies import create_strategy
-
-RESUME = "resume.pt"  # the state after the last saved epoch of an unfinished run
 
 
 @dataclass
@@ -52,16 +49,14 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: Data
     returned as it is (grids use this, so two grid processes never train one cell twice).
     """
     rundir = RunDir(out_dir)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    with file_lock(rundir.file(".lock")):  # one writer per run folder, even across grid restarts
-        finished = read_json(rundir.file("metrics.json")) if resume and rundir.finished else {}
-        if finished.get("run_hash") == cfg.run_hash():
+    ensure_folder(rundir.path, "the run folder (--out)")
+    with file_lock(rundir.file(LOCK)):  # one writer per run folder, even across grid restarts
+        finished = rundir.metrics() if resume else None
+        if finished and finished.get("run_hash") == cfg.run_hash():
             return RunResult(rundir.path, finished)
-        rundir.prepare(overwrite)
-        if not resume:
-            rundir.file(RESUME).unlink(missing_ok=True)
+        rundir.prepare(overwrite, resume)
         write_json(rundir.file("config.json"), cfg.to_dict())
-        rundir.mark("running", pid=os.getpid())
+        rundir.mark_running()
         try:
             return _run(cfg, rundir, data)
         except BaseException as err:
@@ -129,6 +124,9 @@ def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Devi
     if data.images.shape[-1] < cfg.image_size:
         raise ValueError(f"prepared images are {data.images.shape[-1]} px but image_size={cfg.image_size}; "
                          "lower image_size or raise resize_size")
+    if cfg.image_size < backbone.spec.min_size:
+        raise ValueError(f"image_size={cfg.image_size} is too small for {cfg.backbone}: its downsampling stages need "
+                         f"at least {backbone.spec.min_size} px; raise image_size or use another backbone")
     strategy = create_strategy(cfg, backbone)
     weights = None
     if cfg.class_weighted_loss:
@@ -156,6 +154,7 @@ class ResumeSaver:
         if every < 0 or time.monotonic() - self.last < every:
             return
         save_torch(self.rundir.file(RESUME), {**self.trainer.checkpoint(), **self.identity})
+        self.rundir.mark_running(saved_epochs=len(fit.history))  # what an interrupted run can go on from
         self.last = time.monotonic()
 
 
@@ -176,7 +175,7 @@ def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool) -> No
         return
     trainer.restore(state)
     write_logs(rundir, trainer.result, trainer)  # the logs up to there, even if no epoch is left to train
-    rundir.mark("running", pid=os.getpid(), resumed_from_epoch=trainer.loop.next_epoch)
+    rundir.mark_running(resumed_from_epoch=trainer.loop.next_epoch, saved_epochs=trainer.loop.next_epoch)
     if not quiet:
         print(f"resuming {rundir.path.name} after epoch {trainer.loop.next_epoch - 1}")
 
