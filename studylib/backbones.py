@@ -36,6 +36,7 @@ class BackboneSpec:
     head: str  # dotted name of the final Linear, replaced by a new head
     weights_enum: type | None = None  # torchvision weights enum, for pinned names
     channels_last: bool = True  # faster on CUDA (DenseNet is slower with it: DESIGN.md section 5)
+    min_size: int = 32  # smallest input side its downsampling stages leave at least one pixel for
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -164,8 +165,10 @@ def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpe
                            "the file is corrupt or not the one you meant")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types
-        raise WeightsError(f"cannot read checkpoint {path}: {err}") from None
+    except Exception as err:  # unpickling errors come in many types, some with cryptic messages
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
+                           f"{' '.join(str(err).split())[:120]}); pass a file written by torch.save(model.state_dict()), "
+                           "or weights=none") from None
     state = _unwrap_state(state, path)
     own = {k: v for k, v in model.state_dict().items() if not _under(k, [spec.head])}
     theirs = {k: v for k, v in state.items() if not _under(k, [spec.head])}
@@ -269,4 +272,4 @@ register_backbone(BackboneSpec("vgg19", "VGG-19 (study backbone); 6 blocks: conv
 register_backbone(BackboneSpec("resnet18", "ResNet-18 (smaller study-style backbone); same 6-block map as ResNet-50",
                                lambda: tv.resnet18(weights=None), _resnet_blocks, "fc", tv.ResNet18_Weights))
 register_backbone(BackboneSpec("tinycnn", "tiny 4-stage CNN (0.2M parameters) for CPU teaching, demo and tests",
-                               TinyCNN, _tiny_blocks, "fc", None, channels_last=False))
+                               TinyCNN, _tiny_blocks, "fc", None, channels_last=False, min_size=8))

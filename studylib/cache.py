@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .images import ImageReadError, read_image
-from .fileio import atomic_write, file_lock, sha256_file
+from .fileio import LockTimeout, atomic_write, file_lock, reserve_space, sha256_file
 
 CACHE_VERSION = 1
 
@@ -41,6 +42,10 @@ def cache_home() -> Path:
     return Path(os.environ.get("STUDYLIB_CACHE", Path.home() / ".cache" / "studylib"))
 
 
+class CacheError(RuntimeError):
+    """Preparing the image cache failed for a reason outside any one image."""
+
+
 def prepare_files(paths: list[Path], size: int, cache_dir: Path | None = None, workers: int = 0,
                   progress: bool = True) -> Prepared:
     """Decode `paths` at `size` into the cache (or reuse the entry); never raises for a bad image."""
@@ -49,6 +54,7 @@ def prepare_files(paths: list[Path], size: int, cache_dir: Path | None = None, w
     hashes = [sha256_file(p) for p in tqdm(paths, desc="hashing files", disable=not progress, leave=False)]
     key = hashlib.sha256(json.dumps([CACHE_VERSION, size, hashes]).encode()).hexdigest()[:24]
     npy, meta = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+    remove_stale_temporaries(cache_dir)
     with file_lock(cache_dir / f"{key}.lock"):
         reused = meta.is_file() and npy.is_file()
         if not reused:
@@ -58,27 +64,55 @@ def prepare_files(paths: list[Path], size: int, cache_dir: Path | None = None, w
                     [tuple(s) for s in info["sizes"]], hashes, info["image_hashes"], key, reused)
 
 
+def remove_stale_temporaries(cache_dir: Path) -> None:
+    """Delete half-built arrays of preparations that were killed: a temporary whose entry's lock
+    nobody holds has no builder left (a live builder holds the lock while it writes)."""
+    for tmp in cache_dir.glob(".*.tmp.npy"):
+        key = tmp.name.split(".")[1]
+        try:
+            with file_lock(cache_dir / f"{key}.lock", timeout=0):
+                tmp.unlink(missing_ok=True)
+        except LockTimeout:
+            continue
+
+
 def _build(paths: list[Path], size: int, npy: Path, meta: Path, workers: int, progress: bool) -> None:
     tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.tmp.npy")
+    try:
+        info = _fill(paths, size, tmp, workers, progress)
+        os.replace(tmp, npy)
+        atomic_write(meta, json.dumps(info))  # last: the metadata marks a complete entry
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failure (or a kill of a worker), nothing half-built stays
+
+
+def _fill(paths: list[Path], size: int, tmp: Path, workers: int, progress: bool) -> dict:
+    """Decode every file into the array at `tmp`; returns the entry's metadata."""
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
+    nbytes = array.offset + array.nbytes
     del array  # workers reopen the file and write their own rows
+    reserve_space(tmp, nbytes, "the prepared-image cache", "free space there, or set STUDYLIB_CACHE to a folder "
+                                                           "on a larger disk")
     chunks = [list(range(i, min(i + 64, len(paths)))) for i in range(0, len(paths), 64)]
     jobs = [(str(tmp), [str(paths[i]) for i in chunk], chunk, size) for chunk in chunks]
     workers = workers or min(8, os.cpu_count() or 1)
     results = []
     bar = tqdm(total=len(paths), desc="preparing images", disable=not progress, leave=False)
-    with (ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext()) as pool:
-        mapper = pool.map(_decode_chunk, jobs) if pool else map(_decode_chunk, jobs)
-        for result in mapper:
-            results.extend(result)
-            bar.update(len(result))
-    bar.close()
+    try:
+        with (ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext()) as pool:
+            mapper = pool.map(_decode_chunk, jobs) if pool else map(_decode_chunk, jobs)
+            for result in mapper:
+                results.extend(result)
+                bar.update(len(result))
+    except BrokenProcessPool:
+        raise CacheError(f"a worker process preparing images died (usually out of memory); set workers=1 or a "
+                         f"lower number and run again (cache: {tmp.parent})") from None
+    finally:
+        bar.close()
     results.sort(key=lambda r: r[0])
-    os.replace(tmp, npy)
-    info = {"version": CACHE_VERSION, "size": size, "count": len(paths),
+    return {"version": CACHE_VERSION, "size": size, "count": len(paths),
             "errors": {i: err for i, _, _, err in results if err},
             "sizes": [s for _, s, _, _ in results], "image_hashes": [h for _, _, h, _ in results]}
-    atomic_write(meta, json.dumps(info))
 
 
 def _decode_chunk(job: tuple[str, list[str], list[int], int]) -> list[tuple[int, tuple, int, str]]:

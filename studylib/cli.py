@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 
+from .fileio import DiskSpaceError
 from .config import ConfigError, RunConfig, field_help, load_yaml, parse_assignment
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends in one readable line on stderr and a non-zero exit status
+    (2: the input needs fixing, 1: the environment or an unexpected error, 130: interrupted).
+    `--debug` or STUDYLIB_DEBUG=1 shows the traceback instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -16,25 +22,61 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args) or 0
-    except KNOWN_ERRORS() as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug or os.environ.get("STUDYLIB_DEBUG", "") not in ("", "0"):
+            raise
+        message, code = describe_error(err)
+        print(f"error: {message}", file=sys.stderr)
+        return code
 
 
-def KNOWN_ERRORS() -> tuple[type[BaseException], ...]:
-    """Errors whose message already says what to do: no traceback for those."""
+def describe_error(err: Exception) -> tuple[str, int]:
+    """One line saying what went wrong and what to do, and the exit status."""
+    if isinstance(err, known_errors()):
+        return " ".join(str(err).split()), 2
+    if isinstance(err, OSError):
+        return os_error_message(err), 1
+    return (f"unexpected {type(err).__name__}: {' '.join(str(err).split())[:300]} (rerun with --debug for the "
+            "traceback, and please report it)"), 1
+
+
+def os_error_message(err: OSError) -> str:
+    """Disk full, permissions, missing files: the path, the cause and the way out."""
+    where = err.filename or "a file"
+    if isinstance(err, DiskSpaceError):  # already says how much space and where
+        return str(err)
+    if err.errno == errno.ENOSPC:
+        return (f"the disk is full while writing {where}; free some space, or write elsewhere (--out, or "
+                "STUDYLIB_CACHE for the image cache), then run the same command again")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"no permission to write {where} ({err.strerror}); choose a folder you can write to"
+    if err.errno == errno.ENOTDIR:
+        return f"{where}: part of this path is a file, not a folder; choose another path"
+    if err.errno == errno.ENOENT:
+        return f"{where} does not exist ({err.strerror}); check the path"
+    return f"{err.strerror or err} ({where})"
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message already says what to do."""
     from .backbones import WeightsError
+    from .cache import CacheError
     from .download import DownloadError
     from .engine import NonFiniteLossError
+    from .fileio import CorruptFileError, LockTimeout, OutputPathError
     from .registry import UnknownNameError
     from .rundir import RunExistsError
 
-    return (ConfigError, UnknownNameError, WeightsError, RunExistsError, NonFiniteLossError, FileNotFoundError,
-            ValueError, DownloadError)
+    return (ConfigError, UnknownNameError, WeightsError, RunExistsError, NonFiniteLossError, ValueError,
+            DownloadError, OutputPathError, CorruptFileError, LockTimeout, CacheError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m studylib", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(title="commands")
 
     def add(name, func, help):
@@ -91,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("download", cmd_download, "download and extract a dataset that has a public direct download")
     p.add_argument("name")
     p.add_argument("--root", help="where to put it (default: STUDYLIB_DATA/<its folder>)")
+    p.add_argument("--merge", action="store_true",
+                   help="extract into a non-empty folder: add missing files, never overwrite (differing files refuse)")
 
     add("strategies", cmd_strategies, "list the fine-tuning strategies")
     add("backbones", cmd_backbones, "list the backbones and their blocks")
@@ -146,7 +190,12 @@ def cmd_grid(args) -> int:
 def cmd_report(args) -> int:
     from .results import collect, failures, write_results
 
+    if not Path(args.folder).is_dir():
+        raise ConfigError(f"{args.folder} is not a folder; give a grid's output folder (the --out of grid or demo)")
     table = collect(args.folder)  # read every run folder once, for the table, failures and report
+    if table.empty:
+        raise ConfigError(f"{args.folder} holds no run folders (none has a config.json); give a grid's output "
+                          "folder (the --out of grid or demo)")
     path = write_results(args.folder, args.out, table)
     print(f"{len(table)} runs, {int((table.status == 'finished').sum()) if len(table) else 0} finished; "
           f"results table: {path}")
@@ -187,7 +236,7 @@ def cmd_download(args) -> int:
     from .download import fetch_dataset
 
     info = get_dataset_info(args.name)
-    root = fetch_dataset(info, Path(args.root) if args.root else dataset_root(info))
+    root = fetch_dataset(info, Path(args.root) if args.root else dataset_root(info), merge=args.merge)
     print(f"{info.name} is in {root}")
     return 0
 

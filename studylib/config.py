@@ -11,9 +11,10 @@ import difflib
 import hashlib
 import inspect
 import json
+import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -114,22 +115,21 @@ class RunConfig:
         self.check_names()
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError(f"device={self.device!r} is not valid; use auto, cpu, cuda or cuda:N")
-        positive = ("image_size", "batch_size", "max_epochs", "rgn_probe_batches", "gu_epochs_per_stage")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        check_ranges(self)
         if self.strategy == "lp_ft" and self.lp_epochs >= self.max_epochs:
             raise ConfigError(f"lp_ft with lp_epochs={self.lp_epochs} and max_epochs={self.max_epochs} never reaches "
                               "its fine-tuning stage; lower lp_epochs or raise max_epochs")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.resize_size and self.resize_size < self.image_size:
             raise ConfigError(f"resize_size ({self.resize_size}) must be 0 or at least image_size ({self.image_size})")
-        if self.medmnist_size not in (28, 64, 128, 224):
-            raise ConfigError(f"medmnist_size must be 28, 64, 128 or 224, got {self.medmnist_size}")
-        for key in ("val_fraction", "test_fraction"):
-            if not 0 < getattr(self, key) < 0.5:
-                raise ConfigError(f"{key} must be between 0 and 0.5, got {getattr(self, key)}")
+        if self.group_pattern:
+            try:
+                re.compile(self.group_pattern)
+            except re.error as err:
+                raise ConfigError(f"group_pattern {self.group_pattern!r} is not a valid regular expression ({err}); "
+                                  r"e.g. '^(patient\d+)' takes the group from the start of the file name") from None
+        if self.weights_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", self.weights_sha256):
+            raise ConfigError(f"weights_sha256 must be 64 hexadecimal digits (sha256sum prints them), got "
+                              f"{self.weights_sha256!r}")
 
     def check_names(self) -> None:
         """Dataset, backbone and strategy must be registered (the message lists valid names)."""
@@ -159,6 +159,48 @@ SCHEDULES = ("cosine", "constant")
 BN_POLICIES = ("auto", "train", "freeze_stats", "freeze")
 SELECT_METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "loss")
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def _between(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    def inside(v: float) -> bool:
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    return inside
+
+
+_AT_LEAST_1 = ("at least 1", lambda v: v >= 1)
+_AT_LEAST_0 = ("0 or more", lambda v: v >= 0)
+_POSITIVE = ("greater than 0", lambda v: v > 0)
+# Valid range of every numeric field: (what the message says, the test). Checked on construction.
+RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "seed": ("an integer from 0 to 2**32 - 1 (numpy's seed range)", _between(0, 2**32 - 1)),
+    "image_size": ("at least 8 (pixels)", lambda v: v >= 8),
+    "resize_size": _AT_LEAST_0, "batch_size": _AT_LEAST_1, "max_epochs": _AT_LEAST_1,
+    "patience": ("at least 1 (epochs without improvement before stopping)", lambda v: v >= 1),
+    "lr": _POSITIVE, "weight_decay": _AT_LEAST_0, "momentum": ("from 0 to below 1", _between(0, 1, high_open=True)),
+    "lp_epochs": _AT_LEAST_1, "lpft_lr_factor": _POSITIVE, "gu_epochs_per_stage": _AT_LEAST_1,
+    "l1sp_alpha": _AT_LEAST_0, "l2sp_alpha": _AT_LEAST_0, "sp_beta": _AT_LEAST_0,
+    "rgn_probe_batches": _AT_LEAST_1, "snr_threshold": ("from 0 to 1", _between(0, 1)),
+    "dlr_decay": ("above 0 and at most 1 (1: every block at the head's rate)", _between(0, 1, low_open=True)),
+    "val_fraction": ("between 0 and 0.5", _between(0, 0.5, True, True)),
+    "test_fraction": ("between 0 and 0.5", _between(0, 0.5, True, True)),
+    "synthetic_size": ("at least 40 (fewer cannot fill train, validation and test with every class)",
+                       lambda v: v >= 40),
+    "near_duplicate_bits": ("from -1 (off) to 64", _between(-1, 64)),
+    "medmnist_size": ("28, 64, 128 or 224", lambda v: v in (28, 64, 128, 224)),
+    "workers": _AT_LEAST_0, "max_steps_per_epoch": ("0 (the whole split) or more", lambda v: v >= 0),
+    "num_threads": _AT_LEAST_0,
+    "resume_every_s": ("-1 (never) or 0 or more seconds", lambda v: v == -1 or v >= 0),
+}
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Every numeric field inside its valid range (and finite); the message gives the range."""
+    for key, (valid, test) in RANGES.items():
+        value = getattr(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not a number; set {key} to a finite value ({valid})")
+        if not test(value):
+            raise ConfigError(f"{key}={value!r} is out of range; set {key} to {valid}")
 
 
 def field_help() -> dict[str, str]:
@@ -208,6 +250,21 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key, coerce(key, yaml.safe_load(raw), "--set")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is set twice (lines {lines[key]} and {line}); keep one", key_node.start_mark)
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(path: str | Path) -> tuple[dict[str, Any], yaml.Node | None]:
     """A YAML mapping and its node tree (for line numbers); errors name the file and line."""
     path = Path(path)
@@ -216,16 +273,22 @@ def parse_yaml(path: str | Path) -> tuple[dict[str, Any], yaml.Node | None]:
     text = path.read_text()
     try:
         node = yaml.compose(text)
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
+        problem = getattr(err, "problem", err)
+        kind = "" if isinstance(err, yaml.constructor.ConstructorError) else "malformed YAML: "
+        raise ConfigError(f"{path}{where}: {kind}{problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     return data, node
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping of config keys."""
-    return parse_yaml(path)[0]
+    """Read a YAML mapping of config keys; an empty file is refused (it is almost always a mistake)."""
+    data = parse_yaml(path)[0]
+    if not data:
+        raise ConfigError(f"{path} sets nothing (empty or only comments); give config fields, e.g. strategy: lp_ft "
+                          "(python -m studylib config lists them)")
+    return data

@@ -6,6 +6,7 @@ folder tree, a CSV manifest, a MedMNIST `.npz`, or the synthetic generator.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
 
     info = get_dataset_info(cfg.dataset)
     table = loaders.load(info, dataset_root(info, cfg), cfg, progress)
+    if len(set(table.labels.tolist())) < 2:
+        raise loaders.DataError(f"{info.name} has images of {len(set(table.labels.tolist()))} class only "
+                                f"({', '.join(table.classes)}); classification needs at least two classes")
     if cfg.splits_file:
         split = splits_from_file(Path(cfg.splits_file), table.ids)
     else:
@@ -93,7 +97,31 @@ def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
                         None if table.groups is None else table.groups[keep], dict(table.report))
     bundle.report.update(duplicate_report(pairs, table.ids, split, int((~keep).sum())))
     bundle.report.update(counts=bundle.counts(), imbalance=imbalance(bundle))
+    bundle.report["notes"] = bundle.report.get("notes", []) + check_split_classes(bundle)
     return bundle
+
+
+def check_split_classes(bundle: DataBundle) -> list[str]:
+    """An empty split, or a class missing from train, cannot give a meaningful run: refused.
+    A class missing from validation or test leaves its metrics undefined: a note (and a warning)."""
+    from .loaders import DataError
+
+    counts = bundle.counts()
+    notes = []
+    for split, per_class in counts.items():
+        absent = [c for c, n in per_class.items() if n == 0]
+        if not sum(per_class.values()):
+            raise DataError(f"{bundle.name}: the {split} split is empty; add images, or change val_fraction / "
+                            "test_fraction / the split column")
+        if absent and split == "train":
+            raise DataError(f"{bundle.name}: classes {absent} have no training images, so they cannot be learnt; "
+                            "add images of them, or remove them from the data")
+        if absent:
+            notes.append(f"classes {absent} have no {split} images: their recall and AUROC are undefined "
+                         f"(use more data or a larger {'val' if split == 'val' else 'test'}_fraction)")
+    for note in notes:
+        warnings.warn(f"{bundle.name}: {note}", stacklevel=3)
+    return notes
 
 
 def splits_from_file(path: Path, ids: list[str]) -> np.ndarray:
@@ -144,6 +172,7 @@ def format_report(bundle: DataBundle) -> str:
     skipped = report.get("skipped", [])
     lines.append(f"skipped files: {len(skipped)}")
     lines += [f"  {s['file']}: {s['reason']}" for s in skipped[:20]]
+    lines += [f"note: {note}" for note in report.get("notes", [])]
     return "\n".join(lines)
 
 

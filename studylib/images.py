@@ -46,8 +46,10 @@ def read_image(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]
             image.load()  # decode now: a truncated file fails here, naming itself
             original = image.size
             array = np.asarray(resize_square(to_rgb(image), size))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ImageReadError(f"cannot read image {path}: {err}") from None
+    except Image.DecompressionBombError as err:  # a huge (or forged) header: decoding it could exhaust memory
+        raise ImageReadError(f"cannot read image {path}: too many pixels to decode safely ({err})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, MemoryError) as err:
+        raise ImageReadError(f"cannot read image {path}: {type(err).__name__}: {err}") from None
     return array.transpose(2, 0, 1).copy(), original
 
 

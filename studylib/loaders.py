@@ -5,7 +5,9 @@ splits and groups where the data has them. Bad input fails with the file names a
 """
 from __future__ import annotations
 
+import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,6 +20,7 @@ from .cache import Prepared, perceptual_hash, prepare_files
 from .config import RunConfig
 from .images import IMAGE_SUFFIXES, array_to_rgb
 from .registry import Registry
+from .splits import SPLITS
 from .synthetic import make_synthetic
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -135,37 +138,89 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
     if missing:
         frame = frame[found]
         paths = [p for p, ok in zip(paths, found) if ok]
-    class_list = tuple(classes) or tuple(sorted(frame[columns["label"]].unique()))
-    labels = _label_indices(frame[columns["label"]].tolist(), class_list, csv_path)
+    label_values, stripped = _clean_labels(frame[columns["label"]], csv_path)
+    _refuse_conflicting_labels(paths, label_values, frame.index, csv_path)
+    class_list = tuple(classes) or tuple(sorted(set(label_values)))
+    labels = _label_indices(label_values, class_list, csv_path)
     split = _split_values(frame[columns["split"]], csv_path) if columns["split"] else None
     groups = frame[columns["group"]].to_numpy(dtype=object) if columns["group"] else None
     table = _from_files(paths, labels, class_list, split, groups, base, cfg, progress)
     table.report["skipped"] += [{"file": m, "reason": "file not found"} for m in missing]
+    if stripped:
+        table.report.setdefault("notes", []).append(f"{stripped} labels had spaces around them, removed "
+                                                    "(so 'A ' and 'A' are one class)")
     return table
 
 
+def _rows(index, limit: int = 5) -> str:
+    """CSV line numbers (the header is line 1) of frame rows, for messages."""
+    lines = [str(i + 2) for i in list(index)[:limit]]
+    return ", ".join(lines) + (", ..." if len(index) > limit else "")
+
+
+def _clean_labels(column: pd.Series, source: Path) -> tuple[list[str], int]:
+    """Labels without surrounding spaces; an empty label is refused, naming its lines."""
+    clean = column.str.strip()
+    empty = clean.index[clean == ""]
+    if len(empty):
+        raise DataError(f"{source}: {len(empty)} rows have an empty label (lines {_rows(empty)}); fill them in or "
+                        "remove those rows")
+    return clean.tolist(), int((clean != column).sum())
+
+
+def _refuse_conflicting_labels(paths: list[Path], labels: list[str], index, source: Path) -> None:
+    """One image listed twice with two labels: which one is right cannot be guessed."""
+    seen: dict[Path, tuple[str, int]] = {}
+    conflicts = []
+    for path, label, row in zip(paths, labels, index):
+        first = seen.setdefault(path, (label, row))
+        if first[0] != label:
+            conflicts.append(f"{path.name} is '{first[0]}' on line {first[1] + 2} and '{label}' on line {row + 2}")
+    if conflicts:
+        raise DataError(f"{source}: {len(conflicts)} images are listed with two different labels "
+                        f"({'; '.join(conflicts[:3])}); keep one label per image")
+
+
 def _resolve_paths(values: list[str], base: Path, csv_path: Path, skip_missing: bool) -> tuple[list[Path], list[bool]]:
-    """Relative paths under `base` and whether each file exists; no suffix: looked up by file stem."""
+    """Paths under `base` and whether each file exists; no suffix: looked up by file name.
+
+    A path must stay inside the data folder as written (no '..' or absolute path out of it);
+    symlinks inside it are followed wherever they point (the data report counts those).
+    """
     base = base.resolve()
-    by_stem: dict[str, Path] | None = None
-    out, found, missing = [], [], []
-    for value in values:
-        path = (base / value).resolve()
+    by_stem: dict[str, list[Path]] | None = None
+    out, found, missing, ambiguous = [], [], [], []
+    for line, value in enumerate(values, start=2):
+        path = Path(os.path.normpath(base / value))
         if not path.is_relative_to(base):
-            raise DataError(f"{csv_path}: path {value!r} leaves the data folder {base}; use paths inside it")
+            raise DataError(f"{csv_path} line {line}: path {value!r} leaves the data folder {base}; use paths inside it")
         if not Path(value).suffix:
-            if by_stem is None:
-                by_stem = {p.stem: p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
-            path = by_stem.get(Path(value).name, path)
+            by_stem = _files_by_stem(base) if by_stem is None else by_stem
+            matches = [p for p in by_stem.get(path.name, []) if p.with_suffix("") == path or "/" not in value]
+            if len(matches) > 1:
+                ambiguous.append(f"line {line}: {value!r} matches {', '.join(str(m.relative_to(base)) for m in matches[:3])}")
+            path = matches[0] if matches else path
         found.append(path.is_file())
         if not found[-1]:
             missing.append(value)
         out.append(path)
+    if ambiguous:
+        raise DataError(f"{csv_path}: {len(ambiguous)} paths without a suffix match several files, so the image (and "
+                        f"its label) would be a guess ({'; '.join(ambiguous[:3])}); write those paths with their "
+                        "folder and suffix")
     if missing and not skip_missing:
         raise DataError(f"{csv_path}: {len(missing)} image files not found under {base} "
                         f"(e.g. {', '.join(missing[:3])}); fix the paths or the data_root, or set "
                         "skip_bad_images=true to skip those rows (the data report lists them)")
     return out, found
+
+
+def _files_by_stem(base: Path) -> dict[str, list[Path]]:
+    stems: dict[str, list[Path]] = {}
+    for path in sorted(base.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            stems.setdefault(path.stem, []).append(path)
+    return stems
 
 
 def _label_indices(values: list[str], classes: tuple[str, ...], source: Path) -> np.ndarray:
@@ -196,9 +251,18 @@ def _from_files(paths: list[Path], labels: np.ndarray, classes: tuple[str, ...],
     images = prepared.images if keep.all() else prepared.images[index]
     report = {"source": str(root), "files": len(paths), "skipped": skipped, "cache_key": prepared.key,
               "cache_reused": prepared.reused, "image_sizes": _size_summary([prepared.sizes[i] for i in index])}
+    outside = _links_outside(paths, root)
+    if outside:
+        report["notes"] = [f"{outside} files are symlinks to places outside {root}; followed"]
     return Table(images, labels[index], classes, [ids[i] for i in index],
                  None if split is None else split[index], None if groups is None else groups[index], report,
                  [prepared.file_hashes[i] for i in index], [prepared.image_hashes[i] for i in index])
+
+
+def _links_outside(paths: list[Path], root: Path) -> int:
+    """How many files a symlink takes out of the data folder (both loaders follow them: one rule)."""
+    root = root.resolve()
+    return sum(not p.resolve().is_relative_to(root) for p in paths)
 
 
 def _check_errors(prepared: Prepared, ids: list[str], cfg: RunConfig) -> list[dict]:
@@ -227,16 +291,12 @@ def _stats(values: np.ndarray) -> dict:
 def load_npz(root: Path, cfg: RunConfig, progress: bool, file: str = "", classes: tuple[str, ...] = ()) -> Table:
     """A MedMNIST-format .npz: {train,val,test}_images and _labels (official splits)."""
     path = root if root.suffix == ".npz" else root / file
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; set data_root to a MedMNIST-format .npz file")
-    with np.load(path) as npz:
-        missing = [f"{s}_{kind}" for s in ("train", "val", "test") for kind in ("images", "labels")
-                   if f"{s}_{kind}" not in npz.files]
-        if missing:
-            raise DataError(f"{path} lacks keys {missing}; a MedMNIST .npz has train/val/test _images and _labels")
-        parts = {s: (npz[f"{s}_images"], npz[f"{s}_labels"]) for s in ("train", "val", "test")}
-    labels = np.concatenate([_single_label(lab, path) for _, lab in parts.values()])
+    parts = _read_npz(path)
+    labels = np.concatenate([lab for _, lab in parts.values()])
     k = int(labels.max()) + 1
+    if classes and k > len(classes):
+        raise DataError(f"{path} has label {k - 1} but the dataset has {len(classes)} classes {list(classes)}; "
+                        "the file does not belong to this dataset")
     class_list = tuple(classes) or tuple(str(i) for i in range(k))
     raw = np.concatenate([imgs for imgs, _ in parts.values()])
     images = np.stack([array_to_rgb(a, cfg.prepared_size)
@@ -248,11 +308,38 @@ def load_npz(root: Path, cfg: RunConfig, progress: bool, file: str = "", classes
     return Table(images, labels, class_list, ids, split, None, report, None, [perceptual_hash(i) for i in images])
 
 
+def _read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """split -> (images, labels) of a MedMNIST-format .npz, checked: one label per image, labels >= 0."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; set data_root to a MedMNIST-format .npz file")
+    if not zipfile.is_zipfile(path):  # np.load would suggest allow_pickle, which is never safe here
+        raise DataError(f"{path} is not a .npz archive; data_root must be a MedMNIST-format .npz "
+                        "(numpy.savez of train/val/test _images and _labels)")
+    with np.load(path) as npz:
+        missing = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels") if f"{s}_{kind}" not in npz.files]
+        if missing:
+            raise DataError(f"{path} lacks keys {missing}; a MedMNIST .npz has train/val/test _images and _labels")
+        parts = {s: (npz[f"{s}_images"], _single_label(npz[f"{s}_labels"], path)) for s in SPLITS}
+    for name, (images, labels) in parts.items():
+        if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+            raise DataError(f"{path}: {name}_images has shape {images.shape}; expected (n, h, w) or (n, h, w, 1 or 3)")
+        if len(images) != len(labels):
+            raise DataError(f"{path}: {name}_images holds {len(images)} images but {name}_labels {len(labels)} "
+                            "labels; they must pair one to one")
+        if len(labels) and labels.min() < 0:
+            raise DataError(f"{path}: {name}_labels has negative labels ({int(labels.min())}); labels are class "
+                            "indices 0, 1, ...")
+    return parts
+
+
 def _single_label(labels: np.ndarray, path: Path) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] > 1:
         raise DataError(f"{path} is multi-label ({labels.shape[1]} columns); studylib handles single-label tasks")
-    return labels.reshape(-1).astype(np.int64)
+    labels = labels.reshape(-1)
+    if labels.dtype.kind not in "iub" and not np.array_equal(labels, np.round(labels)):
+        raise DataError(f"{path}: labels must be whole class indices, found {labels[labels != np.round(labels)][:3]}")
+    return labels.astype(np.int64)
 
 
 @LOADERS.register("medmnist")

@@ -74,7 +74,7 @@ def test_per_strategy_sweeps_only_that_strategy(tmp_path):
     ("strategy: ft\nlearning_rate: [1, 2]\n", r"g.yaml line 10: unknown key 'learning_rate'"),
     ("strategy: [ft, nope]\n", r"unknown strategy 'nope'"),
     ("strategy: ft\npatience: [1, two]\n", r"g.yaml line 10: patience must be int"),
-    ("strategy: ft\nmax_epochs: 2\n", r"g.yaml line 10: 'max_epochs' is already set on line 6"),
+    ("strategy: ft\nmax_epochs: 2\n", r"g.yaml line 10, column 1: 'max_epochs' is set twice \(lines 6 and 10\)"),
 ])
 def test_bad_grids_fail_before_any_run(tmp_path, body, message):
     path = write_grid(tmp_path, body)
