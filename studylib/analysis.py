@@ -41,6 +41,8 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
         warnings.warn(f"{len(unfinished)} of {len(table)} runs are not finished and are left out: "
                       f"{', '.join(unfinished.run.head(5))}", AnalysisWarning)
     done = table[table.status == "finished"].copy()
+    if done.empty:  # nothing to group (a row-wise agg of no rows is not a Series)
+        return done.assign(protocol=pd.Series(dtype=str))
     present = [f for f in PROTOCOL_FIELDS if f in done]
     done["protocol"] = done[present].astype(str).agg("|".join, axis=1).map(_protocol_names(done, present))
     if done.protocol.nunique() > 1:

@@ -188,11 +188,12 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
         raise ConfigError(f"the papermill engine runs {NOTEBOOK}, which is missing (it ships with the repository, "
                           "not with a plain pip install); use --engine inline or a repository checkout")
     out = Path(out).resolve()
+    if not dry_run:
+        ensure_folder(out, "the grid folder (--out)")
     todo = [(cfg, out / "runs" / run_name(cfg)) for cfg in grid.runs]
     pending = [(cfg, path) for cfg, path in todo if not is_done(path, cfg)]
     if dry_run:
         return plan_table(todo, pending)
-    ensure_folder(out, "the grid folder (--out)")
     atomic_write(out / "grid.yaml", Path(grid_path).read_text() + _overrides_note(overrides))
     jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
                  gpu=_gpu_for(i)) for i, (cfg, path) in enumerate(pending)]

@@ -40,7 +40,7 @@ class RunDir:
         """The finished run's metrics, or None when the run is unfinished or its metrics.json is unreadable."""
         try:
             metrics = read_json(self.file("metrics.json"))
-        except (FileNotFoundError, CorruptFileError):
+        except (FileNotFoundError, NotADirectoryError, CorruptFileError):
             return None
         return metrics if isinstance(metrics, dict) and isinstance(metrics.get("test"), dict) else None
 

@@ -89,6 +89,12 @@ def test_smoke_grid_through_papermill_then_skip_when_finished(tmp_path):
     run_dir = tmp_path / "runs" / table.run[0]
     executed = nbformat.read(run_dir / "experiment.ipynb", as_version=4)
     assert any(c.outputs for c in executed.cells if c.cell_type == "code")  # the executed copy is kept
+    for name in table.run:  # every cell ran cleanly and the run's own status agrees with the table
+        cells = nbformat.read(tmp_path / "runs" / name / "experiment.ipynb", as_version=4).cells
+        errors = [o for c in cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors, errors
+        assert all(c.execution_count for c in cells if c.cell_type == "code")
+        assert json.loads((tmp_path / "runs" / name / "status.json").read_text())["status"] == "finished"
     assert (run_dir / "figures" / "learning_curves.png").is_file()
     stamp = (run_dir / "metrics.json").stat().st_mtime_ns
     again = run_grid(ROOT / "params" / "smoke.yaml", tmp_path, dry_run=True, progress=False)
