@@ -36,7 +36,7 @@ class BackboneSpec:
     head: str  # dotted name of the final Linear, replaced by a new head
     weights_enum: type | None = None  # torchvision weights enum, for pinned names
     channels_last: bool = True  # faster on CUDA (DenseNet is slower with it: DESIGN.md section 5)
-    min_size: int = 32  # smallest input side its downsampling stages leave at least one pixel for
+    min_size: int = 1  # smallest input side its downsampling stages leave at least one pixel for
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
@@ -266,10 +266,11 @@ register_backbone(BackboneSpec("resnet50", "ResNet-50 (study backbone); 6 blocks
                                lambda: tv.resnet50(weights=None), _resnet_blocks, "fc", tv.ResNet50_Weights))
 register_backbone(BackboneSpec("densenet121", "DenseNet-121 (study backbone); 9 blocks: stem, 4 dense blocks, "
                                "3 transitions, head", lambda: tv.densenet121(weights=None), _densenet_blocks,
-                               "classifier", tv.DenseNet121_Weights, channels_last=False))
+                               "classifier", tv.DenseNet121_Weights, channels_last=False, min_size=32))
 register_backbone(BackboneSpec("vgg19", "VGG-19 (study backbone); 6 blocks: conv1-5, classifier (last layer new)",
-                               lambda: tv.vgg19(weights=None), _vgg_blocks, "classifier.6", tv.VGG19_Weights))
+                               lambda: tv.vgg19(weights=None), _vgg_blocks, "classifier.6", tv.VGG19_Weights,
+                               min_size=32))
 register_backbone(BackboneSpec("resnet18", "ResNet-18 (smaller study-style backbone); same 6-block map as ResNet-50",
                                lambda: tv.resnet18(weights=None), _resnet_blocks, "fc", tv.ResNet18_Weights))
 register_backbone(BackboneSpec("tinycnn", "tiny 4-stage CNN (0.2M parameters) for CPU teaching, demo and tests",
-                               TinyCNN, _tiny_blocks, "fc", None, channels_last=False, min_size=8))
+                               TinyCNN, _tiny_blocks, "fc", None, channels_last=False))

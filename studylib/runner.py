@@ -80,6 +80,9 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     write_data_files(rundir, data)
     seed_everything(cfg.seed)
     backbone = create_backbone(cfg.backbone, data.num_classes, cfg.weights, cfg.weights_sha256, progress=not cfg.quiet)
+    if cfg.image_size < backbone.spec.min_size:
+        raise ValueError(f"image_size={cfg.image_size} is too small for {cfg.backbone}: its downsampling stages need "
+                         f"at least {backbone.spec.min_size} px; raise image_size or use another backbone")
     dev = Device.resolve(cfg, backbone)
     dev.place(backbone.model)
     identity = {"run_hash": cfg.run_hash(), "data": data.fingerprint()}  # hashing every image: once per run
@@ -124,9 +127,6 @@ def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Devi
     if data.images.shape[-1] < cfg.image_size:
         raise ValueError(f"prepared images are {data.images.shape[-1]} px but image_size={cfg.image_size}; "
                          "lower image_size or raise resize_size")
-    if cfg.image_size < backbone.spec.min_size:
-        raise ValueError(f"image_size={cfg.image_size} is too small for {cfg.backbone}: its downsampling stages need "
-                         f"at least {backbone.spec.min_size} px; raise image_size or use another backbone")
     strategy = create_strategy(cfg, backbone)
     weights = None
     if cfg.class_weighted_loss:

@@ -104,3 +104,17 @@ def test_missing_checkpoint_file(tmp_path):
 def test_registry_refuses_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         BACKBONES.add("tinycnn", get_backbone_spec("tinycnn"))
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_each_backbone_runs_at_its_declared_minimum_size(name):
+    """min_size is what the size check promises: a forward at it works (and below it, for those that
+    declare one, the network itself fails, so the check is not stricter than needed)."""
+    spec = get_backbone_spec(name)
+    model = create_backbone(name, 3).model.eval()
+    size = max(spec.min_size, 8)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, size, size)).shape == (1, 3)
+        if spec.min_size > 8:
+            with pytest.raises(RuntimeError):
+                model(torch.zeros(1, 3, spec.min_size - 8, spec.min_size - 8))
