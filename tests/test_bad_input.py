@@ -378,3 +378,18 @@ def test_zip_archive_helper_is_not_a_npz(tmp_path):
     with zipfile.ZipFile(tmp_path / "data.npz", "w") as zf:
         zf.writestr("readme.txt", "hello")
     assert main(run_flags(f"dataset=npz", f"data_root={tmp_path / 'data.npz'}")) == 2
+
+
+def _die(job):
+    os._exit(1)  # a decoding worker killed (by the OOM killer, say)
+
+
+def test_a_dead_cache_worker_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch, capsys):
+    import studylib.cache as cache
+    write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=20, splits=())
+    monkeypatch.setattr(cache, "_decode_chunk", _die)
+    code = main(["data", "-s", "dataset=folder", "-s", f"data_root={tmp_path / 'data'}", "-s", "workers=2",
+                 "-s", "quiet=true"])
+    err = capsys.readouterr().err
+    assert code == 2 and "a worker process preparing images died" in err and err.count("\n") == 1, err
+    assert not list(Path(os.environ["STUDYLIB_CACHE"]).glob(".*.tmp.npy"))
