@@ -167,7 +167,7 @@ def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpe
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types, some with cryptic messages
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
-                           f"{' '.join(str(err).split())[:120]}); pass a file written by torch.save(model.state_dict()), "
+                           f"{str(err).strip().splitlines()[0][:120] if str(err).strip() else ''}); pass a file written by torch.save(model.state_dict()), "
                            "or weights=none") from None
     state = _unwrap_state(state, path)
     own = {k: v for k, v in model.state_dict().items() if not _under(k, [spec.head])}

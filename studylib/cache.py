@@ -56,12 +56,22 @@ def prepare_files(paths: list[Path], size: int, cache_dir: Path | None = None, w
     npy, meta = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     remove_stale_temporaries(cache_dir)
     with file_lock(cache_dir / f"{key}.lock"):
-        reused = meta.is_file() and npy.is_file()
+        info = _entry(npy, meta)
+        reused = info is not None
         if not reused:
             _build(paths, size, npy, meta, workers, progress)
-    info = json.loads(meta.read_text())
+            info = _entry(npy, meta)
     return Prepared(np.load(npy, mmap_mode="r"), {int(k): v for k, v in info["errors"].items()},
                     [tuple(s) for s in info["sizes"]], hashes, info["image_hashes"], key, reused)
+
+
+def _entry(npy: Path, meta: Path) -> dict | None:
+    """A complete cache entry's metadata; None when absent or damaged (then it is built again)."""
+    try:
+        info = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if npy.is_file() and isinstance(info, dict) and {"errors", "sizes", "image_hashes"} <= set(info) else None
 
 
 def remove_stale_temporaries(cache_dir: Path) -> None:

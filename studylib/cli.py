@@ -35,19 +35,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_error(err: Exception) -> tuple[str, int]:
     """One line saying what went wrong and what to do, and the exit status."""
+    from .cache import CacheError
+    from .fileio import LockTimeout
+
+    if isinstance(err, (CacheError, LockTimeout, DiskSpaceError)):  # the machine, not the input
+        return one_line(err), 1
     if isinstance(err, known_errors()):
-        return " ".join(str(err).split()), 2
+        return one_line(err), 2
     if isinstance(err, OSError):
         return os_error_message(err), 1
-    return (f"unexpected {type(err).__name__}: {' '.join(str(err).split())[:300]} (rerun with --debug for the "
-            "traceback, and please report it)"), 1
+    return (f"unexpected {type(err).__name__}: {one_line(err)[:300]} (rerun with --debug for the traceback, "
+            "and please report it)"), 1
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def os_error_message(err: OSError) -> str:
     """Disk full, permissions, missing files: the path, the cause and the way out."""
     where = err.filename or "a file"
-    if isinstance(err, DiskSpaceError):  # already says how much space and where
-        return str(err)
     if err.errno == errno.ENOSPC:
         return (f"the disk is full while writing {where}; free some space, or write elsewhere (--out, or "
                 "STUDYLIB_CACHE for the image cache), then run the same command again")
@@ -63,15 +70,14 @@ def os_error_message(err: OSError) -> str:
 def known_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message already says what to do."""
     from .backbones import WeightsError
-    from .cache import CacheError
     from .download import DownloadError
     from .engine import NonFiniteLossError
-    from .fileio import CorruptFileError, LockTimeout, OutputPathError
+    from .fileio import CorruptFileError, OutputPathError
     from .registry import UnknownNameError
     from .rundir import RunExistsError
 
     return (ConfigError, UnknownNameError, WeightsError, RunExistsError, NonFiniteLossError, ValueError,
-            DownloadError, OutputPathError, CorruptFileError, LockTimeout, CacheError)
+            DownloadError, OutputPathError, CorruptFileError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name, func, help):
         command = sub.add_parser(name, help=help, description=help)
         command.set_defaults(func=func)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error")
         return command
 
     p = add("run", cmd_run, "train and evaluate one configuration into a run folder")
@@ -157,9 +165,14 @@ def cmd_run(args) -> int:
     cfg = config_from_args(args.params, args.set)
     result = run(cfg, args.out, overwrite=args.overwrite, resume=args.resume)
     test = result.metrics["test"]
-    print(f"finished: {result.path}  test balanced accuracy {test['balanced_accuracy']:.4f}  "
-          f"accuracy {test['accuracy']:.4f}  macro F1 {test['macro_f1']:.4f}  AUROC {test['auroc']:.4f}")
+    shown = {"balanced accuracy": "balanced_accuracy", "accuracy": "accuracy", "macro F1": "macro_f1", "AUROC": "auroc"}
+    scores = "  ".join(f"{label} {_score(test.get(key))}" for label, key in shown.items())
+    print(f"finished: {result.path}  test {scores}")
     return 0
+
+
+def _score(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"  # JSON keeps an undefined metric (NaN) as null
 
 
 def cmd_grid(args) -> int:

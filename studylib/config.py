@@ -187,7 +187,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
                        lambda v: v >= 40),
     "near_duplicate_bits": ("from -1 (off) to 64", _between(-1, 64)),
     "medmnist_size": ("28, 64, 128 or 224", lambda v: v in (28, 64, 128, 224)),
-    "workers": _AT_LEAST_0, "max_steps_per_epoch": ("0 (the whole split) or more", lambda v: v >= 0),
+    "workers": ("from 0 (automatic) to 64", _between(0, 64)), "max_steps_per_epoch": ("0 (the whole split) or more", lambda v: v >= 0),
     "num_threads": _AT_LEAST_0,
     "resume_every_s": ("-1 (never) or 0 or more seconds", lambda v: v == -1 or v >= 0),
 }
@@ -270,7 +270,10 @@ def parse_yaml(path: str | Path) -> tuple[dict[str, Any], yaml.Node | None]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {path} does not exist (see params/ for examples)")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file; give a YAML file of config fields (see params/)") from None
     try:
         node = yaml.compose(text)
         data = yaml.load(text, Loader=_UniqueKeyLoader) or {}

@@ -80,9 +80,10 @@ def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
 
     info = get_dataset_info(cfg.dataset)
     table = loaders.load(info, dataset_root(info, cfg), cfg, progress)
-    if len(set(table.labels.tolist())) < 2:
-        raise loaders.DataError(f"{info.name} has images of {len(set(table.labels.tolist()))} class only "
-                                f"({', '.join(table.classes)}); classification needs at least two classes")
+    present = [table.classes[i] for i in sorted(set(table.labels.tolist()))]
+    if len(present) < 2:
+        raise loaders.DataError(f"{info.name} has images of {len(present)} class only ({', '.join(present)}); "
+                                "classification needs at least two classes")
     if cfg.splits_file:
         split = splits_from_file(Path(cfg.splits_file), table.ids)
     else:

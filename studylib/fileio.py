@@ -7,8 +7,8 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,15 @@ import pandas as pd
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`.
 
-    The file gets the mode a plain open() would give (0666 less the umask): mkstemp's 0600
-    would otherwise survive the rename and hide shared results from colleagues.
+    The temporary file is created with mode 0666 for the kernel to apply the umask, as a plain
+    open() would (mkstemp's 0600 would survive the rename and hide shared results from colleagues).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
-        os.chmod(tmp, 0o666 & ~current_umask())
-        with os.fdopen(fd, mode) as handle:
-            handle.write(data)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -37,11 +35,13 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         raise
 
 
-def current_umask() -> int:
-    """The process umask (reading it means setting it; set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def save_torch(path: Path, obj: Any) -> None:
@@ -81,6 +81,14 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CorruptFileError(f"{path} is not valid JSON ({err})") from None
+
+
+def read_json_dict(path: Path) -> dict:
+    """read_json of a file that must hold one JSON object (config, status, metrics)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def write_csv(path: Path, rows: list[dict] | pd.DataFrame) -> None:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
 from .fileio import atomic_write, ensure_folder
-from .rundir import RunDir
+from .rundir import RESUME, RunDir
 
 META_KEYS = {"per_strategy", "name", "description"}
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "experiment.ipynb"
@@ -57,6 +57,7 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
     _check_values(data, path, lines)
     per_strategy = data.get("per_strategy") or {}
     _check_per_strategy(per_strategy, path, lines)
+    _refuse_unused_per_strategy(per_strategy, data, path, lines, overrides or {})
     base = {k: v for k, v in data.items() if k not in META_KEYS}
     runs, swept = _expand(base, per_strategy, path)
     return Grid(path, str(data.get("name", path.stem)), runs, swept)
@@ -96,6 +97,20 @@ def _check_per_strategy(per_strategy: Any, path: Path, lines: dict[str, int]) ->
         if not isinstance(overrides, dict):
             raise ConfigError(f"{where}: per_strategy.{strategy} must be a mapping of config fields")
         _check_values(overrides, path, {k: lines.get("per_strategy", "?") for k in overrides})
+
+
+def _refuse_unused_per_strategy(per_strategy: dict, data: dict, path: Path, lines: dict, overrides: dict) -> None:
+    """per_strategy for a strategy the grid never runs is a leftover or a slip: say so (unless --set
+    narrowed the strategies on purpose)."""
+    if "strategy" in overrides:
+        return
+    value = data.get("strategy", RunConfig.strategy)
+    runs = set(value if isinstance(value, list) else [value])
+    unused = sorted(set(per_strategy) - runs)
+    if unused:
+        raise ConfigError(f"{path} line {lines.get('per_strategy', '?')}: per_strategy sets {', '.join(unused)}, which "
+                          f"this grid never runs (strategy: {', '.join(map(str, sorted(runs)))}); add "
+                          "them to strategy or remove their entries")
 
 
 def _product(values: dict) -> list[dict]:
@@ -240,7 +255,7 @@ def plan_table(todo: list, pending: list) -> pd.DataFrame:
     def action(path: Path) -> str:
         if str(path) not in waiting:
             return "skip (finished)"
-        return "resume (saved epochs)" if (path / "resume.pt").is_file() else "run"
+        return "resume (saved epochs)" if (path / RESUME).is_file() else "run"
 
     table = pd.DataFrame([{"run": p.name, "strategy": c.strategy, "lr": c.lr, "seed": c.seed, "action": action(p)}
                           for c, p in todo])
@@ -273,10 +288,13 @@ def status_table(todo: list, swept: list[str]) -> pd.DataFrame:
         row = {"run": path.name, **{k: getattr(cfg, k) for k in swept}, "status": status["status"]}
         if status["status"] == "finished":
             metrics = rundir.metrics()
-            row.update(test_balanced_accuracy=metrics["test"]["balanced_accuracy"],
-                       seconds=round(metrics["wall_seconds"], 1))
+            row.update(test_balanced_accuracy=metrics["test"].get("balanced_accuracy"),
+                       seconds=round(metrics.get("wall_seconds") or 0, 1))
+            if status.get("notebook_error"):
+                row["reason"] = f"finished, but a later notebook cell failed: {status['notebook_error']}"
         else:
-            saved = " [saved epochs kept: the next grid run resumes]" if (path / "resume.pt").is_file() else ""
+            kept = (path / RESUME).is_file() and status["status"] != "interrupted"  # interrupted says so itself
+            saved = " [saved epochs kept: the next grid run resumes]" if kept else ""
             row["reason"] = status.get("reason", "") + saved
         rows.append(row)
     return pd.DataFrame(rows)

@@ -1,6 +1,7 @@
 """Decode any common image file into a square RGB uint8 array, once (resize shorter side, centre crop)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,18 @@ def array_to_rgb(array: np.ndarray, size: int) -> np.ndarray:
         array = array[..., 0]
     image = Image.fromarray(array if array.dtype == np.uint8 else array.astype(np.float32), None)
     return np.asarray(resize_square(to_rgb(image), size)).transpose(2, 0, 1).copy()
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files below `folder`, sorted. Symlinked sub-folders are followed like symlinked files
+    (each real folder once, so a link cycle ends); hidden files and folders (.DS_Store, ._x.jpg) are not images."""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(top) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)

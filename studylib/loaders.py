@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .cache import Prepared, perceptual_hash, prepare_files
 from .config import RunConfig
-from .images import IMAGE_SUFFIXES, array_to_rgb
+from .images import IMAGE_SUFFIXES, array_to_rgb, image_files
 from .registry import Registry
 from .splits import SPLITS
 from .synthetic import make_synthetic
@@ -77,7 +77,7 @@ def load_folder(root: Path, cfg: RunConfig, progress: bool, group_pattern: str =
             if cls not in classes:
                 raise DataError(f"class folder {cls_dir} is not among the training classes {list(classes)}; "
                                 "rename it or add it to train")
-            files = sorted(p for p in cls_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = image_files(cls_dir)
             if not files:
                 raise DataError(f"class folder {cls_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                                 "remove the folder or add images")
@@ -124,7 +124,8 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
     csv_path = root if root.suffix.lower() == ".csv" else root / file
     if not csv_path.is_file():
         raise DataError(f"manifest {csv_path} does not exist; set data_root to the CSV file (or its folder)")
-    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    frame = frame[~(frame == "").all(axis=1)]  # blank lines go, but the index keeps counting them (messages)
     columns = {"path": path_column or cfg.path_column, "label": label_column or cfg.label_column,
                "group": group_column or cfg.group_column, "split": split_column or cfg.split_column}
     for role, column in columns.items():
@@ -133,7 +134,7 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
                             f"Set {role}_column to the right one.")
     base = csv_path.parent
     values = frame[columns["path"]].tolist()
-    paths, found = _resolve_paths(values, base, csv_path, cfg.skip_bad_images)
+    paths, found = _resolve_paths(values, frame.index, base, csv_path, cfg.skip_bad_images)
     missing = [v for v, ok in zip(values, found) if not ok]
     if missing:
         frame = frame[found]
@@ -152,9 +153,13 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
     return table
 
 
+def _line(row: int) -> int:
+    """The CSV line of frame row `row` (the header is line 1; blank lines were kept as rows, then dropped)."""
+    return row + 2
+
+
 def _rows(index, limit: int = 5) -> str:
-    """CSV line numbers (the header is line 1) of frame rows, for messages."""
-    lines = [str(i + 2) for i in list(index)[:limit]]
+    lines = [str(_line(i)) for i in list(index)[:limit]]
     return ", ".join(lines) + (", ..." if len(index) > limit else "")
 
 
@@ -175,13 +180,14 @@ def _refuse_conflicting_labels(paths: list[Path], labels: list[str], index, sour
     for path, label, row in zip(paths, labels, index):
         first = seen.setdefault(path, (label, row))
         if first[0] != label:
-            conflicts.append(f"{path.name} is '{first[0]}' on line {first[1] + 2} and '{label}' on line {row + 2}")
+            conflicts.append(f"{path.name} is '{first[0]}' on line {_line(first[1])} and '{label}' on line {_line(row)}")
     if conflicts:
         raise DataError(f"{source}: {len(conflicts)} images are listed with two different labels "
                         f"({'; '.join(conflicts[:3])}); keep one label per image")
 
 
-def _resolve_paths(values: list[str], base: Path, csv_path: Path, skip_missing: bool) -> tuple[list[Path], list[bool]]:
+def _resolve_paths(values: list[str], rows, base: Path, csv_path: Path,
+                   skip_missing: bool) -> tuple[list[Path], list[bool]]:
     """Paths under `base` and whether each file exists; no suffix: looked up by file name.
 
     A path must stay inside the data folder as written (no '..' or absolute path out of it);
@@ -190,7 +196,7 @@ def _resolve_paths(values: list[str], base: Path, csv_path: Path, skip_missing: 
     base = base.resolve()
     by_stem: dict[str, list[Path]] | None = None
     out, found, missing, ambiguous = [], [], [], []
-    for line, value in enumerate(values, start=2):
+    for line, value in zip(map(_line, rows), values):
         path = Path(os.path.normpath(base / value))
         if not path.is_relative_to(base):
             raise DataError(f"{csv_path} line {line}: path {value!r} leaves the data folder {base}; use paths inside it")
@@ -217,9 +223,8 @@ def _resolve_paths(values: list[str], base: Path, csv_path: Path, skip_missing: 
 
 def _files_by_stem(base: Path) -> dict[str, list[Path]]:
     stems: dict[str, list[Path]] = {}
-    for path in sorted(base.rglob("*")):
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            stems.setdefault(path.stem, []).append(path)
+    for path in image_files(base):
+        stems.setdefault(path.stem, []).append(path)
     return stems
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .fileio import CorruptFileError, atomic_write, read_json
+from .fileio import CorruptFileError, atomic_write, read_json_dict
 from .rundir import RunDir
 
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "macro_ap", "loss")
@@ -22,12 +22,12 @@ def run_row(path: Path) -> dict:
     rundir = RunDir(path)
     row = {"run": path.name, "path": str(path)}
     try:
-        row.update(read_json(path / "config.json"))
+        row.update(read_json_dict(path / "config.json"))
         status = rundir.status()
     except CorruptFileError as err:
         status = {"status": "corrupt", "reason": f"{err}; delete the folder or rerun it with --overwrite"}
     row["status"] = status["status"]
-    row["reason"] = status.get("reason", "")
+    row["reason"] = status.get("reason") or status.get("notebook_error", "")
     metrics = rundir.metrics() if status["status"] == "finished" else None
     if metrics is not None:
         for split in ("val", "test"):
@@ -41,7 +41,7 @@ def run_row(path: Path) -> dict:
 
 def _read_optional(path: Path) -> dict:
     try:
-        return read_json(path)
+        return read_json_dict(path)
     except (FileNotFoundError, CorruptFileError):
         return {}
 
@@ -54,9 +54,12 @@ def speeds(history_csv: Path) -> dict:
     """
     if not history_csv.is_file():
         return {}
-    history = pd.read_csv(history_csv)
-    if "train_seconds" not in history:  # written by a studylib before timings were logged
-        return {}
+    try:
+        history = pd.read_csv(history_csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return {}  # a damaged log costs the speed columns, not the report
+    if not {"train_seconds", "cached_features", "train_images", "val_images", "val_seconds"} <= set(history):
+        return {}  # written by a studylib before timings were logged
     full = history[~history.cached_features.astype(bool)]
     full = full.iloc[1:] if len(full) > 1 else full
     if full.empty or full.train_seconds.sum() <= 0:

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .fileio import CorruptFileError, is_locked, read_json, write_json
+from .fileio import CorruptFileError, is_locked, read_json_dict, write_json
 
 RUN_FILES = ("config.json", "status.json", "env.json", "history.csv", "layers.csv", "predictions.csv",
              "metrics.json", "best.pt", "splits.csv", "data_report.json", "tensors.csv")
@@ -39,33 +39,43 @@ class RunDir:
     def metrics(self) -> dict | None:
         """The finished run's metrics, or None when the run is unfinished or its metrics.json is unreadable."""
         try:
-            metrics = read_json(self.file("metrics.json"))
+            metrics = read_json_dict(self.file("metrics.json"))
         except (FileNotFoundError, NotADirectoryError, CorruptFileError):
             return None
-        return metrics if isinstance(metrics, dict) and isinstance(metrics.get("test"), dict) else None
+        return metrics if isinstance(metrics.get("test"), dict) else None
 
     @property
     def finished(self) -> bool:
         return self.metrics() is not None
 
     def status(self) -> dict:
-        """{'status': finished | running | interrupted | failed | incomplete | corrupt | missing, ...}."""
+        """{'status': finished | running | interrupted | failed | incomplete | corrupt | missing, ...};
+        a finished run whose notebook failed after it finished carries 'notebook_error'."""
         if self.finished:
-            return {"status": "finished"}
+            return {"status": "finished", **self._notebook_error()}
         if self.file("metrics.json").is_file():
             return {"status": "corrupt", "reason": f"{self.file('metrics.json')} is not a finished run's metrics; "
                                                    "a grid runs it again, or run with --overwrite"}
         try:
-            status = read_json(self.file("status.json"))
-        except FileNotFoundError:
+            status = read_json_dict(self.file("status.json"))
+        except (FileNotFoundError, NotADirectoryError):
             return {"status": "missing"}
         except CorruptFileError as err:
             return {"status": "corrupt", "reason": f"{err}; a grid runs it again, or run with --overwrite"}
-        if status.get("status") == "finished":  # metrics.json was removed afterwards
+        if not isinstance(status.get("status"), str):
+            return {"status": "corrupt", "reason": f"{self.file('status.json')} has no status; a grid runs it again"}
+        if status["status"] == "finished":  # metrics.json was removed afterwards
             return {"status": "incomplete", "reason": "metrics.json is missing"}
-        if status.get("status") == "running" and not is_locked(self.file(LOCK)):
+        if status["status"] == "running" and not is_locked(self.file(LOCK)):
             return self._interrupted(status)
         return status
+
+    def _notebook_error(self) -> dict:
+        try:
+            error = read_json_dict(self.file("status.json")).get("notebook_error")
+        except (OSError, CorruptFileError):
+            return {}
+        return {"notebook_error": str(error)} if error else {}
 
     def _interrupted(self, status: dict) -> dict:
         saved = status.get("saved_epochs")

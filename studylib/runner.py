@@ -1,6 +1,7 @@
 """One experiment end to end: data, backbone, strategy, fit, a single test evaluation, the run folder."""
 from __future__ import annotations
 
+import os
 import platform
 import random
 import resource
@@ -166,18 +167,24 @@ def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool) -> No
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a torn or foreign file costs the saved epochs, never the run
-        print(f"note: {path} could not be read ({err}); starting this run from epoch 0")
-        path.unlink(missing_ok=True)
+        set_aside(path, f"could not be read ({type(err).__name__})")
         return
     if {key: state.get(key) for key in identity} != identity:
-        print(f"note: {path} belongs to another configuration or data; starting this run from epoch 0")
-        path.unlink(missing_ok=True)
+        set_aside(path, "belongs to another configuration or data")
         return
     trainer.restore(state)
     write_logs(rundir, trainer.result, trainer)  # the logs up to there, even if no epoch is left to train
     rundir.mark_running(resumed_from_epoch=trainer.loop.next_epoch, saved_epochs=trainer.loop.next_epoch)
     if not quiet:
         print(f"resuming {rundir.path.name} after epoch {trainer.loop.next_epoch - 1}")
+
+
+def set_aside(path: Path, why: str) -> None:
+    """Keep saved epochs that cannot be used under another name (nothing is deleted) and start afresh."""
+    kept = path.with_name("resume-set-aside.pt")
+    os.replace(path, kept)
+    print(f"note: {path} {why}; moved to {kept.name} (delete it when you do not need it) and starting this "
+          "run from epoch 0")
 
 
 def write_logs(rundir: RunDir, fit, trainer: Trainer) -> None:
