@@ -112,13 +112,9 @@ class RunConfig:
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is not valid; choose one of {', '.join(valid)}")
-        self.check_names()
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError(f"device={self.device!r} is not valid; use auto, cpu, cuda or cuda:N")
         check_ranges(self)
-        if self.strategy == "lp_ft" and self.lp_epochs >= self.max_epochs:
-            raise ConfigError(f"lp_ft with lp_epochs={self.lp_epochs} and max_epochs={self.max_epochs} never reaches "
-                              "its fine-tuning stage; lower lp_epochs or raise max_epochs")
         if self.resize_size and self.resize_size < self.image_size:
             raise ConfigError(f"resize_size ({self.resize_size}) must be 0 or at least image_size ({self.image_size})")
         if self.group_pattern:
@@ -130,16 +126,6 @@ class RunConfig:
         if self.weights_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", self.weights_sha256):
             raise ConfigError(f"weights_sha256 must be 64 hexadecimal digits (sha256sum prints them), got "
                               f"{self.weights_sha256!r}")
-
-    def check_names(self) -> None:
-        """Dataset, backbone and strategy must be registered (the message lists valid names)."""
-        from .backbones import BACKBONES
-        from .datasets import DATASETS
-        from .strategies import STRATEGIES
-
-        for registry, name in ((DATASETS, self.dataset), (BACKBONES, self.backbone), (STRATEGIES, self.strategy)):
-            if name not in registry:
-                raise ConfigError(registry.unknown_message(name))
 
     @property
     def prepared_size(self) -> int:

@@ -183,7 +183,7 @@ class Trainer:
 
     def uses_cached_features(self, plan: EpochPlan) -> bool:
         """True when the epoch can train the head on cached features (same result, far less work)."""
-        return (self.cfg.feature_cache and not self.cfg.augment and type(self.strategy).add_penalty_grad is Strategy.add_penalty_grad
+        return (self.cfg.feature_cache and not self.cfg.augment and not self.strategy.has_penalty
                 and self.only_head(plan.trainable))
 
     def inputs(self, plan: EpochPlan):
@@ -209,8 +209,7 @@ class Trainer:
             with self.dev.autocast():
                 loss = self.loss(forward(x), y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            penalty = self.strategy.add_penalty_grad()  # its gradient is added directly: no autograd graph
+            penalty = self.strategy.backward(loss)  # loss + the strategy's penalty, if it has one
             if self.track_grads:
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
                 grad_sq += torch.stack(torch._foreach_norm(grads)).float() ** 2

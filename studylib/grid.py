@@ -26,12 +26,14 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
-from .fileio import atomic_write, ensure_folder
-from .rundir import RESUME, RunDir
+from .fileio import LockTimeout, atomic_write, ensure_folder, file_lock
+from .rundir import LOCK, RESUME, RunDir
+from .runner import check_config
 
 META_KEYS = {"per_strategy", "name", "description"}
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "experiment.ipynb"
 ENGINES = ("papermill", "inline")
+NOTEBOOK_PENDING = ".notebook-pending"  # in a run folder while its papermill notebook has not run to the end
 
 
 @dataclass
@@ -127,7 +129,7 @@ def _expand(base: dict, per_strategy: dict, path: Path) -> tuple[list[RunConfig]
         swept += [k for k, v in overrides.items() if isinstance(v, list) and len(v) > 1 and k not in swept]
         for extra in _product(overrides):
             try:
-                cfg = RunConfig.from_dict({**combo, **extra}, source=str(path))
+                cfg = check_config(RunConfig.from_dict({**combo, **extra}, source=str(path)))
             except ConfigError as err:
                 raise ConfigError(f"{err} (in the combination {combo | extra})") from None
             if cfg.run_hash() not in seen:  # per_strategy overrides can collapse combinations
@@ -140,9 +142,15 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.dataset}-{cfg.backbone}-{cfg.strategy}-{cfg.run_hash()[:10]}"
 
 
-def is_done(run_dir: Path, cfg: RunConfig) -> bool:
+def has_results(run_dir: Path, cfg: RunConfig) -> bool:
     metrics = RunDir(run_dir).metrics()  # None for an unfinished or corrupt run: it runs (again)
     return metrics is not None and metrics.get("run_hash") == cfg.run_hash()
+
+
+def is_done(run_dir: Path, cfg: RunConfig) -> bool:
+    """Results of this config are there, and no notebook of it was cut short (a kill in the plotting
+    cells after metrics.json was written leaves the results but an unfinished notebook)."""
+    return has_results(run_dir, cfg) and not (Path(run_dir) / NOTEBOOK_PENDING).exists()
 
 
 # --- execution -----------------------------------------------------------------------------
@@ -169,8 +177,11 @@ def _papermill(config: dict, rundir: RunDir, notebook: str, cwd: str) -> None:
 
     rundir.path.mkdir(parents=True, exist_ok=True)
     parameters = {**config, "out_dir": str(rundir.path.resolve()), "overwrite": True, "resume": True}
+    pending = rundir.file(NOTEBOOK_PENDING)
+    pending.touch()  # until the last cell ran: a grid started again re-runs the notebook (results are kept)
     papermill.execute_notebook(notebook, str(rundir.file("experiment.ipynb")), parameters=parameters,
                                progress_bar=False, cwd=cwd, kernel_name="python3")
+    pending.unlink()
 
 
 def _record_failure(rundir: RunDir, err: Exception) -> None:
@@ -180,6 +191,7 @@ def _record_failure(rundir: RunDir, err: Exception) -> None:
     if status["status"] == "finished":  # the run finished; a later display cell failed
         rundir.mark("finished", notebook_error=where + f"{getattr(err, 'ename', type(err).__name__)}: "
                                                        f"{getattr(err, 'evalue', err)}")
+        rundir.file(NOTEBOOK_PENDING).unlink(missing_ok=True)  # it would fail the same way again
         return
     if status.get("status") == "failed":  # run() already wrote the reason and traceback
         kept = {k: v for k, v in status.items() if k not in ("status", "time", "reason")}
@@ -209,6 +221,7 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     pending = [(cfg, path) for cfg, path in todo if not is_done(path, cfg)]
     if dry_run:
         return plan_table(todo, pending)
+    tidy_finished([path for cfg, path in todo if has_results(path, cfg)])
     atomic_write(out / "grid.yaml", Path(grid_path).read_text() + _overrides_note(overrides))
     jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
                  gpu=_gpu_for(i)) for i, (cfg, path) in enumerate(pending)]
@@ -218,6 +231,17 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
         for job in tqdm(jobs, desc=f"grid {grid.name}", unit="run", disable=not progress):
             execute_run(**job)
     return status_table(todo, grid.swept)
+
+
+def tidy_finished(paths: list[Path]) -> None:
+    """Clear what kills left in finished run folders (temporaries, a stale resume.pt or status);
+    a folder another process is working in is left alone."""
+    for path in paths:
+        try:
+            with file_lock(path / LOCK, timeout=0):
+                RunDir(path).tidy()
+        except LockTimeout:
+            continue
 
 
 def _overrides_note(overrides: dict[str, Any] | None) -> str:
@@ -252,12 +276,14 @@ def _run_dask(jobs: list[dict], workers: int, scheduler: str, progress: bool) ->
 def plan_table(todo: list, pending: list) -> pd.DataFrame:
     waiting = {str(p) for _, p in pending}
 
-    def action(path: Path) -> str:
+    def action(cfg: RunConfig, path: Path) -> str:
         if str(path) not in waiting:
             return "skip (finished)"
+        if has_results(path, cfg):
+            return "finish its notebook (results kept)"
         return "resume (saved epochs)" if (path / RESUME).is_file() else "run"
 
-    table = pd.DataFrame([{"run": p.name, "strategy": c.strategy, "lr": c.lr, "seed": c.seed, "action": action(p)}
+    table = pd.DataFrame([{"run": p.name, "strategy": c.strategy, "lr": c.lr, "seed": c.seed, "action": action(c, p)}
                           for c, p in todo])
     table.attrs["summary"] = remaining_time([(c, p) for c, p in todo if str(p) not in waiting], pending)
     return table

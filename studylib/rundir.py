@@ -70,11 +70,15 @@ class RunDir:
             return self._interrupted(status)
         return status
 
-    def _notebook_error(self) -> dict:
+    def status_record(self) -> dict:
+        """status.json as written ({} when absent or unreadable)."""
         try:
-            error = read_json_dict(self.file("status.json")).get("notebook_error")
+            return read_json_dict(self.file("status.json"))
         except (OSError, CorruptFileError):
             return {}
+
+    def _notebook_error(self) -> dict:
+        error = self.status_record().get("notebook_error")
         return {"notebook_error": str(error)} if error else {}
 
     def _interrupted(self, status: dict) -> dict:
@@ -87,6 +91,18 @@ class RunDir:
         owner = f"pid {status.get('pid', '?')} on {status.get('host', '?')}"
         return {**status, "status": "interrupted",
                 "reason": f"interrupted: its process ({owner}) stopped without finishing; {kept}; {fix}"}
+
+    def tidy(self) -> None:
+        """Undo what a kill can leave; the caller holds the folder's lock. Half-written temporaries of
+        atomic writes go; a finished run (metrics.json) keeps no resume.pt and its status says finished
+        (a kill between those writes leaves them behind)."""
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        if not self.finished:
+            return
+        self.file(RESUME).unlink(missing_ok=True)
+        if self.status_record().get("status") != "finished":
+            self.mark("finished")
 
     def prepare(self, overwrite: bool = False, resume: bool = False) -> None:
         """Refuse a finished run unless `overwrite`, and saved epochs unless `resume` or `overwrite`;

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .backbones import Backbone, create_backbone
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data import DataBundle, DeviceBatches
 from .datasets import load_dataset
 from .engine import Device, Trainer, evaluate
@@ -42,6 +42,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_config(cfg: RunConfig) -> RunConfig:
+    """The one validation above the config: its dataset, backbone and strategy are registered, and
+    the strategy accepts the configuration. Runs and grids call it before anything runs."""
+    from .backbones import BACKBONES
+    from .datasets import DATASETS
+    from .strategies import STRATEGIES
+
+    for registry, name in ((DATASETS, cfg.dataset), (BACKBONES, cfg.backbone), (STRATEGIES, cfg.strategy)):
+        if name not in registry:
+            raise ConfigError(registry.unknown_message(name))
+    STRATEGIES.get(cfg.strategy).check(cfg)
+    return cfg
+
+
 def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: DataBundle | None = None,
         resume: bool = False) -> RunResult:
     """Train and evaluate one configuration into `out_dir`; on failure the folder says why.
@@ -49,9 +63,11 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: Data
     With `resume`, a folder that already holds a finished run of the same configuration is
     returned as it is (grids use this, so two grid processes never train one cell twice).
     """
+    check_config(cfg)
     rundir = RunDir(out_dir)
     ensure_folder(rundir.path, "the run folder (--out)")
     with file_lock(rundir.file(LOCK)):  # one writer per run folder, even across grid restarts
+        rundir.tidy()
         finished = rundir.metrics() if resume else None
         if finished and finished.get("run_hash") == cfg.run_hash():
             return RunResult(rundir.path, finished)

@@ -6,6 +6,7 @@ DESIGN.md section 2; each class docstring says where it comes from.
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -13,7 +14,7 @@ from typing import Callable
 import torch
 
 from .backbones import Backbone
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .registry import Registry
 
 # probe(names, n_batches, on_grads): runs n training batches forward/backward with only
@@ -33,18 +34,29 @@ class EpochPlan:
     ratios: dict[str, float] = field(default_factory=dict)  # Auto-RGN / Auto-SNR score per tensor, for logs
 
 
-class Strategy:
-    """Base: every parameter trains at the base rate. Subclasses override `plan` and `penalty`."""
+class Strategy(abc.ABC):
+    """What every strategy is: a `plan` per epoch (which tensors train, at which rate) and, optionally,
+    a `penalty()` added to the loss. That is the whole contract for a new strategy: define `plan`,
+    and `penalty` if it regularises; the engine backpropagates the penalty with autograd. A strategy
+    may also override `backward` with a faster fused gradient (the SP strategies do; a test checks it
+    against autograd). `fields` names the config fields it reads (shown by `studylib strategies`),
+    and `check(cfg)` refuses configurations it cannot run, before any run starts."""
 
-    name = "ft"
-    label = "FT"
-    description = "full fine-tuning: new head, every parameter trains"
+    name = ""
+    label = ""
+    description = ""
     default_bn = "train"
+    fields: tuple[str, ...] = ("lr", "weight_decay")
+    study = False  # one of the eight strategies of the study
 
     def __init__(self, cfg: RunConfig, backbone: Backbone):
         self.cfg, self.backbone = cfg, backbone
         self.bn_policy = self.default_bn if cfg.bn_policy == "auto" else cfg.bn_policy
         self.norm_params = set(_norm_param_names(backbone))
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        """Raise ConfigError for a configuration this strategy cannot run as meant."""
 
     # helpers shared by every strategy -------------------------------------------------
     def params_of(self, blocks: list[str]) -> list[str]:
@@ -71,25 +83,25 @@ class Strategy:
     def whole_run(self, epoch: int) -> tuple[int, int]:
         return epoch, self.cfg.max_epochs
 
-    # what subclasses override ---------------------------------------------------------
+    # what a strategy defines ------------------------------------------------------------
+    @abc.abstractmethod
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
-        names = self.params_of(self.all_blocks)
-        return EpochPlan(names, self.uniform(names), "all", self.whole_run(epoch), weight_decay=self.cfg.weight_decay)
+        """Which parameters train in `epoch`, at which rates (`probe` measures gradients when needed)."""
 
     def penalty(self) -> torch.Tensor | None:
         """Extra loss term added to the cross-entropy (differentiable), or None."""
         return None
 
-    def add_penalty_grad(self) -> torch.Tensor | None:
-        """After backward: add the penalty's gradient to .grad in place and return its value.
+    @property
+    def has_penalty(self) -> bool:
+        """Whether the loss carries a penalty (then features cannot be cached: the penalty needs the weights)."""
+        return type(self).penalty is not Strategy.penalty
 
-        Equivalent to backpropagating `penalty()`, with a few fused element-wise passes instead
-        of an autograd graph over every weight. None when there is no penalty.
-        """
-        return None
-
-    def describe(self) -> str:
-        return f"{self.label}: {self.description}"
+    def backward(self, loss: torch.Tensor) -> torch.Tensor | None:
+        """Backpropagate the loss plus the penalty; returns the penalty's value (None without one)."""
+        penalty = self.penalty()
+        (loss if penalty is None else loss + penalty).backward()
+        return penalty
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategies")
@@ -133,14 +145,23 @@ def stage_position(epoch: int, lengths: list[int], total: int) -> tuple[int, int
     return len(lengths), epoch - start, max(1, total - start)
 
 
-register_strategy(Strategy)
+@register_strategy
+class FullFineTuning(Strategy):
+    """The baseline every gain is measured against: a new head, every parameter trains at the base rate."""
+
+    name, label, study = "ft", "FT", True
+    description = "full fine-tuning: new head, every parameter trains"
+
+    def plan(self, epoch: int, probe: Probe) -> EpochPlan:
+        names = self.params_of(self.all_blocks)
+        return EpochPlan(names, self.uniform(names), "all", self.whole_run(epoch), weight_decay=self.cfg.weight_decay)
 
 
 @register_strategy
 class LinearProbe(Strategy):
     """Backbone frozen and in eval mode (BatchNorm statistics and dropout fixed); only the new head trains."""
 
-    name, label = "lp", "LP"
+    name, label, study = "lp", "LP", True
     description = "linear probing: backbone frozen and in eval mode; only the new head trains"
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
@@ -166,7 +187,8 @@ class GradualUnfreezing(Strategy):
 
 @register_strategy
 class GradualLastFirst(GradualUnfreezing):
-    name, label = "gu_last_first", "G-LF"
+    name, label, study = "gu_last_first", "G-LF", True
+    fields = ("lr", "weight_decay", "gu_epochs_per_stage")
     description = "gradual unfreezing from the head towards the input, one block per stage"
 
     def trainable_blocks(self, stage: int) -> list[str]:
@@ -175,7 +197,8 @@ class GradualLastFirst(GradualUnfreezing):
 
 @register_strategy
 class GradualFirstLast(GradualUnfreezing):
-    name, label = "gu_first_last", "G-FL"
+    name, label, study = "gu_first_last", "G-FL", True
+    fields = ("lr", "weight_decay", "gu_epochs_per_stage")
     description = "gradual unfreezing from the input towards the output; the head trains from the start"
 
     def trainable_blocks(self, stage: int) -> list[str]:
@@ -211,6 +234,13 @@ class SPRegularised(Strategy):
         head = self.cfg.sp_beta / 2 * sum(w.pow(2).sum() for w in self.head_w)
         return self.alpha * self.distance(diffs) + head
 
+    def backward(self, loss: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy through autograd, the penalty's gradient added directly: the same as
+        backpropagating loss + penalty(), with a few fused element-wise passes instead of an autograd
+        graph over every weight (a test checks the two agree)."""
+        loss.backward()
+        return self.add_penalty_grad()
+
     @torch.no_grad()
     def add_penalty_grad(self) -> torch.Tensor:
         diffs = torch._foreach_sub(self.w, self.w0)
@@ -234,7 +264,8 @@ class SPRegularised(Strategy):
 
 @register_strategy
 class L1SP(SPRegularised):
-    name, label = "l1_sp", "L1-SP"
+    name, label, study = "l1_sp", "L1-SP", True
+    fields = ("lr", "l1sp_alpha", "sp_beta")
     description = "all parameters train; loss + alpha * sum |w - w0| (backbone) + beta/2 ||w_head||^2"
     alpha_field = "l1sp_alpha"
 
@@ -248,7 +279,8 @@ class L1SP(SPRegularised):
 
 @register_strategy
 class L2SP(SPRegularised):
-    name, label = "l2_sp", "L2-SP"
+    name, label, study = "l2_sp", "L2-SP", True
+    fields = ("lr", "l2sp_alpha", "sp_beta")
     description = "all parameters train; loss + alpha/2 ||w - w0||^2 (backbone) + beta/2 ||w_head||^2"
     alpha_field = "l2sp_alpha"
 
@@ -267,9 +299,16 @@ class LPFT(Strategy):
     BatchNorm statistics stay frozen by default, as in the authors' setting.
     """
 
-    name, label = "lp_ft", "LP-FT"
+    name, label, study = "lp_ft", "LP-FT", True
     description = "linear probe for lp_epochs, then fine-tune all at lr * lpft_lr_factor from the probed head"
     default_bn = "freeze_stats"
+    fields = ("lr", "weight_decay", "lp_epochs", "lpft_lr_factor")
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        if cfg.lp_epochs >= cfg.max_epochs:
+            raise ConfigError(f"lp_ft with lp_epochs={cfg.lp_epochs} and max_epochs={cfg.max_epochs} never reaches "
+                              "its fine-tuning stage; lower lp_epochs or raise max_epochs")
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
         stage, at, length = stage_position(epoch, [self.cfg.lp_epochs], self.cfg.max_epochs)
@@ -292,7 +331,8 @@ class AutoRGN(Strategy):
     (found by module type, unlike the reference code's name match).
     """
 
-    name, label = "auto_rgn", "Auto-RGN"
+    name, label, study = "auto_rgn", "Auto-RGN", True
+    fields = ("lr", "weight_decay", "rgn_probe_batches")
     description = "per-tensor lr = lr * RGN / max RGN, RGN = ||grad|| / ||w|| probed each epoch; optimizer reset"
     default_bn = "freeze"
 
@@ -329,6 +369,7 @@ class AutoSNR(Strategy):
     """
 
     name, label = "auto_snr", "Auto-SNR"
+    fields = ("lr", "weight_decay", "rgn_probe_batches", "snr_threshold")
     description = "per epoch, freeze tensors whose gradient SNR / max SNR < snr_threshold; others train at lr"
     default_bn = "freeze"
 
@@ -368,6 +409,7 @@ class Surgical(Strategy):
     """Surgical fine-tuning (Lee et al., ICLR 2023): one chosen block and the head train."""
 
     name, label = "surgical", "Surgical"
+    fields = ("lr", "weight_decay", "surgical_block")
     description = "only surgical_block (default: the first block) and the head train"
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
@@ -384,6 +426,7 @@ class DiscriminativeLR(Strategy):
     """ULMFiT / fastai discriminative learning rates: each block below the head at dlr_decay x the rate above."""
 
     name, label = "discriminative_lr", "Disc-LR"
+    fields = ("lr", "weight_decay", "dlr_decay")
     description = "all blocks train; block k below the head at lr * dlr_decay**k"
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
@@ -399,4 +442,4 @@ def cosine_factor(position: int, length: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * position / max(1, length)))
 
 
-STUDY_STRATEGIES = ("ft", "lp", "gu_last_first", "gu_first_last", "l1_sp", "l2_sp", "lp_ft", "auto_rgn")
+STUDY_STRATEGIES = tuple(name for name, cls in STRATEGIES.items() if cls.study)  # in registration order

@@ -64,3 +64,42 @@ def test_a_new_backbone_and_dataset(tmp_path):
     finally:
         BACKBONES.remove("small")
         DATASETS.remove("mine")
+
+
+@pytest.fixture
+def head_decay():
+    from studylib.strategies import FullFineTuning
+
+    @register_strategy
+    class HeadDecay(FullFineTuning):
+        """FT plus a penalty on the new head's weights: only `penalty()` is defined."""
+
+        name, label = "head_decay", "FT+HD"
+        description = "full fine-tuning with 5 * ||w_head||^2 added to the loss"
+
+        def penalty(self):
+            return 5 * sum(self.backbone.model.get_parameter(n).pow(2).sum() for n in self.head)
+
+    yield HeadDecay
+    STRATEGIES.remove("head_decay")
+
+
+def test_a_strategy_that_defines_only_penalty_trains_with_it(head_decay, tmp_path):
+    with_penalty = run(tiny_config(strategy="head_decay", max_epochs=2, lr=0.01), tmp_path / "hd")
+    plain = run(tiny_config(strategy="ft", max_epochs=2, lr=0.01), tmp_path / "ft")
+    history = pd.read_csv(tmp_path / "hd" / "history.csv")
+    assert (history.train_penalty > 0).all()  # the engine added it to the loss
+    head = lambda path: pd.read_csv(path / "layers.csv").query("block == 'head'").weight_norm.iloc[-1]
+    assert head(tmp_path / "hd") < head(tmp_path / "ft")  # and it pulled the head's weights down
+    assert with_penalty.metrics["test"] != plain.metrics["test"] or head(tmp_path / "hd") != head(tmp_path / "ft")
+
+
+def test_an_abstract_strategy_without_a_plan_is_refused_at_once():
+    class NoPlan(Strategy):
+        name = "no_plan"
+
+        def penalty(self):
+            return None
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoPlan(tiny_config(), None)
