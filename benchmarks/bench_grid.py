@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from studylib.grid import run_grid
+from studylib.study.grid import run_grid
 
 GRID = """dataset: synthetic
 synthetic_size: 600

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from studylib.backbones import create_backbone
-from studylib.config import RunConfig
-from studylib.data import DataBundle
-from studylib.engine import Device
-from studylib.fileio import save_torch
-from studylib.runner import make_trainer
+from studylib.core.config import RunConfig
+from studylib.core.fileio import save_torch
+from studylib.data.bundle import DataBundle
+from studylib.models.backbones import create_backbone
+from studylib.training.engine import Device
+from studylib.training.runner import make_trainer
 
 
 def tiny_bundle(n: int = 160, size: int = 72) -> DataBundle:

@@ -20,13 +20,13 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from studylib.data.datasets import load_dataset
 
-from studylib.backbones import create_backbone
-from studylib.config import RunConfig
-from studylib.data import DataBundle
-from studylib.datasets import load_dataset
-from studylib.engine import Device
-from studylib.runner import make_trainer
+from studylib.core.config import RunConfig
+from studylib.data.bundle import DataBundle
+from studylib.models.backbones import create_backbone
+from studylib.training.engine import Device
+from studylib.training.runner import make_trainer
 
 
 def bundle(n: int, size: int, classes: int = 4) -> DataBundle:

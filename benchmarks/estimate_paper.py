@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from studylib.results import collect
+from studylib.study.results import collect
 
 # Approximate image counts (training pool before the val split; test separate) per study dataset.
 DATASETS = {"chest_xray_pneumonia": (5232, 624), "brain_tumor_mri": (5712, 1311), "nct_crc_he": (100000, 7180),

@@ -12,9 +12,9 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from studylib.config import RunConfig, field_help
+from studylib.core.config import RunConfig, field_help
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent.parent / "studylib" / "templates" / "notebooks"  # notebooks/*.ipynb link here
 KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
           "language_info": {"name": "python"}}
 
@@ -52,18 +52,18 @@ def experiment() -> None:
         ]),
         new_code_cell(
             "from studylib import RunConfig, run\n"
-            "from studylib.config import FIELDS\n\n"
+            "from studylib.core.config import FIELDS\n\n"
             "cfg = RunConfig.from_dict({name: globals()[name] for name in FIELDS}, source='notebook parameters')\n"
             "result = run(cfg, out_dir, overwrite=overwrite, resume=resume)\n"
             "result"),
         new_markdown_cell("## Learning curves\nValidation picks the epoch (dotted line); test is scored once, "
                           "with those weights. Grey lines mark stage changes (LP-FT, gradual unfreezing)."),
-        new_code_cell("from studylib import plots\n\nplots.learning_curves(result.path);"),
+        new_code_cell("from studylib.views import runfigures\n\nrunfigures.learning_curves(result.path);"),
         new_markdown_cell("## What trained, and how fast\nLearning rate per block and epoch (blank: frozen). "
                           "Auto-RGN gives each tensor its own rate; gradual unfreezing fills the map stage by stage."),
-        new_code_cell("plots.block_lr_heatmap(result.path, 'lr');\nplots.block_lr_heatmap(result.path, 'rel_dist_init');"),
+        new_code_cell("runfigures.block_lr_heatmap(result.path, 'lr');\nrunfigures.block_lr_heatmap(result.path, 'rel_dist_init');"),
         new_markdown_cell("## Test confusion matrix"),
-        new_code_cell("plots.confusion_matrix(result.path);"),
+        new_code_cell("runfigures.confusion_matrix(result.path);"),
         new_markdown_cell("## Validation (selected epoch) and test metrics"),
         new_code_cell("import pandas as pd\n\n"
                       "pd.DataFrame({split: result.metrics[split] for split in ('val', 'test')}).dropna().round(4)"),
@@ -90,7 +90,8 @@ def analysis() -> None:
             "n_boot: int = 1000  # bootstrap resamples for the gain intervals",
         ]),
         new_code_cell("from IPython.display import Image, Markdown, display\n\n"
-                      "from studylib import analysis\nfrom studylib.report import Study\n\n"
+                      "from studylib.study import analysis\nfrom studylib.study.analysis import Study\n"
+                      "from studylib.views.report import study_figures\n\n"
                       "study = Study(results_dir, metric, n_boot)\n"
                       "for note in study.notes:\n    print('NOTE:', note)\n"
                       "print(f'{len(study.done)} finished runs in {results_dir}')"),
@@ -105,11 +106,11 @@ def analysis() -> None:
                       "    for sentence in wtl.sentence:\n        print(sentence)\n"
                       "    display(analysis.mean_ranks(study.accuracy).round(2).to_frame())"),
         new_markdown_cell("## Figures (static PNGs, also in `figures/`)"),
-        new_code_cell("for title, path in study.figures().items():\n"
+        new_code_cell("for title, path in study_figures(study).items():\n"
                       "    display(Markdown(f'### {title}'))\n    display(Image(filename=str(path)))"),
         new_markdown_cell("## Explore\nPick a view, a metric and a run; study views (gain heatmap, accuracy, cost) "
                           "ignore the run pickers. Each view is also saved as `figures/explorer-<view>.png`."),
-        new_code_cell("from studylib.widgets import Explorer\n\nexplorer = Explorer(results_dir, n_boot=min(n_boot, 300))\n"
+        new_code_cell("from studylib.views.explorer import Explorer\n\nexplorer = Explorer(results_dir, n_boot=min(n_boot, 300))\n"
                       "explorer"),
     ])
 
@@ -131,7 +132,7 @@ def teaching() -> None:
             'out_dir: str = "../outputs/teaching"  # where the mini comparison writes its runs',
         ]),
         new_markdown_cell("## 1. The block map\nEvery strategy talks about these blocks; so does every log."),
-        new_code_cell("from studylib.backbones import create_backbone\n\nbb = create_backbone(backbone, num_classes=4)\n"
+        new_code_cell("from studylib.models.backbones import create_backbone\n\nbb = create_backbone(backbone, num_classes=4)\n"
                       "print(bb)\n{block: len(names) for block, names in bb.blocks.items()}  # parameter tensors per block"),
         new_markdown_cell(
             "## 2. What each strategy trains, epoch by epoch\n"
@@ -143,13 +144,13 @@ def teaching() -> None:
             "- **Auto-RGN** gives each tensor a rate proportional to its relative gradient norm: here the head "
             "gets the base rate and early blocks far less.\n"
             "- **Discriminative LR** lowers the rate block by block from the head down."),
-        new_code_cell("from studylib.teaching import plan_figure\n\n"
+        new_code_cell("from studylib.views.teaching import plan_figure\n\n"
                       "plan_figure(['ft', 'lp', 'gu_last_first', 'gu_first_last', 'lp_ft', 'auto_rgn', "
                       "'discriminative_lr'], backbone, plan_epochs, path=f'{out_dir}/figures/strategy_maps.png');"),
         new_markdown_cell("## 3. A mini comparison\nPretrain a tiny CNN on the synthetic source task (once), then "
                           "fine-tune it on the target task with five strategies. Linear probing on pretrained "
                           "features is far above chance (0.25), and the strategies differ."),
-        new_code_cell("from studylib import RunConfig, run\nfrom studylib.pretrain import pretrain, pretrain_config\n\n"
+        new_code_cell("from studylib import RunConfig, run\nfrom studylib.training.pretrain import pretrain, pretrain_config\n\n"
                       "checkpoint = pretrain(f'{out_dir}/tinycnn-source.pt', pretrain_config(size=pretrain_size, quiet=True))\n"
                       "results = {}\nfor strategy in ['lp', 'ft', 'lp_ft', 'gu_last_first', 'auto_rgn']:\n"
                       "    cfg = RunConfig(strategy=strategy, weights=str(checkpoint), image_size=32, synthetic_size=mini_size,\n"
@@ -160,8 +161,8 @@ def teaching() -> None:
                       "table = pd.DataFrame({s: r.metrics['test'] for s, r in results.items()}).T[['balanced_accuracy', 'macro_f1', 'auroc']]\n"
                       "table.assign(gain_over_ft=table.balanced_accuracy - table.loc['ft', 'balanced_accuracy']).round(3)"),
         new_markdown_cell("## 4. Look inside one run\nHow far did each block move from its pretrained weights?"),
-        new_code_cell("from studylib import plots\n\nplots.block_lr_heatmap(results['auto_rgn'].path, 'lr');\n"
-                      "plots.block_lr_heatmap(results['gu_last_first'].path, 'rel_dist_init');"),
+        new_code_cell("from studylib.views import runfigures\n\nrunfigures.block_lr_heatmap(results['auto_rgn'].path, 'lr');\n"
+                      "runfigures.block_lr_heatmap(results['gu_last_first'].path, 'rel_dist_init');"),
     ])
 
 

@@ -1,4 +1,5 @@
-"""Command line: python -m studylib demo | run | grid | report | pretrain | strategies | backbones | datasets | config"""
+"""Command line: python -m studylib demo | run | grid | report | init | pretrain | data | download | strategies |
+backbones | datasets | config"""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from .fileio import DiskSpaceError
-from .config import ConfigError, RunConfig, field_help, load_yaml, parse_assignment
+from .core.config import ConfigError, RunConfig, field_help, load_yaml, parse_assignment
+from .core.fileio import DiskSpaceError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_error(err: Exception) -> tuple[str, int]:
     """One line saying what went wrong and what to do, and the exit status."""
-    from .cache import CacheError
-    from .fileio import LockTimeout
+    from .core.fileio import LockTimeout
+    from .data.cache import CacheError
 
     if isinstance(err, (CacheError, LockTimeout, DiskSpaceError)):  # the machine, not the input
         return one_line(err), 1
@@ -69,12 +70,12 @@ def os_error_message(err: OSError) -> str:
 
 def known_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message already says what to do."""
-    from .backbones import WeightsError
-    from .download import DownloadError
-    from .engine import NonFiniteLossError
-    from .fileio import CorruptFileError, OutputPathError
-    from .registry import UnknownNameError
-    from .rundir import RunExistsError
+    from .core.fileio import CorruptFileError, OutputPathError
+    from .core.registry import UnknownNameError
+    from .data.download import DownloadError
+    from .models.backbones import WeightsError
+    from .training.engine import NonFiniteLossError
+    from .training.rundir import RunExistsError
 
     return (ConfigError, UnknownNameError, WeightsError, RunExistsError, NonFiniteLossError, ValueError,
             DownloadError, OutputPathError, CorruptFileError)
@@ -144,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true",
                    help="extract into a non-empty folder: add missing files, never overwrite (differing files refuse)")
 
+    p = add("init", cmd_init, "copy the notebooks and params templates into a working folder (for JupyterLab)")
+    p.add_argument("folder", help="working folder, e.g. work (then: jupyter lab work)")
+
     add("strategies", cmd_strategies, "list the fine-tuning strategies")
     add("backbones", cmd_backbones, "list the backbones and their blocks")
     add("datasets", cmd_datasets, "list the datasets and whether each is present locally")
@@ -160,7 +164,7 @@ def config_from_args(params: str | None, assignments: list[str]) -> RunConfig:
 
 
 def cmd_run(args) -> int:
-    from .runner import run
+    from .training.runner import run
 
     cfg = config_from_args(args.params, args.set)
     result = run(cfg, args.out, overwrite=args.overwrite, resume=args.resume)
@@ -178,7 +182,7 @@ def _score(value) -> str:
 def cmd_grid(args) -> int:
     import pandas as pd
 
-    from .grid import load_grid, run_grid
+    from .study.grid import load_grid, run_grid
 
     overrides = dict(parse_assignment(text) for text in args.set)
     out = Path(args.out or Path("outputs/grids") / load_grid(args.params, overrides).name)
@@ -192,7 +196,7 @@ def cmd_grid(args) -> int:
     if args.dry_run:
         print(f"\n{table.attrs['summary']}")
     else:
-        from .results import write_results
+        from .study.results import write_results
         print(f"\nresults table: {write_results(out)}")
     failed = 0 if args.dry_run else int((table.status != "finished").sum())
     if failed:
@@ -201,7 +205,7 @@ def cmd_grid(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .results import collect, failures, write_results
+    from .study.results import collect, failures, write_results
 
     if not Path(args.folder).is_dir():
         raise ConfigError(f"{args.folder} is not a folder; give a grid's output folder (the --out of grid or demo)")
@@ -215,7 +219,7 @@ def cmd_report(args) -> int:
     failed = failures(table)
     if len(failed):
         print("not finished:\n" + failed.to_string(index=False))
-    from .report import write_report
+    from .views.report import write_report
     markdown, page = write_report(args.folder, args.metric, args.boot, table)
     print(f"report: {page} (and {markdown.name})")
     return 0
@@ -229,7 +233,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .pretrain import pretrain, pretrain_config
+    from .training.pretrain import pretrain, pretrain_config
 
     cfg = pretrain_config(args.backbone, args.image_size, args.size, args.epochs, quiet=args.quiet)
     path = pretrain(args.out, cfg, reuse=not args.force)
@@ -238,15 +242,15 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .datasets import format_report, load_dataset
+    from .data.datasets import format_report, load_dataset
 
     print(format_report(load_dataset(config_from_args(args.params, args.set))))
     return 0
 
 
 def cmd_download(args) -> int:
-    from .datasets import dataset_root, get_dataset_info
-    from .download import fetch_dataset
+    from .data.datasets import dataset_root, get_dataset_info
+    from .data.download import fetch_dataset
 
     info = get_dataset_info(args.name)
     root = fetch_dataset(info, Path(args.root) if args.root else dataset_root(info), merge=args.merge)
@@ -254,17 +258,32 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    from .core.fileio import ensure_folder
+    from .core.templates import copy_templates
+
+    folder = ensure_folder(Path(args.folder), "the working folder")
+    copied, kept = copy_templates(folder)
+    for path in copied:
+        print(f"  {path}")
+    if kept:
+        print(f"kept as they were (not overwritten): {', '.join(p.name for p in kept)}")
+    print(f"next: jupyter lab {folder}   (notebooks/experiment.ipynb runs one experiment; "
+          f"studylib grid {folder}/params/smoke.yaml runs a grid)")
+    return 0
+
+
 def cmd_strategies(args) -> int:
-    from .strategies import STRATEGIES, STUDY_STRATEGIES
+    from .training.strategies import STRATEGIES, STUDY_STRATEGIES
 
     for name, cls in STRATEGIES.items():
         tag = "study" if name in STUDY_STRATEGIES else "extra"
-        print(f"{name:18} {cls.label:9} [{tag}] {cls.description}")
+        print(f"{name:18} {cls.label:9} [{tag}] {cls.description}\n{'':18} reads: {', '.join(cls.fields)}")
     return 0
 
 
 def cmd_backbones(args) -> int:
-    from .backbones import BACKBONES
+    from .models.backbones import BACKBONES
 
     for name, spec in BACKBONES.items():
         weights = ", ".join(w.name for w in spec.weights_enum) if spec.weights_enum else "none / checkpoint file"
@@ -273,7 +292,7 @@ def cmd_backbones(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .datasets import DATASETS, local_status
+    from .data.datasets import DATASETS, local_status
 
     print(f"{'name':21}{'modality':46}{'licence':18}local copy")
     for name, info in DATASETS.items():
@@ -286,9 +305,11 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_config(args) -> int:
+    from .core.config import ROLES
+
     defaults = RunConfig().to_dict()
     for name, text in field_help().items():
-        print(f"{name:22} = {defaults[name]!r:22} # {text}")
+        print(f"{name:22} = {defaults[name]!r:22} # [{ROLES[name]}] {text}")
     return 0
 
 

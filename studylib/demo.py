@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .grid import run_grid
-from .pretrain import DEFAULT_CHECKPOINT, pretrain, pretrain_config
-from .results import collect, write_results
+from .core.templates import template
+from .study.grid import run_grid
+from .study.results import collect, write_results
+from .training.pretrain import DEFAULT_CHECKPOINT, pretrain, pretrain_config
 
-PROJECT = Path(__file__).resolve().parent.parent
-DEMO_GRID = PROJECT / "params" / "demo.yaml"
-ANALYSIS = PROJECT / "notebooks" / "analysis.ipynb"
+DEMO_GRID = template("params", "demo.yaml")
+ANALYSIS = template("notebooks", "analysis.ipynb")
 
 
 def demo(out: str | Path = "outputs/demo", engine: str = "papermill", workers: int = 1) -> pd.DataFrame:
@@ -29,7 +29,7 @@ def demo(out: str | Path = "outputs/demo", engine: str = "papermill", workers: i
     table = summary(runs)
     print(table.to_string())
     analysis = run_analysis(out)
-    from .report import write_report
+    from .views.report import write_report
     _, page = write_report(out, runs=runs)
     print(f"\nresults table: {results}\nreport:        {page}\nrun folders:   {out / 'runs'}")
     if analysis:
@@ -47,14 +47,12 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return stats.sort_values("mean", ascending=False).round(3)
 
 
-def run_analysis(out: Path) -> Path | None:
-    """Execute the analysis notebook on the demo results, when the notebook exists."""
-    if not ANALYSIS.is_file():
-        return None
+def run_analysis(out: Path) -> Path:
+    """Execute the shipped analysis notebook on the demo results, into OUT/analysis.ipynb."""
     import papermill
 
     print("3/3 executing the analysis notebook")
     target = out / "analysis.ipynb"
     papermill.execute_notebook(str(ANALYSIS), str(target), parameters={"results_dir": str(out)},
-                               progress_bar=False, cwd=str(PROJECT), kernel_name="python3")
+                               progress_bar=False, cwd=str(out), kernel_name="python3")
     return target

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from studylib import RunConfig
-from studylib.datasets import load_dataset
+from studylib.data.datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -58,7 +58,8 @@ def write_image_folder(root: Path, classes=("a", "b", "c"), per_class=8, splits=
     """Class folders of PNGs made from the synthetic generator (distinct images per class)."""
     import numpy as np
     from PIL import Image
-    from studylib.synthetic import make_synthetic
+
+    from studylib.data.synthetic import make_synthetic
 
     images, labels, _ = make_synthetic("target", per_class * len(classes) * max(1, len(splits)) * 4, size, seed)
     counter = {}
@@ -82,7 +83,7 @@ class Preempted(BaseException):
 
 def stop_training_at(monkeypatch, epoch: int):
     """Make every run raise Preempted when it starts training `epoch`; returns the undo."""
-    import studylib.engine as engine
+    import studylib.training.engine as engine
 
     train_epoch = engine.Trainer.train_epoch
 

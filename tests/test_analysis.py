@@ -8,10 +8,11 @@ import numpy as np
 import papermill
 import pytest
 
-from studylib import analysis
-from studylib.grid import run_grid
-from studylib.report import Study, write_report
-from studylib.widgets import Explorer
+from studylib.study import analysis
+from studylib.study.analysis import Study
+from studylib.study.grid import run_grid
+from studylib.views.explorer import Explorer
+from studylib.views.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = """dataset: synthetic

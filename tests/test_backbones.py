@@ -4,8 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from studylib.backbones import BACKBONES, WeightsError, create_backbone, get_backbone_spec, list_backbones
-from studylib.fileio import sha256_file
+from studylib.core.fileio import sha256_file
+from studylib.models.backbones import (
+    BACKBONES,
+    WeightsError,
+    create_backbone,
+    get_backbone_spec,
+    list_backbones,
+)
 
 EXPECTED_BLOCKS = {
     "resnet50": ["stem", "layer1", "layer2", "layer3", "layer4", "head"],
@@ -24,7 +30,9 @@ def backbone(request):
 
 
 def test_block_map_matches_design_and_covers_every_parameter_once(backbone):
-    assert backbone.block_names == EXPECTED_BLOCKS[backbone.spec.name]
+    if backbone.spec.name in EXPECTED_BLOCKS:  # DESIGN.md's maps are the oracle where it gives one
+        assert backbone.block_names == EXPECTED_BLOCKS[backbone.spec.name]
+    assert len(backbone.block_names) >= 2  # every backbone: at least one block below the head
     covered = [p for names in backbone.blocks.values() for p in names]
     assert sorted(covered) == sorted(n for n, _ in backbone.model.named_parameters())
     assert set(backbone.head_params) <= set(backbone.blocks[backbone.block_names[-1]])
@@ -89,7 +97,7 @@ def test_checkpoint_of_another_architecture_names_the_mismatch(tmp_path):
 
 
 def test_checkpoint_with_wrong_shapes_names_them(tmp_path):
-    from studylib.backbones import TinyCNN
+    from studylib.models.backbones import TinyCNN
     path = tmp_path / "wide.pt"
     torch.save(TinyCNN(widths=(8, 32, 64, 96)).state_dict(), path)
     with pytest.raises(WeightsError, match=r"shapes differ \(stem.0.weight"):

@@ -20,12 +20,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_image_folder
 from PIL import Image
 
 from studylib.cli import main
-from studylib.rundir import RESUME, RunDir
-
-from conftest import write_image_folder
+from studylib.training.rundir import RESUME, RunDir
 
 TINY = ["-s", "image_size=16", "-s", "synthetic_size=120", "-s", "max_epochs=1", "-s", "quiet=true",
         "-s", "device=cpu", "-s", "batch_size=32"]
@@ -274,7 +273,7 @@ def test_a_grid_reruns_a_run_whose_metrics_are_corrupt(tmp_path, capsys):
 
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_debug_shows_the_traceback_before_or_after_the_command(where):
-    from studylib.config import ConfigError
+    from studylib.core.config import ConfigError
     argv = ["--debug", "run", "-s", "patience=0"] if where == "before" else ["run", "--debug", "-s", "patience=0"]
     with pytest.raises(ConfigError, match="out of range"):
         main(argv)
@@ -291,8 +290,8 @@ def test_an_unexpected_error_is_one_line_that_points_to_debug(monkeypatch, capsy
 def test_a_full_disk_during_a_run_is_one_line_and_the_run_reads_interrupted(tmp_path, monkeypatch, capsys):
     """ENOSPC while writing results, and again while recording the failure: no chained traceback,
     and status.json's stale "running" is reported as interrupted (its lock is free)."""
-    import studylib.rundir as rundir_module
-    import studylib.runner as runner_module
+    import studylib.training.rundir as rundir_module
+    import studylib.training.runner as runner_module
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "predictions.csv"))
@@ -311,7 +310,7 @@ def test_a_full_disk_during_a_run_is_one_line_and_the_run_reads_interrupted(tmp_
 def test_a_full_disk_is_found_before_the_cache_is_written(tmp_path, monkeypatch, capsys):
     import shutil as shutil_module
 
-    import studylib.fileio as fileio
+    import studylib.core.fileio as fileio
     write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=20, splits=())
     usage = shutil_module.disk_usage(tmp_path)
     monkeypatch.setattr(fileio.shutil, "disk_usage", lambda path: usage._replace(free=1000))
@@ -344,7 +343,7 @@ def test_an_interrupted_run_says_so_with_its_saved_epochs(tmp_path, capsys):
 
 
 def test_a_killed_cache_preparation_leaves_nothing_behind(tmp_path):
-    from studylib.cache import prepare_files
+    from studylib.data.cache import prepare_files
     cache = tmp_path / "cache"
     cache.mkdir()
     stale = cache / ".0123456789abcdef01234567.99999.tmp.npy"
@@ -356,7 +355,7 @@ def test_a_killed_cache_preparation_leaves_nothing_behind(tmp_path):
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_written_files_respect_the_umask(tmp_path, umask, mode):
-    from studylib.fileio import write_json
+    from studylib.core.fileio import write_json
     old = os.umask(umask)
     try:
         write_json(tmp_path / "x.json", {"a": 1})
@@ -367,7 +366,8 @@ def test_written_files_respect_the_umask(tmp_path, umask, mode):
 
 def test_symlinks_out_of_the_root_are_followed_by_both_loaders_with_a_note(tmp_path):
     from conftest import tiny_config
-    from studylib.datasets import load_dataset
+
+    from studylib.data.datasets import load_dataset
     elsewhere = write_image_folder(tmp_path / "elsewhere", classes=("a", "b"), per_class=20, splits=())
     root = tmp_path / "root"
     for cls in ("a", "b"):
@@ -384,7 +384,8 @@ def test_symlinks_out_of_the_root_are_followed_by_both_loaders_with_a_note(tmp_p
 
 def test_a_symlinked_sub_folder_is_followed_like_a_symlinked_file(tmp_path):
     from conftest import tiny_config
-    from studylib.datasets import load_dataset
+
+    from studylib.data.datasets import load_dataset
     write_image_folder(tmp_path / "root", classes=("a", "b"), per_class=20, splits=())
     extra = write_image_folder(tmp_path / "extra", classes=("a",), per_class=5, splits=(), seed=3)
     (tmp_path / "root" / "a" / "linked").symlink_to(extra / "a")
@@ -394,8 +395,8 @@ def test_a_symlinked_sub_folder_is_followed_like_a_symlinked_file(tmp_path):
 
 
 def test_a_notebook_error_after_the_run_finished_is_shown_not_hidden(tmp_path):
-    from studylib.grid import _record_failure
-    from studylib.results import collect
+    from studylib.study.grid import _record_failure
+    from studylib.study.results import collect
     assert main(["run", *TINY, "--out", str(tmp_path / "r")]) == 0
 
     class CellError(Exception):
@@ -409,7 +410,8 @@ def test_a_notebook_error_after_the_run_finished_is_shown_not_hidden(tmp_path):
 
 def test_labels_with_spaces_are_one_class_with_a_note(tmp_path):
     from conftest import tiny_config
-    from studylib.datasets import load_dataset
+
+    from studylib.data.datasets import load_dataset
     edited_manifest(lambda f: f.assign(label=[v + " " if i % 2 else v for i, v in enumerate(f.label)]))(tmp_path)
     bundle = load_dataset(tiny_config(dataset="csv", data_root=str(tmp_path / "manifest.csv")), progress=False)
     assert bundle.classes == ["a", "b"]
@@ -418,7 +420,8 @@ def test_labels_with_spaces_are_one_class_with_a_note(tmp_path):
 
 def test_a_suffixless_path_with_its_folder_is_not_ambiguous(tmp_path):
     from conftest import tiny_config
-    from studylib.datasets import load_dataset
+
+    from studylib.data.datasets import load_dataset
     ambiguous_stems(tmp_path)
     frame = pd.read_csv(tmp_path / "manifest.csv")
     frame["path"] = [f"img/{label}/{p}" for p, label in zip(frame.path, frame.label)]
@@ -434,7 +437,7 @@ def _die(job):
 
 
 def test_a_dead_cache_worker_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch, capsys):
-    import studylib.cache as cache
+    import studylib.data.cache as cache
     write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=20, splits=())
     monkeypatch.setattr(cache, "_decode_chunk", _die)
     code = main(["data", "-s", "dataset=folder", "-s", f"data_root={tmp_path / 'data'}", "-s", "workers=2",

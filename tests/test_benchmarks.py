@@ -23,8 +23,9 @@ def test_paper_estimate_covers_the_432_runs():
 
 def test_runs_log_their_speed_and_the_paper_estimate_uses_it(tiny, tmp_path):
     import pandas as pd
-    from studylib.results import collect
-    from studylib.runner import run
+
+    from studylib.study.results import collect
+    from studylib.training.runner import run
 
     for strategy in ("ft", "lp"):
         run(tiny(strategy=strategy, max_epochs=3), tmp_path / strategy)

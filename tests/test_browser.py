@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from studylib.grid import run_grid
-from studylib.report import write_report
+from studylib.study.grid import run_grid
+from studylib.views.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

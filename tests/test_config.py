@@ -1,6 +1,13 @@
 import pytest
 
-from studylib.config import FIELDS, ConfigError, RunConfig, field_help, load_yaml, parse_assignment
+from studylib.core.config import (
+    FIELDS,
+    ConfigError,
+    RunConfig,
+    field_help,
+    load_yaml,
+    parse_assignment,
+)
 
 
 def test_unknown_key_names_the_key_and_a_suggestion():
@@ -27,7 +34,7 @@ def test_invalid_choices_list_the_valid_ones(key, value):
 
 @pytest.mark.parametrize("key, value", [("strategy", "nope"), ("backbone", "resnet"), ("dataset", "x")])
 def test_unknown_names_are_refused_where_they_are_resolved_with_the_valid_ones(key, value):
-    from studylib.runner import check_config
+    from studylib.training.runner import check_config
     cfg = RunConfig.from_dict({key: value})  # the config is data: names are the registries' business
     with pytest.raises(ConfigError, match="Valid"):
         check_config(cfg)
@@ -62,7 +69,7 @@ def test_prepared_size_follows_232_over_224():
 
 
 def test_lp_ft_must_reach_its_second_stage():
-    from studylib.runner import check_config
+    from studylib.training.runner import check_config
     with pytest.raises(ConfigError, match="never reaches its fine-tuning stage"):  # LP-FT's own rule
         check_config(RunConfig.from_dict({"strategy": "lp_ft", "lp_epochs": 5, "max_epochs": 5}))
 
@@ -72,3 +79,34 @@ def test_direct_construction_is_checked_too():
         RunConfig(lr="fast")
     with pytest.raises(ConfigError, match="patience=0 is out of range"):
         RunConfig(patience=0)
+
+
+def test_every_field_has_exactly_one_role_and_the_run_hash_follows_them():
+    from studylib.core.config import ROLES
+    assert set(ROLES) == set(FIELDS)
+    assert set(ROLES.values()) == {"case", "method", "seed", "protocol", "tuned", "data", "runtime"}
+    base = RunConfig()
+    for name, role in ROLES.items():
+        if role == "runtime" and FIELDS[name].type == "bool":
+            assert base.replace(**{name: not getattr(base, name)}).run_hash() == base.run_hash(), name
+
+
+def test_a_lock_held_elsewhere_times_out_with_a_message_that_says_what_to_do(tmp_path):
+    import subprocess
+    import sys
+
+    from studylib.core.fileio import LockTimeout, file_lock, is_locked
+    lock = tmp_path / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock\n"
+                               f"with FileLock({str(lock)!r}):\n    print('held', flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert is_locked(lock)
+        with pytest.raises(LockTimeout, match=r"another studylib process holds .*x.lock.*gave up after 0.2 s"):
+            with file_lock(lock, timeout=0.2):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not is_locked(lock)  # released by the OS when its holder died

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import tiny_config, write_image_folder
+
 from studylib import run
-from studylib.cache import prepare_files
-from studylib.datasets import format_report, load_dataset
-from studylib.loaders import DataError
-from studylib.splits import assign_splits
+from studylib.data.cache import prepare_files
+from studylib.data.datasets import format_report, list_datasets, load_dataset
+from studylib.data.loaders import DataError
+from studylib.data.splits import assign_splits
 
 
 def folder_config(root, **changes):
@@ -166,7 +166,7 @@ def test_cache_is_reused_and_matches_fresh_decoding(tmp_path):
 
 def test_two_processes_preparing_at_once_agree(tmp_path):
     root = write_image_folder(tmp_path / "d", per_class=30, splits=())
-    script = ("import sys, numpy as np; from pathlib import Path; from studylib.cache import prepare_files;"
+    script = ("import sys, numpy as np; from pathlib import Path; from studylib.data.cache import prepare_files;"
               "files = sorted(Path(sys.argv[1]).rglob('*.png'));"
               "p = prepare_files(files, 48, Path(sys.argv[2]), workers=1, progress=False);"
               "print(p.key, int(np.asarray(p.images, dtype=np.int64).sum()))")
@@ -263,7 +263,8 @@ def test_medmnist_without_the_package_says_how_to_get_it(tmp_path, monkeypatch):
 
 def test_balanced_sampling_draws_classes_evenly_and_features_follow_the_same_order():
     import torch
-    from studylib.data import DeviceBatches
+
+    from studylib.data.bundle import DeviceBatches
     labels = np.array([0] * 900 + [1] * 100)
     images = np.zeros((1000, 3, 4, 4), dtype=np.uint8)
     batches = DeviceBatches(images, labels, 100, 4, torch.device("cpu"), balanced=True)
@@ -275,9 +276,29 @@ def test_balanced_sampling_draws_classes_evenly_and_features_follow_the_same_ord
 
 def test_epoch_indices_move_to_an_accelerator_in_one_copy_and_keep_their_batches():
     import torch
-    from studylib.data import batch_indices, indices_on
+
+    from studylib.data.bundle import batch_indices, indices_on
 
     batches = list(batch_indices(10, 4, True, None, torch.Generator().manual_seed(0)))
     assert indices_on(iter(batches), torch.device("cpu")) == batches  # the CPU path is untouched
     moved = indices_on(iter(batches), torch.device("meta"))  # any non-CPU device: one cat, one copy, one split
     assert [t.device.type for t in moved] == ["meta"] * 3 and [len(t) for t in moved] == [4, 4, 2]
+
+
+@pytest.mark.parametrize("name", list_datasets())
+def test_every_registered_dataset_is_well_formed(name):
+    """What is registered is tested: its loader exists and takes its options, and a study dataset
+    says where it comes from, under which licence, and how to cite and obtain it."""
+    import inspect
+
+    from studylib.data.datasets import get_dataset_info
+    from studylib.data.loaders import LOADERS
+    info = get_dataset_info(name)
+    loader = LOADERS.get(info.kind)
+    accepted = set(inspect.signature(loader).parameters) - {"root", "cfg", "progress"}
+    assert set(info.options) <= accepted, f"{name}: options {set(info.options) - accepted} are not {info.kind}'s"
+    if info.study:
+        assert info.licence and info.citation not in ("", "-") and info.obtain and info.classes >= 2
+    if info.kind == "synthetic":
+        bundle = load_dataset(tiny_config(dataset=name, synthetic_size=200), progress=False)
+        assert bundle.num_classes == info.classes

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from studylib.cli import main
-from studylib.download import DownloadError, download, extract
+from studylib.data.download import DownloadError, download, extract
 
 PAYLOAD = bytes(range(256)) * 4000  # about 1 MB
 
@@ -90,8 +90,8 @@ def toy_dataset(monkeypatch, tmp_path):
     """`download toy` fetches a local zip: no server, and no dependence on the real registry's URLs."""
     archive = make_zip(tmp_path / "toy.zip", {"toy/ADI/a.txt": "new", "toy/MUC/m.txt": "m"})
     info = SimpleNamespace(name="toy", obtain="", downloads=(("http://example.invalid/toy.zip", "", ""),))
-    monkeypatch.setattr("studylib.datasets.get_dataset_info", lambda name: info)
-    monkeypatch.setattr("studylib.download.download", lambda url, dest, *args, **kwargs: archive)
+    monkeypatch.setattr("studylib.data.datasets.get_dataset_info", lambda name: info)
+    monkeypatch.setattr("studylib.data.download.download", lambda url, dest, *args, **kwargs: archive)
     return archive
 
 

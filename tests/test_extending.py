@@ -2,13 +2,18 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 from torch import nn
 
-from conftest import tiny_config
 from studylib import run
-from studylib.backbones import BACKBONES, BackboneSpec, register_backbone
-from studylib.datasets import DATASETS, DatasetInfo, register_dataset
-from studylib.strategies import STRATEGIES, EpochPlan, Strategy, register_strategy
+from studylib.data.datasets import DATASETS, DatasetInfo, register_dataset
+from studylib.models.backbones import BACKBONES, BackboneSpec, register_backbone
+from studylib.training.strategies import (
+    STRATEGIES,
+    EpochPlan,
+    Strategy,
+    register_strategy,
+)
 
 
 @pytest.fixture
@@ -68,7 +73,7 @@ def test_a_new_backbone_and_dataset(tmp_path):
 
 @pytest.fixture
 def head_decay():
-    from studylib.strategies import FullFineTuning
+    from studylib.training.strategies import FullFineTuning
 
     @register_strategy
     class HeadDecay(FullFineTuning):

@@ -40,8 +40,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from studylib.grid import NOTEBOOK_PENDING, run_grid
-from studylib.results import collect
+from studylib.study.grid import NOTEBOOK_PENDING, run_grid
+from studylib.study.results import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 1729

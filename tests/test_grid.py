@@ -13,12 +13,11 @@ import pandas as pd
 import papermill
 import pytest
 import yaml
-
-from studylib.config import FIELDS, ConfigError, field_help
-from studylib.grid import load_grid, run_grid
-from studylib.results import collect
-
 from conftest import Preempted, stop_training_at
+
+from studylib.core.config import FIELDS, ConfigError, field_help
+from studylib.study.grid import load_grid, run_grid
+from studylib.study.results import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -162,7 +161,7 @@ def test_report_cli_writes_the_table_and_lists_failures(tmp_path, capsys):
 def test_a_dying_kernel_marks_the_run_failed(tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from studylib.grid import execute_run
+    from studylib.study.grid import execute_run
     params = new_code_cell("out_dir = ''\noverwrite = True")
     params.metadata["tags"] = ["parameters"]
     notebook = new_notebook(cells=[params, new_code_cell("import os\nos._exit(1)")],
@@ -174,8 +173,8 @@ def test_a_dying_kernel_marks_the_run_failed(tmp_path):
 
 
 def test_a_grid_goes_on_from_the_saved_epochs_of_an_interrupted_run(tmp_path, monkeypatch):
-    from studylib.grid import run_name
-    from studylib.runner import run
+    from studylib.study.grid import run_name
+    from studylib.training.runner import run
 
     path = tmp_path / "g.yaml"
     path.write_text(TINY.replace("max_epochs: 1", "max_epochs: 3") + "strategy: ft\nresume_every_s: 0\n")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from studylib.images import ImageReadError, read_image
+from studylib.data.images import ImageReadError, read_image
 
 
 def gradient(mode_max=255, w=40, h=30):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from studylib.metrics import classification_metrics, confusion
+from studylib.training.metrics import classification_metrics, confusion
 
 
 def random_case(k, n=200, seed=0):

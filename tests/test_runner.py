@@ -3,22 +3,21 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import Preempted, stop_training_at
 
-import studylib.runner as runner_module
+import studylib.training.runner as runner_module
 from studylib import run
 from studylib.cli import main
-from studylib.engine import NonFiniteLossError
-from studylib.rundir import RunDir, RunExistsError
-from studylib.strategies import L2SP, STUDY_STRATEGIES
-
-from conftest import Preempted, stop_training_at
+from studylib.training.engine import NonFiniteLossError
+from studylib.training.rundir import RunDir, RunExistsError
+from studylib.training.strategies import L2SP, STUDY_STRATEGIES, list_strategies
 
 RUN_FILES = ["config.json", "metrics.json", "history.csv", "layers.csv", "predictions.csv", "env.json",
              "status.json", "splits.csv"]
 
 
-@pytest.mark.parametrize("strategy", STUDY_STRATEGIES)
-def test_each_study_strategy_writes_a_complete_run_folder(tiny, tmp_path, strategy):
+@pytest.mark.parametrize("strategy", list_strategies())
+def test_each_registered_strategy_writes_a_complete_run_folder(tiny, tmp_path, strategy):
     result = run(tiny(strategy=strategy, max_epochs=2, lp_epochs=1, gu_epochs_per_stage=1), tmp_path)
     for name in RUN_FILES:
         assert (tmp_path / name).is_file(), name
@@ -132,10 +131,11 @@ def test_bf16_autocast_and_channels_last_paths_train_on_cpu(tiny, tmp_path):
     """The CUDA defaults (bf16 autocast, channels_last inputs and weights) forced on the CPU."""
     import pandas as pd
     import torch
-    from studylib.backbones import create_backbone
-    from studylib.datasets import load_dataset
-    from studylib.engine import Device
-    from studylib.runner import make_trainer
+
+    from studylib.data.datasets import load_dataset
+    from studylib.models.backbones import create_backbone
+    from studylib.training.engine import Device
+    from studylib.training.runner import make_trainer
 
     cfg = tiny(backbone="resnet18", image_size=32, amp="bf16", channels_last="on", max_epochs=2)
     backbone = create_backbone("resnet18", 4)

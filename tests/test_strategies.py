@@ -5,10 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from studylib.backbones import create_backbone
-from studylib.engine import Device
-from studylib.runner import make_trainer, run
-from studylib.strategies import STUDY_STRATEGIES, create_strategy, list_strategies
+from studylib.models.backbones import create_backbone
+from studylib.training.engine import Device
+from studylib.training.runner import make_trainer, run
+from studylib.training.strategies import (
+    STUDY_STRATEGIES,
+    create_strategy,
+    list_strategies,
+)
 
 BN_STATS = ("running_mean", "running_var")
 
@@ -275,5 +279,5 @@ def test_tensor_log_matches_the_auto_rgn_rates(tiny, tmp_path):
     by_block = first.groupby("block").lr.mean()
     blocks = layers[(layers.epoch == 0) & layers.trainable].set_index("block").lr
     assert by_block.reindex(blocks.index).to_numpy() == pytest.approx(blocks.to_numpy())
-    from studylib import plots
+    from studylib.views import runfigures as plots
     assert plots.tensor_heatmap(tmp_path).axes[0].get_title().endswith("lr per tensor (log10, blank = frozen)")

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import Backbone
-from .config import ConfigError, RunConfig
-from .data import DeviceBatches
+from ..core.config import ConfigError, RunConfig
+from ..data.bundle import DeviceBatches
+from ..models.backbones import Backbone
 from .features import FrozenFeatures
 from .layerlog import LayerLog
 from .metrics import classification_metrics

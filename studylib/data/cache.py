@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .images import ImageReadError, read_image
-from .fileio import LockTimeout, atomic_write, file_lock, reserve_space, sha256_file
+from ..core.fileio import LockTimeout, atomic_write, file_lock, reserve_space, sha256_file
 
 CACHE_VERSION = 1
 

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .backbones import Backbone
+from ..models.backbones import Backbone
 from .strategies import EpochPlan
 
 

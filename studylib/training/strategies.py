@@ -13,9 +13,9 @@ from typing import Callable
 
 import torch
 
-from .backbones import Backbone
-from .config import ConfigError, RunConfig
-from .registry import Registry
+from ..core.config import ConfigError, RunConfig
+from ..core.registry import Registry
+from ..models.backbones import Backbone
 
 # probe(names, n_batches, on_grads): runs n training batches forward/backward with only
 # `names` requiring grad and calls on_grads({name: grad}) after each one.

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .fileio import CorruptFileError, atomic_write, read_json_dict
-from .rundir import RunDir
-
-METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "macro_ap", "loss")
+from ..core.config import METRICS
+from ..core.fileio import CorruptFileError, atomic_write, read_json_dict
+from ..training.rundir import RunDir
 
 
 def find_runs(root: str | Path) -> list[Path]:

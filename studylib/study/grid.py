@@ -25,13 +25,14 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from .config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
-from .fileio import LockTimeout, atomic_write, ensure_folder, file_lock
-from .rundir import LOCK, RESUME, RunDir
-from .runner import check_config
+from ..core.config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
+from ..core.fileio import LockTimeout, atomic_write, ensure_folder, file_lock
+from ..core.templates import shipped_grid, template
+from ..training.rundir import LOCK, RESUME, RunDir
+from ..training.runner import check_config
 
 META_KEYS = {"per_strategy", "name", "description"}
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "experiment.ipynb"
+NOTEBOOK = template("notebooks", "experiment.ipynb")  # shipped in the package: works from a wheel
 ENGINES = ("papermill", "inline")
 NOTEBOOK_PENDING = ".notebook-pending"  # in a run folder while its papermill notebook has not run to the end
 
@@ -50,6 +51,8 @@ class Grid:
 def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid:
     """Parse and validate a grid file (plus fixed `overrides`); every problem is reported before any run starts."""
     path = Path(path)
+    if not path.exists() and shipped_grid(str(path)):  # `studylib grid smoke`: a grid that ships with studylib
+        path = shipped_grid(str(path))
     data, node = parse_yaml(path)
     if not data:
         raise ConfigError(f"{path} sets nothing (empty or only comments); a grid names what to run, e.g. "
@@ -87,7 +90,7 @@ def _check_values(data: dict, path: Path, lines: dict[str, int]) -> None:
 
 def _check_per_strategy(per_strategy: Any, path: Path, lines: dict[str, int]) -> None:
     """per_strategy maps registered strategy names to field overrides; a misspelt name is an error, not a no-op."""
-    from .strategies import STRATEGIES
+    from ..training.strategies import STRATEGIES
 
     where = f"{path} line {lines.get('per_strategy', '?')}"
     if not isinstance(per_strategy, dict):
@@ -163,7 +166,7 @@ def execute_run(config: dict[str, Any], run_dir: str, engine: str = "papermill",
     rundir = RunDir(run_dir)
     try:
         if engine == "inline":
-            from .runner import run
+            from ..training.runner import run
             run(RunConfig.from_dict(config), run_dir, overwrite=True, resume=True)
         else:
             _papermill(config, rundir, notebook, cwd)
@@ -211,9 +214,6 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not valid; choose one of {', '.join(ENGINES)}")
     grid = load_grid(grid_path, overrides)
-    if engine == "papermill" and not NOTEBOOK.is_file():
-        raise ConfigError(f"the papermill engine runs {NOTEBOOK}, which is missing (it ships with the repository, "
-                          "not with a plain pip install); use --engine inline or a repository checkout")
     out = Path(out).resolve()
     if not dry_run:
         ensure_folder(out, "the grid folder (--out)")
@@ -222,7 +222,7 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     if dry_run:
         return plan_table(todo, pending)
     tidy_finished([path for cfg, path in todo if has_results(path, cfg)])
-    atomic_write(out / "grid.yaml", Path(grid_path).read_text() + _overrides_note(overrides))
+    atomic_write(out / "grid.yaml", grid.path.read_text() + _overrides_note(overrides))
     jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
                  gpu=_gpu_for(i)) for i, (cfg, path) in enumerate(pending)]
     if workers > 1 or scheduler:

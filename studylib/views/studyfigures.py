@@ -11,14 +11,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .plots import layer_heatmap, save
-
-STRATEGY_ORDER = ["ft", "lp", "gu_last_first", "gu_first_last", "l1_sp", "l2_sp", "lp_ft", "auto_rgn",
-                  "auto_snr", "surgical", "discriminative_lr"]
+from ..training.strategies import list_strategies
+from .runfigures import layer_heatmap, save
 
 
 def _ordered(strategies) -> list[str]:
-    known = [s for s in STRATEGY_ORDER if s in set(strategies)]
+    """The registry's order (the study's eight first), then any strategy no longer registered."""
+    known = [s for s in list_strategies() if s in set(strategies)]
     return known + sorted(set(strategies) - set(known))
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig
-from .data import DataBundle
-from .registry import Registry
+from ..core.config import RunConfig
+from .bundle import DataBundle
+from ..core.registry import Registry
 from .leakage import find_duplicates, to_drop
 from .splits import assign_splits
 

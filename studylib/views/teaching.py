@@ -5,12 +5,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .backbones import create_backbone
-from .config import RunConfig
-from .datasets import load_dataset
-from .engine import Device
-from .plots import save
-from .runner import make_trainer
+from ..core.config import RunConfig
+from ..data.datasets import load_dataset
+from ..models.backbones import create_backbone
+from ..training.engine import Device
+from ..training.runner import make_trainer
+from .runfigures import save
 
 
 def strategy_plan(strategy: str, backbone: str = "tinycnn", epochs: int = 8, **fields) -> pd.DataFrame:

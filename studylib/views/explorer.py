@@ -13,19 +13,21 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from . import analysis, plots, studyplots
+from ..core.config import METRICS
+from ..study.analysis import Study
+from ..study.results import collect
+from . import runfigures, studyfigures
 
 RUN_VIEWS = {
-    "learning curves": lambda run, metric: plots.learning_curves(run, metric),
-    "per-block learning rate": lambda run, metric: plots.block_lr_heatmap(run, "lr"),
-    "per-block RGN": lambda run, metric: plots.block_lr_heatmap(run, "rgn"),
-    "per-block distance moved": lambda run, metric: plots.block_lr_heatmap(run, "rel_dist_init"),
-    "per-tensor learning rate": lambda run, metric: plots.tensor_heatmap(run, "lr"),
-    "trainable blocks": lambda run, metric: studyplots.unfreezing_timeline({Path(run).name[:30]: run}),
-    "confusion matrix": lambda run, metric: plots.confusion_matrix(run),
+    "learning curves": lambda run, metric: runfigures.learning_curves(run, metric),
+    "per-block learning rate": lambda run, metric: runfigures.block_lr_heatmap(run, "lr"),
+    "per-block RGN": lambda run, metric: runfigures.block_lr_heatmap(run, "rgn"),
+    "per-block distance moved": lambda run, metric: runfigures.block_lr_heatmap(run, "rel_dist_init"),
+    "per-tensor learning rate": lambda run, metric: runfigures.tensor_heatmap(run, "lr"),
+    "trainable blocks": lambda run, metric: studyfigures.unfreezing_timeline({Path(run).name[:30]: run}),
+    "confusion matrix": lambda run, metric: runfigures.confusion_matrix(run),
 }
 STUDY_VIEWS = ("gain over FT", "accuracy per strategy", "cost vs accuracy")
-METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "macro_ap")
 
 
 class Explorer:
@@ -35,7 +37,9 @@ class Explorer:
         self.results_dir = Path(results_dir)
         self.figures_dir = Path(figures_dir or self.results_dir / "figures")
         self.n_boot = n_boot
-        self.done = analysis.load_results(self.results_dir)
+        self.runs = collect(self.results_dir)  # read once; every view and metric reuses it
+        self._studies: dict[str, Study] = {}
+        self.done = self.study("balanced_accuracy").done
         self.figure: plt.Figure | None = None
         self.current_run: Path | None = None
         self.message = ""
@@ -56,10 +60,10 @@ class Explorer:
 
         return {
             "view": dropdown("view", list(STUDY_VIEWS) + list(RUN_VIEWS), "gain over FT"),
-            "metric": dropdown("metric", METRICS, "balanced_accuracy"),
+            "metric": dropdown("metric", [m for m in METRICS if m != "loss"], "balanced_accuracy"),
             "dataset": dropdown("dataset", self._options("dataset")),
             "backbone": dropdown("backbone", self._options("backbone")),
-            "strategy": dropdown("strategy", studyplots._ordered(self._options("strategy")) if not self.done.empty
+            "strategy": dropdown("strategy", studyfigures._ordered(self._options("strategy")) if not self.done.empty
                                  else [], "auto_rgn"),
             "seed": dropdown("seed", self._options("seed")),
         }
@@ -71,7 +75,7 @@ class Explorer:
         """The best-validation run of the chosen dataset, backbone, strategy and seed."""
         if self.done.empty:
             return None
-        best = analysis.select_best(self.done, self.value("metric"))
+        best = self.study(self.value("metric")).best
         match = best[(best.dataset == self.value("dataset")) & (best.backbone == self.value("backbone"))
                      & (best.strategy == self.value("strategy")) & (best.seed == self.value("seed"))]
         return Path(match.path.iloc[0]) if len(match) else None
@@ -82,7 +86,7 @@ class Explorer:
         view = self.value("view")
         self.figure, self.message = self._draw(view)
         if self.figure is not None:
-            plots.save(self.figure, self.figures_dir / f"explorer-{view.replace(' ', '_')}.png")
+            runfigures.save(self.figure, self.figures_dir / f"explorer-{view.replace(' ', '_')}.png")
         with self.output:
             self.output.clear_output(wait=True)
             if self.message:
@@ -105,14 +109,19 @@ class Explorer:
             return None, f"{self.current_run.name}: {Path(err.filename).name} is missing (per-tensor views need " \
                          "runs made with log_tensors=true)"
 
+    def study(self, metric: str) -> Study:
+        """The analysis for `metric`, made once (selection, gains and their bootstrap are cached in it)."""
+        if metric not in self._studies:
+            self._studies[metric] = Study(self.results_dir, metric, self.n_boot, self.runs)
+        return self._studies[metric]
+
     def _study_view(self, view: str, metric: str) -> plt.Figure:
-        best = analysis.select_best(self.done, metric)
+        study = self.study(metric)
         if view == "gain over FT":
-            summary = analysis.gain_summary(best, metric, n_boot=self.n_boot)
-            return studyplots.gain_heatmap(summary, title=f"test {metric} gain over FT (~: inside the noise)")
+            return studyfigures.gain_heatmap(study.gains, title=f"test {metric} gain over FT (~: inside the noise)")
         if view == "accuracy per strategy":
-            return studyplots.accuracy_bars(analysis.accuracy_table(best, metric))
-        return studyplots.cost_vs_accuracy(best)
+            return studyfigures.accuracy_bars(study.accuracy)
+        return studyfigures.cost_vs_accuracy(study.best)
 
     def widget(self) -> widgets.Widget:
         top = widgets.HBox([self.controls["view"], self.controls["metric"]])
@@ -124,4 +133,4 @@ class Explorer:
 
     def table(self) -> pd.DataFrame:
         """The accuracy table (mean, sd over seeds) for the chosen metric."""
-        return analysis.accuracy_table(analysis.select_best(self.done, self.value("metric")), self.value("metric"))
+        return self.study(self.value("metric")).accuracy

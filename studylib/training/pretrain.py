@@ -1,11 +1,10 @@
 """Pretrain a backbone on the synthetic source task: the offline stand-in for ImageNet weights."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from .config import RunConfig
-from .fileio import atomic_write, sha256_file
+from ..core.config import RunConfig
+from ..core.fileio import atomic_write, sha256_file
 from .runner import run
 
 DEFAULT_CHECKPOINT = Path("outputs/pretrained/tinycnn-synthetic-source.pt")
@@ -29,11 +28,3 @@ def pretrain(out: str | Path = DEFAULT_CHECKPOINT, cfg: RunConfig | None = None,
     atomic_write(out, (result.path / "best.pt").read_bytes())
     atomic_write(out.with_suffix(".sha256"), f"{sha256_file(out)}  {out.name}\n")
     return out
-
-
-def remove(out: str | Path) -> None:
-    """Delete a checkpoint and its pretraining run folder."""
-    out = Path(out)
-    out.unlink(missing_ok=True)
-    out.with_suffix(".sha256").unlink(missing_ok=True)
-    shutil.rmtree(out.with_suffix(".run"), ignore_errors=True)

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # headless, matplotlib falls back to Agg by its
 import numpy as np
 import pandas as pd
 
-from .fileio import read_json
+from ..core.fileio import read_json
 
 
 def save(fig: plt.Figure, path: Path | None) -> plt.Figure:

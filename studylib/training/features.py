@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import Backbone, swap_module
-from .data import DeviceBatches, batch_indices, indices_on
+from ..data.bundle import DeviceBatches, batch_indices, indices_on
+from ..models.backbones import Backbone, swap_module
 
 
 class FrozenFeatures:

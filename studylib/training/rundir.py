@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .fileio import CorruptFileError, is_locked, read_json_dict, write_json
+from ..core.fileio import CorruptFileError, is_locked, read_json_dict, write_json
 
 RUN_FILES = ("config.json", "status.json", "env.json", "history.csv", "layers.csv", "predictions.csv",
              "metrics.json", "best.pt", "splits.csv", "data_report.json", "tensors.csv")

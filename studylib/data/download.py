@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from .fileio import sha256_file
+from ..core.fileio import sha256_file
 
 if TYPE_CHECKING:  # datasets imports the data stack; only the annotation needs it
     from .datasets import DatasetInfo

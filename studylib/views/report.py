@@ -3,79 +3,43 @@ from __future__ import annotations
 
 import base64
 import html
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import analysis, studyplots
-from .fileio import atomic_write
-from .results import collect, failures
+from ..core.fileio import atomic_write
+from ..study import analysis
+from ..study.analysis import Study
+from ..study.results import failures
+from . import studyfigures
 
 
-@dataclass
-class Study:
-    """Everything the analysis derives from one results folder."""
+def study_figures(study: Study) -> dict[str, Path]:
+    """Write the headline figures of `study` into ROOT/figures; returns title -> PNG path."""
+    out = study.root / "figures"
+    made: dict[str, Path] = {}
 
-    root: Path
-    metric: str = "balanced_accuracy"
-    n_boot: int = 1000
-    runs: pd.DataFrame | None = None  # collect(root), when the caller already has it
-    done: pd.DataFrame = field(init=False)
-    best: pd.DataFrame = field(init=False)
-    notes: list[str] = field(init=False, default_factory=list)
+    def keep(title: str, name: str, draw) -> None:
+        made[title] = out / f"{name}.png"
+        plt.close(draw(made[title]))
 
-    def __post_init__(self):
-        self.root = Path(self.root)
-        self.runs = collect(self.root) if self.runs is None else self.runs
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", analysis.AnalysisWarning)
-            self.done = analysis.load_results(self.root, self.runs)
-        self.notes = [str(w.message) for w in caught if issubclass(w.category, analysis.AnalysisWarning)]
-        self.best = analysis.select_best(self.done, self.metric)
-
-    @property
-    def accuracy(self) -> pd.DataFrame:
-        return analysis.accuracy_table(self.best, self.metric)
-
-    @property
-    def gains(self) -> pd.DataFrame:
-        if not hasattr(self, "_gains"):
-            self._gains = analysis.gain_summary(self.best, self.metric, n_boot=self.n_boot)
-        return self._gains
-
-    def example_run(self, strategy: str) -> Path | None:
-        """The first best-validation run of `strategy` (for per-layer figures)."""
-        rows = self.best[self.best.strategy == strategy] if not self.best.empty else self.best
-        return Path(rows.path.iloc[0]) if len(rows) else None
-
-    def figures(self) -> dict[str, Path]:
-        """Write the headline figures into ROOT/figures; returns title -> PNG path."""
-        out = self.root / "figures"
-        made: dict[str, Path] = {}
-
-        def keep(title: str, name: str, draw) -> None:
-            made[title] = out / f"{name}.png"
-            plt.close(draw(made[title]))
-
-        if self.best.empty:
-            return made
-        keep("Gain over FT per dataset x backbone", "gain_heatmap", lambda p: studyplots.gain_heatmap(self.gains, p))
-        keep("Test accuracy per strategy (mean +- sd over seeds)", "accuracy",
-             lambda p: studyplots.accuracy_bars(self.accuracy, p))
-        rgn = self.example_run("auto_rgn")
-        if rgn is not None:
-            keep("Auto-RGN: per-block learning rate over epochs", "auto_rgn_block_lr",
-                 lambda p: studyplots.run_layers(rgn, "lr", p))
-        timeline = {s: self.example_run(s) for s in ("gu_last_first", "gu_first_last", "lp_ft")}
-        timeline = {s: r for s, r in timeline.items() if r is not None}
-        if timeline:
-            keep("Trainable blocks per epoch", "unfreezing_timeline",
-                 lambda p: studyplots.unfreezing_timeline(timeline, p))
-        keep("Cost against accuracy", "cost_vs_accuracy", lambda p: studyplots.cost_vs_accuracy(self.best, p))
+    if study.best.empty:
         return made
+    keep("Gain over FT per dataset x backbone", "gain_heatmap", lambda p: studyfigures.gain_heatmap(study.gains, p))
+    keep("Test accuracy per strategy (mean +- sd over seeds)", "accuracy",
+         lambda p: studyfigures.accuracy_bars(study.accuracy, p))
+    rgn = study.example_run("auto_rgn")
+    if rgn is not None:
+        keep("Auto-RGN: per-block learning rate over epochs", "auto_rgn_block_lr",
+             lambda p: studyfigures.run_layers(rgn, "lr", p))
+    timeline = {s: study.example_run(s) for s in ("gu_last_first", "gu_first_last", "lp_ft")}
+    timeline = {s: r for s, r in timeline.items() if r is not None}
+    if timeline:
+        keep("Trainable blocks per epoch", "unfreezing_timeline",
+             lambda p: studyfigures.unfreezing_timeline(timeline, p))
+    keep("Cost against accuracy", "cost_vs_accuracy", lambda p: studyfigures.cost_vs_accuracy(study.best, p))
+    return made
 
 
 def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = 1000,
@@ -83,7 +47,7 @@ def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: in
     """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known."""
     study = Study(Path(root), metric, n_boot, runs)
     sections = _sections(study)
-    figures = study.figures()
+    figures = study_figures(study)
     markdown = _markdown(study, sections, figures)
     page = _html(study, sections, figures)
     atomic_write(study.root / "report.md", markdown)

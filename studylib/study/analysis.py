@@ -8,21 +8,18 @@ is kept; test scores never take part in that choice.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..core.config import fields_with_role
 from .results import collect
 
 CASE = ["dataset", "backbone"]
 # Fields that define the protocol: runs that differ here are not comparable and are grouped apart.
-PROTOCOL_FIELDS = ["image_size", "resize_size", "batch_size", "max_epochs", "patience", "select_metric",
-                   "optimizer", "schedule", "augment", "weight_decay", "weights", "val_fraction", "test_fraction",
-                   "synthetic_size", "bn_policy", "class_weighted_loss", "balanced_sampling"]
-# Fields a grid may sweep per strategy; the best validation setting among them is kept.
-TUNED_FIELDS = ["lr", "lpft_lr_factor", "lp_epochs", "gu_epochs_per_stage", "l1sp_alpha", "l2sp_alpha", "sp_beta",
-                "rgn_probe_batches", "snr_threshold", "surgical_block", "dlr_decay"]
+PROTOCOL_FIELDS = fields_with_role("protocol")
 
 
 class AnalysisWarning(UserWarning):
@@ -179,3 +176,40 @@ def mean_ranks(table: pd.DataFrame) -> pd.Series:
         return pd.Series(dtype=float)
     ranks = table.groupby(["protocol"] + CASE)["mean"].rank(ascending=False, method="average")
     return ranks.groupby(table.strategy).mean().sort_values().rename("mean rank")
+
+
+@dataclass
+class Study:
+    """Everything the analysis derives from one results folder."""
+
+    root: Path
+    metric: str = "balanced_accuracy"
+    n_boot: int = 1000
+    runs: pd.DataFrame | None = None  # collect(root), when the caller already has it
+    done: pd.DataFrame = field(init=False)
+    best: pd.DataFrame = field(init=False)
+    notes: list[str] = field(init=False, default_factory=list)
+
+    def __post_init__(self):
+        self.root = Path(self.root)
+        self.runs = collect(self.root) if self.runs is None else self.runs
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AnalysisWarning)
+            self.done = load_results(self.root, self.runs)
+        self.notes = [str(w.message) for w in caught if issubclass(w.category, AnalysisWarning)]
+        self.best = select_best(self.done, self.metric)
+
+    @property
+    def accuracy(self) -> pd.DataFrame:
+        return accuracy_table(self.best, self.metric)
+
+    @property
+    def gains(self) -> pd.DataFrame:
+        if not hasattr(self, "_gains"):
+            self._gains = gain_summary(self.best, self.metric, n_boot=self.n_boot)
+        return self._gains
+
+    def example_run(self, strategy: str) -> Path | None:
+        """The first best-validation run of `strategy` (for per-layer figures)."""
+        rows = self.best[self.best.strategy == strategy] if not self.best.empty else self.best
+        return Path(rows.path.iloc[0]) if len(rows) else None

@@ -134,17 +134,38 @@ class RunConfig:
 
     def run_hash(self) -> str:
         """Identity of a run for resuming grids: every field that changes the result."""
-        ignore = {"quiet", "num_threads", "save_checkpoint", "workers", "device", "feature_cache", "log_tensors",
-                  "resume_every_s"}
-        items = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        items = {k: v for k, v in self.to_dict().items() if ROLES[k] != "runtime"}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 BN_POLICIES = ("auto", "train", "freeze_stats", "freeze")
-SELECT_METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "loss")
+METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "macro_ap", "loss")  # every split's scores
+SELECT_METRICS = METRICS
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+# The role of every field, stated once. case/method/seed: what a study varies and compares;
+# protocol: held fixed within one comparison (runs differing here are grouped apart); tuned: a
+# strategy's own settings, chosen on validation; data: which images and how they are read;
+# runtime: how fast or how visibly it runs, never the result (left out of the run hash).
+ROLES: dict[str, str] = {
+    **dict.fromkeys(("dataset", "backbone"), "case"), "strategy": "method", "seed": "seed",
+    **dict.fromkeys(("image_size", "resize_size", "batch_size", "max_epochs", "patience", "select_metric", "optimizer",
+                     "schedule", "augment", "weight_decay", "weights", "val_fraction", "test_fraction", "synthetic_size",
+                     "bn_policy", "class_weighted_loss", "balanced_sampling"), "protocol"),
+    **dict.fromkeys(("lr", "momentum", "lp_epochs", "lpft_lr_factor", "gu_epochs_per_stage", "l1sp_alpha", "l2sp_alpha",
+                     "sp_beta", "rgn_probe_batches", "snr_threshold", "surgical_block", "dlr_decay"), "tuned"),
+    **dict.fromkeys(("data_root", "weights_sha256", "skip_bad_images", "path_column", "label_column", "group_column",
+                     "split_column", "group_pattern", "official_split", "splits_file", "drop_duplicates",
+                     "near_duplicate_bits", "medmnist_size", "max_steps_per_epoch", "amp", "channels_last"), "data"),
+    **dict.fromkeys(("workers", "device", "feature_cache", "num_threads", "log_tensors", "save_checkpoint",
+                     "resume_every_s", "quiet"), "runtime"),
+}
+
+
+def fields_with_role(role: str) -> list[str]:
+    return [name for name in FIELDS if ROLES[name] == role]
 
 
 def _between(low: float, high: float, low_open: bool = False, high_open: bool = False):

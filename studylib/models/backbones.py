@@ -17,8 +17,8 @@ import torch
 import torchvision
 from torch import nn
 
-from .fileio import sha256_file
-from .registry import Registry
+from ..core.fileio import sha256_file
+from ..core.registry import Registry
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
@@ -66,10 +66,6 @@ class Backbone:
     @property
     def block_names(self) -> list[str]:
         return list(self.blocks)
-
-    def named_params(self, names: list[str]) -> list[tuple[str, nn.Parameter]]:
-        params = dict(self.model.named_parameters())
-        return [(n, params[n]) for n in names]
 
     def block_of(self) -> dict[str, str]:
         """Parameter name -> block name."""

@@ -14,13 +14,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .backbones import Backbone, create_backbone
-from .config import ConfigError, RunConfig
-from .data import DataBundle, DeviceBatches
-from .datasets import load_dataset
+from ..core.config import ConfigError, RunConfig
+from ..core.fileio import (
+    ensure_folder,
+    file_lock,
+    save_torch,
+    sha256_file,
+    write_csv,
+    write_json,
+)
+from ..data.bundle import DataBundle, DeviceBatches
+from ..data.datasets import load_dataset
+from ..models.backbones import Backbone, create_backbone
 from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion
-from .fileio import ensure_folder, file_lock, save_torch, sha256_file, write_csv, write_json
 from .rundir import LOCK, RESUME, RunDir
 from .strategies import create_strategy
 
@@ -45,8 +52,8 @@ def seed_everything(seed: int) -> None:
 def check_config(cfg: RunConfig) -> RunConfig:
     """The one validation above the config: its dataset, backbone and strategy are registered, and
     the strategy accepts the configuration. Runs and grids call it before anything runs."""
-    from .backbones import BACKBONES
-    from .datasets import DATASETS
+    from ..data.datasets import DATASETS
+    from ..models.backbones import BACKBONES
     from .strategies import STRATEGIES
 
     for registry, name in ((DATASETS, cfg.dataset), (BACKBONES, cfg.backbone), (STRATEGIES, cfg.strategy)):

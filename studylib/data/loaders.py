@@ -17,9 +17,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .cache import Prepared, perceptual_hash, prepare_files
-from .config import RunConfig
+from ..core.config import RunConfig
 from .images import IMAGE_SUFFIXES, array_to_rgb, image_files
-from .registry import Registry
+from ..core.registry import Registry
 from .splits import SPLITS
 from .synthetic import make_synthetic
 

@@ -1,0 +1,1 @@
+"""models: backbones, their weights and block maps (imports core)."""

@@ -1,0 +1,1 @@
+"""study: grids (papermill, Dask), the results table, analysis and statistics (imports the layers below)."""

@@ -1,0 +1,81 @@
+"""The package's shape: layers import only layers below them, and no module imports itself back.
+
+Layers, bottom to top: core, data, models, training, study, views; `cli`, `demo`, `__init__` and
+`__main__` form the application on top. Imports inside functions count too: a lazy import is still a
+dependency.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "studylib"
+LAYERS = ["core", "data", "models", "training", "study", "views"]
+APPLICATION = {"cli", "demo", "__init__", "__main__"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Absolute names of the studylib modules `path` imports (relative imports resolved)."""
+    here = module_name(path).split(".")
+    package = here if path.name == "__init__.py" else here[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            names = [f"{target}.{a.name}" for a in node.names]
+            found |= {n for n in names if (PACKAGE.parent / (n.replace(".", "/") + ".py")).is_file()} or {target}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {name for name in found if name.split(".")[0] == "studylib" and name != "studylib"}
+
+
+MODULES = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 2 and parts[1] in APPLICATION or module == "studylib":
+        return len(LAYERS)
+    return LAYERS.index(parts[1])
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_module_imports_a_layer_above_its_own(module):
+    upward = [m for m in MODULES[module] if layer(m) > layer(module)]
+    assert not upward, f"{module} (layer {layer(module)}) imports {upward} from above"
+
+
+def test_every_module_sits_in_a_layer():
+    stray = [m for m in MODULES if m.count(".") == 1 and m.split(".")[1] not in APPLICATION | set(LAYERS)]
+    assert not stray, f"modules outside the layers: {stray}"
+
+
+def test_no_import_cycle():
+    graph = {m: {d for d in deps if d in MODULES and d != m and not d.endswith("__init__")} for m, deps in MODULES.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+
+
+def test_the_walker_sees_relative_imports():
+    assert "studylib.core.config" in MODULES["studylib.training.runner"]
+    assert "studylib.training.runner" in MODULES["studylib.study.grid"]
