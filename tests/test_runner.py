@@ -183,9 +183,11 @@ def test_resume_state_of_another_config_or_a_torn_file_is_not_used(tiny, tmp_pat
     other = run(tiny(max_epochs=3, resume_every_s=0, lr=0.02), tmp_path, resume=True).metrics
     assert other["resumed_from_epoch"] is None and other["epochs_run"] == 3
     assert (tmp_path / "resume-set-aside.pt").is_file()  # the other config's saved epochs are kept aside
-    (tmp_path / "resume.pt").write_bytes(b"torn")  # a half-written or foreign file: start afresh, say so
-    assert run(cfg, tmp_path, resume=True, overwrite=True).metrics["resumed_from_epoch"] is None
-    assert (tmp_path / "resume-set-aside.pt").read_bytes() == b"torn"
+    torn = tmp_path / "torn"
+    torn.mkdir()
+    (torn / "resume.pt").write_bytes(b"torn")  # a half-written or foreign file: start afresh, say so
+    assert run(cfg, torn, resume=True).metrics["resumed_from_epoch"] is None
+    assert (torn / "resume-set-aside.pt").read_bytes() == b"torn"
 
 
 def test_resume_state_is_written_only_when_resume_every_s_has_passed(tiny, tmp_path, monkeypatch):
