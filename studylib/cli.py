@@ -283,10 +283,11 @@ def cmd_strategies(args) -> int:
 
 
 def cmd_backbones(args) -> int:
-    from .models.backbones import BACKBONES
+    from .models.backbones import BACKBONES, weight_sets
 
     for name, spec in BACKBONES.items():
-        weights = ", ".join(w.name for w in spec.weights_enum) if spec.weights_enum else "none / checkpoint file"
+        enum = weight_sets(spec)
+        weights = ", ".join(w.name for w in enum) if enum else "none / checkpoint file"
         print(f"{name:12} {spec.description}\n{'':12} weights: {weights}")
     return 0
 

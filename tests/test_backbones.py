@@ -11,6 +11,7 @@ from studylib.models.backbones import (
     create_backbone,
     get_backbone_spec,
     list_backbones,
+    weight_sets,
 )
 
 EXPECTED_BLOCKS = {
@@ -70,7 +71,7 @@ def test_offline_download_error_explains_the_cache(monkeypatch):
     def offline(self, *args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(type(spec.weights_enum.IMAGENET1K_V1), "get_state_dict", offline)
+    monkeypatch.setattr(type(weight_sets(spec).IMAGENET1K_V1), "get_state_dict", offline)
     with pytest.raises(WeightsError, match=r"pre-fill the cache.*checkpoints.*weights=/path/to"):
         create_backbone("resnet18", 2, "IMAGENET1K_V1")
 

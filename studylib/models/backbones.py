@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from ..core.fileio import sha256_file
@@ -34,7 +33,7 @@ class BackboneSpec:
     build: Callable[[], nn.Module]  # the architecture with its original head
     blocks: Callable[[nn.Module], dict[str, list[str]]]  # block -> module-name prefixes, input to output
     head: str  # dotted name of the final Linear, replaced by a new head
-    weights_enum: type | None = None  # torchvision weights enum, for pinned names
+    weights_enum: type | Callable[[], type] | None = None  # torchvision weights enum (or a function returning it)
     channels_last: bool = True  # faster on CUDA (DenseNet is slower with it: DESIGN.md section 5)
     min_size: int = 1  # smallest input side its downsampling stages leave at least one pixel for
 
@@ -134,7 +133,7 @@ def _replace_head(model: nn.Module, dotted: str, num_classes: int) -> None:
 
 
 def _torchvision_state(spec: BackboneSpec, weights: str, progress: bool) -> dict:
-    enum = spec.weights_enum
+    enum = weight_sets(spec)
     valid = [w.name for w in enum] if enum else []
     if weights not in valid:
         raise WeightsError(f"{spec.name} has no weight set {weights!r}. Use one of {', '.join(valid + ['none'])} "
@@ -257,16 +256,29 @@ def _tiny_blocks(model: nn.Module) -> dict[str, list[str]]:
     return {"stem": ["stem"], "stage1": ["stage1"], "stage2": ["stage2"], "stage3": ["stage3"], "head": ["fc"]}
 
 
-tv = torchvision.models
+def tv():
+    """torchvision.models, imported on first use: it costs about 3 s, which every process (a grid, each
+    notebook kernel) would otherwise pay even for the tinycnn runs that never touch it."""
+    import torchvision.models
+
+    return torchvision.models
+
+
+def weight_sets(spec: BackboneSpec) -> type | None:
+    """The backbone's torchvision weights enum, resolved (None: only checkpoint files or none)."""
+    enum = spec.weights_enum
+    return enum if enum is None or isinstance(enum, type) else enum()
+
+
 register_backbone(BackboneSpec("resnet50", "ResNet-50 (study backbone); 6 blocks: stem, layer1-4, head",
-                               lambda: tv.resnet50(weights=None), _resnet_blocks, "fc", tv.ResNet50_Weights))
+                               lambda: tv().resnet50(weights=None), _resnet_blocks, "fc", lambda: tv().ResNet50_Weights))
 register_backbone(BackboneSpec("densenet121", "DenseNet-121 (study backbone); 9 blocks: stem, 4 dense blocks, "
-                               "3 transitions, head", lambda: tv.densenet121(weights=None), _densenet_blocks,
-                               "classifier", tv.DenseNet121_Weights, channels_last=False, min_size=32))
+                               "3 transitions, head", lambda: tv().densenet121(weights=None), _densenet_blocks,
+                               "classifier", lambda: tv().DenseNet121_Weights, channels_last=False, min_size=32))
 register_backbone(BackboneSpec("vgg19", "VGG-19 (study backbone); 6 blocks: conv1-5, classifier (last layer new)",
-                               lambda: tv.vgg19(weights=None), _vgg_blocks, "classifier.6", tv.VGG19_Weights,
+                               lambda: tv().vgg19(weights=None), _vgg_blocks, "classifier.6", lambda: tv().VGG19_Weights,
                                min_size=32))
 register_backbone(BackboneSpec("resnet18", "ResNet-18 (smaller study-style backbone); same 6-block map as ResNet-50",
-                               lambda: tv.resnet18(weights=None), _resnet_blocks, "fc", tv.ResNet18_Weights))
+                               lambda: tv().resnet18(weights=None), _resnet_blocks, "fc", lambda: tv().ResNet18_Weights))
 register_backbone(BackboneSpec("tinycnn", "tiny 4-stage CNN (0.2M parameters) for CPU teaching, demo and tests",
                                TinyCNN, _tiny_blocks, "fc", None, channels_last=False))
