@@ -7,14 +7,16 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-python -m pip wheel "$here" --no-deps -q -w "$tmp/dist"
+mkdir "$tmp/src" && git -C "$here" archive HEAD | tar -x -C "$tmp/src"   # what is committed, nothing else
+python -m pip wheel "$tmp/src" --no-deps -q -w "$tmp/dist"
 python -m venv --system-site-packages "$tmp/venv"
 "$tmp/venv/bin/python" -m pip install -q --no-deps "$tmp"/dist/studylib-*.whl
 mkdir "$tmp/empty" && cd "$tmp/empty"
 export PATH="$tmp/venv/bin:$PATH" STUDYLIB_CACHE="$tmp/cache"
 python -c "import studylib, sys; p = studylib.__file__; sys.exit(0 if p.startswith('$tmp/venv') else f'studylib comes from {p}, not the wheel')"
 studylib init work
-test -f work/notebooks/experiment.ipynb && test -f work/params/smoke.yaml
+test -f work/notebooks/experiment.ipynb
+test -f work/params/smoke.yaml
 cat > my.yaml <<'YAML'
 dataset: synthetic
 synthetic_size: 120
@@ -26,9 +28,10 @@ strategy: [ft, lp]
 YAML
 studylib grid my.yaml --out grid
 test "$(grep -l '"finished"' grid/runs/*/status.json | wc -l)" -eq 2
-! grep -l '"output_type": "error"' grid/runs/*/experiment.ipynb
+if grep -l '"output_type": "error"' grid/runs/*/experiment.ipynb; then echo "an executed notebook holds an error"; exit 1; fi
 studylib report grid
 test -f grid/report.html
 studylib demo --out demo
-test -f demo/report.html && test -f demo/analysis.ipynb
+test -f demo/report.html
+test -f demo/analysis.ipynb
 echo "wheel check passed: init, a papermill grid, report and the demo ran from the installed wheel in an empty folder"

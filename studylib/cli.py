@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "a finished one is returned as it is")
 
     p = add("grid", cmd_grid, "run every unfinished cell of a params grid (papermill; resumable; Dask to scale out)")
-    p.add_argument("params", help="grid YAML, e.g. params/smoke.yaml")
+    p.add_argument("params", help="grid YAML, e.g. my.yaml, or the name of a shipped grid: smoke, demo, paper, "
+                                  "paper_lr, speed")
     p.add_argument("--out", help="grid folder (default outputs/grids/<grid name>)")
     p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", help="fix a field for every run")
     p.add_argument("--workers", type=int, default=1, help="runs at a time (a Dask LocalCluster when > 1)")
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="papermill", choices=("papermill", "inline"),
                    help="papermill (default) keeps an executed notebook per run; inline calls the library directly")
     p.add_argument("--dry-run", action="store_true", help="list what would run and what is already finished")
+    p.add_argument("--notebook", help="experiment notebook papermill runs (default: the shipped one; e.g. "
+                                      "DIR/notebooks/experiment.ipynb after studylib init DIR, edited)")
 
     p = add("report", cmd_report, "results table (CSV), failures, and a self-contained report (HTML, Markdown)")
     p.add_argument("folder")
@@ -190,7 +193,8 @@ def cmd_grid(args) -> int:
     if args.runs_per_gpu:
         import torch
         workers = max(1, torch.cuda.device_count()) * args.runs_per_gpu
-    table = run_grid(args.params, out, workers, args.scheduler, args.engine, args.dry_run, overrides=overrides)
+    extra = {"notebook": args.notebook} if args.notebook else {}
+    table = run_grid(args.params, out, workers, args.scheduler, args.engine, args.dry_run, overrides=overrides, **extra)
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(table.to_string(index=False))
     if args.dry_run:

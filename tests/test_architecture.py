@@ -31,18 +31,28 @@ def imports_of(path: Path) -> set[str]:
             base = package[:len(package) - node.level + 1] if node.level else []
             target = ".".join(base + ([node.module] if node.module else []))
             names = [f"{target}.{a.name}" for a in node.names]
-            found |= {n for n in names if (PACKAGE.parent / (n.replace(".", "/") + ".py")).is_file()} or {target}
+            found |= {n for n in names if is_module(n)} or {target}
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
-    return {name for name in found if name.split(".")[0] == "studylib" and name != "studylib"}
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__") and module_name(path) != "studylib":
+            found.add("studylib")  # a string import below the application: the walker cannot see where to
+    return {name for name in found if name.split(".")[0] == "studylib"}
+
+
+def is_module(name: str) -> bool:
+    """A studylib module or subpackage (`from .. import views` names the views layer)."""
+    path = PACKAGE.parent / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 MODULES = {module_name(p): imports_of(p) for p in PACKAGE.rglob("*.py")}
 
 
 def layer(module: str) -> int:
+    """0 (core) .. 5 (views); the application (cli, demo, the package root) is above them all."""
     parts = module.split(".")
-    if len(parts) == 2 and parts[1] in APPLICATION or module == "studylib":
+    if module == "studylib" or parts[1] in APPLICATION:
         return len(LAYERS)
     return LAYERS.index(parts[1])
 
@@ -59,7 +69,7 @@ def test_every_module_sits_in_a_layer():
 
 
 def test_no_import_cycle():
-    graph = {m: {d for d in deps if d in MODULES and d != m and not d.endswith("__init__")} for m, deps in MODULES.items()}
+    graph = {m: {d for d in deps if d in MODULES and d != m and d != "studylib"} for m, deps in MODULES.items()}
     state: dict[str, int] = {}
 
     def visit(node: str, path: list[str]) -> None:
@@ -76,6 +86,33 @@ def test_no_import_cycle():
             visit(module, [module])
 
 
-def test_the_walker_sees_relative_imports():
+def test_the_walker_sees_relative_imports_and_the_package_root():
     assert "studylib.core.config" in MODULES["studylib.training.runner"]
     assert "studylib.training.runner" in MODULES["studylib.study.grid"]
+    assert layer("studylib") > layer("studylib.views.report") > layer("studylib.study.grid")
+    assert "studylib.study.analysis" in MODULES["studylib.views.report"]  # `from ..study import analysis`
+
+
+@pytest.mark.parametrize("old", ["config", "strategies", "backbones", "plots", "analysis", "report", "widgets",
+                                 "teaching", "pretrain", "datasets", "grid", "runner", "results"])
+def test_module_paths_from_before_the_layering_still_import_with_a_warning(old):
+    import importlib
+    import sys
+    import warnings
+
+    import studylib
+    sys.modules.pop(f"studylib.{old}", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = importlib.import_module(f"studylib.{old}")
+    assert module.__name__ == f"studylib.{studylib.MOVED[old]}"
+    assert any(issubclass(w.category, DeprecationWarning) and studylib.MOVED[old] in str(w.message) for w in caught)
+
+
+def test_the_old_notebook_imports_keep_working():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from studylib import analysis, plots  # noqa: F401
+        from studylib.report import Study  # noqa: F401
+        from studylib.strategies import EpochPlan, Strategy, register_strategy  # noqa: F401

@@ -84,7 +84,7 @@ def test_direct_construction_is_checked_too():
 def test_every_field_has_exactly_one_role_and_the_run_hash_follows_them():
     from studylib.core.config import ROLES
     assert set(ROLES) == set(FIELDS)
-    assert set(ROLES.values()) == {"case", "method", "seed", "protocol", "tuned", "data", "runtime"}
+    assert set(ROLES.values()) == {"case", "method", "seed", "protocol", "tuned", "data", "engine", "runtime"}
     base = RunConfig()
     for name, role in ROLES.items():
         if role == "runtime" and FIELDS[name].type == "bool":
@@ -110,3 +110,18 @@ def test_a_lock_held_elsewhere_times_out_with_a_message_that_says_what_to_do(tmp
         holder.kill()
         holder.wait()
     assert not is_locked(lock)  # released by the OS when its holder died
+
+
+def test_the_metric_names_are_the_ones_the_metrics_module_computes():
+    import numpy as np
+
+    from studylib.core.config import METRICS
+    from studylib.training.metrics import classification_metrics
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    assert set(classification_metrics(np.array([0, 1, 1, 1]), probs)) | {"loss"} == set(METRICS)
+
+
+def test_every_strategy_reads_real_config_fields():
+    from studylib.training.strategies import STRATEGIES
+    for name, cls in STRATEGIES.items():
+        assert cls.fields and set(cls.fields) <= set(FIELDS), name

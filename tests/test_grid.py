@@ -200,3 +200,35 @@ def test_dry_run_estimates_the_time_left_from_finished_runs_of_the_same_dataset_
     summary = plan.attrs["summary"]
     assert summary.startswith("2 of 4 runs finished, 2 to run; about ")
     assert f"about {2 * float(np.median(walls)) / 3600:.1f} h of runs for the 2 " in summary
+
+
+def test_init_copies_the_shipped_templates_and_never_overwrites(tmp_path, capsys):
+    from studylib.cli import main
+    (tmp_path / "work" / "params").mkdir(parents=True)
+    (tmp_path / "work" / "params" / "smoke.yaml").write_text("# mine\n")
+    assert main(["init", str(tmp_path / "work")]) == 0
+    assert "kept as they were (not overwritten): smoke.yaml" in capsys.readouterr().out
+    assert (tmp_path / "work" / "params" / "smoke.yaml").read_text() == "# mine\n"
+    shipped = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")} | {p.name for p in (ROOT / "params").glob("*.yaml")}
+    copied = {p.name for p in (tmp_path / "work").rglob("*") if p.is_file()}
+    assert copied == shipped
+
+
+def test_a_shipped_grid_runs_by_its_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plan = run_grid("smoke", tmp_path / "out", dry_run=True, progress=False)
+    assert len(plan) == len(load_grid(ROOT / "params" / "smoke.yaml").runs) and set(plan.action) == {"run"}
+
+
+def test_a_grid_runs_the_notebook_it_is_given(tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook
+    params = new_code_cell("out_dir = ''")
+    params.metadata["tags"] = ["parameters"]
+    mine = new_notebook(cells=[params, new_code_cell("open(out_dir + '/mine.txt', 'w').write('ran')")],
+                        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(mine, tmp_path / "mine.ipynb")
+    path = write_grid(tmp_path, "strategy: ft\n")
+    run_grid(path, tmp_path / "out", progress=False, notebook=tmp_path / "mine.ipynb")
+    assert [p.read_text() for p in (tmp_path / "out").glob("runs/*/mine.txt")] == ["ran"]
+    with pytest.raises(ConfigError, match="nowhere.ipynb does not exist"):
+        run_grid(path, tmp_path / "out2", progress=False, notebook=tmp_path / "nowhere.ipynb")

@@ -9,7 +9,9 @@ from studylib.models.backbones import create_backbone
 from studylib.training.engine import Device
 from studylib.training.runner import make_trainer, run
 from studylib.training.strategies import (
+    STRATEGIES,
     STUDY_STRATEGIES,
+    Strategy,
     create_strategy,
     list_strategies,
 )
@@ -85,6 +87,28 @@ def test_sp_penalties_equal_their_formulas(tiny, strategy):
         else:
             expected += 0.2 / 2 * ((p - w0[name]) ** 2).sum()
     assert float(sp.penalty().detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+FUSED = [name for name, cls in STRATEGIES.items() if cls.backward is not Strategy.backward]
+
+
+def test_every_fused_backward_equals_autograd_of_loss_plus_penalty(tiny):
+    """A strategy's own `backward` is an optimisation: the same gradients as the default (autograd)."""
+    assert FUSED  # L1-SP and L2-SP at least
+    for name in FUSED:
+        cfg = tiny(strategy=name, l1sp_alpha=0.3, l2sp_alpha=0.2, sp_beta=0.05)
+        backbone = create_backbone("tinycnn", 4)
+        perturb(backbone.model)
+        strategy = create_strategy(cfg, backbone)
+        x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        loss = lambda: backbone.model(x).logsumexp(1).mean()  # noqa: E731  (any differentiable loss)
+        params = list(backbone.model.parameters())
+        Strategy.backward(strategy, loss())
+        expected = [p.grad.clone() for p in params]
+        backbone.model.zero_grad(set_to_none=True)
+        strategy.backward(loss())
+        for p, g in zip(params, expected):
+            assert torch.allclose(p.grad, g, atol=1e-6), name
 
 
 @pytest.mark.parametrize("strategy", ["l1_sp", "l2_sp"])

@@ -148,7 +148,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 # The role of every field, stated once. case/method/seed: what a study varies and compares;
 # protocol: held fixed within one comparison (runs differing here are grouped apart); tuned: a
 # strategy's own settings, chosen on validation; data: which images and how they are read;
-# runtime: how fast or how visibly it runs, never the result (left out of the run hash).
+# engine: how the arithmetic and the budget run (they change the numbers, so they are in the run
+# hash); runtime: how fast or how visibly it runs, never the result (left out of the run hash).
 ROLES: dict[str, str] = {
     **dict.fromkeys(("dataset", "backbone"), "case"), "strategy": "method", "seed": "seed",
     **dict.fromkeys(("image_size", "resize_size", "batch_size", "max_epochs", "patience", "select_metric", "optimizer",
@@ -158,7 +159,8 @@ ROLES: dict[str, str] = {
                      "sp_beta", "rgn_probe_batches", "snr_threshold", "surgical_block", "dlr_decay"), "tuned"),
     **dict.fromkeys(("data_root", "weights_sha256", "skip_bad_images", "path_column", "label_column", "group_column",
                      "split_column", "group_pattern", "official_split", "splits_file", "drop_duplicates",
-                     "near_duplicate_bits", "medmnist_size", "max_steps_per_epoch", "amp", "channels_last"), "data"),
+                     "near_duplicate_bits", "medmnist_size"), "data"),
+    **dict.fromkeys(("max_steps_per_epoch", "amp", "channels_last"), "engine"),
     **dict.fromkeys(("workers", "device", "feature_cache", "num_threads", "log_tensors", "save_checkpoint",
                      "resume_every_s", "quiet"), "runtime"),
 }
@@ -276,11 +278,11 @@ def parse_yaml(path: str | Path) -> tuple[dict[str, Any], yaml.Node | None]:
     """A YAML mapping and its node tree (for line numbers); errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"params file {path} does not exist (see params/ for examples)")
+        raise ConfigError(f"params file {path} does not exist (studylib init DIR copies examples into DIR/params)")
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a text file; give a YAML file of config fields (see params/)") from None
+        raise ConfigError(f"{path} is not a text file; give a YAML file of config fields (studylib init DIR copies examples)") from None
     try:
         node = yaml.compose(text)
         data = yaml.load(text, Loader=_UniqueKeyLoader) or {}

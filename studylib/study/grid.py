@@ -56,7 +56,7 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
     data, node = parse_yaml(path)
     if not data:
         raise ConfigError(f"{path} sets nothing (empty or only comments); a grid names what to run, e.g. "
-                          "strategy: [ft, lp_ft] (see params/smoke.yaml)")
+                          "strategy: [ft, lp_ft] (studylib init DIR copies examples into DIR/params)")
     lines = _key_lines(node)
     data.update(overrides or {})
     _check_values(data, path, lines)
@@ -209,11 +209,14 @@ def _record_failure(rundir: RunDir, err: Exception) -> None:
 
 def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler: str = "",
              engine: str = "papermill", dry_run: bool = False, progress: bool = True,
-             overrides: dict[str, Any] | None = None) -> pd.DataFrame:
+             overrides: dict[str, Any] | None = None, notebook: str | Path = NOTEBOOK) -> pd.DataFrame:
     """Run every unfinished cell of a grid into `out`; returns the status table."""
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not valid; choose one of {', '.join(ENGINES)}")
     grid = load_grid(grid_path, overrides)
+    if engine == "papermill" and not Path(notebook).is_file():
+        raise ConfigError(f"notebook {notebook} does not exist; give an experiment notebook (studylib init DIR "
+                          "copies the shipped one) or leave --notebook out")
     out = Path(out).resolve()
     if not dry_run:
         ensure_folder(out, "the grid folder (--out)")
@@ -224,7 +227,7 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     tidy_finished([path for cfg, path in todo if has_results(path, cfg)])
     atomic_write(out / "grid.yaml", grid.path.read_text() + _overrides_note(overrides))
     jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
-                 gpu=_gpu_for(i)) for i, (cfg, path) in enumerate(pending)]
+                 gpu=_gpu_for(i), notebook=str(notebook)) for i, (cfg, path) in enumerate(pending)]
     if workers > 1 or scheduler:
         _run_dask(jobs, workers, scheduler, progress)
     else:

@@ -237,8 +237,9 @@ def peak_memory_mb(dev: Device) -> float:
 
 
 def environment(cfg: RunConfig, backbone: Backbone, dev: Device, fingerprint: str) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
     import sklearn
-    import torchvision
 
     weights = {"weights": cfg.weights}
     path = Path(cfg.weights)
@@ -246,7 +247,8 @@ def environment(cfg: RunConfig, backbone: Backbone, dev: Device, fingerprint: st
         weights["sha256"] = sha256_file(path)
     return {
         "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
+        "torchvision": version("torchvision"), "numpy": np.__version__, "sklearn": sklearn.__version__,
+        "studylib": _studylib_version(version, PackageNotFoundError),
         "device": str(dev.device), "device_name": torch.cuda.get_device_name(dev.device) if dev.device.type == "cuda"
         else f"CPU {platform.machine()}", "amp": str(dev.amp_dtype), "channels_last": dev.channels_last,
         "threads": torch.get_num_threads(), "git_commit": git_commit(), **weights,
@@ -254,9 +256,20 @@ def environment(cfg: RunConfig, backbone: Backbone, dev: Device, fingerprint: st
     }
 
 
-def git_commit() -> str | None:
+def _studylib_version(version, missing) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+        return version("studylib")
+    except missing:  # running from a source tree that was never installed
+        return None
+
+
+def git_commit() -> str | None:
+    """The checkout's commit; None for an installed wheel (git would name whatever repository encloses it)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "pyproject.toml").is_file():
+        return None
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True,
                              text=True, timeout=5)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):

@@ -215,6 +215,11 @@ class SPRegularised(Strategy):
 
     alpha_field = ""
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "fields" not in cls.__dict__:  # no plain weight decay: the penalty replaces it
+            cls.fields = ("lr", cls.alpha_field, "sp_beta")
+
     def __init__(self, cfg: RunConfig, backbone: Backbone):
         super().__init__(cfg, backbone)
         params = dict(backbone.model.named_parameters())
@@ -265,7 +270,6 @@ class SPRegularised(Strategy):
 @register_strategy
 class L1SP(SPRegularised):
     name, label, study = "l1_sp", "L1-SP", True
-    fields = ("lr", "l1sp_alpha", "sp_beta")
     description = "all parameters train; loss + alpha * sum |w - w0| (backbone) + beta/2 ||w_head||^2"
     alpha_field = "l1sp_alpha"
 
@@ -280,7 +284,6 @@ class L1SP(SPRegularised):
 @register_strategy
 class L2SP(SPRegularised):
     name, label, study = "l2_sp", "L2-SP", True
-    fields = ("lr", "l2sp_alpha", "sp_beta")
     description = "all parameters train; loss + alpha/2 ||w - w0||^2 (backbone) + beta/2 ||w_head||^2"
     alpha_field = "l2sp_alpha"
 
