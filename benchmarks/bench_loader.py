@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from studylib.data.cache import prepare_files
-from studylib.data.images import IMAGE_SUFFIXES, to_rgb
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from studylib.data.bundle import DeviceBatches
+from studylib.data.cache import prepare_files
+from studylib.data.images import IMAGE_SUFFIXES, to_rgb
 
 
 class PILFiles(Dataset):

@@ -20,10 +20,10 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from studylib.data.datasets import load_dataset
 
 from studylib.core.config import RunConfig
 from studylib.data.bundle import DataBundle
+from studylib.data.datasets import load_dataset
 from studylib.models.backbones import create_backbone
 from studylib.training.engine import Device
 from studylib.training.runner import make_trainer

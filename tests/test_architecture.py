@@ -113,6 +113,7 @@ def test_the_old_notebook_imports_keep_working():
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        from studylib import analysis, plots  # noqa: F401
         from studylib.report import Study  # noqa: F401
         from studylib.strategies import EpochPlan, Strategy, register_strategy  # noqa: F401
+
+        from studylib import analysis, plots  # noqa: F401
