@@ -158,15 +158,19 @@ def test_report_cli_writes_the_table_and_lists_failures(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "runs" / table.run[0] / "config.json").read_text())
 
 
-def test_a_dying_kernel_marks_the_run_failed(tmp_path):
+def write_notebook(path: Path, body: str) -> Path:
+    """A papermill-ready notebook: a parameters cell (out_dir), then `body`."""
     from nbformat.v4 import new_code_cell, new_notebook
-
-    from studylib.study.grid import execute_run
     params = new_code_cell("out_dir = ''\noverwrite = True")
     params.metadata["tags"] = ["parameters"]
-    notebook = new_notebook(cells=[params, new_code_cell("import os\nos._exit(1)")],
-                            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(notebook, tmp_path / "dies.ipynb")
+    nbformat.write(new_notebook(cells=[params, new_code_cell(body)], metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}), path)
+    return path
+
+
+def test_a_dying_kernel_marks_the_run_failed(tmp_path):
+    from studylib.study.grid import execute_run
+    write_notebook(tmp_path / "dies.ipynb", "import os\nos._exit(1)")
     status = execute_run({"strategy": "ft"}, str(tmp_path / "run"), notebook=str(tmp_path / "dies.ipynb"))
     assert status["status"] == "failed" and "kernel died" in status["reason"]
     assert not (tmp_path / "run" / "metrics.json").exists()
@@ -221,12 +225,7 @@ def test_a_shipped_grid_runs_by_its_name_from_any_folder(tmp_path, monkeypatch):
 
 
 def test_a_grid_runs_the_notebook_it_is_given(tmp_path):
-    from nbformat.v4 import new_code_cell, new_notebook
-    params = new_code_cell("out_dir = ''")
-    params.metadata["tags"] = ["parameters"]
-    mine = new_notebook(cells=[params, new_code_cell("open(out_dir + '/mine.txt', 'w').write('ran')")],
-                        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nbformat.write(mine, tmp_path / "mine.ipynb")
+    write_notebook(tmp_path / "mine.ipynb", "open(out_dir + '/mine.txt', 'w').write('ran')")
     path = write_grid(tmp_path, "strategy: ft\n")
     run_grid(path, tmp_path / "out", progress=False, notebook=tmp_path / "mine.ipynb")
     assert [p.read_text() for p in (tmp_path / "out").glob("runs/*/mine.txt")] == ["ran"]
