@@ -91,6 +91,14 @@ def read_json_dict(path: Path) -> dict:
     return data
 
 
+def read_json_dict_or_empty(path: Path) -> dict:
+    """read_json_dict, or {} when the file is absent or unreadable (optional files: env.json, status.json)."""
+    try:
+        return read_json_dict(path)
+    except (OSError, CorruptFileError):
+        return {}
+
+
 def write_csv(path: Path, rows: list[dict] | pd.DataFrame) -> None:
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     atomic_write(path, frame.to_csv(index=False))

@@ -6,7 +6,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.config import METRICS
-from ..core.fileio import CorruptFileError, atomic_write, read_json_dict
+from ..core.fileio import (
+    CorruptFileError,
+    atomic_write,
+    read_json_dict,
+    read_json_dict_or_empty,
+)
 from ..training.rundir import RunDir
 
 
@@ -33,16 +38,9 @@ def run_row(path: Path) -> dict:
             row.update({f"{split}_{m}": metrics.get(split, {}).get(m) for m in METRICS})
         row.update({k: metrics.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "wall_seconds",
                                                "peak_memory_mb", "trainable_params", "total_params", "run_hash")})
-        env = _read_optional(path / "env.json")
+        env = read_json_dict_or_empty(path / "env.json")
         row.update({"device_name": env.get("device_name"), **speeds(path / "history.csv")})
     return row
-
-
-def _read_optional(path: Path) -> dict:
-    try:
-        return read_json_dict(path)
-    except (FileNotFoundError, CorruptFileError):
-        return {}
 
 
 def speeds(history_csv: Path) -> dict:

@@ -15,7 +15,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ..core.fileio import CorruptFileError, is_locked, read_json_dict, write_json
+from ..core.fileio import (
+    CorruptFileError,
+    is_locked,
+    read_json_dict,
+    read_json_dict_or_empty,
+    write_json,
+)
 
 RUN_FILES = ("config.json", "status.json", "env.json", "history.csv", "layers.csv", "predictions.csv",
              "metrics.json", "best.pt", "splits.csv", "data_report.json", "tensors.csv")
@@ -72,10 +78,7 @@ class RunDir:
 
     def status_record(self) -> dict:
         """status.json as written ({} when absent or unreadable)."""
-        try:
-            return read_json_dict(self.file("status.json"))
-        except (OSError, CorruptFileError):
-            return {}
+        return read_json_dict_or_empty(self.file("status.json"))
 
     def _notebook_error(self) -> dict:
         error = self.status_record().get("notebook_error")
