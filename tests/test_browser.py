@@ -69,6 +69,7 @@ def run_all_cells(page) -> None:
     """Run > Run All Cells, retried until the first code cell has run (a click can land while the
     kernel is still starting and be dropped)."""
     for _ in range(4):
+        page.keyboard.press("Escape")  # close a menu left open or a start-up dialog that would cover the menu bar
         page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=30_000)
         page.locator(".lm-Menu-content").get_by_text("Run All Cells", exact=True).click(timeout=30_000)
         try:
