@@ -13,6 +13,9 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from studylib.core.config import RunConfig, field_help
+from studylib.views.report import HOW_TO_READ
+
+HOW_TO_READ_CD = HOW_TO_READ["cd"]
 
 HERE = Path(__file__).resolve().parent.parent / "studylib" / "templates" / "notebooks"  # notebooks/*.ipynb link here
 KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
@@ -82,34 +85,49 @@ def analysis() -> None:
             "# Which strategy gains over full fine-tuning, where, and why\n\n"
             "Point `results_dir` at a grid's output folder (`python -m studylib grid ... --out DIR`). Each strategy "
             "is compared at its own best **validation** setting per dataset x backbone x seed (test scores never "
-            "choose); gains over FT are paired per seed, with 95% bootstrap intervals over test images. "
-            "Every figure below is also written to `results_dir/figures/`, so a headless run keeps them."),
+            "choose), and only with runs of the same protocol group (same data, budget and recipe). Gains over FT "
+            "are paired per seed, with 95% two-level bootstrap intervals (seeds, then test images) and verdicts "
+            "corrected for the number of comparisons. Every figure below is also written to `results_dir/figures/`, "
+            "so a headless run keeps them."),
         simple_parameters([
             'results_dir: str = "../outputs/demo"  # a grid output folder holding runs/ (relative to notebooks/)',
             'metric: str = "balanced_accuracy"  # metric for selection, tables and gains',
             "n_boot: int = 1000  # bootstrap resamples for the gain intervals",
+            'correction: str = "holm"  # multiplicity correction over all gains: holm or fdr_bh',
         ]),
         new_code_cell("from IPython.display import Image, Markdown, display\n\n"
                       "from studylib.study import analysis\nfrom studylib.study.analysis import Study\n"
-                      "from studylib.views.report import study_figures\n\n"
-                      "study = Study(results_dir, metric, n_boot)\n"
+                      "from studylib.views.report import reading, study_figures\n\n"
+                      "study = Study(results_dir, metric, n_boot, correction=correction)\n"
                       "for note in study.notes:\n    print('NOTE:', note)\n"
-                      "print(f'{len(study.done)} finished runs in {results_dir}')"),
+                      "print(f'{len(study.done)} finished runs in {results_dir}')\n"
+                      "if not study.done.empty and study.done.protocol.nunique() > 1:\n"
+                      "    print('protocol groups, compared separately:', study.protocols)"),
         new_markdown_cell("## Test accuracy, mean and sd over seeds"),
         new_code_cell("study.accuracy.round(3) if not study.best.empty else 'nothing finished yet'"),
-        new_markdown_cell("## Gain over FT\n`verdict` says *inside the noise* when the 95% interval includes 0. "
-                          "A case with no FT run shows *no baseline*, never a made-up gain."),
+        new_markdown_cell("## Gain over FT\nA case with no FT run shows *no baseline*, never a made-up gain."),
         new_code_cell("gains = study.gains if not study.best.empty else None\n"
+                      "if gains is not None:\n    display(Markdown('**How to read it:** ' + reading('gains', study)))\n"
                       "gains.round(3) if gains is not None else 'no gains without finished runs'"),
+        new_code_cell("if gains is not None and len(study.bn_split):\n"
+                      "    display(Markdown('### BatchNorm or strategy?\\n' + reading('bn', study)))\n"
+                      "    display(study.bn_split.round(3))"),
+        new_markdown_cell("## Win / tie / loss, ranks and tuning budgets, per protocol group"),
         new_code_cell("if gains is not None and not gains.empty:\n"
-                      "    wtl = analysis.win_tie_loss(gains)\n"
-                      "    for sentence in wtl.sentence:\n        print(sentence)\n"
-                      "    display(analysis.mean_ranks(study.accuracy).round(2).to_frame())"),
-        new_markdown_cell("## Figures (static PNGs, also in `figures/`)"),
+                      "    display(Markdown('**How to read it:** ' + reading('wtl', study)))\n"
+                      "    for sentence in analysis.win_tie_loss(gains).sentence:\n        print(sentence)\n"
+                      "    for protocol, test in study.rank_tests.items():\n"
+                      "        print(f'{protocol}: Friedman p = {test.friedman_p:.3g} over {test.blocks}')\n"
+                      "        display(test.ranks.round(2).rename('mean rank').to_frame())\n"
+                      "    display(Markdown('**Tuning budget.** ' + reading('budget', study)))\n"
+                      "    display(study.budgets)"),
+        new_markdown_cell("## Figures (static PNGs, also in `figures/`)\n"
+                          "The critical-difference diagram: " + HOW_TO_READ_CD),
         new_code_cell("for title, path in study_figures(study).items():\n"
                       "    display(Markdown(f'### {title}'))\n    display(Image(filename=str(path)))"),
-        new_markdown_cell("## Explore\nPick a view, a metric and a run; study views (gain heatmap, accuracy, cost) "
-                          "ignore the run pickers. Each view is also saved as `figures/explorer-<view>.png`."),
+        new_markdown_cell("## Explore\nPick a view, a metric and a run; study views (gain heatmap, critical-difference "
+                          "diagram, accuracy, cost) ignore the run pickers. Each view is also saved as "
+                          "`figures/explorer-<view>.png`."),
         new_code_cell("from studylib.views.explorer import Explorer\n\nexplorer = Explorer(results_dir, n_boot=min(n_boot, 300))\n"
                       "explorer"),
     ])
@@ -152,9 +170,12 @@ def teaching() -> None:
                           "features is far above chance (0.25), and the strategies differ."),
         new_code_cell("from studylib import RunConfig, run\nfrom studylib.training.pretrain import pretrain, pretrain_config\n\n"
                       "checkpoint = pretrain(f'{out_dir}/tinycnn-source.pt', pretrain_config(size=pretrain_size, quiet=True))\n"
+                      "from studylib.models.backbones import block_names\n\n"
+                      "stages = len(block_names('tinycnn'))  # gradual unfreezing must reach its last stage\n"
                       "results = {}\nfor strategy in ['lp', 'ft', 'lp_ft', 'gu_last_first', 'auto_rgn']:\n"
                       "    cfg = RunConfig(strategy=strategy, weights=str(checkpoint), image_size=32, synthetic_size=mini_size,\n"
-                      "                    max_epochs=mini_epochs, patience=4, lp_epochs=max(1, mini_epochs // 3), batch_size=32, quiet=True)\n"
+                      "                    max_epochs=mini_epochs, patience=4, lp_epochs=max(1, mini_epochs // 3), batch_size=32,\n"
+                      "                    gu_epochs_per_stage=max(1, (mini_epochs - 1) // (stages - 1)), quiet=True)\n"
                       "    results[strategy] = run(cfg, f'{out_dir}/{strategy}', overwrite=True)\n"
                       "    print(results[strategy])"),
         new_code_cell("import pandas as pd\n\n"

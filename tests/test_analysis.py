@@ -20,8 +20,9 @@ synthetic_size: 160
 backbone: tinycnn
 image_size: 16
 batch_size: 32
-max_epochs: 3
+max_epochs: 5
 lp_epochs: 1
+gu_epochs_per_stage: 1
 device: cpu
 num_threads: 1
 strategy: [ft, lp, lp_ft, auto_rgn, gu_last_first]
@@ -76,19 +77,13 @@ def test_paired_gains_are_per_seed_differences(results):
         assert row.gain == pytest.approx(row.test_balanced_accuracy - ft)
 
 
-def test_bootstrap_of_a_run_against_itself_is_exactly_zero(results):
-    best = analysis.select_best(analysis.load_results(results))
-    ft = list(best[best.strategy == "ft"].path)
-    gain, low, high = analysis.bootstrap_gain(ft, ft, n_boot=200)
-    assert gain == low == high == 0.0
-
-
 def test_bootstrap_interval_contains_the_point_estimate(results):
     best = analysis.select_best(analysis.load_results(results))
     summary = analysis.gain_summary(best, n_boot=300)
     assert set(summary.strategy) == {"lp", "lp_ft", "auto_rgn", "gu_last_first"}
     assert (summary.low <= summary.gain + 1e-12).all() and (summary.gain <= summary.high + 1e-12).all()
-    assert set(summary.verdict) <= {"better", "worse", "inside the noise"}
+    assert set(summary.verdict) == {"seed variance unknown"}  # two seeds: no verdict is claimed
+    assert (summary.seeds == 2).all()
     wtl = analysis.win_tie_loss(summary)
     assert (wtl.cases == 1).all()
 
@@ -127,6 +122,7 @@ def test_report_is_self_contained_and_shows_the_key_figures(results):
     markdown, page = write_report(results, n_boot=100)
     text = page.read_text()
     assert "Gain over FT per dataset x backbone" in text and "Auto-RGN: per-block learning rate" in text
+    assert "Critical-difference diagram (P1)" in text and text.count("How to read it:") >= 4
     assert text.count("data:image/png;base64,") >= 4
     assert "figures/gain_heatmap.png" in markdown.read_text()
 
@@ -144,6 +140,8 @@ def test_explorer_callbacks_without_a_browser(results, tmp_path):
     assert (tmp_path / "explorer-per-block_learning_rate.png").is_file()
     explorer.controls["view"].value = "per-tensor learning rate"
     assert explorer.figure is None and "log_tensors=true" in explorer.message
+    explorer.controls["view"].value = "critical-difference diagram"
+    assert explorer.figure is not None and "Friedman" in explorer.figure.axes[0].get_title()
     explorer.controls["metric"].value = "macro_f1"
     assert list(explorer.table().columns[-3:]) == ["mean", "std", "count"]
 
@@ -172,7 +170,7 @@ def test_analysis_notebook_on_an_empty_folder(tmp_path):
 def test_teaching_notebook_runs_at_its_smallest_settings(tmp_path):
     papermill.execute_notebook(str(ROOT / "notebooks" / "teaching.ipynb"), str(tmp_path / "t.ipynb"),
                                kernel_name="python3", progress_bar=False,
-                               parameters={"mini_size": 160, "mini_epochs": 2, "pretrain_size": 200, "plan_epochs": 3,
+                               parameters={"mini_size": 160, "mini_epochs": 5, "pretrain_size": 200, "plan_epochs": 3,
                                            "out_dir": str(tmp_path / "teach")})
     assert (tmp_path / "teach" / "figures" / "strategy_maps.png").is_file()
     assert np.all([(tmp_path / "teach" / s / "metrics.json").is_file() for s in ("lp", "ft", "lp_ft")])

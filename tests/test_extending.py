@@ -64,7 +64,7 @@ def test_a_new_backbone_and_dataset(tmp_path):
                                  {"file": "mine.npz"}, default_root=str(tmp_path)))
     try:
         result = run(tiny_config(dataset="mine", data_root=str(tmp_path), backbone="small", strategy="gu_last_first",
-                                 max_epochs=2, gu_epochs_per_stage=1), tmp_path / "run")
+                                 max_epochs=3, gu_epochs_per_stage=1), tmp_path / "run")
         assert result.metrics["classes"] == ["0", "1", "2"]
     finally:
         BACKBONES.remove("small")

@@ -115,7 +115,8 @@ def test_failing_cell_marks_the_run_failed_and_the_grid_goes_on(tmp_path):
 
 
 def test_kill_dash_nine_then_resume_runs_everything_exactly_once(tmp_path):
-    path = write_grid(tmp_path, "strategy: [ft, lp, l2_sp, gu_last_first]\npatience: 5\n")
+    path = write_grid(tmp_path, "strategy: [ft, lp, l2_sp, gu_last_first]\npatience: 5\n"
+                            "per_strategy:\n  gu_last_first: {gu_epochs_per_stage: 1, max_epochs: 5}\n")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "studylib", "grid", str(path), "--out", str(out), "--engine", "inline"]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -47,6 +47,7 @@ class RunConfig:
     schedule: str = "cosine"  # cosine (per stage, per epoch) or constant
     augment: bool = False  # random crop and horizontal flip on the device during training
     bn_policy: str = "auto"  # BatchNorm in trainable blocks: auto (strategy default), train, freeze_stats, freeze
+    dropout: str = "auto"  # dropout while training: auto (strategy default: eval for auto_rgn and auto_snr, as their reference code; train otherwise), train or eval
     class_weighted_loss: bool = False  # weight the cross-entropy by inverse class frequency
     # --- strategy parameters (defaults chosen by studylib: the study does not publish them) ---
     lp_epochs: int = 5  # lp_ft: epochs of the linear-probing stage
@@ -56,6 +57,7 @@ class RunConfig:
     l2sp_alpha: float = 0.01  # l2_sp: weight of 1/2 ||w - w0||^2 over backbone parameters
     sp_beta: float = 0.01  # l1_sp, l2_sp: weight of 1/2 ||w||^2 over head parameters
     rgn_probe_batches: int = 5  # auto_rgn, auto_snr: training batches probed at the start of each epoch
+    rgn_max_over: str = "all"  # auto_rgn: the largest RGN is taken over all trainable tensors (reference code) or backbone (the new head then trains at lr)
     snr_threshold: float = 0.1  # auto_snr: tensors whose SNR / max SNR is under this are frozen for the epoch
     surgical_block: str = ""  # surgical: the one block (besides the head) that trains; empty: the first block
     dlr_decay: float = 0.5  # discriminative_lr: each block below the head trains at this times the lr above it
@@ -107,6 +109,7 @@ class RunConfig:
 
     def validate(self) -> None:
         choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "bn_policy": BN_POLICIES,
+                   "dropout": DROPOUT_MODES, "rgn_max_over": RGN_MAX_OVER,
                    "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off"),
                    "select_metric": SELECT_METRICS}
         for key, valid in choices.items():
@@ -141,20 +144,30 @@ class RunConfig:
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 BN_POLICIES = ("auto", "train", "freeze_stats", "freeze")
+DROPOUT_MODES = ("auto", "train", "eval")
+RGN_MAX_OVER = ("all", "backbone")
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "macro_ap", "loss")  # every split's scores
 SELECT_METRICS = METRICS
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
-# The role of every field, stated once. case/method/seed: what a study varies and compares;
-# protocol: held fixed within one comparison (runs differing here are grouped apart); tuned: a
-# strategy's own settings, chosen on validation; data: which images and how they are read;
-# engine: how the arithmetic and the budget run (they change the numbers, so they are in the run
-# hash); runtime: how fast or how visibly it runs, never the result (left out of the run hash).
+# The role of every field, stated once; the run hash, the analysis's protocol groups, its
+# selection of tuned settings and `python -m studylib config` all read it.
+# case: what a study varies between comparisons (dataset, backbone); method: what is compared
+#   (the strategy and the variants of it a strategy resolves: BatchNorm policy, dropout mode,
+#   Auto-RGN's maximum); seed: the replicate;
+# tuned: a strategy's own settings, chosen per run on validation (each strategy's budget is the
+#   number of settings tried);
+# protocol, data, engine: held fixed within one comparison: runs differing here are grouped apart
+#   and never pooled (protocol: the training recipe; data: which images and how they are read;
+#   engine: arithmetic and training budget);
+# runtime: result-neutral (how fast or how visibly it runs), left out of the run hash.
 ROLES: dict[str, str] = {
-    **dict.fromkeys(("dataset", "backbone"), "case"), "strategy": "method", "seed": "seed",
+    **dict.fromkeys(("dataset", "backbone"), "case"), **dict.fromkeys(("strategy", "bn_policy", "dropout",
+                                                                       "rgn_max_over"), "method"),
+    "seed": "seed",
     **dict.fromkeys(("image_size", "resize_size", "batch_size", "max_epochs", "patience", "select_metric", "optimizer",
                      "schedule", "augment", "weight_decay", "weights", "val_fraction", "test_fraction", "synthetic_size",
-                     "bn_policy", "class_weighted_loss", "balanced_sampling"), "protocol"),
+                     "class_weighted_loss", "balanced_sampling"), "protocol"),
     **dict.fromkeys(("lr", "momentum", "lp_epochs", "lpft_lr_factor", "gu_epochs_per_stage", "l1sp_alpha", "l2sp_alpha",
                      "sp_beta", "rgn_probe_batches", "snr_threshold", "surgical_block", "dlr_decay"), "tuned"),
     **dict.fromkeys(("data_root", "weights_sha256", "skip_bad_images", "path_column", "label_column", "group_column",
@@ -164,10 +177,11 @@ ROLES: dict[str, str] = {
     **dict.fromkeys(("workers", "device", "feature_cache", "num_threads", "log_tensors", "save_checkpoint",
                      "resume_every_s", "quiet"), "runtime"),
 }
+HELD_FIXED = ("protocol", "data", "engine")  # roles whose fields define a comparable group of runs
 
 
-def fields_with_role(role: str) -> list[str]:
-    return [name for name in FIELDS if ROLES[name] == role]
+def fields_with_role(*roles: str) -> list[str]:
+    return [name for name in FIELDS if ROLES[name] in roles]
 
 
 def _between(low: float, high: float, low_open: bool = False, high_open: bool = False):

@@ -102,6 +102,15 @@ def create_backbone(name: str, num_classes: int, weights: str = "none", sha256: 
     return _index(spec, model)
 
 
+@functools.cache
+def block_names(name: str) -> tuple[str, ...]:
+    """The block map's names of backbone `name`, input to output, without weights or memory (built on
+    the meta device), so configurations can be checked before anything is built."""
+    spec = get_backbone_spec(name)
+    with torch.device("meta"):
+        return tuple(spec.blocks(spec.build()))
+
+
 def _index(spec: BackboneSpec, model: nn.Module) -> Backbone:
     prefixes = spec.blocks(model)
     blocks: dict[str, list[str]] = {b: [] for b in prefixes}

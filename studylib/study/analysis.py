@@ -1,9 +1,12 @@
-"""From a grid's run folders to the study's comparison: best setting per strategy, gains over FT,
-paired bootstrap intervals, win/tie/loss counts and mean ranks.
+"""From a grid's run folders to the study's comparison: best setting per strategy, gains over FT
+with two-level bootstrap intervals corrected for multiplicity, BatchNorm controls, tuning budgets,
+win/tie/loss and ranks per protocol group, and the Friedman test behind a critical-difference diagram.
 
-Selection uses validation only: for every dataset x backbone x strategy x seed, the
-hyper-parameter setting (learning rate, strategy parameters) with the best validation metric
-is kept; test scores never take part in that choice.
+Selection uses validation only: for every protocol x dataset x backbone x strategy x seed, the
+tuned setting (learning rate, strategy parameters) with the best validation metric is kept;
+test scores never take part in that choice. Runs are only ever compared inside one protocol
+group: every config field whose role (core.config.ROLES) is protocol, data or engine is equal
+inside a group, so runs on other data, another budget or another recipe are never pooled.
 """
 from __future__ import annotations
 
@@ -14,12 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.config import fields_with_role
+from ..core.config import HELD_FIXED, RunConfig, fields_with_role
+from . import stats
 from .results import collect
 
 CASE = ["dataset", "backbone"]
-# Fields that define the protocol: runs that differ here are not comparable and are grouped apart.
-PROTOCOL_FIELDS = fields_with_role("protocol")
+PROTOCOL_FIELDS = fields_with_role(*HELD_FIXED)  # equal inside one comparison
+TUNED_FIELDS = fields_with_role("tuned")  # chosen on validation per run
+VARIANT_FIELDS = [f for f in fields_with_role("method") if f != "strategy"]  # bn_policy, dropout, rgn_max_over
+VERDICTS = ("better", "inside the noise", "worse", "seed variance unknown", "no baseline")
 
 
 class AnalysisWarning(UserWarning):
@@ -27,8 +33,13 @@ class AnalysisWarning(UserWarning):
 
 
 def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Finished runs below `root` (or in `table`, collected from it) with a `protocol` column;
-    warns about what is missing or mixed."""
+    """Finished runs below `root` (or in `table`, collected from it) with `protocol` and `strategy`
+    (the compared arm) columns; warns about what is missing or mixed.
+
+    `strategy` names the strategy plus every variant field that differs from what the strategy
+    resolves by default (e.g. "ft [bn_policy=freeze_stats]", the BatchNorm control); the registry
+    name stays in `method`.
+    """
     table = collect(root) if table is None else table
     if table.empty:
         warnings.warn(f"no run folders below {root}; run a grid first (python -m studylib grid ...)", AnalysisWarning)
@@ -39,18 +50,53 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
                       f"{', '.join(unfinished.run.head(5))}", AnalysisWarning)
     done = table[table.status == "finished"].copy()
     if done.empty:  # nothing to group (a row-wise agg of no rows is not a Series)
-        return done.assign(protocol=pd.Series(dtype=str))
+        return done.assign(protocol=pd.Series(dtype=str), method=pd.Series(dtype=str))
+    done = _resolve_variants(done)
     present = [f for f in PROTOCOL_FIELDS if f in done]
-    done["protocol"] = done[present].astype(str).agg("|".join, axis=1).map(_protocol_names(done, present))
+    keys = _keys(done, present)
+    done["protocol"] = keys.map({key: f"P{i + 1}" for i, key in enumerate(sorted(keys.unique()))})
     if done.protocol.nunique() > 1:
         warnings.warn(f"runs from {done.protocol.nunique()} different protocols are mixed in {root}; they are "
-                      "grouped separately (column 'protocol')", AnalysisWarning)
+                      f"compared only within each group ({describe_protocols(done)})", AnalysisWarning)
     return done
 
 
-def _protocol_names(done: pd.DataFrame, fields: list[str]) -> dict[str, str]:
-    keys = done[fields].astype(str).agg("|".join, axis=1).unique()
-    return {key: f"P{i + 1}" for i, key in enumerate(sorted(keys))}
+def _keys(done: pd.DataFrame, columns: list[str]) -> pd.Series:
+    return done[columns].astype(str).agg("|".join, axis=1) if columns else pd.Series("", index=done.index)
+
+
+def _resolve_variants(done: pd.DataFrame) -> pd.DataFrame:
+    """Fill what a strategy resolves (runs written before config.json recorded it say 'auto' or
+    lack the field) and name each arm."""
+    from ..training.strategies import STRATEGIES
+
+    defaults = RunConfig().to_dict()
+    done["method"] = done.strategy
+    labels = []
+    for index, row in done.iterrows():
+        cls = STRATEGIES.get(row.method) if row.method in STRATEGIES else None
+        resolved = {"bn_policy": getattr(cls, "default_bn", "train"), "dropout": getattr(cls, "default_dropout", "train")}
+        extra = []
+        for name in VARIANT_FIELDS:
+            value = row.get(name)
+            if not isinstance(value, str) or value == "auto":
+                value = resolved.get(name, defaults[name])
+            done.at[index, name] = value
+            if value != resolved.get(name, defaults[name]):
+                extra.append(f"{name}={value}")
+        labels.append(f"{row.method} [{', '.join(extra)}]" if extra else row.method)
+    done["strategy"] = labels
+    return done
+
+
+def describe_protocols(done: pd.DataFrame) -> str:
+    """'P1: medmnist_size=28; P2: medmnist_size=64': the fields that set the groups apart."""
+    present = [f for f in PROTOCOL_FIELDS if f in done]
+    differing = [f for f in present if done[f].astype(str).nunique() > 1]
+    if not differing:
+        return "P1: every run shares one protocol"
+    groups = done.groupby("protocol")[differing].first()
+    return "; ".join(f"{p}: " + ", ".join(f"{f}={row[f]}" for f in differing) for p, row in groups.iterrows())
 
 
 def select_best(done: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
@@ -60,6 +106,26 @@ def select_best(done: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.Dat
     keys = ["protocol"] + CASE + ["strategy", "seed"]
     ranked = done.sort_values(f"val_{metric}", ascending=metric == "loss", kind="stable")
     return ranked.groupby(keys, sort=True).head(1).sort_values(keys).reset_index(drop=True)
+
+
+def budgets(done: pd.DataFrame) -> pd.DataFrame:
+    """Tuned settings tried per strategy (per case and seed; min and max over them) in each protocol:
+    a strategy given more tries wins more often by selection alone."""
+    from ..training.strategies import STRATEGIES
+
+    if done.empty:
+        return pd.DataFrame(columns=["protocol", "strategy", "settings_min", "settings_max", "tuned"])
+    rows = []
+    for (protocol, arm), group in done.groupby(["protocol", "strategy"]):
+        method = group.method.iloc[0]
+        own = STRATEGIES.get(method).fields if method in STRATEGIES else ("lr",)
+        tuned = [f for f in TUNED_FIELDS if f in own and f in group]
+        per_cell = group.groupby(CASE + ["seed"])[tuned].apply(lambda g: len(g.drop_duplicates())) if tuned else \
+            group.groupby(CASE + ["seed"]).size().clip(upper=1)
+        swept = [f for f in tuned if group[f].nunique() > 1]
+        rows.append({"protocol": protocol, "strategy": arm, "settings_min": int(per_cell.min()),
+                     "settings_max": int(per_cell.max()), "tuned": ", ".join(swept) or "none"})
+    return pd.DataFrame(rows)
 
 
 def accuracy_table(best: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
@@ -82,71 +148,53 @@ def paired_gains(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
     return rows[["protocol"] + CASE + ["strategy", "seed", column, "baseline", "gain", "path"]]
 
 
-def bootstrap_gain(strategy_runs: list[Path], baseline_runs: list[Path], n_boot: int = 1000,
-                   seed: int = 0) -> tuple[float, float, float]:
-    """Mean paired gain in test balanced accuracy over seeds and its 95% bootstrap interval.
-
-    Each seed's strategy and baseline runs share one test split, so test images are resampled
-    jointly (paired), within each seed, and the per-seed differences are averaged.
-    """
-    rng = np.random.default_rng(seed)
-    point, draws = [], np.zeros(n_boot)
-    for run_a, run_b in zip(strategy_runs, baseline_runs):
-        a, b = _predictions(run_a), _predictions(run_b)
-        if not a.id.equals(b.id):
-            raise ValueError(f"{run_a} and {run_b} were tested on different images; compare runs of one split")
-        labels = a.label.to_numpy()
-        correct_a, correct_b = (a.pred == a.label).to_numpy(), (b.pred == b.label).to_numpy()
-        everything = np.arange(len(labels))[None, :]
-        point.append(_bacc(labels, correct_a, everything)[0] - _bacc(labels, correct_b, everything)[0])
-        index = rng.integers(0, len(labels), (n_boot, len(labels)))
-        draws += _bacc(labels, correct_a, index) - _bacc(labels, correct_b, index)
-    draws /= len(point)
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return float(np.mean(point)), float(low), float(high)
-
-
-def _predictions(run: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run) / "predictions.csv").sort_values("id").reset_index(drop=True)
-
-
-def _bacc(labels: np.ndarray, correct: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Balanced accuracy of each row of resampled indices (classes absent from a draw are skipped)."""
-    drawn_labels, drawn_correct = labels[index], correct[index]
-    recalls = []
-    for c in np.unique(labels):
-        member = drawn_labels == c
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recalls.append((member & drawn_correct).sum(1) / member.sum(1))
-    return np.nanmean(np.stack(recalls), axis=0)
-
-
-def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft",
-                 n_boot: int = 1000) -> pd.DataFrame:
-    """Per case x strategy: mean paired gain over the baseline, its 95% CI, and a verdict.
-
-    The interval comes from the paired bootstrap over test images (balanced accuracy); for other
-    metrics it is computed over seeds only (t-free percentile of per-seed gains).
-    """
-    gains = paired_gains(best, metric, baseline)
-    base_paths = best[best.strategy == baseline].set_index(["protocol"] + CASE + ["seed"]).path
+def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft", n_boot: int = 1000,
+                 correction: str = "holm", strategies: list[str] | None = None) -> pd.DataFrame:
+    """Per protocol x case x strategy: mean paired gain over `baseline` on the same seeds, its 95%
+    two-level bootstrap interval (seeds, then test images; stats.py says why), the number of
+    seeds, the p-value before and after `correction` over the whole family of comparisons, the
+    verdict (from the corrected p-value) and whether the two ran under different BatchNorm policies."""
+    columns = ["protocol"] + CASE + ["strategy", "baseline", "seeds", "gain", "low", "high", "p", "p_adjusted",
+                                     "verdict", "verdict_uncorrected", "bn_policy", "bn_differs"]
+    if best.empty:
+        return pd.DataFrame(columns=columns)
+    reader = _PredictionCache()
+    keys = ["protocol"] + CASE
+    base = best[best.strategy == baseline].set_index(keys + ["seed"])
     rows = []
-    for keys, group in gains.groupby(["protocol"] + CASE + ["strategy"]):
-        row = dict(zip(["protocol"] + CASE + ["strategy"], keys), seeds=len(group))
-        valid = group.dropna(subset=["gain"])
-        if valid.empty:
-            rows.append({**row, "gain": np.nan, "low": np.nan, "high": np.nan, "verdict": "no baseline"})
+    others = best[best.strategy != baseline]
+    if strategies is not None:
+        others = others[others.strategy.isin(strategies)]
+    for group_keys, group in others.groupby(keys + ["strategy"]):
+        row = dict(zip(keys + ["strategy"], group_keys), baseline=baseline)
+        pairs = [(run.path, base.loc[tuple(group_keys[:-1]) + (run.seed,)]) for run in group.itertuples()
+                 if tuple(group_keys[:-1]) + (run.seed,) in base.index]
+        bn_base = pairs[0][1].bn_policy if pairs else ""
+        row.update(bn_policy=f"{group.bn_policy.iloc[0]} vs {bn_base or '?'}",
+                   bn_differs=bool(pairs) and group.bn_policy.iloc[0] != bn_base)
+        if not pairs:
+            rows.append({**row, "seeds": 0, "verdict": "no baseline", "verdict_uncorrected": "no baseline"})
             continue
-        if metric == "balanced_accuracy":
-            baseline_runs = [base_paths[(keys[0], keys[1], keys[2], s)] for s in valid.seed]
-            gain, low, high = bootstrap_gain(list(valid.path), baseline_runs, n_boot)
-        else:
-            gain, (low, high) = valid.gain.mean(), np.percentile(valid.gain, [2.5, 97.5])
-        rows.append({**row, "gain": gain, "low": low, "high": high, "verdict": _verdict(low, high)})
-    return pd.DataFrame(rows)
+        result = stats.paired_gain([(reader(a), reader(b.path)) for a, b in pairs], metric, n_boot)
+        rows.append({**row, "seeds": result.seeds, "gain": result.gain, "low": result.low, "high": result.high,
+                     "p": result.p if result.seeds >= stats.MIN_SEEDS else np.nan,
+                     "verdict_uncorrected": _verdict(result.low, result.high, result.seeds)})
+    summary = pd.DataFrame(rows).reindex(columns=columns)
+    summary["p_adjusted"] = stats.adjust(summary.p.astype(float), correction)
+    summary["verdict"] = [_corrected(r) for r in summary.itertuples()]
+    return summary
 
 
-def _verdict(low: float, high: float) -> str:
+class _PredictionCache(dict):
+    def __call__(self, path: str) -> stats.Predictions:
+        if path not in self:
+            self[path] = stats.Predictions.read(path)
+        return self[path]
+
+
+def _verdict(low: float, high: float, seeds: int) -> str:
+    if seeds < stats.MIN_SEEDS:
+        return "seed variance unknown"
     if low > 0:
         return "better"
     if high < 0:
@@ -154,28 +202,94 @@ def _verdict(low: float, high: float) -> str:
     return "inside the noise"
 
 
+def _corrected(row) -> str:
+    if row.verdict_uncorrected in ("no baseline", "seed variance unknown"):
+        return row.verdict_uncorrected
+    if row.p_adjusted < 1 - stats.LEVEL:
+        return "better" if row.gain > 0 else "worse"
+    return "inside the noise"
+
+
+def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int = 1000,
+             correction: str = "holm") -> pd.DataFrame:
+    """For each strategy whose BatchNorm policy differs from FT's, where the FT control under the
+    strategy's policy ran: its gain over FT split into what BatchNorm explains (the control over
+    FT) and what the strategy adds (the strategy over the control), each with its interval."""
+    if best.empty:
+        return pd.DataFrame()
+    parts = []
+    ft_policy = best[best.strategy == "ft"].bn_policy
+    for arm, group in best[best.method != "ft"].groupby("strategy"):
+        policy = group.bn_policy.iloc[0]
+        control = f"ft [bn_policy={policy}]"
+        if ft_policy.empty or policy == ft_policy.iloc[0] or control not in set(best.strategy):
+            continue
+        for part, (which, base) in {"total (over FT)": (arm, "ft"), "BatchNorm (control over FT)": (control, "ft"),
+                                    "strategy (over the control)": (arm, control)}.items():
+            rows = gain_summary(best, metric, base, n_boot, correction, strategies=[which])
+            parts.append(rows.assign(strategy=arm, part=part, compared=f"{which} - {base}"))
+    if not parts:
+        return pd.DataFrame()
+    table = pd.concat(parts, ignore_index=True)
+    return table[["protocol"] + CASE + ["strategy", "part", "compared", "seeds", "gain", "low", "high", "p_adjusted",
+                                        "verdict"]]
+
+
 def win_tie_loss(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy: in how many dataset x backbone cases it beats / ties / loses to the baseline."""
+    """Per protocol x strategy: in how many dataset x backbone cases it beats / ties / loses to the
+    baseline (corrected verdicts), with a sentence."""
     if summary.empty:
         return summary
-    counts = summary.pivot_table(index="strategy", columns="verdict", values="gain", aggfunc="size", fill_value=0)
-    for column in ("better", "inside the noise", "worse", "no baseline"):
-        if column not in counts:
-            counts[column] = 0
-    counts = counts[["better", "inside the noise", "worse", "no baseline"]]
+    counts = summary.pivot_table(index=["protocol", "strategy"], columns="verdict", values="seeds", aggfunc="size",
+                                 fill_value=0)
+    counts = counts.reindex(columns=list(VERDICTS), fill_value=0)
     counts["cases"] = counts.sum(axis=1)
-    counts["sentence"] = [f"{s} beats FT in {r.better} of {r.cases - r['no baseline']} cases "
-                          f"(loses {r.worse}, {r['inside the noise']} inside the noise)"
-                          for s, r in counts.iterrows()]
+    seeds = summary.groupby(["protocol", "strategy"]).seeds.agg(["min", "max"])
+    counts["seeds"] = [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(seeds["min"], seeds["max"])]
+    counts["sentence"] = [_sentence(p, s, r) for (p, s), r in counts.iterrows()]
     return counts
 
 
-def mean_ranks(table: pd.DataFrame) -> pd.Series:
-    """Average rank of each strategy (1 = best mean test metric) over dataset x backbone cases."""
+def _sentence(protocol: str, strategy: str, r) -> str:
+    n = r.cases - r["no baseline"]
+    if n == 0:
+        return f"{protocol} {strategy}: no case has an FT run to compare with"
+    if r["seed variance unknown"] == n:
+        return f"{protocol} {strategy}: {n} case(s), {r.seeds} seed(s) each: too few seeds for a verdict (need {stats.MIN_SEEDS})"
+    return (f"{protocol} {strategy} vs FT over {n} case(s): better in {r.better}, worse in {r.worse}, "
+            f"inside the noise in {r['inside the noise']}"
+            + (f", too few seeds in {r['seed variance unknown']}" if r["seed variance unknown"] else ""))
+
+
+def mean_ranks(table: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
+    """Average rank of each strategy (1 = best mean test metric) over the cases of each protocol."""
     if table.empty:
-        return pd.Series(dtype=float)
-    ranks = table.groupby(["protocol"] + CASE)["mean"].rank(ascending=False, method="average")
-    return ranks.groupby(table.strategy).mean().sort_values().rename("mean rank")
+        return pd.DataFrame(columns=["protocol", "strategy", "mean rank", "cases"])
+    ranks = table.groupby(["protocol"] + CASE)["mean"].rank(ascending=metric == "loss", method="average")
+    out = ranks.groupby([table.protocol, table.strategy]).agg(["mean", "size"])
+    out.columns = ["mean rank", "cases"]
+    return out.reset_index().sort_values(["protocol", "mean rank"], kind="stable").reset_index(drop=True)
+
+
+def rank_tests(best: pd.DataFrame, metric: str = "balanced_accuracy", posthoc: str = "nemenyi") -> dict:
+    """Per protocol: Friedman test and post-hoc over the strategies (stats.rank_test). Blocks are the
+    dataset x backbone cases (Demsar 2006); a protocol with one case uses its seeds as blocks, and
+    then the conclusion holds for that case only."""
+    tests = {}
+    sign = -1 if metric == "loss" else 1
+    for protocol, group in best.groupby("protocol"):
+        column = f"test_{metric}"
+        cases = group.groupby(CASE).ngroups
+        if cases >= 2:
+            scores = group.pivot_table(index=CASE, columns="strategy", values=column, aggfunc="mean")
+            blocks = f"{cases} dataset x backbone cases"
+        else:
+            scores = group.pivot_table(index="seed", columns="strategy", values=column, aggfunc="mean")
+            blocks = f"{len(scores)} seeds of one case (its conclusion holds for this case only)"
+        test = stats.rank_test(sign * scores.dropna(axis=1, how="any"), posthoc, blocks)
+        if test is not None:
+            tests[protocol] = test
+    return tests
 
 
 @dataclass
@@ -186,11 +300,17 @@ class Study:
     metric: str = "balanced_accuracy"
     n_boot: int = 1000
     runs: pd.DataFrame | None = None  # collect(root), when the caller already has it
+    correction: str = "holm"  # multiplicity correction over all gains: holm or fdr_bh
+    posthoc: str = "nemenyi"  # after the Friedman test: nemenyi or wilcoxon (with Holm)
     done: pd.DataFrame = field(init=False)
     best: pd.DataFrame = field(init=False)
     notes: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self):
+        if self.correction not in stats.CORRECTIONS:
+            raise ValueError(f"correction={self.correction!r}; choose one of {', '.join(stats.CORRECTIONS)}")
+        if self.posthoc not in ("nemenyi", "wilcoxon"):
+            raise ValueError(f"posthoc={self.posthoc!r}; choose nemenyi or wilcoxon")
         self.root = Path(self.root)
         self.runs = collect(self.root) if self.runs is None else self.runs
         with warnings.catch_warnings(record=True) as caught:
@@ -198,6 +318,13 @@ class Study:
             self.done = load_results(self.root, self.runs)
         self.notes = [str(w.message) for w in caught if issubclass(w.category, AnalysisWarning)]
         self.best = select_best(self.done, self.metric)
+        self._cache: dict = {}
+        self.notes += self._budget_notes()
+
+    def _cached(self, name: str, compute):
+        if name not in self._cache:
+            self._cache[name] = compute()
+        return self._cache[name]
 
     @property
     def accuracy(self) -> pd.DataFrame:
@@ -205,11 +332,42 @@ class Study:
 
     @property
     def gains(self) -> pd.DataFrame:
-        if not hasattr(self, "_gains"):
-            self._gains = gain_summary(self.best, self.metric, n_boot=self.n_boot)
-        return self._gains
+        return self._cached("gains", lambda: gain_summary(self.best, self.metric, n_boot=self.n_boot,
+                                                          correction=self.correction))
 
-    def example_run(self, strategy: str) -> Path | None:
-        """The first best-validation run of `strategy` (for per-layer figures)."""
+    @property
+    def bn_split(self) -> pd.DataFrame:
+        return self._cached("bn", lambda: bn_split(self.best, self.metric, self.n_boot, self.correction))
+
+    @property
+    def rank_tests(self) -> dict:
+        return self._cached("ranks", lambda: rank_tests(self.best, self.metric, self.posthoc))
+
+    @property
+    def budgets(self) -> pd.DataFrame:
+        return budgets(self.done)
+
+    @property
+    def protocols(self) -> str:
+        return describe_protocols(self.done) if not self.done.empty else ""
+
+    def _budget_notes(self) -> list[str]:
+        notes = []
+        for protocol, group in self.budgets.groupby("protocol"):
+            if group.settings_max.max() != group.settings_min.min():
+                spread = ", ".join(f"{r.strategy} {r.settings_min}" + (f"-{r.settings_max}" if r.settings_max !=
+                                                                      r.settings_min else "") for r in group.itertuples())
+                notes.append(f"{protocol}: strategies had different tuning budgets (settings tried: {spread}); the "
+                             "one with more tries can win by selection alone")
+        return notes
+
+    @property
+    def bn_mixed(self) -> bool:
+        gains = self.gains
+        return bool(len(gains)) and bool(gains.bn_differs.fillna(False).any())
+
+    def example_run(self, strategy: str, needs: str = "") -> Path | None:
+        """The first best-validation run of `strategy` (holding the file `needs`, for per-layer figures)."""
         rows = self.best[self.best.strategy == strategy] if not self.best.empty else self.best
-        return Path(rows.path.iloc[0]) if len(rows) else None
+        paths = [Path(p) for p in rows.path if not needs or (Path(p) / needs).is_file()]
+        return paths[0] if paths else None

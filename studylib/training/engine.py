@@ -116,7 +116,8 @@ class Trainer:
             group["lr"] = group["initial_lr"] * factor
 
     def set_modes(self, trainable: set[str]) -> None:
-        """Train mode, except normalisation layers of frozen blocks or under a frozen policy.
+        """Train mode, except normalisation layers of frozen blocks or under a frozen policy, and
+        dropout under `dropout: eval` (Auto-RGN's reference keeps the whole model in eval mode).
 
         A head-only epoch (LP, LP-FT's first stage, gradual unfreezing's first) runs the frozen
         backbone wholly in eval mode, dropout included (VGG-19's classifier block): it is a fixed
@@ -131,6 +132,10 @@ class Trainer:
             block_trains = any(n in trainable for n in names)
             if not block_trains or self.strategy.bn_policy in ("freeze_stats", "freeze"):
                 for module in self.backbone.norm_modules(block):
+                    module.eval()
+        if self.strategy.dropout == "eval":
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.dropout._DropoutNd):
                     module.eval()
 
     def only_head(self, trainable) -> bool:
@@ -305,6 +310,7 @@ class Trainer:
     def history_row(self, epoch, plan, train_stats, val, n_trainable, improved, started) -> dict:
         lrs = [g["lr"] for g in self.optimizer.param_groups]
         return {"epoch": epoch, "stage": plan.stage, "lr_max": max(lrs), "trainable_params": n_trainable,
+                "max_tensor": plan.max_tensor,
                 "cached_features": self.frozen is not None,
                 **train_stats, **{f"val_{k}": v for k, v in val.items()}, "best": improved,
                 "seconds": time.perf_counter() - started}

@@ -16,7 +16,8 @@ class LayerLog:
     trainable tensors, after the schedule), gradient norm (root of the summed per-tensor
     mean squared gradient norms over the epoch's steps), weight norm, RGN = grad / weight
     norm, distance from the initial weights (absolute and relative), and the strategy's
-    per-tensor score (Auto-RGN / Auto-SNR ratio) averaged over the block.
+    per-tensor score (Auto-RGN / Auto-SNR ratio) averaged over the block, and whether the block
+    (or tensor) holds the tensor whose score set the maximum that epoch (`sets_max`).
     """
 
     def __init__(self, backbone: Backbone, per_tensor: bool = False):
@@ -32,10 +33,11 @@ class LayerLog:
         lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
         for block, names in self.backbone.blocks.items():
             self.rows.append({"epoch": epoch, "block": block, "stage": plan.stage,
-                              **self.summary(names, lr_of, plan)})
+                              **self.summary(names, lr_of, plan), "sets_max": plan.max_tensor in names})
             if self.per_tensor:
                 self.tensor_rows += [{"epoch": epoch, "tensor": n, "block": block,
-                                      **self.summary([n], lr_of, plan)} for n in names]
+                                      **self.summary([n], lr_of, plan), "sets_max": n == plan.max_tensor}
+                                     for n in names]
 
     def summary(self, names: list[str], lr_of: dict[int, float], plan: EpochPlan) -> dict:
         """The log columns for one group of parameter tensors (a block, or a single tensor)."""

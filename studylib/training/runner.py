@@ -51,7 +51,8 @@ def seed_everything(seed: int) -> None:
 
 def check_config(cfg: RunConfig) -> RunConfig:
     """The one validation above the config: its dataset, backbone and strategy are registered, and
-    the strategy accepts the configuration. Runs and grids call it before anything runs."""
+    the strategy accepts the configuration. Returns it with the strategy's `auto` values resolved
+    (what config.json records). Runs and grids call it before anything runs."""
     from ..data.datasets import DATASETS
     from ..models.backbones import BACKBONES
     from .strategies import STRATEGIES
@@ -60,7 +61,7 @@ def check_config(cfg: RunConfig) -> RunConfig:
         if name not in registry:
             raise ConfigError(registry.unknown_message(name))
     STRATEGIES.get(cfg.strategy).check(cfg)
-    return cfg
+    return STRATEGIES.get(cfg.strategy).resolve(cfg)
 
 
 def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: DataBundle | None = None,
@@ -70,7 +71,7 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: Data
     With `resume`, a folder that already holds a finished run of the same configuration is
     returned as it is (grids use this, so two grid processes never train one cell twice).
     """
-    check_config(cfg)
+    cfg = check_config(cfg)
     rundir = RunDir(out_dir)
     ensure_folder(rundir.path, "the run folder (--out)")
     with file_lock(rundir.file(LOCK)):  # one writer per run folder, even across grid restarts

@@ -32,6 +32,7 @@ class EpochPlan:
     reset_optimizer: bool = False  # drop optimizer state (otherwise kept for parameters that stay)
     weight_decay: float = 0.0
     ratios: dict[str, float] = field(default_factory=dict)  # Auto-RGN / Auto-SNR score per tensor, for logs
+    max_tensor: str = ""  # Auto-RGN / Auto-SNR: the tensor whose score set the maximum (history.csv, tensors.csv)
 
 
 class Strategy(abc.ABC):
@@ -46,17 +47,27 @@ class Strategy(abc.ABC):
     label = ""
     description = ""
     default_bn = "train"
+    default_dropout = "train"
     fields: tuple[str, ...] = ("lr", "weight_decay")
     study = False  # one of the eight strategies of the study
 
     def __init__(self, cfg: RunConfig, backbone: Backbone):
         self.cfg, self.backbone = cfg, backbone
-        self.bn_policy = self.default_bn if cfg.bn_policy == "auto" else cfg.bn_policy
+        resolved = self.resolve(cfg)
+        self.bn_policy, self.dropout = resolved.bn_policy, resolved.dropout
         self.norm_params = set(_norm_param_names(backbone))
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:
         """Raise ConfigError for a configuration this strategy cannot run as meant."""
+
+    @classmethod
+    def resolve(cls, cfg: RunConfig) -> RunConfig:
+        """`cfg` with every `auto` this strategy decides replaced by its value (bn_policy, dropout), so
+        config.json and the analysis see what actually ran."""
+        changes = {key: getattr(cls, f"default_{short}") for key, short in (("bn_policy", "bn"), ("dropout", "dropout"))
+                   if getattr(cfg, key) == "auto"}
+        return cfg.replace(**changes) if changes else cfg
 
     # helpers shared by every strategy -------------------------------------------------
     def params_of(self, blocks: list[str]) -> list[str]:
@@ -171,6 +182,22 @@ class LinearProbe(Strategy):
 
 class GradualUnfreezing(Strategy):
     """ULMFiT-style gradual unfreezing; one block more every `gu_epochs_per_stage` epochs."""
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        from ..models.backbones import BACKBONES, block_names
+
+        if cfg.backbone not in BACKBONES:
+            return  # check_config names the unknown backbone
+        stages = len(block_names(cfg.backbone))
+        needed = (stages - 1) * cfg.gu_epochs_per_stage + 1  # the last stage needs at least one epoch
+        if needed > cfg.max_epochs:
+            fits = (cfg.max_epochs - 1) // (stages - 1)  # the longest stage that still reaches the last one
+            other = f", or lower gu_epochs_per_stage to {fits}" if fits >= 1 else ""
+            raise ConfigError(
+                f"{cfg.strategy} on {cfg.backbone} has {stages} stages of gu_epochs_per_stage={cfg.gu_epochs_per_stage} "
+                f"epochs and needs at least {needed} epochs to train every block, but max_epochs={cfg.max_epochs}; "
+                f"raise max_epochs to {needed} or more{other}")
 
     def trainable_blocks(self, stage: int) -> list[str]:
         raise NotImplementedError
@@ -331,20 +358,31 @@ class AutoRGN(Strategy):
     At the start of every epoch: RGN_i = mean over `rgn_probe_batches` batches of
     ||grad_i|| / ||w_i||, per tensor; lr_i = base_lr * RGN_i / max RGN; a fresh Adam
     (state reset) with these rates. BatchNorm is frozen and in eval mode by default
-    (found by module type, unlike the reference code's name match).
+    (found by module type, unlike the reference code's name match), and so is dropout
+    (the reference keeps the whole model in eval mode; `dropout: train` changes it).
+
+    `rgn_max_over: all` (the reference) takes the maximum over every trainable tensor. With a
+    freshly initialised head, as in the study, the head usually holds the largest RGN and every
+    backbone tensor trains at a small fraction of lr; `backbone` takes the maximum over the
+    backbone's tensors only and trains the new head at lr.
     """
 
     name, label, study = "auto_rgn", "Auto-RGN", True
-    fields = ("lr", "weight_decay", "rgn_probe_batches")
+    fields = ("lr", "weight_decay", "rgn_probe_batches", "rgn_max_over")
     description = "per-tensor lr = lr * RGN / max RGN, RGN = ||grad|| / ||w|| probed each epoch; optimizer reset"
     default_bn = "freeze"
+    default_dropout = "eval"
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
         names = self.params_of(self.all_blocks)
-        scaled = scale_by_max(self.relative_gradient_norms(names, probe))
+        rgn = self.relative_gradient_norms(names, probe)
+        head = set(self.head) if self.cfg.rgn_max_over == "backbone" else set()
+        over = {n: v for n, v in rgn.items() if n not in head} or rgn
+        top = max(over, key=over.get)
+        scaled = {n: 1.0 if n in head else (v / over[top] if over[top] > 0 else 1.0) for n, v in rgn.items()}
         lrs = {n: self.cfg.lr * s for n, s in scaled.items()}
         return EpochPlan(names, lrs, "all", self.whole_run(epoch), reset_optimizer=True,
-                         weight_decay=self.cfg.weight_decay, ratios=scaled)
+                         weight_decay=self.cfg.weight_decay, ratios=scaled, max_tensor=top)
 
     def relative_gradient_norms(self, names: list[str], probe: Probe) -> dict[str, float]:
         params = dict(self.backbone.model.named_parameters())
@@ -375,13 +413,15 @@ class AutoSNR(Strategy):
     fields = ("lr", "weight_decay", "rgn_probe_batches", "snr_threshold")
     description = "per epoch, freeze tensors whose gradient SNR / max SNR < snr_threshold; others train at lr"
     default_bn = "freeze"
+    default_dropout = "eval"
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
         names = self.params_of(self.all_blocks)
-        scaled = scale_by_max(self.gradient_snr(names, probe))
+        snr = self.gradient_snr(names, probe)
+        scaled = scale_by_max(snr)
         keep = [n for n in names if scaled[n] >= self.cfg.snr_threshold or n in self.head]
         return EpochPlan(keep, self.uniform(keep), f"{len(keep)}/{len(names)} tensors", self.whole_run(epoch),
-                         weight_decay=self.cfg.weight_decay, ratios=scaled)
+                         weight_decay=self.cfg.weight_decay, ratios=scaled, max_tensor=max(snr, key=snr.get))
 
     def gradient_snr(self, names: list[str], probe: Probe) -> dict[str, float]:
         sums: dict[str, torch.Tensor] = {}

@@ -27,7 +27,7 @@ RUN_VIEWS = {
     "trainable blocks": lambda run, metric: studyfigures.unfreezing_timeline({Path(run).name[:30]: run}),
     "confusion matrix": lambda run, metric: runfigures.confusion_matrix(run),
 }
-STUDY_VIEWS = ("gain over FT", "accuracy per strategy", "cost vs accuracy")
+STUDY_VIEWS = ("gain over FT", "critical-difference diagram", "accuracy per strategy", "cost vs accuracy")
 
 
 class Explorer:
@@ -118,7 +118,15 @@ class Explorer:
     def _study_view(self, view: str, metric: str) -> plt.Figure:
         study = self.study(metric)
         if view == "gain over FT":
-            return studyfigures.gain_heatmap(study.gains, title=f"test {metric} gain over FT (~: inside the noise)")
+            return studyfigures.gain_heatmap(study.gains, title=f"test {metric} gain over FT (~: no verdict)")
+        if view == "critical-difference diagram":
+            tests = study.rank_tests
+            if not tests:
+                return studyfigures.message_figure("a critical-difference diagram needs at least 3 strategies and 2 cases or seeds")
+            protocol = next(iter(tests))  # the first protocol group; the report draws every group
+            return studyfigures.cd_diagram(tests[protocol], title=f"{protocol}: mean rank of test {metric} over "
+                                           f"{tests[protocol].blocks}\nFriedman p = {tests[protocol].friedman_p:.3g}; "
+                                           "bars join strategies not significantly different")
         if view == "accuracy per strategy":
             return studyfigures.accuracy_bars(study.accuracy)
         return studyfigures.cost_vs_accuracy(study.best)

@@ -11,8 +11,34 @@ import pandas as pd
 from ..core.fileio import atomic_write
 from ..study import analysis
 from ..study.analysis import Study
+from ..study import stats
 from ..study.results import failures
 from . import studyfigures
+
+
+# How to read each part, in two sentences; the report, the analysis notebook and the README use these.
+HOW_TO_READ = {
+    "gains": ("Each row is a strategy minus FT on the same case and the same seeds, averaged over the seeds "
+              "(`seeds` of them); [low, high] is its 95% two-level bootstrap interval (seeds resampled, then test "
+              "images within each seed) before any correction. The verdict comes from p-values corrected for every "
+              "comparison in the table ({correction}): *better* or *worse* only when the corrected p < 0.05, *seed "
+              "variance unknown* with fewer than {min_seeds} seeds, and `bn_differs` flags a pair that ran under "
+              "different BatchNorm policies."),
+    "bn": ("When a strategy ran under another BatchNorm policy than FT and the FT control under that policy ran "
+           "too, its gain over FT is split into the control's gain over FT (what BatchNorm explains) and the "
+           "strategy's gain over the control (what the strategy adds). Each part has its own interval and "
+           "corrected verdict, read as in the gain table."),
+    "wtl": ("Counts of the corrected verdicts over the dataset x backbone cases of each protocol group; groups are "
+            "never added together, because their runs differ in data, budget or recipe. A strategy that is "
+            "'inside the noise' everywhere has not been shown to differ from FT, which is not the same as being "
+            "equal to it."),
+    "cd": ("Strategies are ranked within each block (1 = best) and placed at their mean rank; a horizontal bar "
+           "joins strategies that the post-hoc test cannot tell apart at 0.05 after a Friedman test over all of "
+           "them (Demsar 2006). Few blocks make wide bars: with fewer than about 10 cases, a bar over everything "
+           "means 'not enough cases', not 'no difference'."),
+    "budget": ("Settings tried per strategy (per case and seed) before the best on validation was kept. Unequal "
+               "budgets favour the strategy with more tries, so compare strategies with equal counts."),
+}
 
 
 def study_figures(study: Study) -> dict[str, Path]:
@@ -27,13 +53,16 @@ def study_figures(study: Study) -> dict[str, Path]:
     if study.best.empty:
         return made
     keep("Gain over FT per dataset x backbone", "gain_heatmap", lambda p: studyfigures.gain_heatmap(study.gains, p))
+    for protocol, test in study.rank_tests.items():
+        keep(f"Critical-difference diagram ({protocol})", f"critical_difference_{protocol}",
+             lambda p, t=test: studyfigures.cd_diagram(t, p))
     keep("Test accuracy per strategy (mean +- sd over seeds)", "accuracy",
          lambda p: studyfigures.accuracy_bars(study.accuracy, p))
-    rgn = study.example_run("auto_rgn")
+    rgn = study.example_run("auto_rgn", "layers.csv")
     if rgn is not None:
         keep("Auto-RGN: per-block learning rate over epochs", "auto_rgn_block_lr",
              lambda p: studyfigures.run_layers(rgn, "lr", p))
-    timeline = {s: study.example_run(s) for s in ("gu_last_first", "gu_first_last", "lp_ft")}
+    timeline = {s: study.example_run(s, "layers.csv") for s in ("gu_last_first", "gu_first_last", "lp_ft")}
     timeline = {s: r for s, r in timeline.items() if r is not None}
     if timeline:
         keep("Trainable blocks per epoch", "unfreezing_timeline",
@@ -43,9 +72,9 @@ def study_figures(study: Study) -> dict[str, Path]:
 
 
 def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = 1000,
-                 runs: pd.DataFrame | None = None) -> tuple[Path, Path]:
+                 runs: pd.DataFrame | None = None, correction: str = "holm") -> tuple[Path, Path]:
     """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known."""
-    study = Study(Path(root), metric, n_boot, runs)
+    study = Study(Path(root), metric, n_boot, runs, correction=correction)
     sections = _sections(study)
     figures = study_figures(study)
     markdown = _markdown(study, sections, figures)
@@ -55,33 +84,78 @@ def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: in
     return study.root / "report.md", study.root / "report.html"
 
 
-def _sections(study: Study) -> dict[str, pd.DataFrame | str]:
-    sections: dict[str, pd.DataFrame | str] = {}
+def reading(part: str, study: Study | None = None) -> str:
+    """The two sentences on how to read `part` (gains, bn, wtl, cd, budget)."""
+    correction = stats.CORRECTIONS[study.correction if study else "holm"]
+    return HOW_TO_READ[part].format(correction=correction, min_seeds=stats.MIN_SEEDS)
+
+
+GAIN_COLUMNS = ["protocol", "dataset", "backbone", "strategy", "seeds", "gain", "low", "high", "p", "p_adjusted",
+                "verdict", "bn_differs"]
+
+
+def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
+    """Title -> (table or text, how to read it)."""
+    sections: dict[str, tuple[pd.DataFrame | str, str]] = {}
     if study.best.empty:
-        return {"Nothing to compare yet": "no finished runs in this folder"}
+        return {"Nothing to compare yet": ("no finished runs in this folder", "")}
+    if study.done.protocol.nunique() > 1:
+        sections["Protocol groups (compared separately)"] = (study.protocols, "")
     sections["Test accuracy (mean, sd over seeds; each strategy at its best validation setting)"] = \
-        study.accuracy.round(4)
+        (study.accuracy.round(4), "")
     gains = study.gains
     if not gains.empty:
-        sections["Gain over FT with 95% paired-bootstrap interval"] = gains.round(4)
+        sections["Gain over FT: 95% two-level bootstrap interval, corrected verdict"] = \
+            (gains[GAIN_COLUMNS].round(4), reading("gains", study))
+        if len(study.bn_split):
+            sections["BatchNorm or strategy? The gain over FT split by the BatchNorm control"] = \
+                (study.bn_split.round(4), reading("bn", study))
+        elif study.bn_mixed:
+            sections["BatchNorm is not held constant"] = (
+                "Some strategies ran under another BatchNorm policy than FT (bn_differs); their gains mix the "
+                "strategy with the BatchNorm policy. Run the control (params/paper_bn.yaml: FT with "
+                "bn_policy=freeze_stats and freeze) to split them.", "")
         wtl = analysis.win_tie_loss(gains)
-        sections["Win / tie / loss against FT"] = "\n".join(f"- {s}" for s in wtl.sentence)
-    sections["Mean rank over dataset x backbone cases (1 = best)"] = analysis.mean_ranks(study.accuracy).round(2).to_frame()
+        sections["Win / tie / loss against FT, per protocol group"] = \
+            ("\n".join(f"- {s}" for s in wtl.sentence), reading("wtl", study))
+    ranks = analysis.mean_ranks(study.accuracy, study.metric).round(2)
+    tests = study.rank_tests
+    for protocol in sorted(study.done.protocol.unique()):
+        if protocol not in tests:
+            sections[f"Mean rank over dataset x backbone cases ({protocol})"] = (ranks[ranks.protocol == protocol], "")
+            continue
+        test = tests[protocol]
+        posthoc = "Nemenyi" if test.posthoc == "nemenyi" else "Wilcoxon signed-rank with Holm"
+        sections[f"Ranks over {test.blocks} ({protocol})"] = (
+            test.ranks.round(2).rename("mean rank").reset_index(),
+            f"Friedman test p = {test.friedman_p:.3g}; post-hoc {posthoc}. " + reading("cd", study))
+    sections["Tuning budget per strategy"] = (study.budgets, reading("budget", study))
     failed = failures(study.runs)
     if len(failed):
-        sections["Runs that did not finish"] = failed
+        sections["Runs that did not finish"] = (failed, "")
     return sections
 
 
 def _markdown(study: Study, sections: dict, figures: dict[str, Path]) -> str:
     lines = [f"# studylib report: {study.root.name}", "", _headline(study), ""]
     lines += [f"> {note}" for note in study.notes]
-    for title, body in sections.items():
-        text = f"```text\n{body.to_string()}\n```" if isinstance(body, pd.DataFrame) else body
-        lines += [f"## {title}", "", text, ""]
+    for title, (body, how) in sections.items():
+        text = f"```text\n{body.to_string(index=False)}\n```" if isinstance(body, pd.DataFrame) else body
+        lines += [f"## {title}", ""] + ([f"*How to read it:* {how}", ""] if how else []) + [text, ""]
     for title, path in figures.items():
-        lines += [f"## {title}", "", f"![{title}]({path.relative_to(study.root)})", ""]
+        how = _figure_reading(title, study)
+        lines += [f"## {title}", ""] + ([f"*How to read it:* {how}", ""] if how else []) + \
+            [f"![{title}]({path.relative_to(study.root)})", ""]
     return "\n".join(lines)
+
+
+def _figure_reading(title: str, study: Study) -> str:
+    if title.startswith("Critical-difference"):
+        return reading("cd", study)
+    if title.startswith("Gain over FT"):
+        return ("Each cell is a strategy's mean gain over FT on one dataset x backbone (blue: better, red: worse); "
+                "a ~ marks gains without a verdict (inside the noise after correction, or too few seeds).")
+    return ""
 
 
 def _headline(study: Study) -> str:
@@ -89,7 +163,9 @@ def _headline(study: Study) -> str:
         return "No finished runs."
     return (f"{len(study.done)} finished runs; {study.done.dataset.nunique()} datasets, "
             f"{study.done.backbone.nunique()} backbones, {study.done.strategy.nunique()} strategies, "
-            f"{study.done.seed.nunique()} seeds; selection on validation {study.metric}, test scored once per run.")
+            f"{study.done.seed.nunique()} seeds; selection on validation {study.metric}, test scored once per run. "
+            f"Gains: 95% two-level bootstrap intervals (seeds, then test images; {study.n_boot} resamples), "
+            f"verdicts corrected with {stats.CORRECTIONS[study.correction]} over every comparison.")
 
 
 def _html(study: Study, sections: dict, figures: dict[str, Path]) -> str:
@@ -97,13 +173,16 @@ def _html(study: Study, sections: dict, figures: dict[str, Path]) -> str:
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in study.notes]
     for title, path in figures.items():
         data = base64.b64encode(path.read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
-    for title, body in sections.items():
-        content = body.to_html(classes="table", na_rep="missing") if isinstance(body, pd.DataFrame) else \
-            "<pre>" + html.escape(body) + "</pre>"
-        parts.append(f"<h2>{html.escape(title)}</h2>{content}")
+        how = _figure_reading(title, study)
+        how = f"<p class='how'><b>How to read it:</b> {html.escape(how)}</p>" if how else ""
+        parts.append(f"<h2>{html.escape(title)}</h2>{how}<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+    for title, (body, how) in sections.items():
+        content = body.to_html(classes="table", na_rep="missing", index=False) if isinstance(body, pd.DataFrame) \
+            else "<pre>" + html.escape(body) + "</pre>"
+        how = f"<p class='how'><b>How to read it:</b> {html.escape(how)}</p>" if how else ""
+        parts.append(f"<h2>{html.escape(title)}</h2>{how}{content}")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             ".note{background:#fff3cd;padding:6px}")
+             ".note{background:#fff3cd;padding:6px}.how{color:#333;background:#eef4fb;padding:6px}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>studylib report</title><style>{style}</style>" \
            f"</head><body>{''.join(parts)}</body></html>"

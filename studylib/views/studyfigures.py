@@ -24,8 +24,10 @@ def _ordered(strategies) -> list[str]:
 def gain_heatmap(summary: pd.DataFrame, path: Path | None = None, title: str = "") -> plt.Figure:
     """Gain of each strategy over FT (rows) per dataset x backbone (columns); hatched = inside the noise."""
     if summary.empty:
-        return save(_empty("no gains to show: the results need FT and at least one other strategy"), path)
+        return save(message_figure("no gains to show: the results need FT and at least one other strategy"), path)
     frame = summary.assign(case=summary.dataset + "\n" + summary.backbone)
+    if summary.protocol.nunique() > 1:  # groups are compared apart: one column per group and case
+        frame["case"] = frame.case + "\n" + frame.protocol
     table = frame.pivot_table(index="strategy", columns="case", values="gain", aggfunc="mean")
     table = table.reindex(_ordered(table.index))
     noise = frame.pivot_table(index="strategy", columns="case", values="verdict", aggfunc="first").reindex(table.index)
@@ -34,10 +36,10 @@ def gain_heatmap(summary: pd.DataFrame, path: Path | None = None, title: str = "
     image = axis.imshow(table.to_numpy(dtype=float), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
         verdict = noise.iat[i, j]
-        text = "missing" if not np.isfinite(value) else f"{value:+.3f}" + ("" if verdict != "inside the noise" else "~")
+        text = "missing" if not np.isfinite(value) else f"{value:+.3f}" + ("" if verdict in ("better", "worse") else "~")
         axis.text(j, i, text, ha="center", va="center", fontsize=8)
     axis.set(xticks=range(table.shape[1]), yticks=range(table.shape[0]),
-             title=title or "test balanced-accuracy gain over FT (~: 95% CI includes 0)")
+             title=title or "test balanced-accuracy gain over FT (~: no verdict: inside the noise or too few seeds)")
     axis.set_xticklabels(table.columns, fontsize=8)
     axis.set_yticklabels(table.index)
     fig.colorbar(image, ax=axis, label="gain over FT")
@@ -46,13 +48,15 @@ def gain_heatmap(summary: pd.DataFrame, path: Path | None = None, title: str = "
 
 def accuracy_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
     """Mean +- sd over seeds of the test metric per strategy, one panel per dataset x backbone."""
-    cases = table.groupby(["dataset", "backbone"])
+    cases = table.groupby(["protocol", "dataset", "backbone"])
+    several = table.protocol.nunique() > 1
     fig, axes = plt.subplots(1, max(1, len(cases)), figsize=(4.5 * max(1, len(cases)), 3.2), squeeze=False)
-    for axis, ((dataset, backbone), group) in zip(axes[0], cases):
+    for axis, ((protocol, dataset, backbone), group) in zip(axes[0], cases):
         group = group.set_index("strategy").reindex(_ordered(group.strategy))
         axis.bar(range(len(group)), group["mean"], yerr=group["std"].fillna(0), color="C0", capsize=3)
         axis.set_xticks(range(len(group)), group.index, rotation=60, ha="right")
-        axis.set(title=f"{dataset} | {backbone}", ylabel="test balanced accuracy", ylim=(0, 1))
+        axis.set(title=f"{dataset} | {backbone}" + (f" | {protocol}" if several else ""),
+                 ylabel="test balanced accuracy", ylim=(0, 1))
     return save(fig, path)
 
 
@@ -82,12 +86,29 @@ def cost_vs_accuracy(best: pd.DataFrame, path: Path | None = None) -> plt.Figure
         left.scatter(part.wall_seconds, part.test_balanced_accuracy, label=strategy, color=f"C{i % 10}")
         right.scatter(part.trainable_params, part.test_balanced_accuracy, color=f"C{i % 10}")
     left.set(xlabel="wall time (s)", ylabel="test balanced accuracy", title="time")
-    right.set(xlabel="trainable parameters (max over epochs)", xscale="log", title="parameters")
+    right.set(xlabel="trainable parameters (max over epochs)", title="parameters")
+    if (pd.to_numeric(best.get("trainable_params"), errors="coerce") > 0).any():
+        right.set_xscale("log")
     left.legend(fontsize=7, ncol=2)
     return save(fig, path)
 
 
-def _empty(message: str) -> plt.Figure:
+def cd_diagram(test, path: Path | None = None, title: str = "") -> plt.Figure:
+    """Critical-difference diagram (Demsar 2006) of a stats.RankTest: mean ranks on an axis, 1 = best;
+    a bar joins strategies the post-hoc test cannot tell apart at 0.05 (drawn by scikit-posthocs)."""
+    import scikit_posthocs as sp
+
+    fig, axis = plt.subplots(figsize=(7.5, 1.2 + 0.22 * len(test.ranks)))
+    sp.critical_difference_diagram(test.ranks, test.pairwise_p, ax=axis, alpha=0.05,
+                                   label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}")
+    posthoc = "Nemenyi" if test.posthoc == "nemenyi" else "Wilcoxon-Holm"
+    axis.set_title(title or f"mean rank (1 = best) over {test.blocks}\nFriedman p = {test.friedman_p:.3g}; "
+                            f"bars: no significant difference ({posthoc}, 0.05)", fontsize=9)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def message_figure(message: str) -> plt.Figure:
     fig, axis = plt.subplots(figsize=(6, 1.5))
     axis.axis("off")
     axis.text(0.5, 0.5, message, ha="center", va="center")

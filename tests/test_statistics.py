@@ -1,0 +1,254 @@
+"""The statistics behind every verdict, pinned against independent computations on crafted runs:
+scikit-learn for every weighted metric, a slow hand-written two-level bootstrap for the interval,
+the Holm and Friedman formulas, and verdicts on cases built to be noisy or consistent."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+from sklearn.metrics import balanced_accuracy_score
+
+from studylib import RunConfig
+from studylib.study import analysis, stats
+from studylib.study.analysis import Study
+from studylib.training.metrics import classification_metrics
+from studylib.views.report import write_report
+
+
+def predictions(labels, correct) -> stats.Predictions:
+    """Two-class predictions: right where `correct`, with a confident probability."""
+    labels = np.asarray(labels)
+    preds = np.where(correct, labels, 1 - labels)
+    probs = np.column_stack([np.where(preds == 0, 0.9, 0.1), np.where(preds == 1, 0.9, 0.1)])
+    return stats.Predictions(np.array([f"{i:05d}" for i in range(len(labels))]), labels, probs)
+
+
+def crafted_run(root: Path, correct: np.ndarray, labels: np.ndarray, val: float = 0.8, **fields) -> Path:
+    """A finished run folder as studylib writes it (config, metrics, predictions), with chosen test results."""
+    cfg = RunConfig.from_dict({"strategy": "ft", **fields}).to_dict()
+    name = "-".join(str(cfg[k]) for k in ("backbone", "strategy", "seed", "lr", "bn_policy", "medmnist_size"))
+    path = root / "runs" / name
+    path.mkdir(parents=True)
+    p = predictions(labels, correct)
+    frame = pd.DataFrame({"id": p.ids, "label": p.labels, "pred": p.preds, "prob_a": p.probs[:, 0],
+                          "prob_b": p.probs[:, 1]})
+    frame.to_csv(path / "predictions.csv", index=False)
+    test = classification_metrics(p.labels, p.probs)
+    (path / "config.json").write_text(json.dumps(cfg))
+    (path / "metrics.json").write_text(json.dumps({"val": {"balanced_accuracy": val}, "test": test}))
+    return path
+
+
+def with_accuracy(labels: np.ndarray, accuracy: float) -> np.ndarray:
+    """A correctness mask with exactly `accuracy` recall in each class (balanced accuracy = accuracy); masks
+    are nested (the first images of each class are right), so two runs differ on few images, as real pairs do."""
+    correct = np.zeros(len(labels), bool)
+    for c in (0, 1):
+        members = np.flatnonzero(labels == c)
+        correct[members[: round(accuracy * len(members))]] = True
+    return correct
+
+
+def churned(labels: np.ndarray, accuracy: float, gain: float, churn: int) -> np.ndarray:
+    """`with_accuracy(accuracy + gain)` reached differently: `churn` images per class that the baseline got
+    right are wrong, and `churn` more of its wrong ones are right (test-image noise, no net change)."""
+    correct = with_accuracy(labels, accuracy + gain)
+    for c in (0, 1):
+        members = np.flatnonzero(labels == c)
+        edge = round((accuracy + gain) * len(members))
+        correct[members[edge - churn:edge]] = False
+        correct[members[edge:edge + churn]] = True
+    return correct
+
+
+LABELS = np.r_[np.zeros(1000, int), np.ones(1000, int)]
+
+
+def case(root, backbone, ft_accuracy, gains, seeds=(684, 559, 629), strategy="lp_ft", churn=0, **fields):
+    for seed, gain in zip(seeds, gains):
+        if strategy == "lp_ft":  # the FT baseline of the case, once
+            crafted_run(root, with_accuracy(LABELS, ft_accuracy), LABELS, backbone=backbone, seed=seed, **fields)
+        crafted_run(root, churned(LABELS, ft_accuracy, gain, churn), LABELS, backbone=backbone, seed=seed,
+                    strategy=strategy, **fields)
+
+
+# --- every metric under bootstrap weights equals scikit-learn on the resampled images -------------
+@pytest.mark.parametrize("classes", [2, 3, 5])
+def test_weighted_metrics_equal_scikit_learn_on_resampled_images(classes):
+    rng = np.random.default_rng(classes)
+    n = 80
+    labels = rng.choice(classes, n, p=np.r_[0.6, np.full(classes - 1, 0.4 / (classes - 1))])  # imbalanced
+    logits = rng.normal(size=(n, classes)) + 1.5 * np.eye(classes)[labels]
+    probs = np.round(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), 2)  # rounding makes ties
+    probs /= probs.sum(1, keepdims=True)
+    p = stats.Predictions(np.arange(n).astype(str), labels, probs)
+    counts = rng.multinomial(n, np.full(n, 1 / n), size=6)
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1", "kappa", "auroc", "macro_ap", "loss"):
+        got = stats.weighted_scores(metric, p, counts)
+        for row, draw in zip(got, counts):
+            index = np.repeat(np.arange(n), draw)
+            expected = classification_metrics(labels[index], probs[index])
+            expected["loss"] = float(np.mean(-np.log(probs[index, labels[index]])))
+            assert row == pytest.approx(expected[metric], abs=1e-12), metric
+
+
+# --- the two-level bootstrap against a slow, independent implementation ----------------------------
+def slow_two_level(pairs, n_boot, rng):
+    draws = []
+    for _ in range(n_boot):
+        seeds = rng.integers(0, len(pairs), len(pairs))
+        gains = []
+        for j in seeds:
+            a, b = pairs[j]
+            index = rng.integers(0, len(a.labels), len(a.labels))
+            gains.append(balanced_accuracy_score(a.labels[index], a.preds[index])
+                         - balanced_accuracy_score(b.labels[index], b.preds[index]))
+        draws.append(np.mean(gains))
+    return np.percentile(draws, [2.5, 97.5])
+
+
+def test_two_level_interval_matches_an_independent_computation():
+    labels = np.r_[np.zeros(150, int), np.ones(50, int)]  # imbalanced: balanced accuracy != accuracy
+    pairs = [(predictions(labels, with_accuracy(labels, 0.8 + g)), predictions(labels, with_accuracy(labels, 0.8)))
+             for g in (0.06, -0.02, 0.04)]
+    result = stats.paired_gain(pairs, "balanced_accuracy", n_boot=4000, seed=1)
+    low, high = slow_two_level(pairs, 1500, np.random.default_rng(2))
+    assert result.gain == pytest.approx(np.mean([0.06, -0.02, 0.04]), abs=1e-9)  # the mean over seeds
+    assert result.seeds == 3 and result.per_seed == pytest.approx([0.06, -0.02, 0.04], abs=1e-9)
+    assert result.low == pytest.approx(low, abs=0.012) and result.high == pytest.approx(high, abs=0.012)
+    assert result.low < 0 < result.high
+
+
+def test_a_run_against_itself_gains_exactly_nothing():
+    labels = LABELS[::10]
+    p = predictions(labels, with_accuracy(labels, 0.7))
+    result = stats.paired_gain([(p, p)] * 3, "macro_f1", n_boot=200)
+    assert result.gain == result.low == result.high == 0.0 and result.p == 1.0
+
+
+def test_pairs_tested_on_different_images_are_refused():
+    a = predictions(LABELS[:10], np.ones(10, bool))
+    b = stats.Predictions(np.array([f"x{i}" for i in range(10)]), a.labels, a.probs)
+    with pytest.raises(ValueError, match="different images"):
+        stats.paired_gain([(a, b)], "accuracy", n_boot=10)
+
+
+def test_holm_matches_the_step_down_formula():
+    p = pd.Series([0.01, 0.04, 0.03, np.nan])
+    adjusted = stats.adjust(p, "holm")
+    # sorted: 0.01*3 = 0.03; 0.03*2 = 0.06; 0.04*1 = 0.04 -> max(0.06, 0.04) = 0.06 (monotone)
+    assert adjusted[:3].tolist() == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(adjusted[3])
+
+
+def test_friedman_matches_its_formula():
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame(rng.normal(size=(8, 4)) + [0, 0.5, 1.0, 1.5], columns=list("abcd"))
+    test = stats.rank_test(scores)
+    n, k = scores.shape
+    ranks = scores.rank(axis=1, ascending=False)
+    chi2 = 12 * n / (k * (k + 1)) * ((ranks.mean() ** 2).sum() - k * (k + 1) ** 2 / 4)
+    assert test.friedman_p == pytest.approx(scipy_stats.chi2.sf(chi2, k - 1))
+    assert test.ranks.index[0] == "d" and test.ranks["d"] == pytest.approx(ranks.mean()["d"])
+    assert (np.diag(test.pairwise_p) == 1).all() and test.pairwise_p.shape == (4, 4)
+    assert stats.rank_test(scores.iloc[:1]) is None  # one block: nothing to test
+
+
+# --- verdicts on crafted run folders ------------------------------------------------------------
+def test_large_seed_variance_is_inside_the_noise_and_consistent_gains_are_not(tmp_path):
+    case(tmp_path, "noisy", 0.80, (0.04, -0.015, 0.035))  # the issue's example: +4.0, -1.5, +3.5 points
+    case(tmp_path, "steady", 0.80, (0.03, 0.032, 0.029))
+    gains = Study(tmp_path, n_boot=2000).gains.set_index("backbone")
+    assert gains.loc["noisy", "verdict"] == "inside the noise"
+    assert gains.loc["noisy", "low"] < 0 < gains.loc["noisy", "high"]
+    assert gains.loc["steady", "verdict"] == "better" and gains.loc["steady", "low"] > 0.02
+    assert (gains.seeds == 3).all()
+    assert gains.loc["noisy", "gain"] == pytest.approx((0.04 - 0.015 + 0.035) / 3, abs=1e-9)
+    assert gains.loc["steady", "p_adjusted"] >= gains.loc["steady", "p"]  # Holm over the family of two
+
+
+def test_test_image_noise_alone_is_not_enough_for_a_verdict(tmp_path):
+    """One seed, one level of resampling: a small, real-looking gain gets no verdict (seed variance unknown)."""
+    case(tmp_path, "one", 0.80, (0.05,), seeds=(684,))
+    gains = Study(tmp_path, n_boot=300).gains
+    assert gains.verdict.tolist() == ["seed variance unknown"] and gains.seeds.tolist() == [1]
+    assert gains.low.iloc[0] > 0  # the interval alone would have claimed it
+    assert "too few seeds" in analysis.win_tie_loss(gains).sentence.iloc[0]
+
+
+def test_multiplicity_correction_can_overturn_a_marginal_verdict(tmp_path):
+    for i in range(6):  # six marginal comparisons: each barely significant before correction
+        case(tmp_path, f"case{i}", 0.80, (0.011, 0.012, 0.010), churn=80)
+    gains = Study(tmp_path, n_boot=1000).gains
+    assert (gains.p_adjusted >= gains.p).all()
+    assert (gains.verdict_uncorrected == "better").sum() > (gains.verdict == "better").sum()
+
+
+def test_runs_of_different_data_or_budget_are_never_pooled_and_the_report_names_the_groups(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029), medmnist_size=28)
+    case(tmp_path, "tinycnn", 0.70, (-0.05, -0.06, -0.04), medmnist_size=64)
+    study = Study(tmp_path, n_boot=300)
+    assert study.done.protocol.nunique() == 2 and any("medmnist_size" in note for note in study.notes)
+    assert len(study.best) == 12  # 2 protocols x 2 strategies x 3 seeds: nothing picked across groups
+    verdicts = study.gains.set_index("protocol").verdict
+    assert sorted(verdicts) == ["better", "worse"]
+    markdown = write_report(tmp_path, n_boot=200)[0].read_text()
+    assert "Protocol groups" in markdown and "medmnist_size=28" in markdown and "medmnist_size=64" in markdown
+
+
+def test_batchnorm_is_flagged_and_split_by_the_control(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.05, 0.052, 0.049))  # lp_ft (freeze_stats) over ft (train)
+    for seed in (684, 559, 629):  # the control: FT with frozen statistics, most of the gain
+        crafted_run(tmp_path, with_accuracy(LABELS, 0.84), LABELS, seed=seed, bn_policy="freeze_stats")
+    study = Study(tmp_path, n_boot=500)
+    assert set(study.best.strategy) == {"ft", "lp_ft", "ft [bn_policy=freeze_stats]"}
+    row = study.gains.set_index("strategy").loc["lp_ft"]
+    assert row.bn_differs and row.bn_policy == "freeze_stats vs train"
+    split = study.bn_split.set_index("part")
+    assert split.loc["total (over FT)", "gain"] == pytest.approx(0.0503, abs=1e-3)
+    assert split.loc["BatchNorm (control over FT)", "gain"] == pytest.approx(0.04, abs=1e-9)
+    assert split.loc["strategy (over the control)", "gain"] == pytest.approx(0.0103, abs=1e-3)
+    assert "BatchNorm or strategy?" in write_report(tmp_path, n_boot=200)[0].read_text()
+
+
+def test_old_runs_with_auto_batchnorm_are_resolved_from_the_registry(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.03, 0.03), bn_policy="auto")
+    done = analysis.load_results(tmp_path)
+    assert set(zip(done.strategy, done.bn_policy)) == {("ft", "train"), ("lp_ft", "freeze_stats")}
+
+
+def test_unequal_tuning_budgets_are_reported_and_warned(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.03, 0.03))
+    for seed in (684, 559, 629):  # LP-FT gets two more learning rates than FT
+        for lr in (1e-2, 1e-4):
+            crafted_run(tmp_path, with_accuracy(LABELS, 0.7), LABELS, seed=seed, strategy="lp_ft", lr=lr, val=0.1)
+    study = Study(tmp_path, n_boot=100)
+    budgets = study.budgets.set_index("strategy")
+    assert budgets.loc["lp_ft", "settings_max"] == 3 and budgets.loc["ft", "settings_max"] == 1
+    assert budgets.loc["lp_ft", "tuned"] == "lr"
+    assert any("different tuning budgets" in note for note in study.notes)
+
+
+def test_the_shipped_paper_grid_gives_every_strategy_the_same_budget():
+    from collections import Counter
+
+    from studylib.core.templates import shipped_grid
+    from studylib.study.grid import load_grid
+
+    runs = load_grid(shipped_grid("paper_lr")).runs
+    cell = Counter((c.strategy) for c in runs if c.dataset == runs[0].dataset and c.backbone == runs[0].backbone
+                   and c.seed == runs[0].seed)
+    assert len(set(cell.values())) == 1, cell
+
+
+def test_ranks_use_cases_as_blocks_and_fall_back_to_seeds_for_one_case(tmp_path):
+    for i, gains in enumerate([(0.03, 0.02, 0.04), (0.01, 0.02, 0.0), (0.05, 0.03, 0.04)]):
+        case(tmp_path, f"b{i}", 0.8, gains)
+        case(tmp_path, f"b{i}", 0.8, tuple(g - 0.02 for g in gains), strategy="lp")
+    tests = Study(tmp_path, n_boot=50).rank_tests
+    assert tests["P1"].blocks.startswith("3 dataset x backbone cases") and tests["P1"].ranks.index[0] == "lp_ft"
+    one = tmp_path / "one"
+    case(one, "b0", 0.8, (0.03, 0.02, 0.04))
+    case(one, "b0", 0.8, (0.01, 0.0, 0.02), strategy="lp")
+    assert "seeds of one case" in Study(one, n_boot=50).rank_tests["P1"].blocks
