@@ -313,6 +313,9 @@ def cmd_config(args) -> int:
     from .core.config import ROLES
 
     defaults = RunConfig().to_dict()
+    print("# [role]: case/method/seed are what a study compares; tuned is chosen on validation per run;\n"
+          "# protocol/data/engine are held fixed inside one comparison (the analysis groups runs by them);\n"
+          "# runtime never changes a result (left out of the run hash).")
     for name, text in field_help().items():
         print(f"{name:22} = {defaults[name]!r:22} # [{ROLES[name]}] {text}")
     return 0

@@ -22,11 +22,11 @@ def demo(out: str | Path = "outputs/demo", engine: str = "papermill", workers: i
     checkpoint = Path(DEFAULT_CHECKPOINT).resolve()
     print(f"1/3 pretraining tinycnn on the synthetic source task (reused when present): {checkpoint}")
     pretrain(checkpoint, pretrain_config(quiet=True))
-    print("2/3 running params/demo.yaml: 8 strategies x 2 seeds on the synthetic target task")
+    print("2/3 running params/demo.yaml: 8 strategies x 3 seeds on the synthetic target task")
     run_grid(DEMO_GRID, out, workers=workers, engine=engine, overrides={"weights": str(checkpoint)})
     runs = collect(out)
     results = write_results(out, table=runs)
-    table = summary(runs)
+    table = summary(out, runs)
     print(table.to_string())
     analysis = run_analysis(out)
     from .views.report import write_report
@@ -38,13 +38,18 @@ def demo(out: str | Path = "outputs/demo", engine: str = "papermill", workers: i
     return table
 
 
-def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread of test balanced accuracy per strategy, and the gain over FT."""
-    done = table[table.status == "finished"]
-    stats = done.groupby("strategy").test_balanced_accuracy.agg(["mean", "std", "count"])
-    if "ft" in stats.index:
-        stats["gain_over_ft"] = stats["mean"] - stats.loc["ft", "mean"]
-    return stats.sort_values("mean", ascending=False).round(3)
+def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """Test balanced accuracy per strategy (mean, sd, seeds) and its paired gain over FT with the
+    report's interval and corrected verdict: the same numbers as report.html."""
+    from .study.analysis import Study
+
+    study = Study(out, runs=runs)
+    if study.best.empty:
+        return pd.DataFrame()
+    table = study.accuracy.set_index("strategy")[["mean", "std", "count"]].rename(columns={"count": "seeds"})
+    gains = study.gains.set_index("strategy")[["gain", "low", "high", "verdict"]]
+    table = table.join(gains.rename(columns={"gain": "gain_over_ft"}))
+    return table.sort_values("mean", ascending=False).round(3).fillna({"verdict": "(baseline)"})
 
 
 def run_analysis(out: Path) -> Path:
