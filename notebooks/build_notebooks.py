@@ -86,13 +86,13 @@ def analysis() -> None:
             "Point `results_dir` at a grid's output folder (`python -m studylib grid ... --out DIR`). Each strategy "
             "is compared at its own best **validation** setting per dataset x backbone x seed (test scores never "
             "choose), and only with runs of the same protocol group (same data, budget and recipe). Gains over FT "
-            "are paired per seed, with 95% two-level bootstrap intervals (seeds, then test images) and verdicts "
-            "corrected for the number of comparisons. Every figure below is also written to `results_dir/figures/`, "
+            "are paired per seed, with 95% intervals that carry both seed-to-seed and test-image variance, and "
+            "verdicts corrected for the number of comparisons. Every figure below is also written to `results_dir/figures/`, "
             "so a headless run keeps them."),
         simple_parameters([
             'results_dir: str = "../outputs/demo"  # a grid output folder holding runs/ (relative to notebooks/)',
             'metric: str = "balanced_accuracy"  # metric for selection, tables and gains',
-            "n_boot: int = 1000  # bootstrap resamples for the gain intervals",
+            "n_boot: int = 300  # test-image resamples per gain (they estimate the test-level variance)",
             'correction: str = "holm"  # multiplicity correction over all gains: holm or fdr_bh',
         ]),
         new_code_cell("from IPython.display import Image, Markdown, display\n\n"
@@ -128,7 +128,7 @@ def analysis() -> None:
         new_markdown_cell("## Explore\nPick a view, a metric and a run; study views (gain heatmap, critical-difference "
                           "diagram, accuracy, cost) ignore the run pickers. Each view is also saved as "
                           "`figures/explorer-<view>.png`."),
-        new_code_cell("from studylib.views.explorer import Explorer\n\nexplorer = Explorer(results_dir, n_boot=min(n_boot, 300))\n"
+        new_code_cell("from studylib.views.explorer import Explorer\n\nexplorer = Explorer(results_dir, n_boot=n_boot, correction=correction)\n"
                       "explorer"),
     ])
 

@@ -1,6 +1,6 @@
 """The statistics behind every verdict, pinned against independent computations on crafted runs:
-scikit-learn for every weighted metric, a slow hand-written two-level bootstrap for the interval,
-the Holm and Friedman formulas, and verdicts on cases built to be noisy or consistent."""
+scikit-learn for every weighted metric, a slow hand-written version of the interval's definition,
+a t-test, the Holm and Friedman formulas, and verdicts on cases built to be noisy or consistent."""
 import json
 from pathlib import Path
 
@@ -97,31 +97,71 @@ def test_weighted_metrics_equal_scikit_learn_on_resampled_images(classes):
             assert row == pytest.approx(expected[metric], abs=1e-12), metric
 
 
-# --- the two-level bootstrap against a slow, independent implementation ----------------------------
-def slow_two_level(pairs, n_boot, rng):
+# --- the interval against a slow, independent implementation of its definition --------------------
+def slow_interval(pairs, n_boot, rng):
+    """The definition in stats.py written out with scikit-learn, for seeds that share their test images:
+    per-seed gains; variance s^2/k + the variance of the mean gain under one shared image resample;
+    Welch-Satterthwaite degrees of freedom; a t-interval and its two-sided p-value."""
+    def bacc(p, index):
+        return balanced_accuracy_score(p.labels[index], p.preds[index])
+
+    everything = np.arange(len(pairs[0][0].labels))
+    per_seed = np.array([bacc(a, everything) - bacc(b, everything) for a, b in pairs])
+    k = len(per_seed)
     draws = []
     for _ in range(n_boot):
-        seeds = rng.integers(0, len(pairs), len(pairs))
-        gains = []
-        for j in seeds:
-            a, b = pairs[j]
-            index = rng.integers(0, len(a.labels), len(a.labels))
-            gains.append(balanced_accuracy_score(a.labels[index], a.preds[index])
-                         - balanced_accuracy_score(b.labels[index], b.preds[index]))
-        draws.append(np.mean(gains))
-    return np.percentile(draws, [2.5, 97.5])
+        index = rng.integers(0, len(everything), len(everything))
+        draws.append(np.mean([bacc(a, index) - bacc(b, index) for a, b in pairs]))
+    seed_var, test_var = per_seed.var(ddof=1) / k, np.var(draws, ddof=1)
+    se = np.sqrt(seed_var + test_var)
+    df = (seed_var + test_var) ** 2 / (seed_var ** 2 / (k - 1))
+    half = scipy_stats.t.ppf(0.975, df) * se
+    return per_seed.mean() - half, per_seed.mean() + half, 2 * scipy_stats.t.sf(abs(per_seed.mean()) / se, df)
 
 
-def test_two_level_interval_matches_an_independent_computation():
+def test_interval_matches_an_independent_computation_of_its_definition():
     labels = np.r_[np.zeros(150, int), np.ones(50, int)]  # imbalanced: balanced accuracy != accuracy
-    pairs = [(predictions(labels, with_accuracy(labels, 0.8 + g)), predictions(labels, with_accuracy(labels, 0.8)))
+    pairs = [(predictions(labels, churned(labels, 0.7, g, 8)), predictions(labels, with_accuracy(labels, 0.7)))
              for g in (0.06, -0.02, 0.04)]
-    result = stats.paired_gain(pairs, "balanced_accuracy", n_boot=4000, seed=1)
-    low, high = slow_two_level(pairs, 1500, np.random.default_rng(2))
+    result = stats.paired_gain(pairs, "balanced_accuracy", n_boot=3000, seed=1)
+    low, high, p = slow_interval(pairs, 1500, np.random.default_rng(2))
     assert result.gain == pytest.approx(np.mean([0.06, -0.02, 0.04]), abs=1e-9)  # the mean over seeds
     assert result.seeds == 3 and result.per_seed == pytest.approx([0.06, -0.02, 0.04], abs=1e-9)
-    assert result.low == pytest.approx(low, abs=0.012) and result.high == pytest.approx(high, abs=0.012)
+    assert result.design == "crossed"
+    assert result.low == pytest.approx(low, abs=0.003) and result.high == pytest.approx(high, abs=0.003)
+    assert result.p == pytest.approx(p, abs=0.01)
     assert result.low < 0 < result.high
+
+
+def test_three_seeds_that_agree_in_sign_are_not_enough_by_themselves():
+    """Per-seed gains of +0.5, +4 and +8 points: a percentile bootstrap over 3 seeds calls this better
+    (all seeds positive); a t-test over the seeds gives p = 0.19, and so must studylib."""
+    pairs = [(predictions(LABELS, with_accuracy(LABELS, 0.7 + g)), predictions(LABELS, with_accuracy(LABELS, 0.7)))
+             for g in (0.005, 0.04, 0.08)]
+    result = stats.paired_gain(pairs, "balanced_accuracy", n_boot=200)
+    assert result.low < 0 < result.high
+    assert result.p == pytest.approx(scipy_stats.ttest_1samp([0.005, 0.04, 0.08], 0).pvalue, abs=0.01)
+
+
+def test_seeds_sharing_their_test_images_do_not_shrink_the_test_level_variance():
+    """The same pair three times (no seed variance, one test set): the interval is one pair's, not
+    narrower by sqrt(3) as if each seed had its own test images."""
+    labels = LABELS[::4]
+    pair = (predictions(labels, churned(labels, 0.8, 0.02, 30)), predictions(labels, with_accuracy(labels, 0.8)))
+    one, three = stats.paired_gain([pair], "balanced_accuracy", 2000), stats.paired_gain([pair] * 3, "balanced_accuracy", 2000)
+    assert three.se == pytest.approx(one.se, rel=0.1) and three.design == "crossed"
+    renamed = stats.Predictions(np.array([f"other{i}" for i in range(len(labels))]), pair[0].labels, pair[0].probs)
+    nested = stats.paired_gain([pair, pair, (renamed, stats.Predictions(renamed.ids, pair[1].labels, pair[1].probs))],
+                               "balanced_accuracy", 2000)
+    assert nested.design == "nested" and nested.se == pytest.approx(one.se / np.sqrt(3), rel=0.15)  # own test sets
+
+
+def test_a_strong_effect_survives_holm_over_a_paper_sized_family():
+    pairs = [(predictions(LABELS, churned(LABELS, 0.7, g, 20)), predictions(LABELS, with_accuracy(LABELS, 0.7)))
+             for g in (0.05, 0.055, 0.048)]
+    strong = stats.paired_gain(pairs, "balanced_accuracy", n_boot=200).p
+    family = pd.Series([strong] + [0.5] * 125)  # 7 strategies x 18 cases
+    assert stats.adjust(family, "holm")[0] < 0.01
 
 
 def test_a_run_against_itself_gains_exactly_nothing():
@@ -162,10 +202,10 @@ def test_friedman_matches_its_formula():
 def test_large_seed_variance_is_inside_the_noise_and_consistent_gains_are_not(tmp_path):
     case(tmp_path, "noisy", 0.80, (0.04, -0.015, 0.035))  # the issue's example: +4.0, -1.5, +3.5 points
     case(tmp_path, "steady", 0.80, (0.03, 0.032, 0.029))
-    gains = Study(tmp_path, n_boot=2000).gains.set_index("backbone")
+    gains = Study(tmp_path, n_boot=300).gains.set_index("backbone")
     assert gains.loc["noisy", "verdict"] == "inside the noise"
     assert gains.loc["noisy", "low"] < 0 < gains.loc["noisy", "high"]
-    assert gains.loc["steady", "verdict"] == "better" and gains.loc["steady", "low"] > 0.02
+    assert gains.loc["steady", "verdict"] == "better" and gains.loc["steady", "low"] > 0.015
     assert (gains.seeds == 3).all()
     assert gains.loc["noisy", "gain"] == pytest.approx((0.04 - 0.015 + 0.035) / 3, abs=1e-9)
     assert gains.loc["steady", "p_adjusted"] >= gains.loc["steady", "p"]  # Holm over the family of two
@@ -182,8 +222,8 @@ def test_test_image_noise_alone_is_not_enough_for_a_verdict(tmp_path):
 
 def test_multiplicity_correction_can_overturn_a_marginal_verdict(tmp_path):
     for i in range(6):  # six marginal comparisons: each barely significant before correction
-        case(tmp_path, f"case{i}", 0.80, (0.011, 0.012, 0.010), churn=35)
-    gains = Study(tmp_path, n_boot=1000).gains
+        case(tmp_path, f"case{i}", 0.80, (0.011, 0.012, 0.010), churn=14)
+    gains = Study(tmp_path, n_boot=300).gains
     assert (gains.p_adjusted >= gains.p).all()
     assert (gains.verdict_uncorrected == "better").sum() > (gains.verdict == "better").sum()
 
@@ -204,7 +244,7 @@ def test_batchnorm_is_flagged_and_split_by_the_control(tmp_path):
     case(tmp_path, "tinycnn", 0.80, (0.05, 0.052, 0.049))  # lp_ft (freeze_stats) over ft (train)
     for seed in (684, 559, 629):  # the control: FT with frozen statistics, most of the gain
         crafted_run(tmp_path, with_accuracy(LABELS, 0.84), LABELS, seed=seed, bn_policy="freeze_stats")
-    study = Study(tmp_path, n_boot=500)
+    study = Study(tmp_path, n_boot=200)
     assert set(study.best.strategy) == {"ft", "lp_ft", "ft [bn_policy=freeze_stats]"}
     row = study.gains.set_index("strategy").loc["lp_ft"]
     assert row.bn_differs and row.bn_policy == "freeze_stats vs train"
@@ -255,3 +295,40 @@ def test_ranks_use_cases_as_blocks_and_fall_back_to_seeds_for_one_case(tmp_path)
     case(one, "b0", 0.8, (0.03, 0.02, 0.04))
     case(one, "b0", 0.8, (0.01, 0.0, 0.02), strategy="lp")
     assert "seeds of one case" in Study(one, n_boot=50).rank_tests["P1"].blocks
+
+
+def test_old_folders_are_read_as_what_they_ran_and_repeats_count_once(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.03, 0.03))
+    old = crafted_run(tmp_path, with_accuracy(LABELS, 0.8), LABELS, strategy="auto_rgn")
+    config = json.loads((old / "config.json").read_text())
+    del config["dropout"], config["rgn_max_over"]  # written before these fields existed: dropout trained
+    config["bn_policy"] = "auto"
+    (old / "config.json").write_text(json.dumps(config))
+    again = tmp_path / "runs" / "again"  # the same FT configuration run a second time (a re-run grid)
+    crafted_run(tmp_path / "x", with_accuracy(LABELS, 0.9), LABELS, seed=684).rename(again)
+    study = Study(tmp_path, n_boot=50)
+    assert "auto_rgn [dropout=train]" in set(study.done.strategy)
+    assert (study.done.bn_policy[study.done.method == "auto_rgn"] == "freeze").all()
+    assert len(study.done[(study.done.strategy == "ft") & (study.done.seed == 684)]) == 1
+    assert any("repeat the configuration" in note for note in study.notes)
+
+
+def test_variant_fields_a_strategy_does_not_read_never_rename_it(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.03, 0.03), rgn_max_over="backbone")
+    study = Study(tmp_path, n_boot=50)
+    assert set(study.best.strategy) == {"ft", "lp_ft"} and (study.gains.verdict == "better").all()
+
+
+def test_a_grid_run_wholly_under_another_batchnorm_policy_still_has_its_baseline(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.03, 0.03), bn_policy="freeze_stats")
+    gains = Study(tmp_path, n_boot=50).gains
+    assert gains.baseline.tolist() == ["ft [bn_policy=freeze_stats]"] and gains.verdict.tolist() == ["better"]
+    assert not gains.bn_differs.iloc[0]
+
+
+def test_rank_test_leaves_out_incomplete_cases_and_reads_no_post_hoc_without_a_rejection():
+    scores = pd.DataFrame({"a": [0.9, 0.8, 0.7, 0.6], "b": [0.8, 0.7, 0.6, np.nan], "c": [0.7, 0.6, 0.5, 0.4]})
+    test = stats.rank_test(scores)
+    assert len(test.scores) == 3 and "1 block(s) left out" in test.note and list(test.ranks.index) == ["a", "b", "c"]
+    flat = stats.rank_test(pd.DataFrame({"a": [1, 2, 3.0], "b": [3, 1, 2.0], "c": [2, 3, 1.0]}))
+    assert not flat.rejected and (flat.pairwise_p == 1).all().all()

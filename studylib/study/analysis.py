@@ -1,6 +1,7 @@
 """From a grid's run folders to the study's comparison: best setting per strategy, gains over FT
-with two-level bootstrap intervals corrected for multiplicity, BatchNorm controls, tuning budgets,
-win/tie/loss and ranks per protocol group, and the Friedman test behind a critical-difference diagram.
+with intervals carrying seed and test-image variance, verdicts corrected for multiplicity,
+BatchNorm controls, tuning budgets, win/tie/loss and ranks per protocol group, and the Friedman
+test behind a critical-difference diagram.
 
 Selection uses validation only: for every protocol x dataset x backbone x strategy x seed, the
 tuned setting (learning rate, strategy parameters) with the best validation metric is kept;
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.config import HELD_FIXED, RunConfig, fields_with_role
+from ..core.config import FIELDS, HELD_FIXED, ROLES, RunConfig, fields_with_role
 from . import stats
 from .results import collect
 
@@ -25,7 +26,8 @@ CASE = ["dataset", "backbone"]
 PROTOCOL_FIELDS = fields_with_role(*HELD_FIXED)  # equal inside one comparison
 TUNED_FIELDS = fields_with_role("tuned")  # chosen on validation per run
 VARIANT_FIELDS = [f for f in fields_with_role("method") if f != "strategy"]  # bn_policy, dropout, rgn_max_over
-VERDICTS = ("better", "inside the noise", "worse", "seed variance unknown", "no baseline")
+FIELDS_IN_ORDER = list(FIELDS)
+VERDICTS = ("better", "inside the noise", "worse", "seed variance unknown", "undefined", "no baseline")
 
 
 class AnalysisWarning(UserWarning):
@@ -36,9 +38,9 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
     """Finished runs below `root` (or in `table`, collected from it) with `protocol` and `strategy`
     (the compared arm) columns; warns about what is missing or mixed.
 
-    `strategy` names the strategy plus every variant field that differs from what the strategy
+    `strategy` names the strategy plus every variant field it reads that differs from what it
     resolves by default (e.g. "ft [bn_policy=freeze_stats]", the BatchNorm control); the registry
-    name stays in `method`.
+    name stays in `method`. Repeated runs of one configuration count once (the newest).
     """
     table = collect(root) if table is None else table
     if table.empty:
@@ -51,9 +53,10 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
     done = table[table.status == "finished"].copy()
     if done.empty:  # nothing to group (a row-wise agg of no rows is not a Series)
         return done.assign(protocol=pd.Series(dtype=str), method=pd.Series(dtype=str))
+    done = _fill_defaults(done)
     done = _resolve_variants(done)
-    present = [f for f in PROTOCOL_FIELDS if f in done]
-    keys = _keys(done, present)
+    done = _drop_repeats(done)
+    keys = _keys(done, _grouping_columns(done))
     done["protocol"] = keys.map({key: f"P{i + 1}" for i, key in enumerate(sorted(keys.unique()))})
     if done.protocol.nunique() > 1:
         warnings.warn(f"runs from {done.protocol.nunique()} different protocols are mixed in {root}; they are "
@@ -61,37 +64,88 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
     return done
 
 
+def _grouping_columns(done: pd.DataFrame) -> list[str]:
+    """Held-fixed fields, with resize_size as the side actually used, plus the resolved precision."""
+    return [f for f in PROTOCOL_FIELDS if f in done] + [c for c in ("precision",) if c in done]
+
+
 def _keys(done: pd.DataFrame, columns: list[str]) -> pd.Series:
-    return done[columns].astype(str).agg("|".join, axis=1) if columns else pd.Series("", index=done.index)
+    if not columns:
+        return pd.Series("", index=done.index)
+    text = done[columns].apply(lambda column: column.map(lambda v: "" if _missing(v) else str(v)))
+    return text.agg("|".join, axis=1)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _fill_defaults(done: pd.DataFrame) -> pd.DataFrame:
+    """Fields a run folder lacks (written before the field existed) get the value that reproduces
+    what that studylib did; resize_size 0 becomes the side it means, so equal protocols compare equal."""
+    defaults = RunConfig().to_dict()
+    legacy = {"dropout": "train", "rgn_max_over": "all"}  # before these fields, dropout always trained
+    for name in FIELDS_IN_ORDER:
+        value = legacy.get(name, defaults[name])
+        column = done[name] if name in done else pd.Series(np.nan, index=done.index)
+        if column.isna().any():
+            done[name] = column.astype(object).where(column.notna(), value)
+    if "image_size" in done:
+        size = pd.to_numeric(done.image_size, errors="coerce")
+        resize = pd.to_numeric(done.resize_size, errors="coerce")
+        done["resize_size"] = resize.where(resize > 0, (size * 232 / 224).round()).astype(int)
+    return done
 
 
 def _resolve_variants(done: pd.DataFrame) -> pd.DataFrame:
-    """Fill what a strategy resolves (runs written before config.json recorded it say 'auto' or
-    lack the field) and name each arm."""
+    """Resolve what a strategy decides ('auto' in runs written before config.json recorded it) and
+    name each arm by the variant fields it reads that differ from its defaults."""
     from ..training.strategies import STRATEGIES
 
-    defaults = RunConfig().to_dict()
     done["method"] = done.strategy
+    resolved = {name: [] for name in VARIANT_FIELDS}
     labels = []
-    for index, row in done.iterrows():
-        cls = STRATEGIES.get(row.method) if row.method in STRATEGIES else None
-        resolved = {"bn_policy": getattr(cls, "default_bn", "train"), "dropout": getattr(cls, "default_dropout", "train")}
+    for row in done[["strategy"] + VARIANT_FIELDS].itertuples(index=False):
+        cls = STRATEGIES.get(row.strategy) if row.strategy in STRATEGIES else None
+        own = {"bn_policy": getattr(cls, "default_bn", "train"), "dropout": getattr(cls, "default_dropout", "train"),
+               "rgn_max_over": "all"}
+        reads = set(getattr(cls, "fields", ())) | {"bn_policy", "dropout"}
         extra = []
         for name in VARIANT_FIELDS:
-            value = row.get(name)
-            if not isinstance(value, str) or value == "auto":
-                value = resolved.get(name, defaults[name])
-            done.at[index, name] = value
-            if value != resolved.get(name, defaults[name]):
+            value = getattr(row, name)
+            value = own[name] if value == "auto" else value
+            resolved[name].append(value)
+            if name in reads and value != own[name]:
                 extra.append(f"{name}={value}")
-        labels.append(f"{row.method} [{', '.join(extra)}]" if extra else row.method)
+        labels.append(f"{row.strategy} [{', '.join(extra)}]" if extra else row.strategy)
+    for name, values in resolved.items():
+        done[name] = values
     done["strategy"] = labels
     return done
 
 
+def _drop_repeats(done: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: a grid re-run into new folders (or a run repeated by hand) must not
+    give its strategy extra tries at the best validation score. The newest finished copy is kept."""
+    identity = [f for f in FIELDS_IN_ORDER if ROLES[f] != "runtime" and f in done] + ["strategy"]
+    order = done.assign(_mtime=[_mtime(p) for p in done.path]).sort_values("_mtime", kind="stable")
+    kept = order.drop_duplicates(subset=identity, keep="last").drop(columns="_mtime")
+    if len(kept) < len(done):
+        warnings.warn(f"{len(done) - len(kept)} runs repeat the configuration of another run (a grid re-run into "
+                      "new folders, or a repeated run); the newest of each is used", AnalysisWarning)
+    return kept.sort_index()
+
+
+def _mtime(path: str) -> float:
+    try:
+        return (Path(path) / "metrics.json").stat().st_mtime
+    except (OSError, TypeError):
+        return 0.0
+
+
 def describe_protocols(done: pd.DataFrame) -> str:
     """'P1: medmnist_size=28; P2: medmnist_size=64': the fields that set the groups apart."""
-    present = [f for f in PROTOCOL_FIELDS if f in done]
+    present = _grouping_columns(done)
     differing = [f for f in present if done[f].astype(str).nunique() > 1]
     if not differing:
         return "P1: every run shares one protocol"
@@ -135,7 +189,8 @@ def accuracy_table(best: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.
 
 
 def paired_gains(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft") -> pd.DataFrame:
-    """Per seed: test metric of each strategy minus the baseline's on the same case and seed.
+    """Per seed: improvement of each strategy's test metric over the baseline's on the same case and seed
+    (for loss, the baseline's minus the strategy's).
 
     A case without a baseline run gets no gain (NaN), never a made-up one.
     """
@@ -144,45 +199,56 @@ def paired_gains(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
     rows = best[best.strategy != baseline].copy()
     index = pd.MultiIndex.from_frame(rows[["protocol"] + CASE + ["seed"]])
     rows["baseline"] = base.reindex(index).to_numpy()
-    rows["gain"] = rows[column] - rows["baseline"]
+    rows["gain"] = (rows[column] - rows["baseline"]) * (-1 if metric == "loss" else 1)  # an improvement
     return rows[["protocol"] + CASE + ["strategy", "seed", column, "baseline", "gain", "path"]]
 
 
-def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft", n_boot: int = 1000,
+def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft", n_boot: int = 300,
                  correction: str = "holm", strategies: list[str] | None = None) -> pd.DataFrame:
-    """Per protocol x case x strategy: mean paired gain over `baseline` on the same seeds, its 95%
-    two-level bootstrap interval (seeds, then test images; stats.py says why), the number of
-    seeds, the p-value before and after `correction` over the whole family of comparisons, the
-    verdict (from the corrected p-value) and whether the two ran under different BatchNorm policies."""
+    """Per protocol x case x strategy: mean paired improvement over `baseline` on the same seeds, its
+    95% interval with both seed and test-image variance (stats.py says how and why), the number of
+    seeds, the p-value before and after `correction` over the whole family of comparisons in the
+    table, the verdict (from the corrected p-value) and whether the two ran under different
+    BatchNorm policies. A protocol group without a plain `baseline` arm but with exactly one arm of
+    that strategy (e.g. a grid run wholly with bn_policy=freeze_stats) compares with that arm."""
     columns = ["protocol"] + CASE + ["strategy", "baseline", "seeds", "gain", "low", "high", "p", "p_adjusted",
                                      "verdict", "verdict_uncorrected", "bn_policy", "bn_differs"]
     if best.empty:
         return pd.DataFrame(columns=columns)
     reader = _PredictionCache()
     keys = ["protocol"] + CASE
-    base = best[best.strategy == baseline].set_index(keys + ["seed"])
     rows = []
-    others = best[best.strategy != baseline]
-    if strategies is not None:
-        others = others[others.strategy.isin(strategies)]
-    for group_keys, group in others.groupby(keys + ["strategy"]):
-        row = dict(zip(keys + ["strategy"], group_keys), baseline=baseline)
-        pairs = [(run.path, base.loc[tuple(group_keys[:-1]) + (run.seed,)]) for run in group.itertuples()
-                 if tuple(group_keys[:-1]) + (run.seed,) in base.index]
-        bn_base = pairs[0][1].bn_policy if pairs else ""
-        row.update(bn_policy=f"{group.bn_policy.iloc[0]} vs {bn_base or '?'}",
-                   bn_differs=bool(pairs) and group.bn_policy.iloc[0] != bn_base)
-        if not pairs:
-            rows.append({**row, "seeds": 0, "verdict": "no baseline", "verdict_uncorrected": "no baseline"})
-            continue
-        result = stats.paired_gain([(reader(a), reader(b.path)) for a, b in pairs], metric, n_boot)
-        rows.append({**row, "seeds": result.seeds, "gain": result.gain, "low": result.low, "high": result.high,
-                     "p": result.p if result.seeds >= stats.MIN_SEEDS else np.nan,
-                     "verdict_uncorrected": _verdict(result.low, result.high, result.seeds)})
+    for protocol, group in best.groupby("protocol"):
+        base_arm = _baseline_arm(group, baseline)
+        base = group[group.strategy == base_arm].set_index(keys + ["seed"])
+        others = group[group.strategy != base_arm]
+        if strategies is not None:
+            others = others[others.strategy.isin(strategies)]
+        for group_keys, runs in others.groupby(keys + ["strategy"]):
+            row = dict(zip(keys + ["strategy"], group_keys), baseline=base_arm)
+            cell = tuple(group_keys[:-1])
+            pairs = [(run.path, base.loc[cell + (run.seed,)]) for run in runs.itertuples() if cell + (run.seed,) in base.index]
+            bn_base = pairs[0][1].bn_policy if pairs else ""
+            row.update(bn_policy=f"{runs.bn_policy.iloc[0]} vs {bn_base or '?'}",
+                       bn_differs=bool(pairs) and runs.bn_policy.iloc[0] != bn_base)
+            if not pairs:
+                rows.append({**row, "seeds": 0, "verdict_uncorrected": "no baseline"})
+                continue
+            result = stats.paired_gain([(reader(a), reader(b.path)) for a, b in pairs], metric, n_boot)
+            rows.append({**row, "seeds": result.seeds, "gain": result.gain, "low": result.low, "high": result.high,
+                         "p": result.p if result.seeds >= stats.MIN_SEEDS else np.nan,
+                         "verdict_uncorrected": _verdict(result.low, result.high, result.seeds)})
     summary = pd.DataFrame(rows).reindex(columns=columns)
     summary["p_adjusted"] = stats.adjust(summary.p.astype(float), correction)
     summary["verdict"] = [_corrected(r) for r in summary.itertuples()]
     return summary
+
+
+def _baseline_arm(group: pd.DataFrame, baseline: str) -> str:
+    if baseline in set(group.strategy):
+        return baseline
+    same = sorted(set(group.strategy[group.method == baseline.split(" [")[0]]))
+    return same[0] if len(same) == 1 else baseline
 
 
 class _PredictionCache(dict):
@@ -195,6 +261,8 @@ class _PredictionCache(dict):
 def _verdict(low: float, high: float, seeds: int) -> str:
     if seeds < stats.MIN_SEEDS:
         return "seed variance unknown"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "undefined"
     if low > 0:
         return "better"
     if high < 0:
@@ -205,34 +273,44 @@ def _verdict(low: float, high: float, seeds: int) -> str:
 def _corrected(row) -> str:
     if row.verdict_uncorrected in ("no baseline", "seed variance unknown"):
         return row.verdict_uncorrected
+    if not np.isfinite(row.gain) or not np.isfinite(row.p_adjusted):
+        return "undefined"
     if row.p_adjusted < 1 - stats.LEVEL:
         return "better" if row.gain > 0 else "worse"
     return "inside the noise"
 
 
-def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int = 1000,
-             correction: str = "holm") -> pd.DataFrame:
+def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int = 300, correction: str = "holm",
+             gains: pd.DataFrame | None = None) -> pd.DataFrame:
     """For each strategy whose BatchNorm policy differs from FT's, where the FT control under the
-    strategy's policy ran: its gain over FT split into what BatchNorm explains (the control over
-    FT) and what the strategy adds (the strategy over the control), each with its interval."""
+    strategy's policy ran: its gain over FT (the row of the gain table, `gains`) split into what
+    BatchNorm explains (the control over FT) and what the strategy adds (the strategy over the
+    control). The two parts are corrected together over every part of this table."""
     if best.empty:
         return pd.DataFrame()
-    parts = []
+    gains = gain_summary(best, metric, "ft", n_boot, correction) if gains is None else gains
     ft_policy = best[best.strategy == "ft"].bn_policy
+    parts, totals = [], []
     for arm, group in best[best.method != "ft"].groupby("strategy"):
         policy = group.bn_policy.iloc[0]
         control = f"ft [bn_policy={policy}]"
         if ft_policy.empty or policy == ft_policy.iloc[0] or control not in set(best.strategy):
             continue
-        for part, (which, base) in {"total (over FT)": (arm, "ft"), "BatchNorm (control over FT)": (control, "ft"),
+        totals.append(gains[gains.strategy == arm].assign(part="total (over FT)", compared=f"{arm} - ft"))
+        for part, (which, base) in {"BatchNorm (control over FT)": (control, "ft"),
                                     "strategy (over the control)": (arm, control)}.items():
             rows = gain_summary(best, metric, base, n_boot, correction, strategies=[which])
             parts.append(rows.assign(strategy=arm, part=part, compared=f"{which} - {base}"))
     if not parts:
         return pd.DataFrame()
-    table = pd.concat(parts, ignore_index=True)
+    split = pd.concat(parts, ignore_index=True).drop_duplicates(subset=["protocol"] + CASE + ["compared"])
+    split["p_adjusted"] = stats.adjust(split.p.astype(float), correction)  # one family: every part here
+    split["verdict"] = [_corrected(r) for r in split.itertuples()]
+    table = pd.concat(totals + [split], ignore_index=True)
+    order = {"total (over FT)": 0, "BatchNorm (control over FT)": 1, "strategy (over the control)": 2}
+    table = table.assign(_order=table.part.map(order)).sort_values(["protocol"] + CASE + ["strategy", "_order"])
     return table[["protocol"] + CASE + ["strategy", "part", "compared", "seeds", "gain", "low", "high", "p_adjusted",
-                                        "verdict"]]
+                                        "verdict"]].reset_index(drop=True)
 
 
 def win_tie_loss(summary: pd.DataFrame) -> pd.DataFrame:
@@ -277,16 +355,16 @@ def rank_tests(best: pd.DataFrame, metric: str = "balanced_accuracy", posthoc: s
     then the conclusion holds for that case only."""
     tests = {}
     sign = -1 if metric == "loss" else 1
+    column = f"test_{metric}"
     for protocol, group in best.groupby("protocol"):
-        column = f"test_{metric}"
         cases = group.groupby(CASE).ngroups
         if cases >= 2:
             scores = group.pivot_table(index=CASE, columns="strategy", values=column, aggfunc="mean")
-            blocks = f"{cases} dataset x backbone cases"
+            unit = "dataset x backbone cases"
         else:
             scores = group.pivot_table(index="seed", columns="strategy", values=column, aggfunc="mean")
-            blocks = f"{len(scores)} seeds of one case (its conclusion holds for this case only)"
-        test = stats.rank_test(sign * scores.dropna(axis=1, how="any"), posthoc, blocks)
+            unit = "seeds of one case (its conclusion holds for this case only)"
+        test = stats.rank_test(sign * scores, posthoc, unit)
         if test is not None:
             tests[protocol] = test
     return tests
@@ -298,7 +376,7 @@ class Study:
 
     root: Path
     metric: str = "balanced_accuracy"
-    n_boot: int = 1000
+    n_boot: int = 300  # image resamples for the test-level variance of each gain
     runs: pd.DataFrame | None = None  # collect(root), when the caller already has it
     correction: str = "holm"  # multiplicity correction over all gains: holm or fdr_bh
     posthoc: str = "nemenyi"  # after the Friedman test: nemenyi or wilcoxon (with Holm)
@@ -337,7 +415,7 @@ class Study:
 
     @property
     def bn_split(self) -> pd.DataFrame:
-        return self._cached("bn", lambda: bn_split(self.best, self.metric, self.n_boot, self.correction))
+        return self._cached("bn", lambda: bn_split(self.best, self.metric, self.n_boot, self.correction, self.gains))
 
     @property
     def rank_tests(self) -> dict:

@@ -39,8 +39,16 @@ def run_row(path: Path) -> dict:
         row.update({k: metrics.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "wall_seconds",
                                                "peak_memory_mb", "trainable_params", "total_params", "run_hash")})
         env = read_json_dict_or_empty(path / "env.json")
-        row.update({"device_name": env.get("device_name"), **speeds(path / "history.csv")})
+        row.update({"device_name": env.get("device_name"), "precision": _precision(env.get("amp")),
+                    **speeds(path / "history.csv")})
     return row
+
+
+def _precision(amp: str | None) -> str | None:
+    """The arithmetic a run used, from env.json's resolved autocast dtype ('amp: auto' is bf16 on CUDA only)."""
+    if amp is None:
+        return None
+    return "fp32" if amp == "None" else amp.replace("torch.", "")
 
 
 def speeds(history_csv: Path) -> dict:

@@ -1,16 +1,29 @@
-"""The statistics behind every verdict: a two-level bootstrap of paired gains, multiplicity
-correction, and the Friedman test with its post-hoc over many cases.
+"""The statistics behind every verdict: paired gains with an interval that carries both sources of
+variance, multiplicity correction, and the Friedman test with its post-hoc over many cases.
 
-Two-level (hierarchical) bootstrap, after Bouthillier et al., "Accounting for Variance in
-Machine Learning Benchmarks" (MLSys 2021) and Davison & Hinkley, "Bootstrap Methods and their
-Application" (1997, section 3.8, multi-stage sampling): a gain has two sources of variance,
-the training run (seed: head initialisation, batch order, and the split when it is re-drawn)
-and the test sample. Each draw resamples the seeds with replacement, then, for every seed
-drawn, the test images with replacement, paired between the strategy and the baseline (both
-were tested on the same images); the draw's gain is the mean over its seeds. Every metric is
-computed from the stored predictions with the draw's image counts as weights, so one method
-serves all of them. With few seeds the seed level has few distinct resamples (3 seeds: 10), so
-intervals are approximate; verdicts need at least MIN_SEEDS seeds.
+A gain has two sources of variance (Bouthillier et al., "Accounting for Variance in Machine
+Learning Benchmarks", MLSys 2021): the training run (seed: head initialisation, batch order, and
+the split when it is re-drawn) and the test sample. studylib's interval for the mean gain over k
+seeds is a t-interval whose variance adds the two:
+
+- seed level: s^2 / k, with s^2 the sample variance of the k per-seed gains;
+- test level: V, the bootstrap variance of the mean gain when the test images are resampled
+  (paired: the strategy and the baseline are scored on the same resampled images, every metric
+  recomputed from the stored predictions with the draw's image counts as weights).
+
+When every seed was tested on the same images (an official test split), the images are crossed
+with the seeds: one resample is applied to all seeds at once, V adds to s^2 / k (which then
+measures training variance only, plus some image noise counted twice: conservative), and the
+degrees of freedom follow Welch-Satterthwaite (1946) with V taken as known: k - 1 when the seed
+term dominates, more when the well-estimated test term does. When each seed re-drew its split,
+the per-seed gains are independent replicates that already carry their own test noise: the
+interval is the one-sample t-interval over them (k - 1 degrees of freedom). `calibrate_intervals.py`
+in benchmarks/ measures how often each design calls a null difference significant. A t-interval is
+used at the seed level because a percentile bootstrap over 3 seeds cannot put mass beyond the
+seeds observed and covers far less than 95% (a simulation with no true gain and a seed sd of 5
+points called 20% of cases significant); the t-distribution with k - 1 degrees of freedom is what
+keeps 3 seeds honest. The p-value comes from the same t-distribution, so it has no floor and a
+Holm correction over a paper-sized family (126 gains) can still reach a verdict.
 """
 from __future__ import annotations
 
@@ -20,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-MIN_SEEDS = 3  # fewer seeds: the seed-to-seed variance is unknown, no verdict is claimed
+MIN_SEEDS = 3  # fewer seeds: the seed-to-seed variance is too poorly known, no verdict is claimed
 LEVEL = 0.95
 
 
@@ -123,54 +136,73 @@ def _ranked(metric: str, p: Predictions, weights: np.ndarray) -> np.ndarray:
 # --- the paired gain and its interval ----------------------------------------------------------
 @dataclass
 class Gain:
-    gain: float  # mean over seeds of (strategy - baseline) on the same test images
+    gain: float  # mean over seeds of the improvement over the baseline on the same test images
     low: float  # the interval at LEVEL, before any multiplicity correction
     high: float
-    p: float  # two-sided bootstrap p-value of "no difference"
+    p: float  # two-sided p-value of "no difference" (t-distribution, df below)
     seeds: int
     per_seed: list[float]
+    se: float = float("nan")  # standard error of the mean gain, both sources of variance
+    df: float = float("nan")
+    design: str = ""  # "crossed" (the seeds share their test images) or "nested" (each seed its own split)
 
 
-def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boot: int = 1000,
+def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boot: int = 200,
                 seed: int = 0) -> Gain:
-    """Gain of the first of each (strategy, baseline) pair over the second, one pair per seed,
-    with the two-level bootstrap described at the top of this module."""
+    """Improvement of the first of each (strategy, baseline) pair over the second, one pair per seed,
+    with the interval described at the top of this module (`n_boot` image resamples estimate the
+    test-level variance)."""
+    from scipy import stats as scipy_stats
+
     for a, b in pairs:
         if not np.array_equal(a.ids, b.ids):
             raise ValueError("a strategy and its baseline were tested on different images; compare runs of one split")
     rng = np.random.default_rng(seed)
-    per_seed = [float(_diff(metric, a, b, np.ones((1, len(a.ids))))[0]) for a, b in pairs]
     k = len(pairs)
-    picked = rng.integers(0, k, (n_boot, k))  # level 1: which seed fills each slot of each draw
-    diffs = np.full((n_boot, k), np.nan)
-    for j, (a, b) in enumerate(pairs):
-        rows, slots = np.nonzero(picked == j)
-        n = len(a.ids)
-        for chunk in range(0, len(rows), 256):  # bounded memory on large test sets
-            part = slice(chunk, chunk + 256)
-            counts = rng.multinomial(n, np.full(n, 1 / n), size=len(rows[part]))  # level 2: test images
-            diffs[rows[part], slots[part]] = _diff(metric, a, b, counts)
-    draws = np.nanmean(diffs, 1)
-    draws = draws[np.isfinite(draws)]
-    alpha = 1 - LEVEL
-    low, high = np.percentile(draws, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(draws) else (np.nan, np.nan)
-    return Gain(float(np.mean(per_seed)), float(low), float(high), bootstrap_p(draws), k, per_seed)
+    per_seed = np.array([_diff(metric, a, b, np.ones((1, len(a.ids))))[0] for a, b in pairs])
+    crossed = all(np.array_equal(pairs[0][0].ids, a.ids) for a, _ in pairs)
+    draws = np.zeros((n_boot, k))
+    n = len(pairs[0][0].ids)
+    for chunk in range(0, n_boot, 128):  # bounded memory on large test sets
+        rows = min(128, n_boot - chunk)
+        shared = _counts(rng, n, rows) if crossed else None
+        for j, (a, b) in enumerate(pairs):
+            counts = shared if crossed else _counts(rng, len(a.ids), rows)
+            draws[chunk:chunk + rows, j] = _diff(metric, a, b, counts)
+    with np.errstate(invalid="ignore"):
+        test_var = float(np.nanvar(np.nanmean(draws, 1), ddof=1)) if n_boot > 1 else 0.0
+    gain = float(np.mean(per_seed))
+    seed_var = float(np.var(per_seed, ddof=1)) / k if k > 1 else float("nan")
+    if k < 2:  # no seed-level estimate: the test level alone, and the verdict says so
+        variance, df = test_var, float("inf")
+    elif not crossed:  # independent test sets: the per-seed gains are independent replicates (a t-test;
+        # a floor at V was tried and called 7-8% of null cases significant); V only when s^2 is exactly 0
+        variance, df = (seed_var, k - 1) if seed_var > 0 else (test_var, float("inf"))
+    else:
+        variance = seed_var + test_var
+        df = variance ** 2 / (seed_var ** 2 / (k - 1)) if seed_var > 0 else float("inf")
+    se = float(np.sqrt(variance)) if np.isfinite(variance) else float("nan")
+    if not np.isfinite(gain) or not np.isfinite(se):
+        return Gain(gain, np.nan, np.nan, np.nan, k, per_seed.tolist(), se, df, "crossed" if crossed else "nested")
+    if se == 0:  # identical runs, or a difference no resample can move
+        p = 1.0 if gain == 0 else 0.0
+        return Gain(gain, gain, gain, p, k, per_seed.tolist(), 0.0, df, "crossed" if crossed else "nested")
+    half = float(scipy_stats.t.ppf(0.5 + LEVEL / 2, df)) * se
+    p = float(2 * scipy_stats.t.sf(abs(gain) / se, df))
+    return Gain(gain, gain - half, gain + half, p, k, per_seed.tolist(), se, float(df),
+                "crossed" if crossed else "nested")
+
+
+def _counts(rng: np.random.Generator, n: int, rows: int) -> np.ndarray:
+    """Bootstrap image counts: `rows` resamples of n images with replacement."""
+    picks = rng.integers(0, n, (rows, n))
+    return np.stack([np.bincount(row, minlength=n) for row in picks]).astype(float)
 
 
 def _diff(metric: str, a: Predictions, b: Predictions, counts: np.ndarray) -> np.ndarray:
-    sign = -1.0 if metric == "loss" else 1.0  # a gain is an improvement: lower loss is better
+    """Improvement of a over b under each row of counts (for loss, lower is better: b - a)."""
+    sign = -1.0 if metric == "loss" else 1.0
     return sign * (weighted_scores(metric, a, counts) - weighted_scores(metric, b, counts))
-
-
-def bootstrap_p(draws: np.ndarray) -> float:
-    """Two-sided p-value of a zero gain: twice the smaller tail of the bootstrap distribution
-    (the interval-inversion p-value; +1 so it is never exactly 0)."""
-    if len(draws) == 0:
-        return float("nan")
-    if np.all(draws == 0):
-        return 1.0
-    below, above = (np.sum(draws <= 0) + 1) / (len(draws) + 1), (np.sum(draws >= 0) + 1) / (len(draws) + 1)
-    return float(min(1.0, 2 * min(below, above)))
 
 
 def adjust(p_values: pd.Series, method: str = "holm") -> pd.Series:
@@ -195,27 +227,45 @@ class RankTest:
     scores: pd.DataFrame  # blocks x strategies, higher is better
     ranks: pd.Series  # mean rank per strategy, 1 = best
     friedman_p: float
-    pairwise_p: pd.DataFrame  # strategies x strategies, adjusted p-values of the post-hoc
+    pairwise_p: pd.DataFrame  # strategies x strategies, adjusted p-values of the post-hoc (all 1 when
+    # the Friedman test does not reject: the post-hoc is only read after a rejection, Demsar 2006)
     posthoc: str
-    blocks: str  # what a block is ("dataset x backbone cases" or "seeds of one case")
+    blocks: str  # "N dataset x backbone cases" or "N seeds of one case ..."
+    note: str = ""  # blocks or strategies left out because a strategy is missing from them
+
+    @property
+    def rejected(self) -> bool:
+        return self.friedman_p < 1 - LEVEL
 
 
-def rank_test(scores: pd.DataFrame, posthoc: str = "nemenyi", blocks: str = "cases") -> RankTest | None:
+def rank_test(scores: pd.DataFrame, posthoc: str = "nemenyi", unit: str = "blocks") -> RankTest | None:
     """Friedman test and post-hoc (Nemenyi, or Wilcoxon signed-rank with Holm as Benavoli et al.
-    2016 recommend) over the complete rows of `scores`; None with fewer than 2 rows or 3 columns."""
+    2016 recommend) over the blocks where every strategy ran; None with fewer than 2 such blocks or
+    fewer than 3 strategies. Incomplete blocks are left out (and named in `note`); only when that
+    leaves fewer than 2 blocks are the incomplete strategies left out instead."""
     import scikit_posthocs as sp
     from scipy import stats
 
-    scores = scores.dropna(axis=0, how="any")
+    complete = scores.dropna(axis=0, how="any")
+    note = ""
+    if len(complete) < len(scores):
+        if len(complete) >= 2:
+            note = f"{len(scores) - len(complete)} block(s) left out: not every strategy ran there"
+        else:
+            complete = scores.dropna(axis=1, how="any")
+            missing = sorted(set(scores.columns) - set(complete.columns))
+            note = f"left out (missing from some blocks): {', '.join(map(str, missing))}" if missing else ""
+    scores = complete
     if len(scores) < 2 or scores.shape[1] < 3:
         return None
     ranks = scores.rank(axis=1, ascending=False, method="average").mean().sort_values()
-    columns = [scores[c].to_numpy() for c in scores.columns]
     if np.all(np.ptp(scores.to_numpy(), axis=1) == 0):
         friedman = 1.0  # every block ties every strategy
     else:
-        friedman = float(stats.friedmanchisquare(*columns).pvalue)
-    if posthoc == "wilcoxon":
+        friedman = float(stats.friedmanchisquare(*[scores[c].to_numpy() for c in scores.columns]).pvalue)
+    if friedman >= 1 - LEVEL:
+        pairwise = pd.DataFrame(1.0, index=scores.columns, columns=scores.columns)
+    elif posthoc == "wilcoxon":
         melted = scores.reset_index(drop=True).melt(var_name="strategy", value_name="score", ignore_index=False)
         pairwise = sp.posthoc_wilcoxon(melted.reset_index(), val_col="score", group_col="strategy", p_adjust="holm",
                                        zero_method="zsplit")
@@ -223,4 +273,5 @@ def rank_test(scores: pd.DataFrame, posthoc: str = "nemenyi", blocks: str = "cas
         pairwise = sp.posthoc_nemenyi_friedman(scores.to_numpy())
         pairwise.index = pairwise.columns = scores.columns
     pairwise = pairwise.fillna(1.0)
-    return RankTest(scores, ranks, friedman, pairwise.loc[ranks.index, ranks.index], posthoc, blocks)
+    return RankTest(scores, ranks, friedman, pairwise.loc[ranks.index, ranks.index], posthoc,
+                    f"{len(scores)} {unit}", note)

@@ -63,8 +63,8 @@ class Strategy(abc.ABC):
 
     @classmethod
     def resolve(cls, cfg: RunConfig) -> RunConfig:
-        """`cfg` with every `auto` this strategy decides replaced by its value (bn_policy, dropout), so
-        config.json and the analysis see what actually ran."""
+        """`cfg` with every `auto` this strategy decides replaced by its value (bn_policy, dropout, and
+        what a strategy adds, e.g. surgical's block), so config.json and the analysis see what ran."""
         changes = {key: getattr(cls, f"default_{short}") for key, short in (("bn_policy", "bn"), ("dropout", "dropout"))
                    if getattr(cfg, key) == "auto"}
         return cfg.replace(**changes) if changes else cfg
@@ -454,6 +454,16 @@ class Surgical(Strategy):
     name, label = "surgical", "Surgical"
     fields = ("lr", "weight_decay", "surgical_block")
     description = "only surgical_block (default: the first block) and the head train"
+
+    @classmethod
+    def resolve(cls, cfg: RunConfig) -> RunConfig:
+        """The empty surgical_block is the backbone's first block: config.json records which."""
+        from ..models.backbones import BACKBONES, block_names
+
+        cfg = super().resolve(cfg)
+        if not cfg.surgical_block and cfg.backbone in BACKBONES:
+            cfg = cfg.replace(surgical_block=block_names(cfg.backbone)[0])
+        return cfg
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
         block = self.cfg.surgical_block or self.all_blocks[0]

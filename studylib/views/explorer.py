@@ -33,10 +33,11 @@ STUDY_VIEWS = ("gain over FT", "critical-difference diagram", "accuracy per stra
 class Explorer:
     """Dropdowns for dataset, backbone, strategy, seed, metric and view; one figure below them."""
 
-    def __init__(self, results_dir: str | Path, figures_dir: str | Path | None = None, n_boot: int = 500):
+    def __init__(self, results_dir: str | Path, figures_dir: str | Path | None = None, n_boot: int = 300,
+                 correction: str = "holm"):
         self.results_dir = Path(results_dir)
         self.figures_dir = Path(figures_dir or self.results_dir / "figures")
-        self.n_boot = n_boot
+        self.n_boot, self.correction = n_boot, correction
         self.runs = collect(self.results_dir)  # read once; every view and metric reuses it
         self._studies: dict[str, Study] = {}
         self.done = self.study("balanced_accuracy").done
@@ -112,7 +113,7 @@ class Explorer:
     def study(self, metric: str) -> Study:
         """The analysis for `metric`, made once (selection, gains and their bootstrap are cached in it)."""
         if metric not in self._studies:
-            self._studies[metric] = Study(self.results_dir, metric, self.n_boot, self.runs)
+            self._studies[metric] = Study(self.results_dir, metric, self.n_boot, self.runs, correction=self.correction)
         return self._studies[metric]
 
     def _study_view(self, view: str, metric: str) -> plt.Figure:
@@ -120,13 +121,7 @@ class Explorer:
         if view == "gain over FT":
             return studyfigures.gain_heatmap(study.gains, title=f"test {metric} gain over FT (~: no verdict)")
         if view == "critical-difference diagram":
-            tests = study.rank_tests
-            if not tests:
-                return studyfigures.message_figure("a critical-difference diagram needs at least 3 strategies and 2 cases or seeds")
-            protocol = next(iter(tests))  # the first protocol group; the report draws every group
-            return studyfigures.cd_diagram(tests[protocol], title=f"{protocol}: mean rank of test {metric} over "
-                                           f"{tests[protocol].blocks}\nFriedman p = {tests[protocol].friedman_p:.3g}; "
-                                           "bars join strategies not significantly different")
+            return studyfigures.cd_diagrams(study.rank_tests, metric=metric)
         if view == "accuracy per strategy":
             return studyfigures.accuracy_bars(study.accuracy)
         return studyfigures.cost_vs_accuracy(study.best)

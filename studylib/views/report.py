@@ -18,24 +18,26 @@ from . import studyfigures
 
 # How to read each part, in two sentences; the report, the analysis notebook and the README use these.
 HOW_TO_READ = {
-    "gains": ("Each row is a strategy minus FT on the same case and the same seeds, averaged over the seeds "
-              "(`seeds` of them); [low, high] is its 95% two-level bootstrap interval (seeds resampled, then test "
-              "images within each seed) before any correction. The verdict comes from p-values corrected for every "
+    "gains": ("Each row is a strategy's improvement over FT on the same case and the same seeds (for loss, FT's "
+              "loss minus the strategy's), averaged over the seeds (`seeds` of them); [low, high] is its 95% "
+              "interval, whose variance adds the seed-to-seed spread and the test-image bootstrap, before any "
+              "correction. The verdict comes from p-values corrected for every "
               "comparison in the table ({correction}): *better* or *worse* only when the corrected p < 0.05, *seed "
               "variance unknown* with fewer than {min_seeds} seeds, and `bn_differs` flags a pair that ran under "
               "different BatchNorm policies."),
     "bn": ("When a strategy ran under another BatchNorm policy than FT and the FT control under that policy ran "
            "too, its gain over FT is split into the control's gain over FT (what BatchNorm explains) and the "
-           "strategy's gain over the control (what the strategy adds). Each part has its own interval and "
-           "corrected verdict, read as in the gain table."),
+           "strategy's gain over the control (what the strategy adds). The total is the gain table's row; the two "
+           "parts have their own intervals, with verdicts corrected over every part in this table."),
     "wtl": ("Counts of the corrected verdicts over the dataset x backbone cases of each protocol group; groups are "
             "never added together, because their runs differ in data, budget or recipe. A strategy that is "
             "'inside the noise' everywhere has not been shown to differ from FT, which is not the same as being "
             "equal to it."),
     "cd": ("Strategies are ranked within each block (1 = best) and placed at their mean rank; a horizontal bar "
            "joins strategies that the post-hoc test cannot tell apart at 0.05 after a Friedman test over all of "
-           "them (Demsar 2006). Few blocks make wide bars: with fewer than about 10 cases, a bar over everything "
-           "means 'not enough cases', not 'no difference'."),
+           "them (Demsar 2006); when the Friedman test finds no difference, no post-hoc is read and one bar joins "
+           "all. Few blocks make wide bars: with fewer than about 10 cases, a bar over everything means 'not "
+           "enough cases', not 'no difference'."),
     "budget": ("Settings tried per strategy (per case and seed) before the best on validation was kept. Unequal "
                "budgets favour the strategy with more tries, so compare strategies with equal counts."),
 }
@@ -71,7 +73,7 @@ def study_figures(study: Study) -> dict[str, Path]:
     return made
 
 
-def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = 1000,
+def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = 300,
                  runs: pd.DataFrame | None = None, correction: str = "holm") -> tuple[Path, Path]:
     """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known."""
     study = Study(Path(root), metric, n_boot, runs, correction=correction)
@@ -105,7 +107,7 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         (study.accuracy.round(4), "")
     gains = study.gains
     if not gains.empty:
-        sections["Gain over FT: 95% two-level bootstrap interval, corrected verdict"] = \
+        sections["Gain over FT: 95% interval with seed and test-image variance, corrected verdict"] = \
             (gains[GAIN_COLUMNS].round(4), reading("gains", study))
         if len(study.bn_split):
             sections["BatchNorm or strategy? The gain over FT split by the BatchNorm control"] = \
@@ -128,7 +130,8 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         posthoc = "Nemenyi" if test.posthoc == "nemenyi" else "Wilcoxon signed-rank with Holm"
         sections[f"Ranks over {test.blocks} ({protocol})"] = (
             test.ranks.round(2).rename("mean rank").reset_index(),
-            f"Friedman test p = {test.friedman_p:.3g}; post-hoc {posthoc}. " + reading("cd", study))
+            f"Friedman test p = {test.friedman_p:.3g}; post-hoc {posthoc}" + (" (read only after a rejection)"
+            if not test.rejected else "") + (f"; {test.note}" if test.note else "") + ". " + reading("cd", study))
     sections["Tuning budget per strategy"] = (study.budgets, reading("budget", study))
     failed = failures(study.runs)
     if len(failed):
@@ -164,7 +167,7 @@ def _headline(study: Study) -> str:
     return (f"{len(study.done)} finished runs; {study.done.dataset.nunique()} datasets, "
             f"{study.done.backbone.nunique()} backbones, {study.done.strategy.nunique()} strategies, "
             f"{study.done.seed.nunique()} seeds; selection on validation {study.metric}, test scored once per run. "
-            f"Gains: 95% two-level bootstrap intervals (seeds, then test images; {study.n_boot} resamples), "
+            f"Gains: 95% t-intervals with seed-to-seed and test-image variance ({study.n_boot} image resamples), "
             f"verdicts corrected with {stats.CORRECTIONS[study.correction]} over every comparison.")
 
 

@@ -93,18 +93,39 @@ def cost_vs_accuracy(best: pd.DataFrame, path: Path | None = None) -> plt.Figure
     return save(fig, path)
 
 
-def cd_diagram(test, path: Path | None = None, title: str = "") -> plt.Figure:
+def cd_diagram(test, path: Path | None = None, title: str = "", axis: plt.Axes | None = None) -> plt.Figure:
     """Critical-difference diagram (Demsar 2006) of a stats.RankTest: mean ranks on an axis, 1 = best;
-    a bar joins strategies the post-hoc test cannot tell apart at 0.05 (drawn by scikit-posthocs)."""
+    a bar joins strategies the post-hoc test cannot tell apart at 0.05 (drawn by scikit-posthocs).
+    When the Friedman test finds no difference, no post-hoc is read and one bar joins them all."""
     import scikit_posthocs as sp
 
-    fig, axis = plt.subplots(figsize=(7.5, 1.2 + 0.22 * len(test.ranks)))
+    fig = None
+    if axis is None:
+        fig, axis = plt.subplots(figsize=(7.5, 1.4 + 0.22 * len(test.ranks)))
     sp.critical_difference_diagram(test.ranks, test.pairwise_p, ax=axis, alpha=0.05,
                                    label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}")
     posthoc = "Nemenyi" if test.posthoc == "nemenyi" else "Wilcoxon-Holm"
-    axis.set_title(title or f"mean rank (1 = best) over {test.blocks}\nFriedman p = {test.friedman_p:.3g}; "
-                            f"bars: no significant difference ({posthoc}, 0.05)", fontsize=9)
+    verdict = (f"bars: no significant difference ({posthoc}, 0.05)" if test.rejected else
+               "no difference detected: no post-hoc, one bar joins all")
+    axis.set_title(title or f"mean rank (1 = best) over {test.blocks}\nFriedman p = {test.friedman_p:.3g}; {verdict}"
+                   + (f"\n{test.note}" if test.note else ""), fontsize=9)
+    fig = fig or axis.figure
     fig.tight_layout()
+    return save(fig, path)
+
+
+def cd_diagrams(tests: dict, path: Path | None = None, metric: str = "balanced_accuracy") -> plt.Figure:
+    """One critical-difference diagram per protocol group, stacked (the explorer's view)."""
+    if not tests:
+        return save(message_figure("a critical-difference diagram needs at least 3 strategies and 2 cases or seeds"),
+                    path)
+    heights = [1.4 + 0.22 * len(t.ranks) for t in tests.values()]
+    fig, axes = plt.subplots(len(tests), 1, figsize=(7.5, sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for axis, (protocol, test) in zip(axes[:, 0], tests.items()):
+        verdict = "bars: no significant difference" if test.rejected else "no difference detected (no post-hoc)"
+        cd_diagram(test, None, f"{protocol}: mean rank of test {metric} over {test.blocks}\n"
+                               f"Friedman p = {test.friedman_p:.3g}; {verdict}", axis=axis)
     return save(fig, path)
 
 
