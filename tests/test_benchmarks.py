@@ -46,3 +46,14 @@ def test_training_benchmark_runs_on_real_images_through_the_prepared_cache(share
     out = run_script("benchmarks/bench_train.py", "--data", str(shared_data / "brain-mri-nickparvar"),
                      "--backbones", "tinycnn", "--size", "32", "--batch", "16", "--steps", "2", "--lp-epochs", "2")
     assert "data: DataBundle(" in out and "| tinycnn |" in out
+
+
+def test_analysis_benchmark_runs_at_tiny_size():
+    out = run_script("benchmarks/bench_analysis.py", "--cases", "2", "--strategies", "3", "--test-size", "60",
+                     "--classes", "3", "--n-boot", "20")
+    assert "| 18 | 4 |" in out
+
+
+def test_interval_calibration_runs_at_tiny_size():
+    out = run_script("benchmarks/calibrate_intervals.py", "--reps", "2", "--images", "60")
+    assert "| crossed |" in out and "| nested |" in out

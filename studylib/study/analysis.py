@@ -172,7 +172,7 @@ def budgets(done: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (protocol, arm), group in done.groupby(["protocol", "strategy"]):
         method = group.method.iloc[0]
-        own = STRATEGIES.get(method).fields if method in STRATEGIES else ("lr",)
+        own = (*(STRATEGIES.get(method).fields if method in STRATEGIES else ("lr",)), "momentum")
         tuned = [f for f in TUNED_FIELDS if f in own and f in group]
         per_cell = group.groupby(CASE + ["seed"])[tuned].apply(lambda g: len(g.drop_duplicates())) if tuned else \
             group.groupby(CASE + ["seed"]).size().clip(upper=1)
