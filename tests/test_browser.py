@@ -38,7 +38,7 @@ def lab(tmp_path):
     run_grid(tmp_path / "g.yaml", tmp_path / "results", engine="inline", progress=False)
     notebook = json.loads((ROOT / "notebooks" / "analysis.ipynb").read_text())
     params = next(c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
-    params["source"] = f'results_dir = "{tmp_path / "results"}"\nmetric = "balanced_accuracy"\nn_boot = 100\n'
+    params["source"] = f'results_dir = "{tmp_path / "results"}"\nmetric = "balanced_accuracy"\nn_boot = 100\ncorrection = "holm"\n'
     (tmp_path / "analysis.ipynb").write_text(json.dumps(notebook))
     settings = tmp_path / "lab-settings"
     # Render every cell (JupyterLab's default windowing leaves off-screen cells out of the page) and

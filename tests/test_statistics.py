@@ -150,10 +150,17 @@ def test_seeds_sharing_their_test_images_do_not_shrink_the_test_level_variance()
     pair = (predictions(labels, churned(labels, 0.8, 0.02, 30)), predictions(labels, with_accuracy(labels, 0.8)))
     one, three = stats.paired_gain([pair], "balanced_accuracy", 2000), stats.paired_gain([pair] * 3, "balanced_accuracy", 2000)
     assert three.se == pytest.approx(one.se, rel=0.1) and three.design == "crossed"
-    renamed = stats.Predictions(np.array([f"other{i}" for i in range(len(labels))]), pair[0].labels, pair[0].probs)
-    nested = stats.paired_gain([pair, pair, (renamed, stats.Predictions(renamed.ids, pair[1].labels, pair[1].probs))],
-                               "balanced_accuracy", 2000)
-    assert nested.design == "nested" and nested.se == pytest.approx(one.se / np.sqrt(3), rel=0.15)  # own test sets
+    def renamed(prefix):
+        ids = np.array([f"{prefix}{i}" for i in range(len(labels))])
+        return (stats.Predictions(ids, pair[0].labels, pair[0].probs), stats.Predictions(ids, pair[1].labels, pair[1].probs))
+
+    nested = stats.paired_gain([renamed("a"), renamed("b"), renamed("c")], "balanced_accuracy", 2000)
+    assert nested.design == "nested"  # identical per-seed gains: the test-level variance of three own test sets
+    assert nested.se == pytest.approx(one.se / np.sqrt(3), rel=0.15)
+    partly = stats.paired_gain([pair, pair, renamed("c")], "balanced_accuracy", 2000)
+    assert partly.design == "partly shared"
+    # two seeds share their images, the third has its own: between one test set and three
+    assert one.se / np.sqrt(3) < partly.se < one.se
 
 
 def test_a_strong_effect_survives_holm_over_a_paper_sized_family():
@@ -332,3 +339,32 @@ def test_rank_test_leaves_out_incomplete_cases_and_reads_no_post_hoc_without_a_r
     assert len(test.scores) == 3 and "1 block(s) left out" in test.note and list(test.ranks.index) == ["a", "b", "c"]
     flat = stats.rank_test(pd.DataFrame({"a": [1, 2, 3.0], "b": [3, 1, 2.0], "c": [2, 3, 1.0]}))
     assert not flat.rejected and (flat.pairwise_p == 1).all().all()
+
+
+def test_integer_fields_missing_from_old_folders_do_not_split_a_protocol(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.03, 0.03))
+    for run in list((tmp_path / "runs").glob("*-lp_ft-*")):
+        config = json.loads((run / "config.json").read_text())
+        del config["medmnist_size"], config["max_steps_per_epoch"]  # pandas then reads both columns as float
+        (run / "config.json").write_text(json.dumps(config))
+    assert analysis.load_results(tmp_path).protocol.nunique() == 1
+
+
+def test_runs_in_other_precisions_are_kept_and_grouped_apart(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.03, 0.03))
+    case(tmp_path / "gpu", "tinycnn", 0.80, (0.03, 0.03, 0.03))
+    for run in (tmp_path / "gpu" / "runs").iterdir():
+        (run / "env.json").write_text(json.dumps({"amp": "torch.bfloat16"}))
+        run.rename(tmp_path / "runs" / f"gpu-{run.name}")
+    study = Study(tmp_path, n_boot=50)
+    assert len(study.done) == 12 and study.done.protocol.nunique() == 2
+    assert not any("repeat" in note for note in study.notes) and "precision=bfloat16" in study.protocols
+
+
+def test_batchnorm_split_only_where_the_control_ran(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.05, 0.052, 0.049))
+    for seed in (684, 559, 629):
+        crafted_run(tmp_path, with_accuracy(LABELS, 0.84), LABELS, seed=seed, bn_policy="freeze_stats")
+    case(tmp_path, "tinycnn", 0.70, (0.05, 0.05, 0.05), medmnist_size=64)  # another protocol, no control
+    split = Study(tmp_path, n_boot=50).bn_split
+    assert set(split.protocol) == {"P1"} and len(split) == 3

@@ -72,12 +72,19 @@ def _grouping_columns(done: pd.DataFrame) -> list[str]:
 def _keys(done: pd.DataFrame, columns: list[str]) -> pd.Series:
     if not columns:
         return pd.Series("", index=done.index)
-    text = done[columns].apply(lambda column: column.map(lambda v: "" if _missing(v) else str(v)))
+    text = done[columns].apply(lambda column: column.map(lambda v: "" if _missing(v) else str(_canonical(v))))
     return text.agg("|".join, axis=1)
 
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _canonical(value) -> object:
+    """28 and 28.0 (a column pandas read as float because old folders lacked the field) are one value."""
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return value
 
 
 def _fill_defaults(done: pd.DataFrame) -> pd.DataFrame:
@@ -89,7 +96,8 @@ def _fill_defaults(done: pd.DataFrame) -> pd.DataFrame:
         value = legacy.get(name, defaults[name])
         column = done[name] if name in done else pd.Series(np.nan, index=done.index)
         if column.isna().any():
-            done[name] = column.astype(object).where(column.notna(), value)
+            filled = column.astype(object).where(column.notna(), value)
+            done[name] = filled.map(_canonical) if isinstance(value, (int, float)) else filled
     if "image_size" in done:
         size = pd.to_numeric(done.image_size, errors="coerce")
         resize = pd.to_numeric(done.resize_size, errors="coerce")
@@ -127,7 +135,8 @@ def _resolve_variants(done: pd.DataFrame) -> pd.DataFrame:
 def _drop_repeats(done: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: a grid re-run into new folders (or a run repeated by hand) must not
     give its strategy extra tries at the best validation score. The newest finished copy is kept."""
-    identity = [f for f in FIELDS_IN_ORDER if ROLES[f] != "runtime" and f in done] + ["strategy"]
+    identity = [f for f in FIELDS_IN_ORDER if ROLES[f] != "runtime" and f in done] + ["strategy"] + \
+        [c for c in ("precision",) if c in done]
     order = done.assign(_mtime=[_mtime(p) for p in done.path]).sort_values("_mtime", kind="stable")
     kept = order.drop_duplicates(subset=identity, keep="last").drop(columns="_mtime")
     if len(kept) < len(done):
@@ -145,11 +154,12 @@ def _mtime(path: str) -> float:
 
 def describe_protocols(done: pd.DataFrame) -> str:
     """'P1: medmnist_size=28; P2: medmnist_size=64': the fields that set the groups apart."""
-    present = _grouping_columns(done)
-    differing = [f for f in present if done[f].astype(str).nunique() > 1]
+    text = done[_grouping_columns(done)].apply(
+        lambda column: column.map(lambda v: "unknown" if _missing(v) else str(_canonical(v))))
+    differing = [f for f in text if text[f].nunique() > 1]
     if not differing:
         return "P1: every run shares one protocol"
-    groups = done.groupby("protocol")[differing].first()
+    groups = text[differing].groupby(done.protocol).first()
     return "; ".join(f"{p}: " + ", ".join(f"{f}={row[f]}" for f in differing) for p, row in groups.iterrows())
 
 
@@ -212,7 +222,7 @@ def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
     BatchNorm policies. A protocol group without a plain `baseline` arm but with exactly one arm of
     that strategy (e.g. a grid run wholly with bn_policy=freeze_stats) compares with that arm."""
     columns = ["protocol"] + CASE + ["strategy", "baseline", "seeds", "gain", "low", "high", "p", "p_adjusted",
-                                     "verdict", "verdict_uncorrected", "bn_policy", "bn_differs"]
+                                     "verdict", "verdict_uncorrected", "design", "bn_policy", "bn_differs"]
     if best.empty:
         return pd.DataFrame(columns=columns)
     reader = _PredictionCache()
@@ -234,9 +244,13 @@ def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
             if not pairs:
                 rows.append({**row, "seeds": 0, "verdict_uncorrected": "no baseline"})
                 continue
-            result = stats.paired_gain([(reader(a), reader(b.path)) for a, b in pairs], metric, n_boot)
+            try:
+                result = stats.paired_gain([(reader(a), reader(b.path)) for a, b in pairs], metric, n_boot)
+            except (ValueError, FileNotFoundError, KeyError) as err:  # one bad pair: that row, not the report
+                rows.append({**row, "seeds": len(pairs), "verdict_uncorrected": "undefined", "design": str(err)[:80]})
+                continue
             rows.append({**row, "seeds": result.seeds, "gain": result.gain, "low": result.low, "high": result.high,
-                         "p": result.p if result.seeds >= stats.MIN_SEEDS else np.nan,
+                         "p": result.p if result.seeds >= stats.MIN_SEEDS else np.nan, "design": result.design,
                          "verdict_uncorrected": _verdict(result.low, result.high, result.seeds)})
     summary = pd.DataFrame(rows).reindex(columns=columns)
     summary["p_adjusted"] = stats.adjust(summary.p.astype(float), correction)
@@ -273,7 +287,7 @@ def _verdict(low: float, high: float, seeds: int) -> str:
 def _corrected(row) -> str:
     if row.verdict_uncorrected in ("no baseline", "seed variance unknown"):
         return row.verdict_uncorrected
-    if not np.isfinite(row.gain) or not np.isfinite(row.p_adjusted):
+    if row.verdict_uncorrected == "undefined" or not np.isfinite(row.gain) or not np.isfinite(row.p_adjusted):
         return "undefined"
     if row.p_adjusted < 1 - stats.LEVEL:
         return "better" if row.gain > 0 else "worse"
@@ -289,22 +303,28 @@ def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int 
     if best.empty:
         return pd.DataFrame()
     gains = gain_summary(best, metric, "ft", n_boot, correction) if gains is None else gains
-    ft_policy = best[best.strategy == "ft"].bn_policy
     parts, totals = [], []
-    for arm, group in best[best.method != "ft"].groupby("strategy"):
-        policy = group.bn_policy.iloc[0]
-        control = f"ft [bn_policy={policy}]"
-        if ft_policy.empty or policy == ft_policy.iloc[0] or control not in set(best.strategy):
-            continue
-        totals.append(gains[gains.strategy == arm].assign(part="total (over FT)", compared=f"{arm} - ft"))
-        for part, (which, base) in {"BatchNorm (control over FT)": (control, "ft"),
-                                    "strategy (over the control)": (arm, control)}.items():
-            rows = gain_summary(best, metric, base, n_boot, correction, strategies=[which])
-            parts.append(rows.assign(strategy=arm, part=part, compared=f"{which} - {base}"))
+    for protocol, within in best.groupby("protocol"):  # controls only count in their own protocol group
+        ft_policy = within[within.strategy == "ft"].bn_policy
+        for arm, group in within[within.method != "ft"].groupby("strategy"):
+            policy = group.bn_policy.iloc[0]
+            control = f"ft [bn_policy={policy}]"
+            if ft_policy.empty or policy == ft_policy.iloc[0] or control not in set(within.strategy):
+                continue
+            totals.append(gains[(gains.protocol == protocol) & (gains.strategy == arm)]
+                          .assign(part="total (over FT)", compared=f"{arm} - ft"))
+            for part, (which, base) in {"BatchNorm (control over FT)": (control, "ft"),
+                                        "strategy (over the control)": (arm, control)}.items():
+                rows = gain_summary(within, metric, base, n_boot, correction, strategies=[which])
+                parts.append(rows[rows.baseline == base].assign(strategy=arm, part=part, compared=f"{which} - {base}"))
     if not parts:
         return pd.DataFrame()
-    split = pd.concat(parts, ignore_index=True).drop_duplicates(subset=["protocol"] + CASE + ["compared"])
-    split["p_adjusted"] = stats.adjust(split.p.astype(float), correction)  # one family: every part here
+    split = pd.concat(parts, ignore_index=True)
+    family = split.drop_duplicates(subset=["protocol"] + CASE + ["compared"])  # a control shared by two strategies
+    adjusted = stats.adjust(family.p.astype(float), correction)  # one family: every distinct part here
+    key = family.protocol + "|" + family.dataset + "|" + family.backbone + "|" + family.compared
+    lookup = dict(zip(key, adjusted))
+    split["p_adjusted"] = (split.protocol + "|" + split.dataset + "|" + split.backbone + "|" + split.compared).map(lookup)
     split["verdict"] = [_corrected(r) for r in split.itertuples()]
     table = pd.concat(totals + [split], ignore_index=True)
     order = {"total (over FT)": 0, "BatchNorm (control over FT)": 1, "strategy (over the control)": 2}
@@ -324,17 +344,18 @@ def win_tie_loss(summary: pd.DataFrame) -> pd.DataFrame:
     counts["cases"] = counts.sum(axis=1)
     seeds = summary.groupby(["protocol", "strategy"]).seeds.agg(["min", "max"])
     counts["seeds"] = [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(seeds["min"], seeds["max"])]
-    counts["sentence"] = [_sentence(p, s, r) for (p, s), r in counts.iterrows()]
+    baselines = summary.groupby(["protocol", "strategy"]).baseline.first()
+    counts["sentence"] = [_sentence(p, s, r, baselines.get((p, s), "ft")) for (p, s), r in counts.iterrows()]
     return counts
 
 
-def _sentence(protocol: str, strategy: str, r) -> str:
+def _sentence(protocol: str, strategy: str, r, baseline: str = "ft") -> str:
     n = r.cases - r["no baseline"]
     if n == 0:
-        return f"{protocol} {strategy}: no case has an FT run to compare with"
+        return f"{protocol} {strategy}: no case has a {baseline} run to compare with"
     if r["seed variance unknown"] == n:
         return f"{protocol} {strategy}: {n} case(s), {r.seeds} seed(s) each: too few seeds for a verdict (need {stats.MIN_SEEDS})"
-    return (f"{protocol} {strategy} vs FT over {n} case(s): better in {r.better}, worse in {r.worse}, "
+    return (f"{protocol} {strategy} vs {baseline} over {n} case(s): better in {r.better}, worse in {r.worse}, "
             f"inside the noise in {r['inside the noise']}"
             + (f", too few seeds in {r['seed variance unknown']}" if r["seed variance unknown"] else ""))
 
@@ -357,6 +378,8 @@ def rank_tests(best: pd.DataFrame, metric: str = "balanced_accuracy", posthoc: s
     sign = -1 if metric == "loss" else 1
     column = f"test_{metric}"
     for protocol, group in best.groupby("protocol"):
+        plain = group[~group.strategy.str.contains("[", regex=False)]
+        group = plain if plain.strategy.nunique() >= 3 else group  # controls and variants are not strategies
         cases = group.groupby(CASE).ngroups
         if cases >= 2:
             scores = group.pivot_table(index=CASE, columns="strategy", values=column, aggfunc="mean")

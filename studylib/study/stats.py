@@ -12,12 +12,14 @@ seeds is a t-interval whose variance adds the two:
   recomputed from the stored predictions with the draw's image counts as weights).
 
 When every seed was tested on the same images (an official test split), the images are crossed
-with the seeds: one resample is applied to all seeds at once, V adds to s^2 / k (which then
+with the seeds: one resample of the images is applied to every seed at once (test sets that are
+only partly shared are resampled from their union, so shared images count alike; they are treated
+like crossed ones), V adds to s^2 / k (which then
 measures training variance only, plus some image noise counted twice: conservative), and the
 degrees of freedom follow Welch-Satterthwaite (1946) with V taken as known: k - 1 when the seed
 term dominates, more when the well-estimated test term does. When each seed re-drew its split,
-the per-seed gains are independent replicates that already carry their own test noise: the
-interval is the one-sample t-interval over them (k - 1 degrees of freedom). `calibrate_intervals.py`
+with disjoint test sets, the per-seed gains are independent replicates that already carry their
+own test noise: the interval is the one-sample t-interval over them (k - 1 degrees of freedom). `calibrate_intervals.py`
 in benchmarks/ measures how often each design calls a null difference significant. A t-interval is
 used at the seed level because a percentile bootstrap over 3 seeds cannot put mass beyond the
 seeds observed and covers far less than 95% (a simulation with no true gain and a seed sd of 5
@@ -144,7 +146,7 @@ class Gain:
     per_seed: list[float]
     se: float = float("nan")  # standard error of the mean gain, both sources of variance
     df: float = float("nan")
-    design: str = ""  # "crossed" (the seeds share their test images) or "nested" (each seed its own split)
+    design: str = ""  # crossed (the seeds share their test images), nested (disjoint), or partly shared
 
 
 def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boot: int = 200,
@@ -160,22 +162,14 @@ def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boo
     rng = np.random.default_rng(seed)
     k = len(pairs)
     per_seed = np.array([_diff(metric, a, b, np.ones((1, len(a.ids))))[0] for a, b in pairs])
-    crossed = all(np.array_equal(pairs[0][0].ids, a.ids) for a, _ in pairs)
-    draws = np.zeros((n_boot, k))
-    n = len(pairs[0][0].ids)
-    for chunk in range(0, n_boot, 128):  # bounded memory on large test sets
-        rows = min(128, n_boot - chunk)
-        shared = _counts(rng, n, rows) if crossed else None
-        for j, (a, b) in enumerate(pairs):
-            counts = shared if crossed else _counts(rng, len(a.ids), rows)
-            draws[chunk:chunk + rows, j] = _diff(metric, a, b, counts)
+    design, draws = _test_draws(pairs, metric, n_boot, rng)
     with np.errstate(invalid="ignore"):
         test_var = float(np.nanvar(np.nanmean(draws, 1), ddof=1)) if n_boot > 1 else 0.0
     gain = float(np.mean(per_seed))
     seed_var = float(np.var(per_seed, ddof=1)) / k if k > 1 else float("nan")
     if k < 2:  # no seed-level estimate: the test level alone, and the verdict says so
         variance, df = test_var, float("inf")
-    elif not crossed:  # independent test sets: the per-seed gains are independent replicates (a t-test;
+    elif design == "nested":  # disjoint test sets: the per-seed gains are independent replicates (a t-test;
         # a floor at V was tried and called 7-8% of null cases significant); V only when s^2 is exactly 0
         variance, df = (seed_var, k - 1) if seed_var > 0 else (test_var, float("inf"))
     else:
@@ -183,14 +177,33 @@ def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boo
         df = variance ** 2 / (seed_var ** 2 / (k - 1)) if seed_var > 0 else float("inf")
     se = float(np.sqrt(variance)) if np.isfinite(variance) else float("nan")
     if not np.isfinite(gain) or not np.isfinite(se):
-        return Gain(gain, np.nan, np.nan, np.nan, k, per_seed.tolist(), se, df, "crossed" if crossed else "nested")
+        return Gain(gain, np.nan, np.nan, np.nan, k, per_seed.tolist(), se, df, design)
     if se == 0:  # identical runs, or a difference no resample can move
-        p = 1.0 if gain == 0 else 0.0
-        return Gain(gain, gain, gain, p, k, per_seed.tolist(), 0.0, df, "crossed" if crossed else "nested")
+        return Gain(gain, gain, gain, 1.0 if gain == 0 else 0.0, k, per_seed.tolist(), 0.0, df, design)
     half = float(scipy_stats.t.ppf(0.5 + LEVEL / 2, df)) * se
     p = float(2 * scipy_stats.t.sf(abs(gain) / se, df))
-    return Gain(gain, gain - half, gain + half, p, k, per_seed.tolist(), se, float(df),
-                "crossed" if crossed else "nested")
+    return Gain(gain, gain - half, gain + half, p, k, per_seed.tolist(), se, float(df), design)
+
+
+def _test_draws(pairs, metric: str, n_boot: int, rng: np.random.Generator) -> tuple[str, np.ndarray]:
+    """(design, draws x seeds improvements under resampled test images). The images of every seed are
+    resampled from their union at once, so an image two seeds share counts the same in both: seeds
+    sharing one test set get one common resample (crossed), disjoint sets independent ones (nested),
+    and partly shared sets (a split re-drawn with a fixed test part) the mixture in between."""
+    union, inverse = np.unique(np.concatenate([a.ids for a, _ in pairs]), return_inverse=True)
+    where = np.split(inverse, np.cumsum([len(a.ids) for a, _ in pairs])[:-1])
+    total = sum(len(a.ids) for a, _ in pairs)
+    design = "crossed" if all(len(w) == len(union) for w in where) else \
+        "nested" if len(union) == total else "partly shared"
+    draws = np.zeros((n_boot, len(pairs)))
+    for chunk in range(0, n_boot, 128):  # bounded memory on large test sets
+        rows = min(128, n_boot - chunk)
+        counts = _counts(rng, len(union), rows)
+        for j, (a, b) in enumerate(pairs):
+            mine = counts[:, where[j]]
+            mine *= len(a.ids) / np.maximum(mine.sum(1, keepdims=True), 1)  # a resample of this seed's size
+            draws[chunk:chunk + rows, j] = _diff(metric, a, b, mine)
+    return design, draws
 
 
 def _counts(rng: np.random.Generator, n: int, rows: int) -> np.ndarray:
@@ -250,7 +263,9 @@ def rank_test(scores: pd.DataFrame, posthoc: str = "nemenyi", unit: str = "block
     note = ""
     if len(complete) < len(scores):
         if len(complete) >= 2:
-            note = f"{len(scores) - len(complete)} block(s) left out: not every strategy ran there"
+            left = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in scores.index.difference(complete.index)]
+            note = (f"{len(left)} block(s) left out, not every strategy ran there: {', '.join(left[:5])}"
+                    + (" ..." if len(left) > 5 else ""))
         else:
             complete = scores.dropna(axis=1, how="any")
             missing = sorted(set(scores.columns) - set(complete.columns))

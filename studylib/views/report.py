@@ -20,8 +20,9 @@ from . import studyfigures
 HOW_TO_READ = {
     "gains": ("Each row is a strategy's improvement over FT on the same case and the same seeds (for loss, FT's "
               "loss minus the strategy's), averaged over the seeds (`seeds` of them); [low, high] is its 95% "
-              "interval, whose variance adds the seed-to-seed spread and the test-image bootstrap, before any "
-              "correction. The verdict comes from p-values corrected for every "
+              "t-interval before any correction: over the per-seed gains when each seed had its own test set "
+              "(`design` nested), with the test-image bootstrap variance added when seeds shared test images "
+              "(crossed, partly shared). The verdict comes from p-values corrected for every "
               "comparison in the table ({correction}): *better* or *worse* only when the corrected p < 0.05, *seed "
               "variance unknown* with fewer than {min_seeds} seeds, and `bn_differs` flags a pair that ran under "
               "different BatchNorm policies."),
@@ -54,7 +55,8 @@ def study_figures(study: Study) -> dict[str, Path]:
 
     if study.best.empty:
         return made
-    keep("Gain over FT per dataset x backbone", "gain_heatmap", lambda p: studyfigures.gain_heatmap(study.gains, p))
+    keep("Gain over FT per dataset x backbone", "gain_heatmap", lambda p: studyfigures.gain_heatmap(
+        study.gains, p, title=f"test {study.metric} gain over FT (~: no verdict: inside the noise or too few seeds)"))
     for protocol, test in study.rank_tests.items():
         keep(f"Critical-difference diagram ({protocol})", f"critical_difference_{protocol}",
              lambda p, t=test: studyfigures.cd_diagram(t, p))
@@ -92,8 +94,8 @@ def reading(part: str, study: Study | None = None) -> str:
     return HOW_TO_READ[part].format(correction=correction, min_seeds=stats.MIN_SEEDS)
 
 
-GAIN_COLUMNS = ["protocol", "dataset", "backbone", "strategy", "seeds", "gain", "low", "high", "p", "p_adjusted",
-                "verdict", "bn_differs"]
+GAIN_COLUMNS = ["protocol", "dataset", "backbone", "strategy", "baseline", "seeds", "gain", "low", "high", "p",
+                "p_adjusted", "verdict", "design", "bn_differs"]
 
 
 def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
@@ -167,7 +169,8 @@ def _headline(study: Study) -> str:
     return (f"{len(study.done)} finished runs; {study.done.dataset.nunique()} datasets, "
             f"{study.done.backbone.nunique()} backbones, {study.done.strategy.nunique()} strategies, "
             f"{study.done.seed.nunique()} seeds; selection on validation {study.metric}, test scored once per run. "
-            f"Gains: 95% t-intervals with seed-to-seed and test-image variance ({study.n_boot} image resamples), "
+            f"Gains: 95% t-intervals over seeds, with the test-image variance added where seeds shared test "
+            f"images ({study.n_boot} image resamples), "
             f"verdicts corrected with {stats.CORRECTIONS[study.correction]} over every comparison.")
 
 
