@@ -123,8 +123,8 @@ def test_interval_matches_an_independent_computation_of_its_definition():
     labels = np.r_[np.zeros(150, int), np.ones(50, int)]  # imbalanced: balanced accuracy != accuracy
     pairs = [(predictions(labels, churned(labels, 0.7, g, 8)), predictions(labels, with_accuracy(labels, 0.7)))
              for g in (0.06, -0.02, 0.04)]
-    result = stats.paired_gain(pairs, "balanced_accuracy", n_boot=3000, seed=1)
-    low, high, p = slow_interval(pairs, 1500, np.random.default_rng(2))
+    result = stats.paired_gain(pairs, "balanced_accuracy", n_boot=2000, seed=1)
+    low, high, p = slow_interval(pairs, 600, np.random.default_rng(2))
     assert result.gain == pytest.approx(np.mean([0.06, -0.02, 0.04]), abs=1e-9)  # the mean over seeds
     assert result.seeds == 3 and result.per_seed == pytest.approx([0.06, -0.02, 0.04], abs=1e-9)
     assert result.design == "crossed"

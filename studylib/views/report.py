@@ -9,12 +9,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..core.fileio import atomic_write
-from ..study import analysis
+from ..study import analysis, stats
 from ..study.analysis import Study
-from ..study import stats
 from ..study.results import failures
 from . import studyfigures
-
 
 # How to read each part, in two sentences; the report, the analysis notebook and the README use these.
 HOW_TO_READ = {
