@@ -72,8 +72,12 @@ def _grouping_columns(done: pd.DataFrame) -> list[str]:
 def _keys(done: pd.DataFrame, columns: list[str]) -> pd.Series:
     if not columns:
         return pd.Series("", index=done.index)
-    text = done[columns].apply(lambda column: column.map(lambda v: "" if _missing(v) else str(_canonical(v))))
-    return text.agg("|".join, axis=1)
+    return _as_text(done[columns]).agg("|".join, axis=1)
+
+
+def _as_text(frame: pd.DataFrame, missing: str = "") -> pd.DataFrame:
+    """Each value as the text that identifies it (28 and 28.0 alike; a missing value as `missing`)."""
+    return frame.apply(lambda column: column.map(lambda v: missing if _missing(v) else str(_canonical(v))))
 
 
 def _missing(value) -> bool:
@@ -154,8 +158,7 @@ def _mtime(path: str) -> float:
 
 def describe_protocols(done: pd.DataFrame) -> str:
     """'P1: medmnist_size=28; P2: medmnist_size=64': the fields that set the groups apart."""
-    text = done[_grouping_columns(done)].apply(
-        lambda column: column.map(lambda v: "unknown" if _missing(v) else str(_canonical(v))))
+    text = _as_text(done[_grouping_columns(done)], missing="unknown")
     differing = [f for f in text if text[f].nunique() > 1]
     if not differing:
         return "P1: every run shares one protocol"
