@@ -77,6 +77,8 @@ class RunConfig:
     near_duplicate_bits: int = 2  # average-hash distance up to which two images count as near duplicates; -1: off
     balanced_sampling: bool = False  # draw training batches with class-balanced probabilities
     medmnist_size: int = 28  # MedMNIST+: 28, 64, 128 or 224
+    train_fraction: float = 1.0  # few labels: train on this share of the training split (stratified, whole groups, nested: a smaller share is a subset of a larger one for the same seed); validation and test untouched
+    train_per_class: int = 0  # few labels, k-shot: train on about this many images per class (whole groups); 0: off (use train_fraction)
     workers: int = 0  # processes that decode images into the cache; 0: up to 8, one per core
     # --- engine ---
     device: str = "auto"  # auto, cpu, cuda or cuda:N
@@ -89,6 +91,10 @@ class RunConfig:
     save_checkpoint: bool = False  # also write best.pt (the best-validation weights) into the run folder
     resume_every_s: float = 300  # write resume.pt after an epoch when this many seconds passed since the last; -1: never
     quiet: bool = False  # no progress bars
+    # --- measurements beyond accuracy ---
+    calibration_bins: int = 15  # bins of the expected calibration error and the reliability diagram (equal width and equal mass)
+    repr_images: int = 256  # validation images (a fixed, seeded subset) on which each block's features are compared with the starting network (representations.csv); 0: off
+    log_representations_every: int = 0  # also compare features every this many epochs (representations.csv rows per epoch); 0: only the selected network
 
     def __post_init__(self):
         for name in FIELDS:  # RunConfig(lr="fast") fails here, as from_dict does
@@ -126,6 +132,9 @@ class RunConfig:
             except re.error as err:
                 raise ConfigError(f"group_pattern {self.group_pattern!r} is not a valid regular expression ({err}); "
                                   r"e.g. '^(patient\d+)' takes the group from the start of the file name") from None
+        if self.train_per_class and self.train_fraction < 1:
+            raise ConfigError(f"train_per_class={self.train_per_class} and train_fraction={self.train_fraction} are both "
+                              "set; choose one (train_per_class for k-shot, train_fraction for a share)")
         if self.weights_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", self.weights_sha256):
             raise ConfigError(f"weights_sha256 must be 64 hexadecimal digits (sha256sum prints them), got "
                               f"{self.weights_sha256!r}")
@@ -137,7 +146,8 @@ class RunConfig:
 
     def run_hash(self) -> str:
         """Identity of a run for resuming grids: every field that changes the result."""
-        items = {k: v for k, v in self.to_dict().items() if ROLES[k] != "runtime"}
+        items = {k: v for k, v in self.to_dict().items() if ROLES[k] != "runtime"
+                 and not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -148,6 +158,13 @@ DROPOUT_MODES = ("auto", "train", "eval")
 RGN_MAX_OVER = ("all", "backbone")
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "macro_ap", "loss")  # every split's scores
 SELECT_METRICS = METRICS
+CALIBRATION_METRICS = ("ece", "ece_mass", "brier", "nll")  # test only (metrics.json), not for selection
+LOWER_IS_BETTER = ("loss",) + CALIBRATION_METRICS
+
+
+def improvement_sign(metric: str) -> int:
+    """+1 when a higher value of `metric` is better, -1 when lower is (loss, the calibration errors)."""
+    return -1 if metric in LOWER_IS_BETTER else 1
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 # The role of every field, stated once; the run hash, the analysis's protocol groups, its
@@ -172,11 +189,15 @@ ROLES: dict[str, str] = {
                      "sp_beta", "rgn_probe_batches", "snr_threshold", "surgical_block", "dlr_decay"), "tuned"),
     **dict.fromkeys(("data_root", "weights_sha256", "skip_bad_images", "path_column", "label_column", "group_column",
                      "split_column", "group_pattern", "official_split", "splits_file", "drop_duplicates",
-                     "near_duplicate_bits", "medmnist_size"), "data"),
+                     "near_duplicate_bits", "medmnist_size", "train_fraction", "train_per_class"), "data"),
     **dict.fromkeys(("max_steps_per_epoch", "amp", "channels_last"), "engine"),
     **dict.fromkeys(("workers", "device", "feature_cache", "num_threads", "log_tensors", "save_checkpoint",
-                     "resume_every_s", "quiet"), "runtime"),
+                     "resume_every_s", "quiet", "repr_images", "log_representations_every"), "runtime"),
+    "calibration_bins": "protocol",
 }
+# Fields added after run folders existed: left out of the run hash while at their default, so a
+# grid re-run with a newer studylib finds its finished runs instead of training them again.
+HASHED_WHEN_SET = {"train_fraction": 1.0, "train_per_class": 0, "calibration_bins": 15}
 HELD_FIXED = ("protocol", "data", "engine")  # roles whose fields define a comparable group of runs
 
 
@@ -212,6 +233,10 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "medmnist_size": ("28, 64, 128 or 224", lambda v: v in (28, 64, 128, 224)),
     "workers": ("from 0 (automatic) to 64", _between(0, 64)), "max_steps_per_epoch": ("0 (the whole split) or more", lambda v: v >= 0),
     "num_threads": _AT_LEAST_0,
+    "train_fraction": ("above 0 and at most 1 (1: the whole training split)", _between(0, 1, low_open=True)),
+    "train_per_class": ("0 (off) or more images per class", lambda v: v >= 0),
+    "calibration_bins": ("from 2 to 1000", _between(2, 1000)), "repr_images": ("0 (off) or more", lambda v: v >= 0),
+    "log_representations_every": ("0 (only the selected network) or more epochs", lambda v: v >= 0),
     "resume_every_s": ("-1 (never) or 0 or more seconds", lambda v: v == -1 or v >= 0),
 }
 

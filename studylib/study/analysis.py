@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.config import FIELDS, HELD_FIXED, ROLES, RunConfig, fields_with_role
+from ..core.config import FIELDS, HELD_FIXED, METRICS, ROLES, RunConfig, fields_with_role, improvement_sign
 from . import stats
 from .results import collect
 
@@ -166,12 +166,19 @@ def describe_protocols(done: pd.DataFrame) -> str:
     return "; ".join(f"{p}: " + ", ".join(f"{f}={row[f]}" for f in differing) for p, row in groups.iterrows())
 
 
+def selection_metric(metric: str) -> str:
+    """The validation metric that picks the tuned setting when the study compares `metric`: itself, or
+    for the calibration metrics (measured on test only) balanced accuracy, as the runs selected epochs."""
+    return metric if metric in METRICS else "balanced_accuracy"
+
+
 def select_best(done: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
     """One row per protocol x dataset x backbone x strategy x seed: the best *validation* setting."""
     if done.empty:
         return done
     keys = ["protocol"] + CASE + ["strategy", "seed"]
-    ranked = done.sort_values(f"val_{metric}", ascending=metric == "loss", kind="stable")
+    by = selection_metric(metric)
+    ranked = done.sort_values(f"val_{by}", ascending=by == "loss", kind="stable")
     return ranked.groupby(keys, sort=True).head(1).sort_values(keys).reset_index(drop=True)
 
 
@@ -212,7 +219,7 @@ def paired_gains(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
     rows = best[best.strategy != baseline].copy()
     index = pd.MultiIndex.from_frame(rows[["protocol"] + CASE + ["seed"]])
     rows["baseline"] = base.reindex(index).to_numpy()
-    rows["gain"] = (rows[column] - rows["baseline"]) * (-1 if metric == "loss" else 1)  # an improvement
+    rows["gain"] = (rows[column] - rows["baseline"]) * improvement_sign(metric)  # an improvement
     return rows[["protocol"] + CASE + ["strategy", "seed", column, "baseline", "gain", "path"]]
 
 
@@ -367,7 +374,7 @@ def mean_ranks(table: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.Dat
     """Average rank of each strategy (1 = best mean test metric) over the cases of each protocol."""
     if table.empty:
         return pd.DataFrame(columns=["protocol", "strategy", "mean rank", "cases"])
-    ranks = table.groupby(["protocol"] + CASE)["mean"].rank(ascending=metric == "loss", method="average")
+    ranks = table.groupby(["protocol"] + CASE)["mean"].rank(ascending=improvement_sign(metric) < 0, method="average")
     out = ranks.groupby([table.protocol, table.strategy]).agg(["mean", "size"])
     out.columns = ["mean rank", "cases"]
     return out.reset_index().sort_values(["protocol", "mean rank"], kind="stable").reset_index(drop=True)
@@ -378,7 +385,7 @@ def rank_tests(best: pd.DataFrame, metric: str = "balanced_accuracy", posthoc: s
     dataset x backbone cases (Demsar 2006); a protocol with one case uses its seeds as blocks, and
     then the conclusion holds for that case only."""
     tests = {}
-    sign = -1 if metric == "loss" else 1
+    sign = improvement_sign(metric)
     column = f"test_{metric}"
     for protocol, group in best.groupby("protocol"):
         plain = group[~group.strategy.str.contains("[", regex=False)]

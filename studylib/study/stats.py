@@ -29,11 +29,15 @@ Holm correction over a paper-sized family (126 gains) can still reach a verdict.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from ..core.config import CALIBRATION_METRICS, improvement_sign
+from ..training.calibration import calibration_scores
 
 MIN_SEEDS = 3  # fewer seeds: the seed-to-seed variance is too poorly known, no verdict is claimed
 LEVEL = 0.95
@@ -46,6 +50,7 @@ class Predictions:
     ids: np.ndarray
     labels: np.ndarray
     probs: np.ndarray  # (n, k)
+    bins: int = 15  # the run's calibration_bins (expected calibration error)
 
     @classmethod
     def read(cls, run: str | Path) -> "Predictions":
@@ -55,7 +60,9 @@ class Predictions:
             probs = frame[prob_columns].to_numpy(dtype=float)
         else:  # written by a studylib that kept only the predicted class: one-hot "probabilities"
             probs = np.eye(int(max(frame.label.max(), frame.pred.max())) + 1)[frame.pred.to_numpy()]
-        return cls(frame.id.astype(str).to_numpy(), frame.label.to_numpy(dtype=int), probs)
+        config = Path(run) / "config.json"
+        bins = json.loads(config.read_text()).get("calibration_bins", 15) if config.is_file() else 15
+        return cls(frame.id.astype(str).to_numpy(), frame.label.to_numpy(dtype=int), probs, int(bins))
 
     @property
     def preds(self) -> np.ndarray:
@@ -69,6 +76,8 @@ def weighted_scores(metric: str, p: Predictions, weights: np.ndarray) -> np.ndar
     weights = np.atleast_2d(np.asarray(weights, dtype=float))
     if metric in ("auroc", "macro_ap"):
         return _ranked(metric, p, weights)
+    if metric in CALIBRATION_METRICS:
+        return calibration_scores(metric, p.labels, p.probs, weights, p.bins)
     if metric == "loss":
         nll = -np.log(np.clip(p.probs[np.arange(len(p.labels)), p.labels], 1e-12, None))
         return weights @ nll / weights.sum(1)
@@ -213,8 +222,8 @@ def _counts(rng: np.random.Generator, n: int, rows: int) -> np.ndarray:
 
 
 def _diff(metric: str, a: Predictions, b: Predictions, counts: np.ndarray) -> np.ndarray:
-    """Improvement of a over b under each row of counts (for loss, lower is better: b - a)."""
-    sign = -1.0 if metric == "loss" else 1.0
+    """Improvement of a over b under each row of counts (where lower is better: b - a)."""
+    sign = improvement_sign(metric)
     return sign * (weighted_scores(metric, a, counts) - weighted_scores(metric, b, counts))
 
 

@@ -27,7 +27,9 @@ from ..data.bundle import DataBundle, DeviceBatches
 from ..data.datasets import load_dataset
 from ..models.backbones import Backbone, create_backbone
 from .engine import Device, Trainer, evaluate
+from .calibration import calibration_metrics, reliability_table
 from .metrics import classification_metrics, confusion
+from .representations import Representations, probe_subset
 from .rundir import LOCK, RESUME, RunDir
 from .strategies import create_strategy
 
@@ -113,8 +115,9 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     identity = {"run_hash": cfg.run_hash(), "data": data.fingerprint()}  # hashing every image: once per run
     write_json(rundir.file("env.json"), environment(cfg, backbone, dev, identity["data"]))
     trainer = make_trainer(cfg, backbone, data, dev)
-    restore(trainer, rundir, identity, cfg.quiet)
-    trainer.on_epoch_end = ResumeSaver(rundir, cfg, identity, trainer)
+    features = feature_change(cfg, backbone, data, dev, trainer)  # the starting features: before any step
+    restore(trainer, rundir, identity, cfg.quiet, features)
+    trainer.on_epoch_end = ResumeSaver(rundir, cfg, identity, trainer, features)
     if dev.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev.device)
     fit = trainer.fit()
@@ -123,10 +126,15 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     test_loss, probs, labels = evaluate(backbone.model, test, dev, trainer.loss)  # the one test evaluation
     test_seconds = time.perf_counter() - test_started
     write_predictions(rundir, data, probs, labels)
+    write_csv(rundir.file("reliability.csv"), reliability_table(labels, probs, cfg.calibration_bins))
+    if features is not None:
+        features.record(fit.best_epoch, selected=True)
+        write_csv(rundir.file("representations.csv"), features.rows)
     if cfg.save_checkpoint:
         save_torch(rundir.file("best.pt"), backbone.model.state_dict())
     metrics = {
-        "val": fit.best_val, "test": {"loss": test_loss, **classification_metrics(labels, probs)},
+        "val": fit.best_val, "test": {"loss": test_loss, **classification_metrics(labels, probs),
+                                                **calibration_metrics(labels, probs, cfg.calibration_bins)},
         "test_confusion": confusion(labels, probs).tolist(), "classes": data.classes,
         "best_epoch": fit.best_epoch, "epochs_run": len(fit.history), "stopped_early": fit.stopped_early,
         "resumed_from_epoch": fit.resumed_from_epoch,
@@ -146,6 +154,17 @@ def split_batches(data: DataBundle, split: str, cfg: RunConfig, dev: Device, bal
         raise ValueError(f"dataset {data.name} has no {split} images; check the split column or the fractions")
     return DeviceBatches(data.images[index], data.labels[index], cfg.batch_size, cfg.image_size, dev.device,
                          dev.channels_last, balanced)
+
+
+def feature_change(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device,
+                   trainer: Trainer) -> Representations | None:
+    """CKA per block against the starting network on `repr_images` validation images (None when 0)."""
+    if not cfg.repr_images:
+        return None
+    index = probe_subset(data, cfg.repr_images, cfg.seed)
+    batches = DeviceBatches(data.images[index], data.labels[index], cfg.batch_size, cfg.image_size, dev.device,
+                            dev.channels_last)
+    return Representations(backbone, batches, dev.autocast, trainer.layers.initial)
 
 
 def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device) -> Trainer:
@@ -168,12 +187,17 @@ class ResumeSaver:
     goes on from its last saved epoch instead of from scratch, and trains exactly as it would have.
     """
 
-    def __init__(self, rundir: RunDir, cfg: RunConfig, identity: dict, trainer: Trainer):
-        self.rundir, self.cfg, self.trainer = rundir, cfg, trainer
+    def __init__(self, rundir: RunDir, cfg: RunConfig, identity: dict, trainer: Trainer,
+                 features: Representations | None = None):
+        self.rundir, self.cfg, self.trainer, self.features = rundir, cfg, trainer, features
         self.identity = identity  # config hash and data fingerprint: resume.pt is only used for these
         self.last = time.monotonic()
 
     def __call__(self, fit) -> None:
+        every = self.cfg.log_representations_every
+        if self.features is not None and every and len(fit.history) % every == 0:
+            self.features.record(len(fit.history) - 1)
+            write_csv(self.rundir.file("representations.csv"), self.features.rows)
         write_logs(self.rundir, fit, self.trainer)
         every = self.cfg.resume_every_s
         if every < 0 or time.monotonic() - self.last < every:
@@ -183,7 +207,8 @@ class ResumeSaver:
         self.last = time.monotonic()
 
 
-def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool) -> None:
+def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool,
+            features: Representations | None = None) -> None:
     """Continue from resume.pt when it belongs to this configuration and data; else start afresh."""
     path = rundir.file(RESUME)
     if not path.is_file():
@@ -197,6 +222,10 @@ def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool) -> No
         set_aside(path, "belongs to another configuration or data")
         return
     trainer.restore(state)
+    saved = rundir.file("representations.csv")
+    if features is not None and saved.is_file():  # per-epoch rows up to the resumed epoch
+        rows = pd.read_csv(saved)
+        features.rows = rows[~rows.selected & (rows.epoch < trainer.loop.next_epoch)].to_dict("records")
     write_logs(rundir, trainer.result, trainer)  # the logs up to there, even if no epoch is left to train
     rundir.mark_running(resumed_from_epoch=trainer.loop.next_epoch, saved_epochs=trainer.loop.next_epoch)
     if not quiet:

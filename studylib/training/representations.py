@@ -1,0 +1,127 @@
+"""How much each block's features changed: linear CKA between the starting and the fine-tuned network.
+
+Centred kernel alignment (Kornblith et al., "Similarity of Neural Network Representations
+Revisited", ICML 2019) with a linear kernel compares two representations of the same images, X (n x p)
+and Y (n x q), after centring each feature:
+
+    CKA(X, Y) = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)
+
+It is 1 for identical representations, invariant to orthogonal transforms and isotropic scaling of
+either, and falls as the features change. Each block's output (the block map's units; a feature map
+averaged over its spatial positions into one vector per image) is taken on a fixed, seeded subset of
+validation images, in eval mode, once from the starting network (pretrained backbone with its new
+head) and again from the selected network (and every `log_representations_every` epochs). Memory stays
+bounded by the subset: n x channels per block, never more than n x n for the Gram matrices. The
+subset's pooled features are all CKA needs, so no library (torch-cka and friends keep whole feature
+maps or hook every module) is used; tests check it against its definition.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.bundle import DataBundle, DeviceBatches
+from ..models.backbones import Backbone
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA of two representations of the same n images (rows), in the Gram form (n x n)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    x, y = x - x.mean(0), y - y.mean(0)
+    k, l_ = x @ x.T, y @ y.T
+    denominator = np.linalg.norm(k) * np.linalg.norm(l_)
+    if denominator == 0:  # a constant representation (a dead block): similarity undefined
+        return math.nan
+    return float((k * l_).sum() / denominator)
+
+
+def probe_subset(data: DataBundle, size: int, seed: int) -> np.ndarray:
+    """Indices of a fixed, seeded subset of the validation images (all of them when there are fewer)."""
+    val = data.indices("val")
+    if size >= len(val):
+        return val
+    return np.sort(np.random.default_rng([seed, 2019]).choice(val, size, replace=False))
+
+
+class BlockFeatures:
+    """Pooled outputs of every backbone block for a fixed batch source, with forward hooks.
+
+    A block's output is that of the last module the block map lists for it. The head block is left out
+    (the new head starts random, so its change says nothing about transfer); where that block also holds
+    pretrained layers (VGG-19's classifier), the head's input stands for it.
+    """
+
+    def __init__(self, backbone: Backbone, batches: DeviceBatches, autocast):
+        self.backbone, self.batches, self.autocast = backbone, batches, autocast
+        prefixes = backbone.spec.blocks(backbone.model)
+        *body, last = prefixes
+        self.points = {block: (prefixes[block][-1], "output") for block in body}
+        if len(backbone.blocks[last]) > len(backbone.head_params):
+            self.points[last] = (backbone.spec.head, "input")
+
+    @torch.no_grad()
+    def __call__(self) -> dict[str, np.ndarray]:
+        """Block -> (n, channels) features of the current model, in eval mode (training mode restored)."""
+        model = self.backbone.model
+        outputs: dict[str, list[torch.Tensor]] = {block: [] for block in self.points}
+        handles = [self._hook(model.get_submodule(name), where, outputs[block])
+                   for block, (name, where) in self.points.items()]
+        was_training = {m: m.training for m in model.modules()}
+        try:
+            model.eval()
+            for x, _ in self.batches.batches():
+                with self.autocast():
+                    model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, mode in was_training.items():
+                module.train(mode)
+        return {block: torch.cat(parts).cpu().double().numpy() for block, parts in outputs.items()}
+
+    @staticmethod
+    def _hook(module: nn.Module, where: str, sink: list):
+        def pooled(t: torch.Tensor) -> torch.Tensor:
+            t = t.detach().float()
+            return t.mean(dim=tuple(range(2, t.dim()))) if t.dim() > 2 else t  # before any in-place ReLU
+
+        if where == "input":
+            return module.register_forward_pre_hook(lambda _m, args: sink.append(pooled(args[0])))
+        return module.register_forward_hook(lambda _m, _args, out: sink.append(pooled(out)))
+
+
+class Representations:
+    """representations.csv: per block, CKA of the current features to the starting ones, beside the
+    relative weight distance from the starting weights (the same measure as layers.csv)."""
+
+    def __init__(self, backbone: Backbone, batches: DeviceBatches, autocast, initial: dict[str, torch.Tensor]):
+        self.features = BlockFeatures(backbone, batches, autocast)
+        self.backbone, self.initial = backbone, initial
+        self.start = self.features()  # the starting network: computed before any training step
+        self.rows: list[dict] = []
+
+    def record(self, epoch: int, selected: bool = False) -> list[dict]:
+        now = self.features()
+        params = dict(self.backbone.model.named_parameters())
+        rows = []
+        for block, start in self.start.items():
+            names = self.backbone.blocks[block]
+            if block == self.backbone.block_names[-1]:  # the head's input: the pretrained layers before the head
+                names = [n for n in names if n not in self.backbone.head_params]
+            rows.append({"epoch": epoch, "selected": selected, "block": block, "images": len(start),
+                         "features": start.shape[1], "cka": linear_cka(start, now[block]),
+                         **_distance(params, self.initial, names)})
+        self.rows += rows
+        return rows
+
+
+def _distance(params: dict, initial: dict, names: list[str]) -> dict[str, float]:
+    """Distance of a block's weights from the starting weights, absolute and relative to their norm."""
+    with torch.no_grad():
+        dist = math.sqrt(sum(float((params[n].detach().float() - initial[n].float()).pow(2).sum()) for n in names))
+        norm = math.sqrt(sum(float(initial[n].float().pow(2).sum()) for n in names))
+    return {"dist_init": dist, "rel_dist_init": dist / norm if norm > 0 else math.nan}
