@@ -17,7 +17,7 @@ from ..core.config import RunConfig
 from .bundle import DataBundle
 from ..core.registry import Registry
 from .leakage import find_duplicates, to_drop
-from .splits import assign_splits
+from .splits import UNUSED, assign_splits, subsample_train
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,16 @@ def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
     keep = np.ones(len(split), dtype=bool)
     if cfg.drop_duplicates:
         keep[to_drop(split, pairs)] = False
+    split = subsample_train(table.labels, split, table.groups, cfg.train_fraction, cfg.train_per_class, cfg.seed)
     bundle = DataBundle(info.name, list(table.classes), table.images if keep.all() else table.images[keep],
                         table.labels[keep], split[keep], [i for i, k in zip(table.ids, keep) if k],
                         None if table.groups is None else table.groups[keep], dict(table.report))
     bundle.report.update(duplicate_report(pairs, table.ids, split, int((~keep).sum())))
     bundle.report.update(counts=bundle.counts(), imbalance=imbalance(bundle))
+    if (split == UNUSED).any():
+        bundle.report["few_labels"] = {"train_fraction": cfg.train_fraction, "train_per_class": cfg.train_per_class,
+                                       "train_images": int((bundle.split == "train").sum()),
+                                       "left_out": int((bundle.split == UNUSED).sum())}
     bundle.report["notes"] = bundle.report.get("notes", []) + check_split_classes(bundle)
     return bundle
 

@@ -1,6 +1,8 @@
 """Seeded, stratified, group-aware train/val/test splits (scikit-learn does the splitting)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
@@ -53,3 +55,37 @@ def check_groups_within_splits(split: np.ndarray, groups: np.ndarray) -> None:
         raise ValueError(f"{len(set(leaks))} groups occur in more than one split (e.g. {sorted(map(str, set(leaks)))[:3]}); "
                          "the official split leaks across groups. Set official_split=false to re-split by group, or "
                          "leave group_column / group_pattern empty to keep the official split as it is.")
+
+
+UNUSED = "unused"  # training images left out by train_fraction / train_per_class (splits.csv shows them)
+
+
+def subsample_train(labels: np.ndarray, split: np.ndarray, groups: np.ndarray | None, fraction: float = 1.0,
+                    per_class: int = 0, seed: int = 0) -> np.ndarray:
+    """Few labels: keep about `fraction` of each class's training images (or `per_class` of them), whole
+    groups only; the rest of train becomes 'unused'. Validation and test are untouched.
+
+    Every training group (an image, or a patient with all its images) gets one seeded random place in a
+    queue that does not depend on the fraction; each class (a group's majority label) keeps the shortest
+    head of its queue that reaches its target. So for one seed a smaller share is always a subset of a
+    larger one (nested), every class keeps at least one group, and no group is split.
+    """
+    if fraction >= 1 and not per_class:
+        return split
+    labels, out = np.asarray(labels), np.array(split, dtype=object)
+    pool = np.flatnonzero(out == "train")
+    units = np.asarray(groups)[pool] if groups is not None else pool
+    names, unit_of = np.unique(units, return_inverse=True)
+    queue = np.random.default_rng([seed, 1000003]).permutation(len(names))  # place of each unit in the queue
+    sizes = np.bincount(unit_of, minlength=len(names))
+    k = int(labels.max()) + 1
+    majority = np.bincount(unit_of * k + labels[pool], minlength=len(names) * k).reshape(-1, k).argmax(1)
+    keep = np.zeros(len(names), dtype=bool)
+    for c in np.unique(majority):
+        members = np.flatnonzero(majority == c)
+        members = members[np.argsort(queue[members])]
+        target = per_class if per_class else math.ceil(fraction * sizes[members].sum())
+        taken = np.searchsorted(np.cumsum(sizes[members]), min(target, sizes[members].sum())) + 1
+        keep[members[:taken]] = True
+    out[pool[~keep[unit_of]]] = UNUSED
+    return out.astype(str)
