@@ -432,7 +432,7 @@ class Study:
         self._cache: dict = {}
         self.notes += self._budget_notes()
 
-    def _cached(self, name: str, compute):
+    def cached(self, name: str, compute):
         if name not in self._cache:
             self._cache[name] = compute()
         return self._cache[name]
@@ -443,16 +443,16 @@ class Study:
 
     @property
     def gains(self) -> pd.DataFrame:
-        return self._cached("gains", lambda: gain_summary(self.best, self.metric, n_boot=self.n_boot,
+        return self.cached("gains", lambda: gain_summary(self.best, self.metric, n_boot=self.n_boot,
                                                           correction=self.correction))
 
     @property
     def bn_split(self) -> pd.DataFrame:
-        return self._cached("bn", lambda: bn_split(self.best, self.metric, self.n_boot, self.correction, self.gains))
+        return self.cached("bn", lambda: bn_split(self.best, self.metric, self.n_boot, self.correction, self.gains))
 
     @property
     def rank_tests(self) -> dict:
-        return self._cached("ranks", lambda: rank_tests(self.best, self.metric, self.posthoc))
+        return self.cached("ranks", lambda: rank_tests(self.best, self.metric, self.posthoc))
 
     @property
     def budgets(self) -> pd.DataFrame:

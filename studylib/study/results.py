@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.config import METRICS
+from ..core.config import CALIBRATION_METRICS, METRICS
 from ..core.fileio import (
     CorruptFileError,
     atomic_write,
@@ -36,6 +36,7 @@ def run_row(path: Path) -> dict:
     if metrics is not None:
         for split in ("val", "test"):
             row.update({f"{split}_{m}": metrics.get(split, {}).get(m) for m in METRICS})
+        row.update({f"test_{m}": metrics.get("test", {}).get(m) for m in CALIBRATION_METRICS})
         row.update({k: metrics.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "wall_seconds",
                                                "peak_memory_mb", "trainable_params", "total_params", "run_hash")})
         env = read_json_dict_or_empty(path / "env.json")

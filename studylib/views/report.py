@@ -8,11 +8,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..core.config import improvement_sign
 from ..core.fileio import atomic_write
 from ..study import analysis, stats
 from ..study.analysis import Study
 from ..study.results import failures
-from . import studyfigures
+from ..study import measures
+from . import measurefigures, studyfigures
 
 # How to read each part, in two sentences; the report, the analysis notebook and the README use these.
 HOW_TO_READ = {
@@ -37,6 +39,20 @@ HOW_TO_READ = {
            "them (Demsar 2006); when the Friedman test finds no difference, no post-hoc is read and one bar joins "
            "all. Few blocks make wide bars: with fewer than about 10 cases, a bar over everything means 'not "
            "enough cases', not 'no difference'."),
+    "cka": ("Each line is a strategy; each point is how similar a block's features on held-out validation images "
+            "are to the same block's features before fine-tuning (linear CKA: 1 = unchanged up to rotation and "
+            "scale, lower = changed more), mean over seeds. Blocks that never trained stay at 1; LP-FT's authors "
+            "predict its top blocks move less than FT's, because the head it starts from is already fitted."),
+    "relation": ("One row per strategy: CKA of the top backbone block and averaged over blocks, beside the gain over "
+                 "FT from the gain table. The Spearman correlation across strategies is descriptive (one point per "
+                 "strategy), not a test: it says whether moving the features further went with more accuracy here."),
+    "calibration": ("Expected calibration error (top-label, equal-width bins), Brier score and negative log-likelihood "
+                    "on test; lower is better for all three. The gains are FT's value minus the strategy's (positive: "
+                    "better calibrated) with the same intervals and correction as accuracy, each metric its own family."),
+    "fraction": ("Each line is a strategy's test score, mean over seeds with its 95% interval over seeds, as the "
+                 "labelled share of the training split grows (log axis; validation and test untouched; smaller "
+                 "shares are subsets of larger ones). Lines that cross are where the ranking changes; whether a "
+                 "difference at one share is beyond the noise is in that share's gain table (its own protocol group)."),
     "budget": ("Settings tried per strategy (per case and seed) before the best on validation was kept. Unequal "
                "budgets favour the strategy with more tries, so compare strategies with equal counts."),
 }
@@ -70,6 +86,20 @@ def study_figures(study: Study) -> dict[str, Path]:
         keep("Trainable blocks per epoch", "unfreezing_timeline",
              lambda p: studyfigures.unfreezing_timeline(timeline, p))
     keep("Cost against accuracy", "cost_vs_accuracy", lambda p: studyfigures.cost_vs_accuracy(study.best, p))
+    change = measures.study_change(study)
+    if len(change):
+        keep("Feature change per block (CKA to the starting network)", "cka_by_block",
+             lambda p: measurefigures.cka_by_block(change, p))
+        keep("Feature change against the gain over FT", "cka_vs_gain",
+             lambda p: measurefigures.change_vs_gain(measures.study_relation(study), p))
+    calibration = measures.study_calibration_gains(study)
+    if len(calibration):
+        keep("Calibration: improvement over FT", "calibration_gains",
+             lambda p: measurefigures.calibration_gains(calibration, p))
+    fraction = measures.study_efficiency(study)
+    if len(fraction):
+        keep("Test score against the labelled fraction", "labelled_fraction",
+             lambda p: measurefigures.labelled_fraction(fraction, study.metric, p))
     return made
 
 
@@ -132,10 +162,37 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
             test.ranks.round(2).rename("mean rank").reset_index(),
             f"Friedman test p = {test.friedman_p:.3g}; post-hoc {posthoc}" + (" (read only after a rejection)"
             if not test.rejected else "") + (f"; {test.note}" if test.note else "") + ". " + reading("cd", study))
+    sections.update(_beyond_sections(study))
     sections["Tuning budget per strategy"] = (study.budgets, reading("budget", study))
     failed = failures(study.runs)
     if len(failed):
         sections["Runs that did not finish"] = (failed, "")
+    return sections
+
+
+def _beyond_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
+    """Feature change against the gain, calibration, and the ranking across labelled fractions."""
+    sections: dict[str, tuple[pd.DataFrame | str, str]] = {}
+    relation = measures.study_relation(study)
+    if len(relation):
+        rho = measures.change_correlation(relation)
+        several = relation.protocol.nunique() > 1
+        text = "; ".join(f"{r.dataset} / {r.backbone}" + (f" ({r.protocol})" if several else "") + ": Spearman {r.spearman:+.2f} over {r.strategies} strategies"
+                         for r in rho.itertuples() if pd.notna(r.spearman))
+        sections["Feature change and the gain over FT"] = (
+            relation.round(4), reading("relation", study) + (f" Here: {text}." if text else ""))
+    table = measures.calibration_table(study.best)
+    gains = measures.study_calibration_gains(study)
+    if len(gains):
+        sections["Calibration on test (mean, sd over seeds)"] = (table.round(4), reading("calibration", study))
+        columns = ["metric", "protocol", "dataset", "backbone", "strategy", "seeds", "gain", "low", "high",
+                   "p_adjusted", "verdict"]
+        sections["Calibration: improvement over FT, 95% interval, corrected verdict"] = (gains[columns].round(4), "")
+    fraction = measures.study_efficiency(study)
+    if len(fraction):
+        sentences = measures.ranking_sentences(fraction, improvement_sign(study.metric))
+        sections["Where the ranking changes with fewer labels"] = (
+            "\n".join(f"- {s}" for s in sentences), reading("fraction", study))
     return sections
 
 
@@ -155,6 +212,9 @@ def _markdown(study: Study, sections: dict, figures: dict[str, Path]) -> str:
 def _figure_reading(title: str, study: Study) -> str:
     if title.startswith("Critical-difference"):
         return reading("cd", study)
+    for start, part in (("Feature change per", "cka"), ("Calibration", "calibration"), ("Test score against", "fraction")):
+        if title.startswith(start):
+            return reading(part, study)
     if title.startswith("Gain over FT"):
         return ("Each cell is a strategy's mean gain over FT on one dataset x backbone (blue: better, red: worse); "
                 "a ~ marks gains without a verdict (inside the noise after correction, or too few seeds).")

@@ -1,0 +1,158 @@
+"""Figures of the measurements beyond accuracy: feature change per block (CKA), calibration (one run's
+reliability diagram, the strategies' gains over FT) and test score against the labelled fraction.
+
+Each function returns the figure and, given `path`, writes it as PNG.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..training.strategies import STRATEGIES
+from .runfigures import save
+from .studyfigures import _ordered, message_figure
+
+
+def label(arm: str) -> str:
+    """'lp_ft' -> 'LP-FT'; an arm with variant fields keeps them ('FT [bn_policy=freeze]')."""
+    name, _, rest = arm.partition(" ")
+    short = getattr(STRATEGIES.get(name), "label", "") if name in STRATEGIES else ""
+    return f"{short or name} {rest}".strip()
+
+
+def _cases(frame: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    return list(frame.groupby(["protocol", "dataset", "backbone"], sort=True))
+
+
+def _case_title(keys: tuple, several: bool) -> str:
+    protocol, dataset, backbone = keys
+    return f"{dataset} | {backbone}" + (f" | {protocol}" if several else "")
+
+
+def cka_by_block(change: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+    """CKA of each block's features to the starting network, a line per strategy, blocks input to output;
+    one panel per dataset x backbone (mean over seeds, bars: sd)."""
+    if change.empty:
+        return save(message_figure("no representations.csv in the selected runs (repr_images=0, or runs made "
+                                   "before studylib measured feature change)"), path)
+    cases = _cases(change)
+    fig, axes = plt.subplots(1, len(cases), figsize=(5.2 * len(cases), 3.8), squeeze=False)
+    several = change.protocol.nunique() > 1
+    for axis, (keys, group) in zip(axes[0], cases):
+        blocks = list(dict.fromkeys(group.sort_values("order").block))
+        for i, strategy in enumerate(_ordered(group.strategy)):
+            part = group[group.strategy == strategy].set_index("block").reindex(blocks)
+            axis.errorbar(range(len(blocks)), part.cka, yerr=part.cka_sd.fillna(0), marker="o", capsize=2,
+                          label=label(strategy), color=f"C{i % 10}", linestyle="--" if i >= 10 else "-")
+        axis.set_xticks(range(len(blocks)), blocks, rotation=30, ha="right")
+        low = float(np.nanmin(group.cka)) if np.isfinite(group.cka).any() else 0.0
+        axis.set(ylim=(min(0.9, low - 0.05), 1.01), xlabel="block (input -> output)", ylabel="CKA to the starting network",
+                 title=_case_title(keys, several))
+        axis.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="lower left", ncol=2, title="1 = features unchanged", title_fontsize=7)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def change_vs_gain(relation: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+    """Top-block CKA against the paired gain over FT, one point per strategy and case."""
+    relation = relation.dropna(subset=["cka_top", "gain"])
+    if relation.empty:
+        return save(message_figure("no strategy has both feature change and a gain over FT"), path)
+    fig, axis = plt.subplots(figsize=(5.6, 3.8))
+    for i, strategy in enumerate(_ordered(relation.strategy)):
+        part = relation[relation.strategy == strategy]
+        axis.scatter(part.cka_top, part.gain, color=f"C{i % 10}", label=label(strategy))
+    axis.axhline(0, color="grey", lw=0.8)
+    axis.set(xlabel="CKA of the top backbone block to the start (1 = unchanged)", ylabel="gain over FT",
+             title="how far the top features moved vs what it bought")
+    axis.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def reliability_diagram(run_dir: str | Path, path: Path | None = None) -> plt.Figure:
+    """Accuracy against mean confidence per bin (equal width and equal mass) of one run's test predictions,
+    with the gaps shaded and the ECE in the title."""
+    import json
+
+    run_dir = Path(run_dir)
+    table = pd.read_csv(run_dir / "reliability.csv")
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.8))
+    for axis, scheme, ece in zip(axes, ("width", "mass"), (test.get("ece"), test.get("ece_mass"))):
+        part = table[table.scheme == scheme]
+        axis.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="perfectly calibrated")
+        width = (part.high - part.low).clip(lower=0.01)
+        axis.bar(part.low, part.accuracy, width=width, align="edge", alpha=0.5, edgecolor="C0", label="accuracy")
+        axis.scatter(part.confidence, part.accuracy, s=8 + 60 * part.images / part.images.max(), color="C0",
+                     zorder=3, label="bin (size: images)")
+        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean confidence (top class)", ylabel="accuracy",
+                 title=f"equal-{scheme} bins: ECE {ece:.3f}" if ece is not None else f"equal-{scheme} bins")
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{run_dir.name}: reliability on test (Brier {test.get('brier', np.nan):.3f}, "
+                 f"NLL {test.get('nll', np.nan):.3f})", fontsize=9)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def calibration_gains(gains: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+    """Improvement over FT (FT's error minus the strategy's) of ECE, Brier and NLL with 95% intervals; one
+    panel per metric, a row per strategy; filled markers: the corrected verdict is better or worse."""
+    gains = gains.dropna(subset=["gain"]) if len(gains) else gains
+    if gains.empty:
+        return save(message_figure("no calibration gains: the runs need FT and another strategy (3+ seeds for "
+                                   "intervals)"), path)
+    metrics = list(dict.fromkeys(gains.metric))
+    rows = int(gains.groupby("metric").size().max())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 1.2 + 0.35 * rows), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        part = gains[gains.metric == metric].reset_index(drop=True)
+        keys = [k for k in ("protocol", "dataset", "backbone") if part[k].nunique() > 1]
+        names = [label(r.strategy) + (f" ({', '.join(str(getattr(r, k)) for k in keys)})" if keys else "")
+                 for r in part.itertuples()]
+        y = np.arange(len(part))
+        decided = part.verdict.isin(["better", "worse"]).to_numpy()
+        err = np.vstack([part.gain - part.low, part.high - part.gain]).clip(min=0)
+        axis.errorbar(part.gain, y, xerr=np.nan_to_num(err), fmt="none", ecolor="grey", capsize=2)
+        axis.scatter(part.gain[decided], y[decided], color="C0", zorder=3, label="better / worse (corrected)")
+        axis.scatter(part.gain[~decided], y[~decided], facecolor="white", edgecolor="C0", zorder=3,
+                     label="no verdict")
+        axis.axvline(0, color="grey", lw=0.8)
+        axis.set_yticks(y, names, fontsize=8)
+        axis.invert_yaxis()
+        axis.set(xlabel=f"{metric.upper() if metric != 'brier' else 'Brier'} improvement over FT (> 0: better calibrated)")
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def labelled_fraction(table: pd.DataFrame, metric: str = "balanced_accuracy", path: Path | None = None) -> plt.Figure:
+    """Test score against the labelled share of the training split (log x axis), a line per strategy with its
+    95% interval over seeds; one panel per setting x dataset x backbone."""
+    if table.empty:
+        return save(message_figure("no few-labels grid here: run params/efficiency.yaml (train_fraction varies)"), path)
+    cases = list(table.groupby(["setting", "dataset", "backbone"], sort=True))
+    fig, axes = plt.subplots(1, len(cases), figsize=(5.4 * len(cases), 3.9), squeeze=False)
+    axis_name = table.axis.iloc[0]
+    for axis, ((setting, dataset, backbone), group) in zip(axes[0], cases):
+        for i, strategy in enumerate(_ordered(group.strategy)):
+            part = group[group.strategy == strategy].sort_values("labelled")
+            x = part.labelled * (100 if axis_name == "train_fraction" else 1)
+            axis.plot(x, part["mean"], marker="o", color=f"C{i % 10}", label=label(strategy))
+            axis.fill_between(x, part.low, part.high, color=f"C{i % 10}", alpha=0.12)
+        axis.set_xscale("log")
+        ticks = sorted(group.labelled.unique())
+        axis.set_xticks([t * (100 if axis_name == "train_fraction" else 1) for t in ticks],
+                        [f"{t:.0%}" if axis_name == "train_fraction" else f"{int(t)}" for t in ticks])
+        axis.minorticks_off()
+        axis.set(xlabel="labelled training images (share, log scale)" if axis_name == "train_fraction"
+                 else "labelled images per class (log scale)", ylabel=f"test {metric.replace('_', ' ')}",
+                 title=f"{dataset} | {backbone}" + (f" | {setting}" if table.setting.nunique() > 1 else ""))
+        axis.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return save(fig, path)
