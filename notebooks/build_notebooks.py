@@ -67,6 +67,15 @@ def experiment() -> None:
         new_code_cell("runfigures.block_lr_heatmap(result.path, 'lr');\nrunfigures.block_lr_heatmap(result.path, 'rel_dist_init');"),
         new_markdown_cell("## Test confusion matrix"),
         new_code_cell("runfigures.confusion_matrix(result.path);"),
+        new_markdown_cell("## Calibration on test\nWhen the network says 80%, is it right 80% of the time? Points on "
+                          "the diagonal are calibrated; below it, over-confident. ECE is the size-weighted gap."),
+        new_code_cell("from studylib.views import measurefigures\n\nmeasurefigures.reliability_diagram(result.path);"),
+        new_markdown_cell("## How much each block's features changed\nLinear CKA between each block's features before "
+                          "and after fine-tuning, on a fixed subset of validation images (1 = unchanged), beside how "
+                          "far the block's weights moved."),
+        new_code_cell("import pandas as pd\n\n"
+                      "changes = result.path / 'representations.csv'\n"
+                      "pd.read_csv(changes).query('selected').round(4) if changes.is_file() else 'repr_images=0: not measured'"),
         new_markdown_cell("## Validation (selected epoch) and test metrics"),
         new_code_cell("import pandas as pd\n\n"
                       "pd.DataFrame({split: result.metrics[split] for split in ('val', 'test')}).dropna().round(4)"),
@@ -121,6 +130,24 @@ def analysis() -> None:
                       "        display(test.ranks.round(2).rename('mean rank').to_frame())\n"
                       "    display(Markdown('**Tuning budget.** ' + reading('budget', study)))\n"
                       "    display(study.budgets)"),
+        new_markdown_cell("## Beyond accuracy: feature change, calibration, few labels"),
+        new_code_cell("from studylib.study import measures\n\n"
+                      "if not study.best.empty:\n"
+                      "    relation = measures.study_relation(study)\n"
+                      "    if len(relation):\n"
+                      "        display(Markdown('### Feature change and the gain over FT\\n' + reading('relation', study)))\n"
+                      "        display(relation.round(3))\n"
+                      "    calibration = measures.study_calibration_gains(study)\n"
+                      "    if len(calibration):\n"
+                      "        display(Markdown('### Calibration\\n' + reading('calibration', study)))\n"
+                      "        display(measures.calibration_table(study.best).round(3))\n"
+                      "        display(calibration[['metric', 'protocol', 'dataset', 'backbone', 'strategy', 'seeds', 'gain',\n"
+                      "                             'low', 'high', 'verdict']].round(3))\n"
+                      "    fraction = measures.study_efficiency(study)\n"
+                      "    if len(fraction):\n"
+                      "        display(Markdown('### Few labels\\n' + reading('fraction', study)))\n"
+                      "        for sentence in measures.ranking_sentences(fraction):\n"
+                      "            print(sentence)"),
         new_markdown_cell("## Figures (static PNGs, also in `figures/`)\n"
                           "The critical-difference diagram: " + HOW_TO_READ_CD),
         new_code_cell("for title, path in study_figures(study).items():\n"
@@ -184,6 +211,28 @@ def teaching() -> None:
         new_markdown_cell("## 4. Look inside one run\nHow far did each block move from its pretrained weights?"),
         new_code_cell("from studylib.views import runfigures\n\nrunfigures.block_lr_heatmap(results['auto_rgn'].path, 'lr');\n"
                       "runfigures.block_lr_heatmap(results['gu_last_first'].path, 'rel_dist_init');"),
+        new_markdown_cell(
+            "## 5. Why strategies differ: what trained, what moved, what changed\n"
+            "Every run also compares each block's features on a fixed set of validation images before and after "
+            "fine-tuning, with linear CKA (Kornblith et al. 2019): 1 means the block describes the images the same "
+            "way as the pretrained network (up to rotation and scale), lower means its features changed.\n\n"
+            "**The prediction.** Kumar et al. (ICLR 2022, *Fine-tuning can distort pretrained features*) argue that "
+            "FT starts with a random head whose large early gradients flow into the backbone and distort the "
+            "pretrained features, most in the blocks next to the head; LP-FT fits the head first (linear probing), "
+            "so the second stage starts near a good solution and changes the features far less. LP never changes "
+            "them. Pick strategies below: the top row is the plan as it ran (green: trained), the bottom row how "
+            "far each block's weights moved and how much its features changed."),
+        new_code_cell("from studylib.views.teaching import InsideExplorer, inside_figure, lpft_check\n\n"
+                      "runs = {s: r.path for s, r in results.items()}\n"
+                      "inside_figure({s: runs[s] for s in ('lp', 'ft', 'lp_ft') if s in runs}, "
+                      "path=f'{out_dir}/figures/inside.png')  # the static copy, for a projected or HTML page\n"
+                      "print(lpft_check(runs))\nInsideExplorer(runs)"),
+        new_markdown_cell(
+            "**Try it.** (1) Predict before you look: which block of G-LF moves most, and why? (It trains the head "
+            "longest, and the top block next.) (2) Compare Auto-RGN with FT: where were its per-block rates smallest "
+            "(section 4), and did those blocks' features change less than FT's? (3) Does the "
+            "strategy whose features moved most also have the best test score in section 3? On a target task close "
+            "to the source, keeping the features (high CKA) is usually enough; on a distant one, moving them pays."),
     ])
 
 
