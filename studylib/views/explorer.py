@@ -16,7 +16,8 @@ from IPython.display import display
 from ..core.config import METRICS
 from ..study.analysis import Study
 from ..study.results import collect
-from . import runfigures, studyfigures
+from ..study import measures
+from . import measurefigures, runfigures, studyfigures
 
 RUN_VIEWS = {
     "learning curves": lambda run, metric: runfigures.learning_curves(run, metric),
@@ -26,8 +27,10 @@ RUN_VIEWS = {
     "per-tensor learning rate": lambda run, metric: runfigures.tensor_heatmap(run, "lr"),
     "trainable blocks": lambda run, metric: studyfigures.unfreezing_timeline({Path(run).name[:30]: run}),
     "confusion matrix": lambda run, metric: runfigures.confusion_matrix(run),
+    "reliability diagram": lambda run, metric: measurefigures.reliability_diagram(run),
 }
-STUDY_VIEWS = ("gain over FT", "critical-difference diagram", "accuracy per strategy", "cost vs accuracy")
+STUDY_VIEWS = ("gain over FT", "critical-difference diagram", "accuracy per strategy", "cost vs accuracy",
+               "feature change per block", "feature change vs gain", "calibration vs FT", "labelled fraction")
 
 
 class Explorer:
@@ -107,8 +110,10 @@ class Explorer:
         try:
             return RUN_VIEWS[view](self.current_run, metric), f"run: {self.current_run.name}"
         except FileNotFoundError as err:  # e.g. tensors.csv, written only with log_tensors=true
-            return None, f"{self.current_run.name}: {Path(err.filename).name} is missing (per-tensor views need " \
-                         "runs made with log_tensors=true)"
+            name = Path(err.filename).name
+            why = ("per-tensor views need runs made with log_tensors=true" if name == "tensors.csv" else
+                   "the run was made by a studylib that did not write it yet; rerun it to get it")
+            return None, f"{self.current_run.name}: {name} is missing ({why})"
 
     def study(self, metric: str) -> Study:
         """The analysis for `metric`, made once (selection, gains and their bootstrap are cached in it)."""
@@ -124,6 +129,14 @@ class Explorer:
             return studyfigures.cd_diagrams(study.rank_tests, metric=metric)
         if view == "accuracy per strategy":
             return studyfigures.accuracy_bars(study.accuracy)
+        if view == "feature change per block":
+            return measurefigures.cka_by_block(measures.study_change(study))
+        if view == "feature change vs gain":
+            return measurefigures.change_vs_gain(measures.study_relation(study))
+        if view == "calibration vs FT":
+            return measurefigures.calibration_gains(measures.study_calibration_gains(self.study("balanced_accuracy")))
+        if view == "labelled fraction":
+            return measurefigures.labelled_fraction(measures.study_efficiency(study), metric)
         return studyfigures.cost_vs_accuracy(study.best)
 
     def widget(self) -> widgets.Widget:
