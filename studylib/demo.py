@@ -23,7 +23,9 @@ def demo(out: str | Path = "outputs/demo", engine: str = "papermill", workers: i
     print(f"1/3 pretraining tinycnn on the synthetic source task (reused when present): {checkpoint}")
     pretrain(checkpoint, pretrain_config(quiet=True))
     print("2/3 running params/demo.yaml: 8 strategies x 3 seeds on the synthetic target task")
-    run_grid(DEMO_GRID, out, workers=workers, engine=engine, overrides={"weights": str(checkpoint)})
+    # demo.yaml names the checkpoint relative to the working directory, as the notebooks' kernels run there:
+    # `studylib grid demo --out outputs/demo` (or efficiency) from here finds these runs finished
+    run_grid(DEMO_GRID, out, workers=workers, engine=engine)
     runs = collect(out)
     results = write_results(out, table=runs)
     table = summary(out, runs)
