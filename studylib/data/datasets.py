@@ -86,6 +86,7 @@ def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
                                 "classification needs at least two classes")
     if cfg.splits_file:
         split = splits_from_file(Path(cfg.splits_file), table.ids)
+        split[split == UNUSED] = "train"  # a few-labels run's file: its share is drawn again below
     else:
         official = table.split if cfg.official_split else None
         split = assign_splits(table.labels, official, table.groups, cfg.val_fraction, cfg.test_fraction, cfg.seed)

@@ -68,7 +68,8 @@ def subsample_train(labels: np.ndarray, split: np.ndarray, groups: np.ndarray | 
     Every training group (an image, or a patient with all its images) gets one seeded random place in a
     queue that does not depend on the fraction; each class (a group's majority label) keeps the shortest
     head of its queue that reaches its target. So for one seed a smaller share is always a subset of a
-    larger one (nested), every class keeps at least one group, and no group is split.
+    larger one (nested), every class keeps at least one group (of those whose majority it is), and no
+    group is split.
     """
     if fraction >= 1 and not per_class:
         return split

@@ -51,6 +51,7 @@ class Predictions:
     labels: np.ndarray
     probs: np.ndarray  # (n, k)
     bins: int = 15  # the run's calibration_bins (expected calibration error)
+    has_probs: bool = True  # False: only the predicted class was stored (one-hot stand-ins)
 
     @classmethod
     def read(cls, run: str | Path) -> "Predictions":
@@ -62,7 +63,8 @@ class Predictions:
             probs = np.eye(int(max(frame.label.max(), frame.pred.max())) + 1)[frame.pred.to_numpy()]
         config = Path(run) / "config.json"
         bins = json.loads(config.read_text()).get("calibration_bins", 15) if config.is_file() else 15
-        return cls(frame.id.astype(str).to_numpy(), frame.label.to_numpy(dtype=int), probs, int(bins))
+        return cls(frame.id.astype(str).to_numpy(), frame.label.to_numpy(dtype=int), probs, int(bins),
+                   bool(prob_columns))
 
     @property
     def preds(self) -> np.ndarray:
@@ -77,6 +79,9 @@ def weighted_scores(metric: str, p: Predictions, weights: np.ndarray) -> np.ndar
     if metric in ("auroc", "macro_ap"):
         return _ranked(metric, p, weights)
     if metric in CALIBRATION_METRICS:
+        if not p.has_probs:
+            raise ValueError("predictions.csv has no probabilities (written by an older studylib): calibration "
+                             "is undefined for this run")
         return calibration_scores(metric, p.labels, p.probs, weights, p.bins)
     if metric == "loss":
         nll = -np.log(np.clip(p.probs[np.arange(len(p.labels)), p.labels], 1e-12, None))

@@ -50,8 +50,9 @@ def correct(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
 
 def bin_of(confidence: np.ndarray, bins: int, scheme: str = "width") -> np.ndarray:
-    """Bin index of each confidence. width: [0, 1/B), [1/B, 2/B), ..., [(B-1)/B, 1] (torchmetrics'
-    edges); mass: images sorted by confidence and cut into B runs of (nearly) equal size."""
+    """Bin index of each confidence. width: [0, 1/B), [1/B, 2/B), ..., [(B-1)/B, 1] (torchmetrics' edges,
+    except that torchmetrics gives a confidence of exactly 1 a bin of its own); mass: images sorted by
+    confidence and cut into B runs of (nearly) equal size (equal confidences may straddle a cut)."""
     if scheme == "width":
         return np.clip(np.floor(confidence * bins).astype(int), 0, bins - 1)
     order = np.argsort(confidence, kind="stable")
