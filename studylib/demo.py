@@ -1,6 +1,7 @@
 """python -m studylib demo: the whole study loop, offline, on the synthetic pair, in minutes on a CPU."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -15,14 +16,20 @@ DEMO_GRID = template("params", "demo.yaml")
 ANALYSIS = template("notebooks", "analysis.ipynb")
 
 
-def demo(out: str | Path = "outputs/demo", engine: str = "papermill", workers: int = 1) -> pd.DataFrame:
-    """Pretrain (once), run the demo grid from that checkpoint, analyse; prints where everything is."""
+def demo(out: str | Path = "outputs/demo", engine: str = "inline", workers: int = 0) -> pd.DataFrame:
+    """Pretrain (once), run the demo grid from that checkpoint, analyse; prints where everything is.
+
+    The runs go inline in `workers` processes (0: one per core, up to 4; each run uses one thread), so the
+    demo fits in minutes on a laptop; engine="papermill" executes the experiment notebook per run instead,
+    as `studylib grid` does (the analysis notebook always runs through papermill)."""
     started = time.perf_counter()
+    workers = workers or min(4, os.cpu_count() or 1)
     out = Path(out).resolve()
     checkpoint = Path(DEFAULT_CHECKPOINT).resolve()
     print(f"1/3 pretraining tinycnn on the synthetic source task (reused when present): {checkpoint}")
     pretrain(checkpoint, pretrain_config(quiet=True))
-    print("2/3 running params/demo.yaml: 8 strategies x 3 seeds on the synthetic target task")
+    print(f"2/3 running params/demo.yaml: 8 strategies x 3 seeds on the synthetic target task ({engine}, "
+          f"{workers} at a time)")
     # demo.yaml names the checkpoint relative to the working directory, as the notebooks' kernels run there:
     # `studylib grid demo --out outputs/demo` (or efficiency) from here finds these runs finished
     run_grid(DEMO_GRID, out, workers=workers, engine=engine)
@@ -42,7 +49,9 @@ def demo(out: str | Path = "outputs/demo", engine: str = "papermill", workers: i
 
 def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """Test balanced accuracy per strategy (mean, sd, seeds) and its paired gain over FT with the
-    report's interval and corrected verdict: the same numbers as report.html."""
+    report's interval and corrected verdict (the same numbers as report.html), then the test ECE and how
+    much the top block's features changed (CKA to the start: 1 = unchanged), means over seeds."""
+    from .study import measures
     from .study.analysis import Study
 
     study = Study(out, runs=runs)
@@ -51,6 +60,12 @@ def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
     table = study.accuracy.set_index("strategy")[["mean", "std", "count"]].rename(columns={"count": "seeds"})
     gains = study.gains.set_index("strategy")[["gain", "low", "high", "verdict"]]
     table = table.join(gains.rename(columns={"gain": "gain_over_ft"}))
+    calibration = measures.calibration_table(study.best)
+    if "ece" in calibration:
+        table = table.join(calibration.set_index("strategy")["ece"])
+    relation = measures.study_relation(study)
+    if len(relation):
+        table = table.join(relation.set_index("strategy")["cka_top"])
     return table.sort_values("mean", ascending=False).round(3).fillna({"verdict": "(baseline)"})
 
 
