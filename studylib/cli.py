@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="tinycnn")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--size", type=int, default=4000, help="number of source images")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
     p.add_argument("--quiet", action="store_true")
 

@@ -10,7 +10,7 @@ from .runner import run
 DEFAULT_CHECKPOINT = Path("outputs/pretrained/tinycnn-synthetic-source.pt")
 
 
-def pretrain_config(backbone: str = "tinycnn", image_size: int = 32, size: int = 4000, epochs: int = 12,
+def pretrain_config(backbone: str = "tinycnn", image_size: int = 32, size: int = 4000, epochs: int = 8,
                     seed: int = 0, quiet: bool = False) -> RunConfig:
     """Full fine-tuning from random init on the 16-class source task, protocol otherwise default."""
     return RunConfig(dataset="synthetic_source", backbone=backbone, weights="none", strategy="ft",
