@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.config import FIELDS, HELD_FIXED, METRICS, ROLES, RunConfig, fields_with_role, improvement_sign
+from ..core.config import (
+    FIELDS,
+    HELD_FIXED,
+    METRICS,
+    ROLES,
+    RunConfig,
+    fields_with_role,
+    improvement_sign,
+)
 from . import stats
 from .results import collect
 

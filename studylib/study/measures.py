@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from ..core.config import CALIBRATION_METRICS
+from ..training.strategies import strategy_label
 from .analysis import CASE, _as_text, _grouping_columns, gain_summary
 
 FEW_LABEL_FIELDS = ("train_fraction", "train_per_class")
@@ -153,9 +154,10 @@ def ranking_sentences(table: pd.DataFrame, improvement_sign: int = 1) -> list[st
             label = _share(share, table.axis.iloc[0])
             if moved.empty:
                 sentences.append(f"{where}: at {label} the ranking is the same as with {_share(top, table.axis.iloc[0])} "
-                                 f"({' > '.join(order_full)}).")
+                                 f"({' > '.join(map(strategy_label, order_full))}).")
                 continue
-            changes = ", ".join(f"{r.strategy} {int(r.rank_full)} -> {int(r.rank)}" for r in moved.itertuples())
+            changes = ", ".join(f"{strategy_label(r.strategy)} {int(r.rank_full)} -> {int(r.rank)}"
+                                for r in moved.itertuples())
             sentences.append(f"{where}: at {label} the ranking changes from the one with "
                              f"{_share(top, table.axis.iloc[0])} ({changes}; rank by mean over seeds).")
     return sentences

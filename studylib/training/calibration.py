@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-
 from ..core.config import CALIBRATION_METRICS  # lower is better for all four
 
 EPS = 1e-12  # a probability of exactly 0 for the true class would make the log-likelihood infinite

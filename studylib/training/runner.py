@@ -26,8 +26,8 @@ from ..core.fileio import (
 from ..data.bundle import DataBundle, DeviceBatches
 from ..data.datasets import load_dataset
 from ..models.backbones import Backbone, create_backbone
-from .engine import Device, Trainer, evaluate
 from .calibration import calibration_metrics, reliability_table
+from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion
 from .representations import Representations, probe_subset
 from .rundir import LOCK, RESUME, RunDir

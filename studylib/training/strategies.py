@@ -130,6 +130,13 @@ def list_strategies() -> list[str]:
     return STRATEGIES.names()
 
 
+def strategy_label(arm: str) -> str:
+    """'lp_ft' -> 'LP-FT'; an arm with variant fields keeps them ('FT [bn_policy=freeze]'); unknown names stay."""
+    name, _, rest = arm.partition(" ")
+    short = STRATEGIES.get(name).label if name in STRATEGIES else ""
+    return f"{short or name} {rest}".strip()
+
+
 def create_strategy(cfg: RunConfig, backbone: Backbone) -> Strategy:
     return get_strategy(cfg.strategy)(cfg, backbone)
 

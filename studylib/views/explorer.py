@@ -14,9 +14,9 @@ import pandas as pd
 from IPython.display import display
 
 from ..core.config import METRICS
+from ..study import measures
 from ..study.analysis import Study
 from ..study.results import collect
-from ..study import measures
 from . import measurefigures, runfigures, studyfigures
 
 RUN_VIEWS = {

@@ -11,16 +11,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..training.strategies import STRATEGIES
+from ..training.strategies import strategy_label
 from .runfigures import save
 from .studyfigures import _ordered, message_figure
 
-
-def label(arm: str) -> str:
-    """'lp_ft' -> 'LP-FT'; an arm with variant fields keeps them ('FT [bn_policy=freeze]')."""
-    name, _, rest = arm.partition(" ")
-    short = getattr(STRATEGIES.get(name), "label", "") if name in STRATEGIES else ""
-    return f"{short or name} {rest}".strip()
+label = strategy_label  # 'lp_ft' -> 'LP-FT'
 
 
 def _cases(frame: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:

@@ -10,10 +10,9 @@ import pandas as pd
 
 from ..core.config import improvement_sign
 from ..core.fileio import atomic_write
-from ..study import analysis, stats
+from ..study import analysis, measures, stats
 from ..study.analysis import Study
 from ..study.results import failures
-from ..study import measures
 from . import measurefigures, studyfigures
 
 # How to read each part, in two sentences; the report, the analysis notebook and the README use these.
