@@ -68,19 +68,21 @@ def calibration_cost(n: int = 10_000, k: int = 8, bins: int = 15) -> float:
 
 
 def demo_cost() -> tuple[float, float]:
-    """Wall seconds of one demo-sized run (tinycnn, 32 px, 800 images) with and without the measurements."""
+    """Wall seconds of the demo's FT run (params/demo.yaml, random init) with and without the measurements."""
     import tempfile
 
+    from studylib.core.templates import template
+    from studylib.study.grid import load_grid
     from studylib.training.runner import run
 
-    base = dict(dataset="synthetic", synthetic_size=800, backbone="tinycnn", image_size=32, batch_size=32,
-                max_epochs=12, patience=4, device="cpu", num_threads=1, quiet=True, strategy="ft")
+    demo = next(c for c in load_grid(template("params", "demo.yaml")).runs if c.strategy == "ft")
+    base = demo.replace(weights="none", quiet=True)
     times = []
     with tempfile.TemporaryDirectory() as tmp:
-        run(RunConfig(**base), f"{tmp}/warm")  # the data cache and the first-call costs
+        run(base, f"{tmp}/warm")  # the data cache and the first-call costs
         for repr_images in (0, 256):
             started = time.perf_counter()
-            run(RunConfig(**base, repr_images=repr_images), f"{tmp}/r{repr_images}")
+            run(base.replace(repr_images=repr_images), f"{tmp}/r{repr_images}")
             times.append(time.perf_counter() - started)
     return times[0], times[1]
 
@@ -109,7 +111,7 @@ def main() -> None:
     print(f"calibration metrics and reliability table on 10,000 test images, 8 classes: {calibration_cost():.3f} s")
     if args.demo:
         without, with_ = demo_cost()
-        print(f"demo-sized run (tinycnn, 32 px, 800 images, 1 thread): {without:.2f} s without feature change, "
+        print(f"the demo's FT run (params/demo.yaml, 1 thread): {without:.2f} s without feature change, "
               f"{with_:.2f} s with it (+{with_ - without:.2f} s)")
 
 
