@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from studylib.core.config import RunConfig
+from studylib.study import measures
 from studylib.study.analysis import Study
+from studylib.training.calibration import calibration_metrics
 from studylib.training.metrics import classification_metrics
 from studylib.training.strategies import STUDY_STRATEGIES
 from studylib.views.report import write_report
@@ -39,7 +41,7 @@ def craft(root: Path, cases: int, strategies: list[str], seeds: int, n: int, k: 
                                            "dataset": f"d{case // 3}"}).to_dict()
                 (path / "config.json").write_text(json.dumps(cfg))
                 metrics = {"val": {"balanced_accuracy": float(rng.uniform(0.6, 0.9))},
-                           "test": classification_metrics(labels, probs)}
+                           "test": {**classification_metrics(labels, probs), **calibration_metrics(labels, probs)}}
                 (path / "metrics.json").write_text(json.dumps(metrics))
                 frame = pd.DataFrame({"id": np.arange(n), "label": labels, "pred": probs.argmax(1)})
                 for c in range(k):
@@ -62,7 +64,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--test-size", type=int, default=2000)
     parser.add_argument("--classes", type=int, default=8)
-    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--n-boot", type=int, default=300)
     args = parser.parse_args()
     strategies = list(STUDY_STRATEGIES)[: args.strategies]
     with tempfile.TemporaryDirectory() as folder:
@@ -72,12 +74,15 @@ def main() -> None:
         gains, bacc = timed(lambda: study.gains)
         _, auroc = timed(lambda: Study(root, "auroc", args.n_boot, study.runs).gains)
         _, ranks = timed(lambda: study.rank_tests)
+        _, calibration = timed(measures.study_calibration_gains, study)
         _, report = timed(write_report, root, n_boot=args.n_boot, runs=study.runs)
     print(f"{runs} runs, {len(gains)} gains, {args.seeds} seeds, {args.test_size} test images x {args.classes} classes, "
           f"{args.n_boot} resamples")
-    print("| runs | gains | read + select | gains, balanced accuracy | gains, AUROC | rank tests | whole report |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {runs} | {len(gains)} | {read:.1f} s | {bacc:.1f} s | {auroc:.1f} s | {ranks:.2f} s | {report:.1f} s |")
+    print("| runs | gains | read + select | gains, balanced accuracy | gains, AUROC | rank tests | calibration gains "
+          "(ECE, Brier, NLL) | whole report |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {runs} | {len(gains)} | {read:.1f} s | {bacc:.1f} s | {auroc:.1f} s | {ranks:.2f} s | {calibration:.1f} s "
+          f"| {report:.1f} s |")
 
 
 if __name__ == "__main__":

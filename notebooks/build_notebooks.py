@@ -146,7 +146,7 @@ def analysis() -> None:
                       "    fraction = measures.study_efficiency(study)\n"
                       "    if len(fraction):\n"
                       "        display(Markdown('### Few labels\\n' + reading('fraction', study)))\n"
-                      "        for sentence in measures.ranking_sentences(fraction):\n"
+                      "        for sentence in measures.ranking_sentences(fraction, study.metric, study.gains):\n"
                       "            print(sentence)"),
         new_markdown_cell("## Figures (static PNGs, also in `figures/`)\n"
                           "The critical-difference diagram: " + HOW_TO_READ_CD),
@@ -216,11 +216,13 @@ def teaching() -> None:
             "Every run also compares each block's features on a fixed set of validation images before and after "
             "fine-tuning, with linear CKA (Kornblith et al. 2019): 1 means the block describes the images the same "
             "way as the pretrained network (up to rotation and scale), lower means its features changed.\n\n"
-            "**The prediction.** Kumar et al. (ICLR 2022, *Fine-tuning can distort pretrained features*) argue that "
-            "FT starts with a random head whose large early gradients flow into the backbone and distort the "
-            "pretrained features, most in the blocks next to the head; LP-FT fits the head first (linear probing), "
-            "so the second stage starts near a good solution and changes the features far less. LP never changes "
-            "them. Pick strategies below: the top row is the plan as it ran (green: trained), the bottom row how "
+            "**The prediction.** Kumar et al. (ICLR 2022, *Fine-tuning can distort pretrained features and "
+            "underperform out-of-distribution*) argue that FT starts with a random head whose large early gradients "
+            "flow into the backbone and distort the pretrained features; LP-FT fits the head first (linear probing), "
+            "so the second stage starts near a good solution and changes the features less. LP never changes "
+            "them. (Their argument is about the features as a whole; which blocks move most is what the plot "
+            "lets you look at.) A block's output depends on every block below it, so CKA is cumulative; the "
+            "weight distance is per block. Pick strategies below: the top row is the plan as it ran (green: trained), the bottom row how "
             "far each block's weights moved and how much its features changed."),
         new_code_cell("from studylib.views.teaching import InsideExplorer, inside_figure, lpft_check\n\n"
                       "runs = {s: r.path for s, r in results.items()}\n"
@@ -228,8 +230,8 @@ def teaching() -> None:
                       "path=f'{out_dir}/figures/inside.png')  # the static copy, for a projected or HTML page\n"
                       "print(lpft_check(runs))\nInsideExplorer(runs)"),
         new_markdown_cell(
-            "**Try it.** (1) Predict before you look: which block of G-LF moves most, and why? (It trains the head "
-            "longest, and the top block next.) (2) Compare Auto-RGN with FT: where were its per-block rates smallest "
+            "**Try it.** (1) Predict before you look: which backbone block of G-LF moves most, and why? (G-LF "
+            "unfreezes from the head down, so the top backbone block trains longest.) (2) Compare Auto-RGN with FT: where were its per-block rates smallest "
             "(section 4), and did those blocks' features change less than FT's? (3) Does the "
             "strategy whose features moved most also have the best test score in section 3? On a target task close "
             "to the source, keeping the features (high CKA) is usually enough; on a distant one, moving them pays."),

@@ -1,5 +1,6 @@
 """Analysis on a small real grid: validation-only selection, paired gains, report, widgets, notebooks."""
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -125,6 +126,22 @@ def test_report_is_self_contained_and_shows_the_key_figures(results):
     assert "Critical-difference diagram (P1)" in text and text.count("How to read it:") >= 4
     assert text.count("data:image/png;base64,") >= 4
     assert "figures/gain_heatmap.png" in markdown.read_text()
+    assert "Feature change per block (CKA to the starting network)" in text and "Feature change and the gain" in text
+    assert "Calibration: improvement over FT" in text and "labelled fraction" not in text  # no few-labels grid here
+
+
+def test_report_plots_a_few_labels_grid_and_says_where_the_ranking_changes(results, tmp_path):
+    root = copy_results(results, tmp_path)
+    for run in list((root / "runs").iterdir()):  # the same runs again at 10% of the labels, LP now best
+        twin = run.with_name(run.name + "-few")
+        shutil.copytree(run, twin)
+        config = json.loads((twin / "config.json").read_text())
+        (twin / "config.json").write_text(json.dumps({**config, "train_fraction": 0.1}))
+        set_metric(twin, "test", 0.9 if config["strategy"] == "lp" else 0.3)
+    markdown, page = write_report(root, n_boot=20)
+    text = page.read_text()
+    assert "Test score against the labelled fraction" in text and (root / "figures" / "labelled_fraction.png").is_file()
+    assert "at 10% of the labels the ranking changes" in text and re.search(r"\(LP [2-5] -&gt; 1[,;]", text)
 
 
 def test_explorer_callbacks_without_a_browser(results, tmp_path):
@@ -144,6 +161,9 @@ def test_explorer_callbacks_without_a_browser(results, tmp_path):
     assert explorer.figure is not None and "Friedman" in explorer.figure.axes[0].get_title()
     explorer.controls["metric"].value = "macro_f1"
     assert list(explorer.table().columns[-3:]) == ["mean", "std", "count"]
+    for view in ("feature change per block", "calibration vs FT", "reliability diagram"):
+        explorer.controls["view"].value = view
+        assert explorer.figure is not None, view
 
 
 def test_explorer_on_an_empty_folder(tmp_path):
@@ -173,4 +193,6 @@ def test_teaching_notebook_runs_at_its_smallest_settings(tmp_path):
                                parameters={"mini_size": 160, "mini_epochs": 5, "pretrain_size": 200, "plan_epochs": 3,
                                            "out_dir": str(tmp_path / "teach")})
     assert (tmp_path / "teach" / "figures" / "strategy_maps.png").is_file()
+    assert (tmp_path / "teach" / "figures" / "inside.png").is_file()
+    assert "Top block (stage3): CKA to the start" in (tmp_path / "t.ipynb").read_text()
     assert np.all([(tmp_path / "teach" / s / "metrics.json").is_file() for s in ("lp", "ft", "lp_ft")])

@@ -235,7 +235,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "num_threads": _AT_LEAST_0,
     "train_fraction": ("above 0 and at most 1 (1: the whole training split)", _between(0, 1, low_open=True)),
     "train_per_class": ("0 (off) or more images per class", lambda v: v >= 0),
-    "calibration_bins": ("from 2 to 1000", _between(2, 1000)), "repr_images": ("0 (off) or more", lambda v: v >= 0),
+    "calibration_bins": ("from 2 to 1000", _between(2, 1000)), "repr_images": ("0 (off) or at least 16 (images)", lambda v: v == 0 or v >= 16),
     "log_representations_every": ("0 (only the selected network) or more epochs", lambda v: v >= 0),
     "resume_every_s": ("-1 (never) or 0 or more seconds", lambda v: v == -1 or v >= 0),
 }

@@ -68,8 +68,8 @@ def subsample_train(labels: np.ndarray, split: np.ndarray, groups: np.ndarray | 
     Every training group (an image, or a patient with all its images) gets one seeded random place in a
     queue that does not depend on the fraction; each class (a group's majority label) keeps the shortest
     head of its queue that reaches its target. So for one seed a smaller share is always a subset of a
-    larger one (nested), every class keeps at least one group (of those whose majority it is), and no
-    group is split.
+    larger one (nested), every class keeps at least one group (a class that is no group's majority keeps the
+    first group in the queue that holds it), and no group is split.
     """
     if fraction >= 1 and not per_class:
         return split
@@ -80,7 +80,8 @@ def subsample_train(labels: np.ndarray, split: np.ndarray, groups: np.ndarray | 
     queue = np.random.default_rng([seed, 1000003]).permutation(len(names))  # place of each unit in the queue
     sizes = np.bincount(unit_of, minlength=len(names))
     k = int(labels.max()) + 1
-    majority = np.bincount(unit_of * k + labels[pool], minlength=len(names) * k).reshape(-1, k).argmax(1)
+    per_unit = np.bincount(unit_of * k + labels[pool], minlength=len(names) * k).reshape(-1, k)
+    majority = per_unit.argmax(1)
     keep = np.zeros(len(names), dtype=bool)
     for c in np.unique(majority):
         members = np.flatnonzero(majority == c)
@@ -88,5 +89,8 @@ def subsample_train(labels: np.ndarray, split: np.ndarray, groups: np.ndarray | 
         target = per_class if per_class else math.ceil(fraction * sizes[members].sum())
         taken = np.searchsorted(np.cumsum(sizes[members]), min(target, sizes[members].sum())) + 1
         keep[members[:taken]] = True
+    for c in sorted(set(np.flatnonzero(per_unit.sum(0))) - set(majority)):  # a class no group is mostly of:
+        holders = np.flatnonzero(per_unit[:, c])  # keep its first group in the queue, whatever the share (nested)
+        keep[holders[np.argmin(queue[holders])]] = True
     out[pool[~keep[unit_of]]] = UNUSED
     return out.astype(str)

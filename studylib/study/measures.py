@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from ..core.config import CALIBRATION_METRICS
+from ..core.config import CALIBRATION_METRICS, improvement_sign
 from ..training.strategies import strategy_label
 from .analysis import CASE, _as_text, _grouping_columns, gain_summary
 
@@ -22,7 +22,8 @@ CALIBRATION_SHOWN = ("ece", "brier", "nll")  # the comparison's metrics (ece_mas
 
 # --- feature change ----------------------------------------------------------------------------
 def read_representations(best: pd.DataFrame) -> pd.DataFrame:
-    """The selected network's rows of every run's representations.csv, with the run's keys."""
+    """The selected network's rows of every run's representations.csv, with the run's keys (runs without one
+    are left out: `missing_note` names them)."""
     frames = []
     for run in best.itertuples():
         path = Path(run.path) / "representations.csv"
@@ -34,6 +35,17 @@ def read_representations(best: pd.DataFrame) -> pd.DataFrame:
                                   strategy=run.strategy, seed=run.seed, order=range(len(rows))))
     columns = ["protocol"] + CASE + ["strategy", "seed", "block", "order", "cka", "rel_dist_init"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def missing_note(best: pd.DataFrame) -> str:
+    """A sentence naming selected runs without representations.csv ('' when every run has one)."""
+    missing = [Path(p).name for p in best.path if not (Path(p) / "representations.csv").is_file()] \
+        if len(best) else []
+    if not missing:
+        return ""
+    return (f"{len(missing)} of {len(best)} selected runs have no representations.csv (repr_images=0, or made by an "
+            f"older studylib; e.g. {', '.join(missing[:3])}); feature change averages over the others. Rerun them "
+            "with --overwrite to measure it.")
 
 
 def feature_change(best: pd.DataFrame) -> pd.DataFrame:
@@ -55,11 +67,13 @@ def change_vs_gain(change: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     if change.empty:
         return pd.DataFrame(columns=keys + ["top_block", "cka_top", "cka_mean", "gain", "verdict"])
     ordered = change.sort_values("order")
-    per = ordered.groupby(keys, sort=False).agg(top_block=("block", "last"), cka_top=("cka", "last"),
-                                                cka_mean=("cka", "mean")).reset_index()
+    top = ordered.groupby(keys, sort=False).tail(1).set_index(keys)  # the top block's row, even when its CKA is NaN
+    per = ordered.groupby(keys, sort=False).agg(cka_mean=("cka", "mean")).join(
+        top[["block", "cka"]].rename(columns={"block": "top_block", "cka": "cka_top"})).reset_index()
     gain = gains[keys + ["gain", "verdict"]] if len(gains) else pd.DataFrame(columns=keys + ["gain", "verdict"])
     out = per.merge(gain, on=keys, how="left")
-    is_base = ~out.strategy.isin(gains.strategy) if len(gains) else out.strategy == "ft"
+    baselines = set(zip(gains.protocol, gains.baseline)) if len(gains) else set()
+    is_base = [(p, s) in baselines for p, s in zip(out.protocol, out.strategy)]
     out.loc[is_base, ["gain", "verdict"]] = [0.0, "(baseline)"]
     return out.sort_values(["protocol"] + CASE + ["cka_top"], kind="stable").reset_index(drop=True)
 
@@ -94,31 +108,30 @@ def calibration_gains(best: pd.DataFrame, n_boot: int = 300, correction: str = "
 
 
 # --- few labels --------------------------------------------------------------------------------
-def labelled_axis(done: pd.DataFrame) -> str:
-    """The few-labels field the runs vary: train_per_class (k-shot) or train_fraction."""
-    per_class = pd.to_numeric(done.get("train_per_class", pd.Series(0, index=done.index)), errors="coerce").fillna(0)
-    return "train_per_class" if (per_class > 0).any() else "train_fraction"
-
-
 def efficiency(best: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
-    """Per setting (every held-fixed field but the labelled share) x case x strategy x labelled share:
-    mean test score over seeds with a 95% t-interval over seeds. Empty unless the share varies."""
-    columns = ["setting"] + CASE + ["strategy", "labelled", "mean", "low", "high", "seeds"]
+    """Per setting (every held-fixed field but the labelled share) x case x strategy x labelled amount:
+    mean test score over seeds with a 95% t-interval over seeds, and the mean number of training images.
+    Runs subsampled by share (`train_fraction`, full data included) and by count (`train_per_class`) are
+    two axes, never mixed on one. Empty unless some setting has at least two labelled amounts."""
+    columns = ["setting"] + CASE + ["strategy", "axis", "labelled", "mean", "low", "high", "seeds", "train_images",
+                                    "protocols"]
     if best.empty or not any(f in best for f in FEW_LABEL_FIELDS):
         return pd.DataFrame(columns=columns)
-    axis = labelled_axis(best)
-    frame = best.assign(labelled=pd.to_numeric(best[axis], errors="coerce"), setting=_setting(best))
-    frame = frame[frame.labelled > 0] if axis == "train_per_class" else frame
-    if frame.groupby("setting").labelled.nunique().max() < 2:
-        return pd.DataFrame(columns=columns)
+    per_class = pd.to_numeric(best.get("train_per_class", 0), errors="coerce").fillna(0)
+    share = pd.to_numeric(best.get("train_fraction", 1.0), errors="coerce").fillna(1.0)
+    frame = best.assign(setting=_setting(best), axis=np.where(per_class > 0, "train_per_class", "train_fraction"),
+                        labelled=np.where(per_class > 0, per_class, share),
+                        train_images=pd.to_numeric(best.get("train_images", np.nan), errors="coerce"))
+    varied = frame.groupby(["setting", "axis"]).labelled.transform("nunique") >= 2
     rows = []
-    for keys, runs in frame.groupby(["setting"] + CASE + ["strategy", "labelled"]):
+    for keys, runs in frame[varied].groupby(["setting"] + CASE + ["strategy", "axis", "labelled"]):
         scores = runs[f"test_{metric}"].astype(float).dropna()
         mean, k = float(scores.mean()), len(scores)
         half = float(scipy_stats.t.ppf(0.975, k - 1) * scores.std() / np.sqrt(k)) if k >= 2 else np.nan
-        rows.append(dict(zip(["setting"] + CASE + ["strategy", "labelled"], keys), mean=mean, low=mean - half,
-                         high=mean + half, seeds=k))
-    return pd.DataFrame(rows, columns=columns).assign(axis=axis)
+        rows.append(dict(zip(["setting"] + CASE + ["strategy", "axis", "labelled"], keys), mean=mean,
+                         low=mean - half, high=mean + half, seeds=k, train_images=runs.train_images.mean(),
+                         protocols=",".join(sorted(runs.protocol.unique()))))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _setting(best: pd.DataFrame) -> pd.Series:
@@ -127,40 +140,70 @@ def _setting(best: pd.DataFrame) -> pd.Series:
     return text.map({key: f"S{i + 1}" for i, key in enumerate(sorted(text.unique()))})
 
 
-def ranking_changes(table: pd.DataFrame, improvement_sign: int = 1) -> pd.DataFrame:
-    """Per setting x case x labelled share: each strategy's rank (1 = best mean) and its rank with the most
-    labels, so where the ranking of strategies changes can be read (and said) directly."""
-    if table.empty:
-        return pd.DataFrame(columns=["setting"] + CASE + ["labelled", "strategy", "rank", "rank_full", "moved"])
-    ranks = table.assign(rank=table.groupby(["setting"] + CASE + ["labelled"])["mean"]
-                         .rank(ascending=improvement_sign < 0, method="min"))
-    full = ranks.loc[ranks.groupby(["setting"] + CASE + ["strategy"]).labelled.idxmax()]
-    ranks = ranks.merge(full[["setting"] + CASE + ["strategy", "rank"]].rename(columns={"rank": "rank_full"}),
-                        on=["setting"] + CASE + ["strategy"])
-    ranks["moved"] = ranks["rank"] - ranks["rank_full"]
-    return ranks[["setting"] + CASE + ["labelled", "strategy", "rank", "rank_full", "moved"]]
-
-
-def ranking_sentences(table: pd.DataFrame, improvement_sign: int = 1) -> list[str]:
-    """Plain sentences: at each share below the largest, which strategies change place."""
-    ranks = ranking_changes(table, improvement_sign)
-    sentences = []
-    for keys, group in ranks.groupby(["setting"] + CASE):
+def ranking_changes(table: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
+    """Per setting x case x axis x labelled amount below the largest: each strategy's rank (1 = best mean)
+    there and with the most labels, both among the strategies present at both (a missing run never
+    shifts the others)."""
+    keys = ["setting"] + CASE + ["axis"]
+    columns = keys + ["labelled", "strategy", "rank", "rank_full", "moved", "absent"]
+    rows = []
+    for group_keys, group in table.groupby(keys):
         top = group.labelled.max()
-        order_full = group[group.labelled == top].sort_values("rank").strategy.tolist()
-        for share, at in group[group.labelled < top].groupby("labelled"):
-            moved = at[at.moved != 0].sort_values("rank")
-            where = f"{keys[1]} / {keys[2]}" + (f" ({keys[0]})" if ranks.setting.nunique() > 1 else "")
-            label = _share(share, table.axis.iloc[0])
-            if moved.empty:
-                sentences.append(f"{where}: at {label} the ranking is the same as with {_share(top, table.axis.iloc[0])} "
-                                 f"({' > '.join(map(strategy_label, order_full))}).")
-                continue
+        full = group[group.labelled == top].set_index("strategy")["mean"]
+        for amount, at in group[group.labelled < top].groupby("labelled"):
+            here = at.set_index("strategy")["mean"]
+            common = sorted(set(here.index) & set(full.index))
+            absent = ", ".join(sorted(set(here.index) ^ set(full.index)))
+            ascending = improvement_sign(metric) < 0
+            rank = here[common].rank(ascending=ascending, method="min")
+            rank_full = full[common].rank(ascending=ascending, method="min")
+            rows += [dict(zip(keys, group_keys), labelled=amount, strategy=s, rank=rank[s], rank_full=rank_full[s],
+                          moved=rank[s] - rank_full[s], absent=absent) for s in common]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def ranking_sentences(table: pd.DataFrame, metric: str = "balanced_accuracy",
+                      gains: pd.DataFrame | None = None) -> list[str]:
+    """Plain sentences: at each labelled amount below the largest, which strategies change place (by mean
+    over seeds), and whether any gain over FT at that amount is beyond the noise (its protocol group's
+    corrected verdicts, when `gains` and the protocol column are given)."""
+    ranks = ranking_changes(table, metric)
+    several = ranks.setting.nunique() > 1
+    sentences = []
+    for keys, group in ranks.groupby(["setting"] + CASE + ["axis", "labelled"]):
+        setting, dataset, backbone, axis, amount = keys
+        top = table[(table.setting == setting) & (table.dataset == dataset) & (table.backbone == backbone)
+                    & (table.axis == axis)].labelled.max()
+        where = f"{dataset} / {backbone}" + (f" ({setting})" if several else "")
+        moved = group[group.moved != 0].sort_values("rank")
+        if moved.empty:
+            order = group.sort_values("rank").strategy.map(strategy_label)
+            text = f"at {_share(amount, axis)} the ranking is the one with {_share(top, axis)} ({' > '.join(order)})"
+        else:
             changes = ", ".join(f"{strategy_label(r.strategy)} {int(r.rank_full)} -> {int(r.rank)}"
                                 for r in moved.itertuples())
-            sentences.append(f"{where}: at {label} the ranking changes from the one with "
-                             f"{_share(top, table.axis.iloc[0])} ({changes}; rank by mean over seeds).")
+            text = (f"at {_share(amount, axis)} the ranking changes from the one with {_share(top, axis)} "
+                    f"({changes}; ranks of the mean over seeds)")
+        absent = group.absent.iloc[0]
+        sentences.append(f"{where}: {text}" + (f"; not ranked, missing at one of the two: {absent}" if absent else "")
+                         + _noise_note(table, gains, keys) + ".")
     return sentences
+
+
+def _noise_note(table: pd.DataFrame, gains: pd.DataFrame | None, keys: tuple) -> str:
+    """Whether any gain over FT at this labelled amount has a verdict, from that amount's protocol group."""
+    if gains is None or gains.empty or "protocols" not in table:
+        return ""
+    setting, dataset, backbone, axis, amount = keys
+    rows = table[(table.setting == setting) & (table.dataset == dataset) & (table.backbone == backbone)
+                 & (table.axis == axis) & (table.labelled == amount)]
+    protocols = set(",".join(rows.protocols).split(","))
+    here = gains[gains.protocol.isin(protocols) & (gains.dataset == dataset) & (gains.backbone == backbone)]
+    decided = here[here.verdict.isin(["better", "worse"])]
+    if decided.empty:
+        return "; no gain over FT at this amount is beyond the noise"
+    return "; beyond the noise at this amount: " + ", ".join(f"{strategy_label(r.strategy)} {r.verdict}"
+                                                             for r in decided.itertuples())
 
 
 def _share(value: float, axis: str) -> str:

@@ -4,7 +4,8 @@ Expected calibration error (top-label, Guo et al. 2017) over equal-width bins of
 over equal-mass bins (each bin the same number of images, Nixon et al. 2019: equal width leaves
 most bins empty when a network is confident), the multi-class Brier score (Brier 1950: the mean over
 images of the squared distance between the probability vector and the one-hot label) and the
-negative log-likelihood of the true class.
+negative log-likelihood of the true class (from the stored probabilities, clipped at 1e-12; the
+`loss` beside it comes from the logits and, with class_weighted_loss, is weighted).
 
 Every function takes optional image weights (draws x images) so the analysis's paired bootstrap
 resamples the test images with the same definitions; without weights each image counts once.
@@ -53,7 +54,8 @@ def bin_of(confidence: np.ndarray, bins: int, scheme: str = "width") -> np.ndarr
     except that torchmetrics gives a confidence of exactly 1 a bin of its own); mass: images sorted by
     confidence and cut into B runs of (nearly) equal size (equal confidences may straddle a cut)."""
     if scheme == "width":
-        return np.clip(np.floor(confidence * bins).astype(int), 0, bins - 1)
+        edges = np.linspace(0, 1, bins + 1)  # the same floats torchmetrics compares with
+        return np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
     order = np.argsort(confidence, kind="stable")
     which = np.empty(len(confidence), dtype=int)
     for b, part in enumerate(np.array_split(order, bins)):

@@ -194,8 +194,8 @@ class ResumeSaver:
         self.last = time.monotonic()
 
     def __call__(self, fit) -> None:
-        every = self.cfg.log_representations_every
-        if self.features is not None and every and len(fit.history) % every == 0:
+        logged = self.cfg.log_representations_every
+        if self.features is not None and logged and len(fit.history) % logged == 0:
             self.features.record(len(fit.history) - 1)
             write_csv(self.rundir.file("representations.csv"), self.features.rows)
         write_logs(self.rundir, fit, self.trainer)

@@ -112,7 +112,7 @@ class Explorer:
         except FileNotFoundError as err:  # e.g. tensors.csv, written only with log_tensors=true
             name = Path(err.filename).name
             why = ("per-tensor views need runs made with log_tensors=true" if name == "tensors.csv" else
-                   "the run was made by a studylib that did not write it yet; rerun it to get it")
+                   "the run was made by a studylib that did not write it yet; rerun it with --overwrite to get it")
             return None, f"{self.current_run.name}: {name} is missing ({why})"
 
     def study(self, metric: str) -> Study:

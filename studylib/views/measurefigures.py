@@ -126,25 +126,25 @@ def calibration_gains(gains: pd.DataFrame, path: Path | None = None) -> plt.Figu
 
 
 def labelled_fraction(table: pd.DataFrame, metric: str = "balanced_accuracy", path: Path | None = None) -> plt.Figure:
-    """Test score against the labelled share of the training split (log x axis), a line per strategy with its
-    95% interval over seeds; one panel per setting x dataset x backbone."""
+    """Test score against the labelled share of the training split (or images per class for k-shot runs), log
+    x axis, a line per strategy with its 95% interval over seeds; one panel per setting x dataset x backbone x
+    axis. Tick labels give the mean number of training images actually used (whole groups can exceed a share)."""
     if table.empty:
         return save(message_figure("no few-labels grid here: run params/efficiency.yaml (train_fraction varies)"), path)
-    cases = list(table.groupby(["setting", "dataset", "backbone"], sort=True))
+    cases = list(table.groupby(["setting", "dataset", "backbone", "axis"], sort=True))
     fig, axes = plt.subplots(1, len(cases), figsize=(5.4 * len(cases), 3.9), squeeze=False)
-    axis_name = table.axis.iloc[0]
-    for axis, ((setting, dataset, backbone), group) in zip(axes[0], cases):
+    for axis, ((setting, dataset, backbone, kind), group) in zip(axes[0], cases):
+        share = kind == "train_fraction"
         for i, strategy in enumerate(_ordered(group.strategy)):
             part = group[group.strategy == strategy].sort_values("labelled")
-            x = part.labelled * (100 if axis_name == "train_fraction" else 1)
-            axis.plot(x, part["mean"], marker="o", color=f"C{i % 10}", label=label(strategy))
-            axis.fill_between(x, part.low, part.high, color=f"C{i % 10}", alpha=0.12)
+            axis.plot(part.labelled, part["mean"], marker="o", color=f"C{i % 10}", label=label(strategy))
+            axis.fill_between(part.labelled, part.low, part.high, color=f"C{i % 10}", alpha=0.12)
         axis.set_xscale("log")
-        ticks = sorted(group.labelled.unique())
-        axis.set_xticks([t * (100 if axis_name == "train_fraction" else 1) for t in ticks],
-                        [f"{t:.0%}" if axis_name == "train_fraction" else f"{int(t)}" for t in ticks])
+        ticks = group.groupby("labelled").train_images.mean()
+        axis.set_xticks(list(ticks.index), [(f"{t:.0%}" if share else f"{int(t)}") +
+                                            (f"\n{n:.0f} img" if np.isfinite(n) else "") for t, n in ticks.items()])
         axis.minorticks_off()
-        axis.set(xlabel="labelled training images (share, log scale)" if axis_name == "train_fraction"
+        axis.set(xlabel="labelled share of the training split (log scale)" if share
                  else "labelled images per class (log scale)", ylabel=f"test {metric.replace('_', ' ')}",
                  title=f"{dataset} | {backbone}" + (f" | {setting}" if table.setting.nunique() > 1 else ""))
         axis.grid(alpha=0.3)

@@ -8,7 +8,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..core.config import improvement_sign
 from ..core.fileio import atomic_write
 from ..study import analysis, measures, stats
 from ..study.analysis import Study
@@ -38,13 +37,15 @@ HOW_TO_READ = {
            "them (Demsar 2006); when the Friedman test finds no difference, no post-hoc is read and one bar joins "
            "all. Few blocks make wide bars: with fewer than about 10 cases, a bar over everything means 'not "
            "enough cases', not 'no difference'."),
-    "cka": ("Each line is a strategy; each point is how similar a block's features on held-out validation images "
-            "are to the same block's features before fine-tuning (linear CKA: 1 = unchanged up to rotation and "
-            "scale, lower = changed more), mean over seeds. Blocks that never trained stay at 1; LP-FT's authors "
-            "predict its top blocks move less than FT's, because the head it starts from is already fitted."),
+    "cka": ("Each line is a strategy; each point is how similar a block's output on held-out validation images is "
+            "to the same block's output before fine-tuning (debiased linear CKA: 1 = unchanged up to rotation and "
+            "scale, 0 = unrelated), mean over seeds. A block's output depends on every block below it, so CKA is "
+            "cumulative (only blocks below the lowest trained one stay at 1); LP-FT's authors predict it changes "
+            "the features less than FT, because the head it starts from is already fitted."),
     "relation": ("One row per strategy: CKA of the top backbone block and averaged over blocks, beside the gain over "
-                 "FT from the gain table. The Spearman correlation across strategies is descriptive (one point per "
-                 "strategy), not a test: it says whether moving the features further went with more accuracy here."),
+                 "FT from the gain table. The Spearman correlation across strategies (of top-block CKA with the "
+                 "gain) is descriptive, one point per strategy, not a test: negative means the strategies whose top "
+                 "features moved more gained more here, positive that keeping them paid."),
     "calibration": ("Expected calibration error (top-label, equal-width bins), Brier score and negative log-likelihood "
                     "on test; lower is better for all three. The gains are FT's value minus the strategy's (positive: "
                     "better calibrated) with the same intervals and correction as accuracy, each metric its own family."),
@@ -178,8 +179,9 @@ def _beyond_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         several = relation.protocol.nunique() > 1
         text = "; ".join(f"{r.dataset} / {r.backbone}" + (f" ({r.protocol})" if several else "") + ": Spearman {r.spearman:+.2f} over {r.strategies} strategies"
                          for r in rho.itertuples() if pd.notna(r.spearman))
+        note = measures.missing_note(study.best)
         sections["Feature change and the gain over FT"] = (
-            relation.round(4), reading("relation", study) + (f" Here: {text}." if text else ""))
+            relation.round(4), reading("relation", study) + (f" Here: {text}." if text else "") + (f" {note}" if note else ""))
     table = measures.calibration_table(study.best)
     gains = measures.study_calibration_gains(study)
     if len(gains):
@@ -189,7 +191,7 @@ def _beyond_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         sections["Calibration: improvement over FT, 95% interval, corrected verdict"] = (gains[columns].round(4), "")
     fraction = measures.study_efficiency(study)
     if len(fraction):
-        sentences = measures.ranking_sentences(fraction, improvement_sign(study.metric))
+        sentences = measures.ranking_sentences(fraction, study.metric, study.gains)
         sections["Where the ranking changes with fewer labels"] = (
             "\n".join(f"- {s}" for s in sentences), reading("fraction", study))
     return sections
@@ -211,7 +213,8 @@ def _markdown(study: Study, sections: dict, figures: dict[str, Path]) -> str:
 def _figure_reading(title: str, study: Study) -> str:
     if title.startswith("Critical-difference"):
         return reading("cd", study)
-    for start, part in (("Feature change per", "cka"), ("Calibration", "calibration"), ("Test score against", "fraction")):
+    for start, part in (("Feature change per", "cka"), ("Feature change against", "relation"),
+                        ("Calibration", "calibration"), ("Test score against", "fraction")):
         if title.startswith(start):
             return reading(part, study)
     if title.startswith("Gain over FT"):

@@ -108,16 +108,19 @@ def inside_figure(runs: dict[str, str | Path], path=None) -> plt.Figure:
 
 
 def lpft_check(runs: dict[str, str | Path]) -> str:
-    """One sentence: does LP-FT keep its top features closer to the start than FT, as its authors predict?"""
+    """Does LP-FT keep its top features closer to the start than FT, as its authors predict? Said of these
+    runs (one seed each): a single seed shows the direction, not whether it holds beyond seed noise."""
     tables = inside_tables({s: r for s, r in runs.items() if s in ("ft", "lp_ft")})
     if len(tables) < 2 or any(t["change"] is None or t["change"].empty for t in tables.values()):
         return "Run both FT and LP-FT (with repr_images > 0) to check the prediction."
     ft, lpft = (tables[s]["change"].iloc[-1] for s in ("ft", "lp_ft"))
     agrees = lpft.cka > ft.cka
-    return (f"Top block ({ft.block}): CKA to the start {lpft.cka:.3f} after LP-FT against {ft.cka:.3f} after FT, "
-            f"weights moved {lpft.rel_dist_init:.3f} against {ft.rel_dist_init:.3f} (relative distance): "
-            + ("the plot agrees with the prediction: LP-FT changed the top features less."
-               if agrees else "here the plot does not agree: LP-FT changed the top features at least as much as FT."))
+    return (f"Top block ({ft.block}): CKA to the start {lpft.cka:.3f} after LP-FT against {ft.cka:.3f} after FT "
+            f"(difference {lpft.cka - ft.cka:+.3f}), weights moved {lpft.rel_dist_init:.3f} against "
+            f"{ft.rel_dist_init:.3f} (relative distance). "
+            + ("In this run the direction agrees with the prediction: LP-FT changed the top features less."
+               if agrees else "In this run the direction does not agree: LP-FT changed the top features at least "
+               "as much as FT.") + " One seed each: rerun with other seeds before calling it a pattern.")
 
 
 class InsideExplorer:
