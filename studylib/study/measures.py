@@ -83,7 +83,8 @@ def change_correlation(relation: pd.DataFrame) -> pd.DataFrame:
     (descriptive: one point per strategy)."""
     rows = []
     for keys, group in relation.dropna(subset=["cka_top", "gain"]).groupby(["protocol"] + CASE):
-        rho = scipy_stats.spearmanr(group.cka_top, group.gain).statistic if len(group) >= 3 else np.nan
+        varies = len(group) >= 3 and group.cka_top.nunique() > 1 and group.gain.nunique() > 1
+        rho = scipy_stats.spearmanr(group.cka_top, group.gain).statistic if varies else np.nan  # else undefined
         rows.append(dict(zip(["protocol"] + CASE, keys), strategies=len(group), spearman=float(rho)))
     return pd.DataFrame(rows, columns=["protocol"] + CASE + ["strategies", "spearman"])
 
