@@ -51,8 +51,9 @@ HOW_TO_READ = {
                     "better calibrated) with the same intervals and correction as accuracy, each metric its own family."),
     "fraction": ("Each line is a strategy's test score, mean over seeds with its 95% interval over seeds, as the "
                  "labelled share of the training split grows (log axis; validation and test untouched; smaller "
-                 "shares are subsets of larger ones). Lines that cross are where the ranking changes; whether a "
-                 "difference at one share is beyond the noise is in that share's gain table (its own protocol group)."),
+                 "shares are subsets of larger ones; selection and early stopping use the full validation split at every "
+                 "share). Lines that cross are where the ranking changes; whether a difference at one share is beyond "
+                 "the noise is in that share's gain table (its own protocol group)."),
     "budget": ("Settings tried per strategy (per case and seed) before the best on validation was kept. Unequal "
                "budgets favour the strategy with more tries, so compare strategies with equal counts."),
 }

@@ -143,13 +143,13 @@ class InsideExplorer:
     def refresh(self) -> None:
         from IPython.display import display
 
-        if self.figure is not None:
-            plt.close(self.figure)
         chosen = {s: self.runs[s] for s in self.picker.value}
         self.figure = inside_figure(chosen) if chosen else None
         with self.output:
             self.output.clear_output(wait=True)
             display(self.figure) if self.figure is not None else print("pick at least one strategy")
+        if self.figure is not None:  # shown in the widget; closed so the notebook does not show a stale copy below
+            plt.close(self.figure)
 
     def _ipython_display_(self) -> None:
         import ipywidgets as widgets
