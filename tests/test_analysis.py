@@ -5,6 +5,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import papermill
 import pytest
@@ -196,3 +197,57 @@ def test_teaching_notebook_runs_at_its_smallest_settings(tmp_path):
     assert (tmp_path / "teach" / "figures" / "inside.png").is_file()
     assert "Top block (stage3): CKA to the start" in (tmp_path / "t.ipynb").read_text()
     assert np.all([(tmp_path / "teach" / s / "metrics.json").is_file() for s in ("lp", "ft", "lp_ft")])
+
+
+METRIC_VIEWS = {"gain over FT", "critical-difference diagram", "accuracy per strategy", "cost vs accuracy",
+                "learning curves"}  # the views whose numbers change with the metric
+
+
+def figure_text(figure) -> str:
+    parts = [figure._suptitle.get_text() if figure._suptitle else ""]
+    for axis in figure.axes:
+        parts += [axis.get_title(), axis.get_xlabel(), axis.get_ylabel()]
+    return " ".join(parts)
+
+
+def test_every_explorer_view_draws_one_figure_labelled_with_the_metric(results, tmp_path):
+    from studylib.views.explorer import RUN_VIEWS, STUDY_VIEWS
+
+    explorer = Explorer(results, figures_dir=tmp_path, n_boot=20)
+    explorer.controls["metric"].value = "macro_f1"
+    for view in list(STUDY_VIEWS) + list(RUN_VIEWS):
+        explorer.controls["view"].value = view
+        if view == "per-tensor learning rate":  # needs log_tensors=true runs: a message instead
+            assert explorer.figure is None and "log_tensors" in explorer.message
+            continue
+        assert explorer.figure is not None, view
+        assert not plt.fignum_exists(explorer.figure.number), f"{view}: left open, pyplot would show it twice"
+        if view in METRIC_VIEWS:
+            assert "macro f1" in figure_text(explorer.figure).replace("_", " "), view
+    explorer.controls["view"].value = "accuracy per strategy"
+    for metric in ("balanced_accuracy", "auroc", "kappa"):
+        explorer.controls["metric"].value = metric
+        axis = explorer.figure.axes[0]
+        assert metric.replace("_", " ") in axis.get_ylabel()
+        chance = [line for line in axis.get_lines() if line.get_label().startswith("chance")]
+        assert chance and axis.get_ylim()[1] < 1.0 + 0.2  # chance marked, the axis zoomed to the data
+
+
+def test_the_epoch_bar_ends_full_at_the_epochs_history_holds_when_early_stopping_fires(tiny, tmp_path, monkeypatch):
+    import studylib.training.engine as engine
+
+    bars = []
+
+    class Recorded(engine.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(engine, "tqdm", Recorded)
+    from studylib.training.runner import run
+
+    result = run(tiny(max_epochs=8, patience=1, lr=1e-12, quiet=False), tmp_path / "run")
+    assert result.metrics["stopped_early"]
+    epoch_bar = next(b for b in bars if b.unit == "epoch")
+    assert epoch_bar.n == epoch_bar.total == result.metrics["epochs_run"]
+    assert "stopped early" in epoch_bar.postfix

@@ -481,6 +481,12 @@ class Study:
         return notes
 
     @property
+    def classes(self) -> int | None:
+        """The number of classes when every selected run has the same (figures mark chance only then)."""
+        counts = self.best["classes"].dropna().unique() if "classes" in self.best else []
+        return int(counts[0]) if len(counts) == 1 else None
+
+    @property
     def bn_mixed(self) -> bool:
         gains = self.gains
         return bool(len(gains)) and bool(gains.bn_differs.fillna(False).any())

@@ -39,6 +39,7 @@ def run_row(path: Path) -> dict:
         row.update({f"test_{m}": metrics.get("test", {}).get(m) for m in CALIBRATION_METRICS})
         row.update({k: metrics.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "wall_seconds",
                                                "peak_memory_mb", "trainable_params", "total_params", "run_hash")})
+        row["classes"] = len(metrics.get("classes") or []) or None
         counts = read_json_dict_or_empty(path / "data_report.json").get("counts", {}).get("train")
         row["train_images"] = sum(counts.values()) if isinstance(counts, dict) else None
         env = read_json_dict_or_empty(path / "env.json")

@@ -236,9 +236,9 @@ class Trainer:
         """Train from `loop.next_epoch` (0, or where a restored checkpoint stopped) to the end."""
         loop, result = self.loop, self.result
         epochs = range(loop.next_epoch, self.cfg.max_epochs if not loop.done else loop.next_epoch)
-        bar = tqdm(epochs, initial=loop.next_epoch, total=self.cfg.max_epochs,
+        bar = tqdm(initial=loop.next_epoch, total=self.cfg.max_epochs, unit="epoch",
                    desc=f"{self.cfg.strategy} {self.cfg.backbone}", disable=not self.show)
-        for epoch in bar:
+        for epoch in epochs:
             started = time.perf_counter()
             plan = self.strategy.plan(epoch, self.probe)
             self.apply(plan)
@@ -264,8 +264,13 @@ class Trainer:
             loop.done = plan.final_stage and loop.stale >= self.cfg.patience
             result.stopped_early = loop.done and epoch < self.cfg.max_epochs - 1
             self.on_epoch_end(result)
+            bar.update(1)  # counted after the epoch, so the bar ends at the epochs history.csv holds
             if loop.done:
+                if result.stopped_early:
+                    bar.set_postfix_str(f"stopped early: no improvement for {self.cfg.patience} epochs")
+                bar.total = bar.n  # a finished bar, not an interrupted (red) one
                 break
+        bar.close()
         if loop.best_state is not None:
             self.model.load_state_dict(loop.best_state)  # the best-validation weights, before any test
         return result

@@ -14,6 +14,7 @@ import pandas as pd
 from IPython.display import display
 
 from ..core.config import METRICS
+from ..core.fileio import read_json_dict_or_empty
 from ..study import measures
 from ..study.analysis import Study
 from ..study.results import collect
@@ -25,10 +26,16 @@ RUN_VIEWS = {
     "per-block RGN": lambda run, metric: runfigures.block_lr_heatmap(run, "rgn"),
     "per-block distance moved": lambda run, metric: runfigures.block_lr_heatmap(run, "rel_dist_init"),
     "per-tensor learning rate": lambda run, metric: runfigures.tensor_heatmap(run, "lr"),
-    "trainable blocks": lambda run, metric: studyfigures.unfreezing_timeline({Path(run).name[:30]: run}),
+    "trainable blocks": lambda run, metric: studyfigures.unfreezing_timeline({_run_name(run): run}),
     "confusion matrix": lambda run, metric: runfigures.confusion_matrix(run),
     "reliability diagram": lambda run, metric: measurefigures.reliability_diagram(run),
 }
+def _run_name(run: Path) -> str:
+    """'gu_last_first seed 684' from the run's config (folder names are long hashes)."""
+    config = read_json_dict_or_empty(Path(run) / "config.json")
+    return f"{config.get('strategy', Path(run).name)} seed {config.get('seed', '?')}"
+
+
 STUDY_VIEWS = ("gain over FT", "critical-difference diagram", "accuracy per strategy", "cost vs accuracy",
                "feature change per block", "feature change vs gain", "calibration vs FT", "labelled fraction")
 
@@ -85,8 +92,8 @@ class Explorer:
         return Path(match.path.iloc[0]) if len(match) else None
 
     def refresh(self) -> None:
-        """Redraw the chosen view and write it as PNG."""
-        plt.close(self.figure) if self.figure is not None else None
+        """Redraw the chosen view, write it as PNG, show it in the widget and close it (pyplot would otherwise
+        show the first figure again below the widget when the cell ends)."""
         view = self.value("view")
         self.figure, self.message = self._draw(view)
         if self.figure is not None:
@@ -97,6 +104,8 @@ class Explorer:
                 print(self.message)
             if self.figure is not None:
                 display(self.figure)
+        if self.figure is not None:
+            plt.close(self.figure)
 
     def _draw(self, view: str) -> tuple[plt.Figure | None, str]:
         if self.done.empty:
@@ -128,7 +137,7 @@ class Explorer:
         if view == "critical-difference diagram":
             return studyfigures.cd_diagrams(study.rank_tests, metric=metric)
         if view == "accuracy per strategy":
-            return studyfigures.accuracy_bars(study.accuracy)
+            return studyfigures.accuracy_bars(study.accuracy, metric=metric, classes=study.classes)
         if view == "feature change per block":
             return measurefigures.cka_by_block(measures.study_change(study))
         if view == "feature change vs gain":
@@ -137,7 +146,7 @@ class Explorer:
             return measurefigures.calibration_gains(measures.study_calibration_gains(self.study("balanced_accuracy")))
         if view == "labelled fraction":
             return measurefigures.labelled_fraction(measures.study_efficiency(study), metric)
-        return studyfigures.cost_vs_accuracy(study.best)
+        return studyfigures.cost_vs_accuracy(study.best, metric=metric)
 
     def widget(self) -> widgets.Widget:
         top = widgets.HBox([self.controls["view"], self.controls["metric"]])

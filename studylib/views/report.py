@@ -76,7 +76,7 @@ def study_figures(study: Study) -> dict[str, Path]:
         keep(f"Critical-difference diagram ({protocol})", f"critical_difference_{protocol}",
              lambda p, t=test: studyfigures.cd_diagram(t, p))
     keep("Test accuracy per strategy (mean +- sd over seeds)", "accuracy",
-         lambda p: studyfigures.accuracy_bars(study.accuracy, p))
+         lambda p: studyfigures.accuracy_bars(study.accuracy, p, study.metric, study.classes))
     rgn = study.example_run("auto_rgn", "layers.csv")
     if rgn is not None:
         keep("Auto-RGN: per-block learning rate over epochs", "auto_rgn_block_lr",
@@ -86,7 +86,7 @@ def study_figures(study: Study) -> dict[str, Path]:
     if timeline:
         keep("Trainable blocks per epoch", "unfreezing_timeline",
              lambda p: studyfigures.unfreezing_timeline(timeline, p))
-    keep("Cost against accuracy", "cost_vs_accuracy", lambda p: studyfigures.cost_vs_accuracy(study.best, p))
+    keep("Cost against accuracy", "cost_vs_accuracy", lambda p: studyfigures.cost_vs_accuracy(study.best, p, study.metric))
     change = measures.study_change(study)
     if len(change):
         keep("Feature change per block (CKA to the starting network)", "cka_by_block",

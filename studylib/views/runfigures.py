@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt  # headless, matplotlib falls back to Agg by itself
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from ..core.fileio import read_json
 
@@ -32,7 +33,7 @@ def learning_curves(run_dir: str | Path, metric: str = "balanced_accuracy") -> p
     """Training and validation loss, and the validation metric, per epoch; stage changes marked."""
     run_dir = Path(run_dir)
     history = pd.read_csv(run_dir / "history.csv")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")  # the suptitle gets its own room
     left.plot(history.epoch, history.train_loss, label="train")
     left.plot(history.epoch, history.val_loss, label="validation")
     left.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -45,6 +46,7 @@ def learning_curves(run_dir: str | Path, metric: str = "balanced_accuracy") -> p
     right.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=f"validation {metric.replace('_', ' ')}")
     for axis in (left, right):
         _mark_stages(axis, history)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     fig.suptitle(_title(run_dir))
     return save(fig, _figure_path(run_dir, "learning_curves"))
 

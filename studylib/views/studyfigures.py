@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..training.strategies import list_strategies
+from ..training.strategies import strategy_label as label
 from .runfigures import layer_heatmap, save
 
 
@@ -37,7 +38,8 @@ def gain_heatmap(summary: pd.DataFrame, path: Path | None = None, title: str = "
     for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
         verdict = noise.iat[i, j]
         text = "missing" if not np.isfinite(value) else f"{value:+.3f}" + ("" if verdict in ("better", "worse") else "~")
-        axis.text(j, i, text, ha="center", va="center", fontsize=8)
+        dark = np.isfinite(value) and abs(value) > 0.6 * limit  # the colour map's ends are dark: white text there
+        axis.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
     axis.set(xticks=range(table.shape[1]), yticks=range(table.shape[0]),
              title=title or "test balanced-accuracy gain over FT (~: no verdict: inside the noise or too few seeds)")
     axis.set_xticklabels(table.columns, fontsize=8)
@@ -46,17 +48,35 @@ def gain_heatmap(summary: pd.DataFrame, path: Path | None = None, title: str = "
     return save(fig, path)
 
 
-def accuracy_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
-    """Mean +- sd over seeds of the test metric per strategy, one panel per dataset x backbone."""
+def chance_level(metric: str, classes: int | None) -> float | None:
+    """What guessing scores: balanced accuracy 1/k, AUROC 0.5, kappa 0; None where it depends on the data."""
+    if metric == "balanced_accuracy" and classes:
+        return 1 / classes
+    return {"auroc": 0.5, "kappa": 0.0}.get(metric)
+
+
+def accuracy_bars(table: pd.DataFrame, path: Path | None = None, metric: str = "balanced_accuracy",
+                  classes: int | None = None) -> plt.Figure:
+    """Mean +- sd over seeds of the test metric per strategy, one panel per dataset x backbone; the axis
+    zoomed to the data (differences of a few points stay visible) with the chance level marked."""
     cases = table.groupby(["protocol", "dataset", "backbone"])
     several = table.protocol.nunique() > 1
+    chance = chance_level(metric, classes)
     fig, axes = plt.subplots(1, max(1, len(cases)), figsize=(4.5 * max(1, len(cases)), 3.2), squeeze=False)
     for axis, ((protocol, dataset, backbone), group) in zip(axes[0], cases):
         group = group.set_index("strategy").reindex(_ordered(group.strategy))
-        axis.bar(range(len(group)), group["mean"], yerr=group["std"].fillna(0), color="C0", capsize=3)
-        axis.set_xticks(range(len(group)), group.index, rotation=60, ha="right")
+        spread = group["std"].fillna(0)
+        axis.errorbar(range(len(group)), group["mean"], yerr=spread, fmt="o", color="C0", capsize=3)
+        low, high = np.nanmin(group["mean"] - spread), np.nanmax(group["mean"] + spread)
+        if chance is not None:
+            axis.axhline(chance, color="grey", ls="--", lw=0.8, label=f"chance ({chance:.2f})")
+            low = min(low, chance)
+            axis.legend(fontsize=7, loc="lower right")
+        margin = 0.08 * max(high - low, 0.02)
+        axis.set_xticks(range(len(group)), [label(s) for s in group.index], rotation=60, ha="right")
         axis.set(title=f"{dataset} | {backbone}" + (f" | {protocol}" if several else ""),
-                 ylabel="test balanced accuracy", ylim=(0, 1))
+                 ylabel=f"test {metric.replace('_', ' ')}", ylim=(low - margin, high + margin))
+    fig.tight_layout()
     return save(fig, path)
 
 
@@ -68,24 +88,32 @@ def run_layers(run: str | Path, value: str = "lr", path: Path | None = None) -> 
 
 def unfreezing_timeline(runs: dict[str, str | Path], path: Path | None = None) -> plt.Figure:
     """Which blocks train at each epoch, one panel per strategy (gradual unfreezing, LP-FT, ...)."""
-    fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(4.2 * max(1, len(runs)), 3), squeeze=False)
-    for axis, (label, run) in zip(axes[0], runs.items()):
+    from matplotlib.patches import Patch
+
+    fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(4.2 * max(1, len(runs)), 3.2), squeeze=False)
+    for axis, (name, run) in zip(axes[0], runs.items()):
         layers = pd.read_csv(Path(run) / "layers.csv")
         blocks = list(dict.fromkeys(layers.block))
         table = layers.pivot(index="block", columns="epoch", values="trainable").reindex(blocks).astype(float)
         axis.imshow(table.to_numpy(), cmap="Greens", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-        axis.set(yticks=range(len(blocks)), yticklabels=blocks, xlabel="epoch", title=f"{label}: trainable blocks")
+        axis.set_xticks(range(table.shape[1]), table.columns)
+        axis.set(yticks=range(len(blocks)), yticklabels=blocks, xlabel="epoch", title=f"{label(name)}: trainable blocks")
+    fig.legend(handles=[Patch(facecolor=plt.cm.Greens(1.0), edgecolor="grey", label="trains"),
+                        Patch(facecolor=plt.cm.Greens(0.0), edgecolor="grey", label="frozen")],
+               loc="upper right", fontsize=7, ncol=2)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save(fig, path)
 
 
-def cost_vs_accuracy(best: pd.DataFrame, path: Path | None = None) -> plt.Figure:
-    """Wall time and trainable parameters against test balanced accuracy, one point per run."""
+def cost_vs_accuracy(best: pd.DataFrame, path: Path | None = None, metric: str = "balanced_accuracy") -> plt.Figure:
+    """Wall time and trainable parameters against the test metric, one point per run."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    column = f"test_{metric}"
     for i, strategy in enumerate(_ordered(best.strategy)):
         part = best[best.strategy == strategy]
-        left.scatter(part.wall_seconds, part.test_balanced_accuracy, label=strategy, color=f"C{i % 10}")
-        right.scatter(part.trainable_params, part.test_balanced_accuracy, color=f"C{i % 10}")
-    left.set(xlabel="wall time (s)", ylabel="test balanced accuracy", title="time")
+        left.scatter(part.wall_seconds, part[column], label=label(strategy), color=f"C{i % 10}")
+        right.scatter(part.trainable_params, part[column], color=f"C{i % 10}")
+    left.set(xlabel="wall time (s)", ylabel=f"test {metric.replace('_', ' ')}", title="time")
     right.set(xlabel="trainable parameters (max over epochs)", title="parameters")
     if (pd.to_numeric(best.get("trainable_params"), errors="coerce") > 0).any():
         right.set_xscale("log")
