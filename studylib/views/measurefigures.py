@@ -71,7 +71,7 @@ def change_vs_gain(relation: pd.DataFrame, path: Path | None = None) -> plt.Figu
 
 def reliability_diagram(run_dir: str | Path, path: Path | None = None) -> plt.Figure:
     """Accuracy against mean confidence per bin (equal width and equal mass) of one run's test predictions,
-    with the gaps shaded and the ECE in the title."""
+    with the ECE in the title; written to RUN/figures/reliability_diagram.png unless `path` says otherwise."""
     import json
 
     run_dir = Path(run_dir)
@@ -91,7 +91,7 @@ def reliability_diagram(run_dir: str | Path, path: Path | None = None) -> plt.Fi
     fig.suptitle(f"{run_dir.name}: reliability on test (Brier {test.get('brier', np.nan):.3f}, "
                  f"NLL {test.get('nll', np.nan):.3f})", fontsize=9)
     fig.tight_layout()
-    return save(fig, path)
+    return save(fig, path if path is not None else run_dir / "figures" / "reliability_diagram.png")
 
 
 def calibration_gains(gains: pd.DataFrame, path: Path | None = None) -> plt.Figure:
