@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..training.strategies import strategy_label
-from .runfigures import save
+from .runfigures import _title, save
 from .studyfigures import _ordered, message_figure
 
 label = strategy_label  # 'lp_ft' -> 'LP-FT'
@@ -88,7 +88,7 @@ def reliability_diagram(run_dir: str | Path, path: Path | None = None) -> plt.Fi
         axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean confidence (top class)", ylabel="accuracy",
                  title=f"equal-{scheme} bins: ECE {ece:.3f}" if ece is not None else f"equal-{scheme} bins")
     axes[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"{run_dir.name}: reliability on test (Brier {test.get('brier', np.nan):.3f}, "
+    fig.suptitle(f"{_title(run_dir)}: reliability on test (Brier {test.get('brier', np.nan):.3f}, "
                  f"NLL {test.get('nll', np.nan):.3f})", fontsize=9)
     fig.tight_layout()
     return save(fig, path if path is not None else run_dir / "figures" / "reliability_diagram.png")
