@@ -7,6 +7,8 @@ every config field with its default and help text (papermill --help-notebook sho
 """
 from __future__ import annotations
 
+import inspect
+import re
 from pathlib import Path
 
 import nbformat
@@ -22,12 +24,44 @@ KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name
           "language_info": {"name": "python"}}
 
 
-def parameters_cell(extra: list[str]) -> nbformat.NotebookNode:
-    defaults = RunConfig().to_dict()
-    lines = ["# Parameters (papermill replaces this cell's values; python -m studylib config explains each)"]
-    for name, text in field_help().items():
-        kind = type(defaults[name]).__name__
-        lines.append(f"{name}: {kind} = {defaults[name]!r}  # {text}")
+# Opened by hand, the experiment notebook shows transfer in about a minute on a laptop CPU: the synthetic
+# source checkpoint (written by its next cell when missing), 32 px, 8 epochs. Grids pass every field.
+TEACHING_DEFAULTS = {"strategy": "lp_ft", "weights": "../outputs/pretrained/tinycnn-synthetic-source.pt",
+                     "image_size": 32, "batch_size": 32, "max_epochs": 8, "patience": 3, "lp_epochs": 3,
+                     "gu_epochs_per_stage": 1, "synthetic_size": 640}
+MOST_CHANGED = ("dataset", "backbone", "strategy", "weights", "seed")  # first, above the grouped rest
+
+
+def field_sections() -> dict[str, str]:
+    """Field name -> the `# --- section ---` comment above it in the RunConfig source."""
+    sections, current = {}, ""
+    for line in inspect.getsource(RunConfig).splitlines():
+        header = re.match(r"\s+# --- (.*) ---", line)
+        field = re.match(r"\s+(\w+): \w+ = ", line)
+        if header:
+            current = header.group(1)
+        elif field:
+            sections[field.group(1)] = current
+    return sections
+
+
+def parameters_cell(extra: list[str], overrides: dict | None = None) -> nbformat.NotebookNode:
+    defaults = {**RunConfig().to_dict(), **(overrides or {})}
+    helps, sections = field_help(), field_sections()
+
+    def line(name: str) -> str:
+        return f"{name}: {type(defaults[name]).__name__} = {defaults[name]!r}  # {helps[name]}"
+
+    lines = ["# Parameters (papermill replaces this cell's values; python -m studylib config explains each)",
+             "# --- the ones people change most ---"] + [line(n) for n in MOST_CHANGED]
+    section = None
+    for name in helps:
+        if name in MOST_CHANGED:
+            continue
+        if sections[name] != section:
+            section = sections[name]
+            lines.append(f"# --- {section} ---")
+        lines.append(line(name))
     lines += extra
     cell = new_code_cell("\n".join(lines))
     cell.metadata["tags"] = ["parameters"]
@@ -45,14 +79,23 @@ def experiment() -> None:
     write("experiment.ipynb", [
         new_markdown_cell(
             "# One experiment: a backbone, a strategy, a dataset\n\n"
-            "Run it top to bottom in JupyterLab, or in batch: `python -m studylib grid params/smoke.yaml` "
+            "Run it top to bottom in JupyterLab: by default it fine-tunes a tiny CNN, pretrained on the synthetic "
+            "source task (written on first use), on the synthetic target task with LP-FT, in about a minute on a "
+            "laptop CPU. Change the first five parameters to try another dataset, backbone, strategy, weights "
+            "or seed. In batch, `python -m studylib grid params/smoke.yaml` "
             "executes this notebook once per grid cell with papermill and keeps the executed copy in the "
             "run folder. Change any parameter below; all logic lives in the `studylib` package."),
         parameters_cell([
+            "# --- this notebook ---",
             'out_dir: str = "../outputs/notebook-run"  # run folder (config.json, metrics.json, history.csv, ...)',
             "overwrite: bool = True  # replace a finished run already in out_dir",
             "resume: bool = False  # keep a finished run of the same config in out_dir instead of training again",
-        ]),
+        ], TEACHING_DEFAULTS),
+        new_code_cell(
+            "from pathlib import Path\n\n"
+            "if weights.endswith('tinycnn-synthetic-source.pt') and not Path(weights).is_file():\n"
+            "    from studylib.training.pretrain import pretrain, pretrain_config\n\n"
+            "    pretrain(weights, pretrain_config(quiet=True))  # the offline stand-in for ImageNet, once (about 40 s)"),
         new_code_cell(
             "from studylib import RunConfig, run\n"
             "from studylib.core.config import FIELDS\n\n"
