@@ -49,7 +49,8 @@ def demo(out: str | Path = "outputs/demo", engine: str = "inline", workers: int 
 
 def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """Test balanced accuracy per strategy (mean, sd, seeds) and its paired gain over FT with the
-    report's interval and corrected verdict (the same numbers as report.html), then the test ECE and how
+    report's interval and corrected verdict over the seeds both ran (`pairs`; the same numbers as report.html),
+    then the test ECE and how
     much the top block's features changed (CKA to the start: 1 = unchanged), means over seeds."""
     from .study import measures
     from .study.analysis import Study
@@ -58,8 +59,9 @@ def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
     if study.best.empty:
         return pd.DataFrame()
     table = study.accuracy.set_index("strategy")[["mean", "std", "count"]].rename(columns={"count": "seeds"})
-    gains = study.gains.set_index("strategy")[["gain", "low", "high", "verdict"]]
-    table = table.join(gains.rename(columns={"gain": "gain_over_ft"}))
+    gains = study.gains.set_index("strategy")[["seeds", "gain", "low", "high", "verdict"]]
+    table = table.join(gains.rename(columns={"gain": "gain_over_ft", "seeds": "pairs"}))  # paired seeds only
+    table["pairs"] = table["pairs"].astype("Int64")
     calibration = measures.calibration_table(study.best)
     if "ece" in calibration:
         table = table.join(calibration.set_index("strategy")["ece"])

@@ -129,6 +129,10 @@ def test_report_is_self_contained_and_shows_the_key_figures(results):
     assert "figures/gain_heatmap.png" in markdown.read_text()
     assert "Feature change per block (CKA to the starting network)" in text and "Feature change and the gain" in text
     assert "Calibration: improvement over FT" in text and "labelled fraction" not in text  # no few-labels grid here
+    opening = markdown.read_text().split("## ")[0]  # the headline and methods paragraphs, before any section
+    assert "4 fine-tuning strategies (Auto-RGN, G-LF, LP, LP-FT) were compared with full fine-tuning (FT)" in opening
+    assert "2 paired seeds" in opening and "Methods. Data: synthetic" in opening and "at most 5 epochs" in opening
+    assert "<td>LP-FT</td>" in text and "<td>lp_ft</td>" not in text  # labels, not registry ids, in the tables
 
 
 def test_report_plots_a_few_labels_grid_and_says_where_the_ranking_changes(results, tmp_path):

@@ -164,6 +164,14 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
+def protocol_names(done: pd.DataFrame) -> dict[str, str]:
+    """'P1' -> 'medmnist_size=28': each protocol group named by the fields that set it apart."""
+    text = _as_text(done[_grouping_columns(done)], missing="unknown")
+    differing = [f for f in text if text[f].nunique() > 1]
+    groups = text[differing].groupby(done.protocol).first()
+    return {p: ", ".join(f"{f}={row[f]}" for f in differing) or p for p, row in groups.iterrows()}
+
+
 def describe_protocols(done: pd.DataFrame) -> str:
     """'P1: medmnist_size=28; P2: medmnist_size=64': the fields that set the groups apart."""
     text = _as_text(done[_grouping_columns(done)], missing="unknown")

@@ -40,8 +40,10 @@ def run_row(path: Path) -> dict:
         row.update({k: metrics.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "wall_seconds",
                                                "peak_memory_mb", "trainable_params", "total_params", "run_hash")})
         row["classes"] = len(metrics.get("classes") or []) or None
-        counts = read_json_dict_or_empty(path / "data_report.json").get("counts", {}).get("train")
-        row["train_images"] = sum(counts.values()) if isinstance(counts, dict) else None
+        counts = read_json_dict_or_empty(path / "data_report.json").get("counts", {})
+        for split in ("train", "val", "test"):
+            per_class = counts.get(split) if isinstance(counts, dict) else None
+            row[f"{split}_images"] = sum(per_class.values()) if isinstance(per_class, dict) else None
         env = read_json_dict_or_empty(path / "env.json")
         row.update({"device_name": env.get("device_name"), "precision": _precision(env.get("amp")),
                     **speeds(path / "history.csv")})

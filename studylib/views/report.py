@@ -12,7 +12,8 @@ from ..core.fileio import atomic_write
 from ..study import analysis, measures, stats
 from ..study.analysis import Study
 from ..study.results import failures
-from . import measurefigures, studyfigures
+from ..training.strategies import strategy_label as label
+from . import measurefigures, prose, studyfigures
 
 # How to read each part, in two sentences; the report, the analysis notebook and the README use these.
 HOW_TO_READ = {
@@ -135,11 +136,13 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     if study.done.protocol.nunique() > 1:
         sections["Protocol groups (compared separately)"] = (study.protocols, "")
     sections["Test accuracy (mean, sd over seeds; each strategy at its best validation setting)"] = \
-        (study.accuracy.round(4), "")
+        (study.accuracy.sort_values(["protocol", "dataset", "backbone", "mean"],
+                                    ascending=[True, True, True, False]).round(4), "")
     gains = study.gains
     if not gains.empty:
         sections["Gain over FT: 95% interval with seed and test-image variance, corrected verdict"] = \
-            (gains[GAIN_COLUMNS].round(4), reading("gains", study))
+            (gains[GAIN_COLUMNS].sort_values(["protocol", "dataset", "backbone", "gain"],
+                                             ascending=[True, True, True, False]).round(4), reading("gains", study))
         if len(study.bn_split):
             sections["BatchNorm or strategy? The gain over FT split by the BatchNorm control"] = \
                 (study.bn_split.round(4), reading("bn", study))
@@ -148,9 +151,11 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
                 "Some strategies ran under another BatchNorm policy than FT (bn_differs); their gains mix the "
                 "strategy with the BatchNorm policy. Run the control (params/paper_bn.yaml: FT with "
                 "bn_policy=freeze_stats and freeze) to split them.", "")
-        wtl = analysis.win_tie_loss(gains)
+        wtl = analysis.win_tie_loss(gains).reset_index()
+        columns = ["protocol", "strategy", "cases", "better", "inside the noise", "worse", "seed variance unknown",
+                   "seeds"]
         sections["Win / tie / loss against FT, per protocol group"] = \
-            ("\n".join(f"- {s}" for s in wtl.sentence), reading("wtl", study))
+            (wtl[columns], reading("wtl", study))
     ranks = analysis.mean_ranks(study.accuracy, study.metric).round(2)
     tests = study.rank_tests
     for protocol in sorted(study.done.protocol.unique()):
@@ -198,11 +203,24 @@ def _beyond_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     return sections
 
 
+def _labelled(table: pd.DataFrame, study: Study | None = None) -> pd.DataFrame:
+    """Strategy labels (LP-FT, G-LF) instead of registry ids and, with several protocol groups, each group named
+    by what sets it apart, for tables people read."""
+    out = table.reset_index(drop=True)
+    if study is not None and "protocol" in out and study.done.protocol.nunique() > 1:
+        out["protocol"] = out.protocol.map(analysis.protocol_names(study.done))
+    for column in ("strategy", "baseline"):
+        if column in out:
+            out[column] = out[column].map(label)
+    return out
+
+
 def _markdown(study: Study, sections: dict, figures: dict[str, Path]) -> str:
-    lines = [f"# studylib report: {study.root.name}", "", _headline(study), ""]
+    lines = [f"# studylib report: {study.root.resolve().name}", ""] + [line for p in _opening(study) for line in (p, "")]
     lines += [f"> {note}" for note in study.notes]
     for title, (body, how) in sections.items():
-        text = f"```text\n{body.to_string(index=False)}\n```" if isinstance(body, pd.DataFrame) else body
+        text = f"```text\n{_labelled(body, study).to_string(index=False)}\n```" if isinstance(body, pd.DataFrame) \
+            else body
         lines += [f"## {title}", ""] + ([f"*How to read it:* {how}", ""] if how else []) + [text, ""]
     for title, path in figures.items():
         how = _figure_reading(title, study)
@@ -211,32 +229,37 @@ def _markdown(study: Study, sections: dict, figures: dict[str, Path]) -> str:
     return "\n".join(lines)
 
 
+CAPTIONS = {  # title start -> one sentence under the figure (figures with a reading get that instead)
+    "Gain over FT": "Each cell is a strategy's mean gain over FT on one dataset x backbone (blue: better, red: worse); "
+                    "a ~ marks gains without a verdict (inside the noise after correction, or too few seeds).",
+    "Test accuracy per strategy": "Mean test score of each strategy over seeds with the seed-to-seed sd; the dashed "
+                                  "line is what guessing scores.",
+    "Auto-RGN": "Auto-RGN's learning rate per block and epoch in one run: each tensor's rate follows its relative "
+                "gradient norm, so the map changes from epoch to epoch.",
+    "Trainable blocks": "Which blocks trained in each epoch, one run per strategy: gradual unfreezing adds a block per "
+                        "stage, LP-FT trains the head alone first.",
+    "Cost against accuracy": "One point per run: its wall time and its largest number of trainable parameters against "
+                             "its test score.",
+}
+READINGS = {"Critical-difference": "cd", "Feature change per": "cka", "Feature change against": "relation",
+            "Calibration": "calibration", "Test score against": "fraction"}
+
+
 def _figure_reading(title: str, study: Study) -> str:
-    if title.startswith("Critical-difference"):
-        return reading("cd", study)
-    for start, part in (("Feature change per", "cka"), ("Feature change against", "relation"),
-                        ("Calibration", "calibration"), ("Test score against", "fraction")):
+    for start, part in READINGS.items():
         if title.startswith(start):
             return reading(part, study)
-    if title.startswith("Gain over FT"):
-        return ("Each cell is a strategy's mean gain over FT on one dataset x backbone (blue: better, red: worse); "
-                "a ~ marks gains without a verdict (inside the noise after correction, or too few seeds).")
-    return ""
+    return next((text for start, text in CAPTIONS.items() if title.startswith(start)), "")
 
 
-def _headline(study: Study) -> str:
-    if study.done.empty:
-        return "No finished runs."
-    return (f"{len(study.done)} finished runs; {study.done.dataset.nunique()} datasets, "
-            f"{study.done.backbone.nunique()} backbones, {study.done.strategy.nunique()} strategies, "
-            f"{study.done.seed.nunique()} seeds; selection on validation {study.metric}, test scored once per run. "
-            f"Gains: 95% t-intervals over seeds, with the test-image variance added where seeds shared test "
-            f"images ({study.n_boot} image resamples), "
-            f"verdicts corrected with {stats.CORRECTIONS[study.correction]} over every comparison.")
+def _opening(study: Study) -> list[str]:
+    """The headline and methods paragraphs."""
+    return [prose.headline(study)] + ([f"Methods. {prose.methods(study)}"] if not study.done.empty else [])
 
 
 def _html(study: Study, sections: dict, figures: dict[str, Path]) -> str:
-    parts = [f"<h1>studylib report: {html.escape(study.root.name)}</h1>", f"<p>{html.escape(_headline(study))}</p>"]
+    parts = [f"<h1>studylib report: {html.escape(study.root.resolve().name)}</h1>"]
+    parts += [f"<p>{html.escape(paragraph)}</p>" for paragraph in _opening(study)]
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in study.notes]
     for title, path in figures.items():
         data = base64.b64encode(path.read_bytes()).decode()
@@ -244,8 +267,10 @@ def _html(study: Study, sections: dict, figures: dict[str, Path]) -> str:
         how = f"<p class='how'><b>How to read it:</b> {html.escape(how)}</p>" if how else ""
         parts.append(f"<h2>{html.escape(title)}</h2>{how}<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
     for title, (body, how) in sections.items():
-        content = body.to_html(classes="table", na_rep="missing", index=False) if isinstance(body, pd.DataFrame) \
-            else "<pre>" + html.escape(body) + "</pre>"
+        if isinstance(body, pd.DataFrame):
+            content = _labelled(body, study).to_html(classes="table", na_rep="missing", index=False)
+        else:
+            content = "<pre>" + html.escape(body) + "</pre>"
         how = f"<p class='how'><b>How to read it:</b> {html.escape(how)}</p>" if how else ""
         parts.append(f"<h2>{html.escape(title)}</h2>{how}{content}")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}"
