@@ -115,7 +115,7 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     identity = {"run_hash": cfg.run_hash(), "data": data.fingerprint()}  # hashing every image: once per run
     write_json(rundir.file("env.json"), environment(cfg, backbone, dev, identity["data"]))
     trainer = make_trainer(cfg, backbone, data, dev)
-    features = feature_change(cfg, backbone, data, dev, trainer)  # the starting features: before any step
+    features = start_representations(cfg, backbone, data, dev, trainer)  # the starting features: before any step
     restore(trainer, rundir, identity, cfg.quiet, features)
     trainer.on_epoch_end = ResumeSaver(rundir, cfg, identity, trainer, features)
     if dev.device.type == "cuda":
@@ -156,7 +156,7 @@ def split_batches(data: DataBundle, split: str, cfg: RunConfig, dev: Device, bal
                          dev.channels_last, balanced)
 
 
-def feature_change(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device,
+def start_representations(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device,
                    trainer: Trainer) -> Representations | None:
     """CKA per block against the starting network on `repr_images` validation images (None when 0)."""
     if not cfg.repr_images:
