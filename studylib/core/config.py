@@ -87,6 +87,7 @@ class RunConfig:
     feature_cache: bool = True  # lp and LP-FT's first stage train the head on features computed once (no augment)
     max_steps_per_epoch: int = 0  # cap on training batches per epoch (smoke runs); 0: the whole split
     num_threads: int = 0  # CPU threads for torch; 0: torch's default
+    memory_gb: float = 0.0  # host memory for images held in memory; a split that does not fit streams from the prepared cache, read a few batches ahead (same batches, same results); 0: half the memory available when the run starts, shared by the STUDYLIB_RUNS_PER_HOST runs on this machine
     log_tensors: bool = False  # also write tensors.csv: the layers.csv columns for every parameter tensor
     save_checkpoint: bool = False  # also write best.pt (the best-validation weights) into the run folder
     resume_every_s: float = 300  # write resume.pt after an epoch when this many seconds passed since the last; -1: never
@@ -192,7 +193,7 @@ ROLES: dict[str, str] = {
                      "near_duplicate_bits", "medmnist_size", "train_fraction", "train_per_class"), "data"),
     **dict.fromkeys(("max_steps_per_epoch", "amp", "channels_last"), "engine"),
     **dict.fromkeys(("workers", "device", "feature_cache", "num_threads", "log_tensors", "save_checkpoint",
-                     "resume_every_s", "quiet", "repr_images", "log_representations_every"), "runtime"),
+                     "resume_every_s", "quiet", "repr_images", "log_representations_every", "memory_gb"), "runtime"),
     "calibration_bins": "protocol",
 }
 # Fields added after run folders existed: left out of the run hash while at their default, so a
@@ -232,7 +233,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "near_duplicate_bits": ("from -1 (off) to 64", _between(-1, 64)),
     "medmnist_size": ("28, 64, 128 or 224", lambda v: v in (28, 64, 128, 224)),
     "workers": ("from 0 (automatic) to 64", _between(0, 64)), "max_steps_per_epoch": ("0 (the whole split) or more", lambda v: v >= 0),
-    "num_threads": _AT_LEAST_0,
+    "num_threads": _AT_LEAST_0, "memory_gb": ("0 (automatic) or more gigabytes", lambda v: v >= 0),
     "train_fraction": ("above 0 and at most 1 (1: the whole training split)", _between(0, 1, low_open=True)),
     "train_per_class": ("0 (off) or more images per class", lambda v: v >= 0),
     "calibration_bins": ("from 2 to 1000", _between(2, 1000)), "repr_images": ("0 (off) or at least 16 (images)", lambda v: v == 0 or v >= 16),

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .rows import Rows, as_rows
 from .splits import SPLITS
+from .stream import MemoryBudget, copy_done, read_ahead, resident_copy
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,7 +26,7 @@ class DataBundle:
 
     name: str
     classes: list[str]
-    images: np.ndarray  # (n, 3, s, s) uint8, possibly memory-mapped
+    images: np.ndarray | Rows  # (n, 3, s, s) uint8, in memory or rows of a cache file (read when used)
     labels: np.ndarray  # (n,) int64
     split: np.ndarray  # (n,) 'train' / 'val' / 'test'
     ids: list[str]  # one identifier per image (file path or index), for predictions.csv
@@ -38,10 +41,19 @@ class DataBundle:
         return len(self.classes)
 
     def fingerprint(self) -> str:
-        """Content hash of images, labels and split: two runs on equal data share it."""
+        """Content hash of images, labels and split: two runs on equal data share it.
+
+        Images in a cache file are named by the file (its name is a hash of the source files'
+        bytes and the preparation) and the selected rows, so a 16 GB split is not read to be hashed.
+        """
         digest = hashlib.sha256()
-        for chunk in np.array_split(np.arange(len(self.labels)), max(1, len(self.labels) // 512)):
-            digest.update(np.ascontiguousarray(self.images[chunk]).tobytes())
+        if isinstance(self.images, Rows) and self.images.file is not None:
+            path, offset = self.images.file
+            digest.update(f"{Path(path).name}:{offset}:{self.images.base.shape}".encode())
+            digest.update(self.images.index.tobytes())
+        else:
+            for chunk in np.array_split(np.arange(len(self.labels)), max(1, len(self.labels) // 512)):
+                digest.update(np.ascontiguousarray(self.images[chunk]).tobytes())
         digest.update(self.labels.tobytes())
         digest.update("|".join(self.split).encode())
         return digest.hexdigest()[:16]
@@ -60,24 +72,28 @@ class DataBundle:
 class DeviceBatches:
     """Batches of one split, cropped and normalised on the device.
 
-    The uint8 images move to the device whole when they fit comfortably (GPU memory),
-    otherwise batch by batch from pinned memory. Training batches are shuffled with a
-    seeded generator; evaluation keeps the order.
+    Resident when the split fits the run's memory budget (or no budget is given): the uint8
+    images are copied into memory once, and onto the GPU when they fit comfortably there.
+    Otherwise streamed: read from the cache a few batches ahead (`stream.read_ahead`).
+    Training batches are shuffled with a seeded generator, the same order in both modes;
+    evaluation keeps the order.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, crop: int,
-                 device: torch.device, channels_last: bool = False, balanced: bool = False):
+    def __init__(self, images, labels: np.ndarray, batch_size: int, crop: int, device: torch.device,
+                 channels_last: bool = False, balanced: bool = False, budget: MemoryBudget | None = None):
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         counts = torch.bincount(self.labels).float()
         # Class-balanced sampling: each image drawn with probability 1 / (its class count).
         self.weights = (1.0 / counts[self.labels]) if balanced and len(self.labels) else None
         self.batch_size, self.crop, self.device = batch_size, crop, device
         self.channels_last = channels_last
-        images = np.ascontiguousarray(images)
-        if not images.flags.writeable:  # a read-only memory map: torch wants its own copy
-            images = images.copy()
-        self.images = self._place(torch.from_numpy(images))
-        self.labels_here = self.labels.to(self.images.device)  # beside the images: indexed with the same tensor
+        self.streamed = budget is not None and not budget.claim(images.nbytes)
+        if self.streamed:
+            self.rows, self.images = as_rows(images), None
+            self.labels_here = self.labels
+        else:
+            self.images = self._place(torch.from_numpy(resident_copy(images)))
+            self.labels_here = self.labels.to(self.images.device)  # beside the images: indexed with the same tensor
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255)
 
@@ -96,9 +112,19 @@ class DeviceBatches:
                 augment: bool = False, max_batches: int = 0):
         """Yields (inputs, labels) on the device."""
         order = batch_indices(len(self.labels), self.batch_size, shuffle, self.weights, generator, max_batches)
+        if self.streamed:
+            yield from self._streamed(list(order), augment, generator)
+            return
         for index in indices_on(order, self.images.device):
             raw = self.images[index].to(self.device, non_blocking=True)
             yield self.transform(raw, augment, generator), self.labels_here[index].to(self.device, non_blocking=True)
+
+    def _streamed(self, order: list[torch.Tensor], augment: bool, generator: torch.Generator | None):
+        pin = self.device.type == "cuda"
+        for index, (raw, release) in zip(order, read_ahead(self.rows, order, self.batch_size, pin)):
+            inputs = self.transform(raw.to(self.device, non_blocking=True), augment, generator)
+            release(copy_done(self.device))  # the buffer may be refilled once its copy is done
+            yield inputs, self.labels[index].to(self.device, non_blocking=True)
 
     def transform(self, raw: torch.Tensor, augment: bool, generator: torch.Generator | None) -> torch.Tensor:
         """uint8 (b, 3, s, s) -> normalised float crop (b, 3, crop, crop)."""

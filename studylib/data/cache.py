@@ -1,7 +1,8 @@
 """Prepared-image cache: decode and resize each image once into a memory-mapped uint8 file.
 
 The cache key is a hash of every file's bytes plus the preparation settings, so changed
-data or a new size never reuses stale pixels. A file lock makes concurrent preparations
+data or a new size never reuses stale pixels (unchanged files are not read again to know
+their hash: `hashindex`). A file lock makes concurrent preparations
 of the same data safe: the second process waits and then reads what the first wrote.
 Files are written under temporary names and renamed into place; the metadata JSON, written
 last, marks a complete entry.
@@ -22,7 +23,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .images import ImageReadError, read_image
-from ..core.fileio import LockTimeout, atomic_write, file_lock, reserve_space, sha256_file
+from .hashindex import hash_files
+from ..core.fileio import LockTimeout, atomic_write, file_lock, reserve_space
 
 CACHE_VERSION = 1
 
@@ -51,7 +53,7 @@ def prepare_files(paths: list[Path], size: int, cache_dir: Path | None = None, w
     """Decode `paths` at `size` into the cache (or reuse the entry); never raises for a bad image."""
     cache_dir = Path(cache_dir or cache_home())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    hashes = [sha256_file(p) for p in tqdm(paths, desc="hashing files", disable=not progress, leave=False)]
+    hashes = hash_files(paths, cache_dir, progress)  # reads only files changed since they were last hashed
     key = hashlib.sha256(json.dumps([CACHE_VERSION, size, hashes]).encode()).hexdigest()[:24]
     npy, meta = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     remove_stale_temporaries(cache_dir)

@@ -17,6 +17,7 @@ from ..core.config import RunConfig
 from .bundle import DataBundle
 from ..core.registry import Registry
 from .leakage import find_duplicates, to_drop
+from .rows import select
 from .splits import UNUSED, assign_splits, subsample_train
 
 
@@ -95,7 +96,7 @@ def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
     if cfg.drop_duplicates:
         keep[to_drop(split, pairs)] = False
     split = subsample_train(table.labels, split, table.groups, cfg.train_fraction, cfg.train_per_class, cfg.seed)
-    bundle = DataBundle(info.name, list(table.classes), table.images if keep.all() else table.images[keep],
+    bundle = DataBundle(info.name, list(table.classes), table.images if keep.all() else select(table.images, np.flatnonzero(keep)),
                         table.labels[keep], split[keep], [i for i, k in zip(table.ids, keep) if k],
                         None if table.groups is None else table.groups[keep], dict(table.report))
     bundle.report.update(duplicate_report(pairs, table.ids, split, int((~keep).sum())))

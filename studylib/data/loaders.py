@@ -20,6 +20,7 @@ from .cache import Prepared, perceptual_hash, prepare_files
 from ..core.config import RunConfig
 from .images import IMAGE_SUFFIXES, array_to_rgb, image_files
 from ..core.registry import Registry
+from .rows import select
 from .splits import SPLITS
 from .synthetic import make_synthetic
 
@@ -253,7 +254,7 @@ def _from_files(paths: list[Path], labels: np.ndarray, classes: tuple[str, ...],
     skipped = _check_errors(prepared, ids, cfg)
     keep = np.array([i not in prepared.errors for i in range(len(paths))])
     index = np.flatnonzero(keep)
-    images = prepared.images if keep.all() else prepared.images[index]
+    images = select(prepared.images, index)  # unread: rows of the cache file
     report = {"source": str(root), "files": len(paths), "skipped": skipped, "cache_key": prepared.key,
               "cache_reused": prepared.reused, "image_sizes": _size_summary([prepared.sizes[i] for i in index])}
     outside = _links_outside(paths, root)

@@ -25,6 +25,8 @@ from ..core.fileio import (
 )
 from ..data.bundle import DataBundle, DeviceBatches
 from ..data.datasets import load_dataset
+from ..data.rows import select
+from ..data.stream import MemoryBudget
 from ..models.backbones import Backbone, create_backbone
 from .calibration import calibration_metrics, reliability_table
 from .engine import Device, Trainer, evaluate
@@ -114,14 +116,15 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     dev.place(backbone.model)
     identity = {"run_hash": cfg.run_hash(), "data": data.fingerprint()}  # hashing every image: once per run
     write_json(rundir.file("env.json"), environment(cfg, backbone, dev, identity["data"]))
-    trainer = make_trainer(cfg, backbone, data, dev)
+    budget = MemoryBudget.for_run(cfg.memory_gb)  # train, then val, then test take what fits
+    trainer = make_trainer(cfg, backbone, data, dev, budget)
     features = start_representations(cfg, backbone, data, dev, trainer)  # the starting features: before any step
     restore(trainer, rundir, identity, cfg.quiet, features)
     trainer.on_epoch_end = ResumeSaver(rundir, cfg, identity, trainer, features)
     if dev.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev.device)
     fit = trainer.fit()
-    test = split_batches(data, "test", cfg, dev)
+    test = split_batches(data, "test", cfg, dev, budget=budget)
     test_started = time.perf_counter()
     test_loss, probs, labels = evaluate(backbone.model, test, dev, trainer.loss)  # the one test evaluation
     test_seconds = time.perf_counter() - test_started
@@ -141,6 +144,8 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
         "wall_seconds": time.perf_counter() - started, "test_seconds": test_seconds, "peak_memory_mb": peak_memory_mb(dev),
         "trainable_params": fit.max_trainable, "total_params": sum(p.numel() for p in backbone.model.parameters()),
         "run_hash": cfg.run_hash(),
+        "streamed": [name for name, batches in (("train", trainer.train_data), ("val", trainer.val_data),
+                                                ("test", test)) if batches.streamed],
     }
     write_json(rundir.file("metrics.json"), metrics)  # written last: the run is finished
     rundir.mark("finished")
@@ -148,12 +153,15 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     return RunResult(rundir.path, metrics)
 
 
-def split_batches(data: DataBundle, split: str, cfg: RunConfig, dev: Device, balanced: bool = False) -> DeviceBatches:
+def split_batches(data: DataBundle, split: str, cfg: RunConfig, dev: Device, balanced: bool = False,
+                  budget: MemoryBudget | None = None) -> DeviceBatches:
+    """One split's batches: resident while it fits `budget` (claimed in turn), otherwise streamed."""
     index = data.indices(split)
     if len(index) == 0:
         raise ValueError(f"dataset {data.name} has no {split} images; check the split column or the fractions")
-    return DeviceBatches(data.images[index], data.labels[index], cfg.batch_size, cfg.image_size, dev.device,
-                         dev.channels_last, balanced)
+    budget = budget or MemoryBudget.for_run(cfg.memory_gb)
+    return DeviceBatches(select(data.images, index), data.labels[index], cfg.batch_size, cfg.image_size,
+                         dev.device, dev.channels_last, balanced, budget)
 
 
 def start_representations(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device,
@@ -167,7 +175,8 @@ def start_representations(cfg: RunConfig, backbone: Backbone, data: DataBundle, 
     return Representations(backbone, batches, dev.autocast, trainer.layers.initial)
 
 
-def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device) -> Trainer:
+def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device,
+                 budget: MemoryBudget | None = None) -> Trainer:
     if data.images.shape[-1] < cfg.image_size:
         raise ValueError(f"prepared images are {data.images.shape[-1]} px but image_size={cfg.image_size}; "
                          "lower image_size or raise resize_size")
@@ -176,8 +185,9 @@ def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Devi
     if cfg.class_weighted_loss:
         counts = np.bincount(data.labels[data.indices("train")], minlength=data.num_classes).astype(np.float64)
         weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
-    return Trainer(cfg, backbone, strategy, split_batches(data, "train", cfg, dev, cfg.balanced_sampling),
-                   split_batches(data, "val", cfg, dev), dev, weights)
+    budget = budget or MemoryBudget.for_run(cfg.memory_gb)
+    return Trainer(cfg, backbone, strategy, split_batches(data, "train", cfg, dev, cfg.balanced_sampling, budget),
+                   split_batches(data, "val", cfg, dev, budget=budget), dev, weights)
 
 
 class ResumeSaver:
