@@ -14,6 +14,7 @@ with the same hash is skipped, a failed or interrupted one runs again.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from ..core.config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
 from ..core.fileio import LockTimeout, atomic_write, ensure_folder, file_lock
 from ..core.templates import shipped_grid, template
+from ..data.stream import RUNS_PER_HOST
 from ..training.rundir import LOCK, RESUME, RunDir
 from ..training.runner import check_config
 
@@ -266,14 +268,30 @@ def _run_dask(jobs: list[dict], workers: int, scheduler: str, progress: bool) ->
     when kernels start from many threads) or an existing scheduler executes them."""
     from dask.distributed import Client, LocalCluster, as_completed
 
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                  dashboard_address=None)
+    cluster = None
+    if not scheduler:  # the runs of this machine share its memory (MemoryBudget divides by their number)
+        with environment_variable(RUNS_PER_HOST, os.environ.get(RUNS_PER_HOST) or str(workers)):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     with Client(scheduler or cluster) as client:
         futures = [client.submit(execute_run, **job, pure=False) for job in jobs]
         for _ in tqdm(as_completed(futures), total=len(futures), desc="grid (dask)", unit="run", disable=not progress):
             pass
     if cluster is not None:
         cluster.close()
+
+
+@contextlib.contextmanager
+def environment_variable(name: str, value: str):
+    """`name`=`value` for processes started inside the block (dask's workers inherit it)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def plan_table(todo: list, pending: list) -> pd.DataFrame:

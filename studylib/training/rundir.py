@@ -123,12 +123,20 @@ class RunDir:
             self.file(RESUME).unlink(missing_ok=True)
 
     def mark(self, status: str, **extra: Any) -> None:
+        """status.json; the list of attempts (which process ran the folder, when) is carried along."""
+        attempts = extra.pop("attempts", None) or self.status_record().get("attempts")
         write_json(self.file("status.json"), {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                              **extra})
+                                              **extra, **({"attempts": attempts} if attempts else {})})
 
     def mark_running(self, **extra: Any) -> None:
         """status.json "running", naming this process (a later command can tell whether it still lives)."""
         self.mark("running", pid=os.getpid(), host=socket.gethostname(), **extra)
+
+    def start_attempt(self, earlier: list[dict]) -> None:
+        """Marks the run running as one more attempt after `earlier` (a grid that retried a run
+        whose worker died shows both processes here)."""
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.mark_running(attempts=[*earlier, mine])
 
     def fail(self, error: BaseException) -> None:
         """Record why the run stopped; when even that cannot be written (a full disk), the folder's

@@ -83,9 +83,10 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: Data
         finished = rundir.metrics() if resume else None
         if finished and finished.get("run_hash") == cfg.run_hash():
             return RunResult(rundir.path, finished)
+        earlier = rundir.status_record().get("attempts", []) if resume else []  # prepare clears status.json
         rundir.prepare(overwrite, resume)
         write_json(rundir.file("config.json"), cfg.to_dict())
-        rundir.mark_running()
+        rundir.start_attempt(earlier)
         try:
             return _run(cfg, rundir, data)
         except BaseException as err:
