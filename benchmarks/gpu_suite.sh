@@ -11,6 +11,8 @@ python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device here:
 for batch in 96 128; do
     python benchmarks/bench_train.py --batch "$batch" | tee "$out/train-batch$batch.md"
 done
+# A split 2.2x a 4 GB budget (8.8 GB file), ResNet-18 at 224 px: resident vs streamed (warm, cold), peak RSS.
+python benchmarks/bench_scale.py --budget-gb 4 --backbone resnet18 --batch 96 --only stream | tee "$out/scale.md"
 python benchmarks/bench_grid.py --backbone resnet50 --size 224 --workers 1 2 4 | tee "$out/grid.md"
 python -m studylib grid params/speed.yaml --out "$out/speed-runs" --engine inline
 python -m studylib report "$out/speed-runs" --out "$out/speed-runs/results.csv"

@@ -1,0 +1,218 @@
+"""Scale: a prepared split larger than the memory budget, trained resident and streamed; start-up with the hash index.
+
+    python benchmarks/bench_scale.py [--budget-gb 1] [--steps 200] [--batch 32] [--backbone tinycnn]
+                                     [--device auto] [--files 20000] [--only stream|index] [--dir outputs/bench_scale]
+
+(--steps 0, the default: 300 steps on CUDA, 40 on a CPU, where a 224 px step takes seconds.)
+
+Streaming: a cache file 2.2x the budget is generated directly as a memory map of 232 px uint8
+images (noise; pixels do not change the cost). Each mode trains `--steps` steps at 224 px in its
+own process, through studylib's runner (one epoch capped at the steps; 256 val and 256 test
+images), and reports images/s, start-up and peak RSS:
+  model            the same training on the first 1,024 images only: the process without the data
+  resident         budget large enough for every split (today's path)
+  streamed, warm   budget `--budget-gb`; the file is in the page cache (read once before)
+  streamed, cold   the same after dropping the file from the page cache (posix_fadvise)
+The disk's own rate is measured cold too: sequential MB/s and random rows/s.
+
+Start-up: `--files` PNGs (64 px) are prepared once; then the second preparation (what every
+later run does) is timed without the hash index (every file read and hashed, as before) and
+with it, each from a warm and a cold page cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIZE, CROP = 232, 224
+
+
+def make_cache(path: Path, rows: int) -> None:
+    if path.is_file() and np.load(path, mmap_mode="r").shape[0] == rows:
+        return
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, 3, SIZE, SIZE))
+    rng = np.random.default_rng(0)
+    block = rng.integers(0, 255, (256, 3, SIZE, SIZE), dtype=np.uint8)
+    for start in range(0, rows, 256):
+        count = min(256, rows - start)
+        array[start:start + count] = np.roll(block, start, axis=0)[:count]
+    array.flush()
+    del array
+
+
+def child(args) -> None:
+    """One training run in this process; prints a JSON line."""
+    import pandas as pd
+    import torch
+
+    from studylib.core.config import RunConfig
+    from studylib.data.bundle import DataBundle
+    from studylib.data.rows import Rows
+    from studylib.training.runner import run
+
+    started = time.perf_counter()
+    rows = Rows(np.load(args.dir / "scale.npy", mmap_mode="r"))
+    if args.mode == "cold":
+        rows.drop_from_page_cache()
+    if args.mode == "model":  # the same training on 1,024 images: what the process needs besides the data
+        rows = rows.select(np.arange(1024))
+    n = len(rows)
+    split = np.array(["train"] * (n - 512) + ["val"] * 256 + ["test"] * 256, dtype=object)
+    labels = np.arange(n) % 4
+    data = DataBundle("scale", ["a", "b", "c", "d"], rows, labels, split, [str(i) for i in range(n)])
+    budget = 100.0 if args.mode == "resident" else args.budget_gb
+    cfg = RunConfig(dataset="synthetic", backbone=args.backbone, image_size=CROP, batch_size=args.batch,
+                    max_epochs=1, max_steps_per_epoch=args.steps, device=args.device, repr_images=0,
+                    memory_gb=budget, quiet=True, resume_every_s=-1, num_threads=args.threads)
+    result = run(cfg, args.dir / f"run-{args.mode}", overwrite=True, data=data)
+    history = pd.read_csv(args.dir / f"run-{args.mode}" / "history.csv")
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    train_seconds = float(history.train_seconds.sum())
+    print(json.dumps({"mode": args.mode, "streamed": result.metrics["streamed"],
+                      "images_per_s": float(history.train_images.sum()) / train_seconds,
+                      "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started,
+                      "peak_rss_gb": peak_kb * 1024 / 1e9, "device": str(torch.device(args.device)
+                                                                          if args.device != "auto" else
+                                                                          ("cuda" if torch.cuda.is_available() else "cpu"))}))
+
+
+def disk_rates(path: Path, row_bytes: int) -> dict:
+    from studylib.data.rows import Rows
+
+    rows = Rows(np.load(path, mmap_mode="r"))
+    rows.drop_from_page_cache()
+    fd, chunk, total = os.open(path, os.O_RDONLY), 8 << 20, 0
+    started = time.perf_counter()
+    try:
+        while total < min(os.path.getsize(path), 1 << 30) and (data := os.pread(fd, chunk, total)):
+            total += len(data)
+    finally:
+        os.close(fd)
+    sequential = total / (time.perf_counter() - started) / 1e6
+    rows.drop_from_page_cache()
+    pick = np.random.default_rng(1).choice(len(rows), 2000, replace=False)
+    out = np.empty((2000, *rows.shape[1:]), dtype=np.uint8)
+    started = time.perf_counter()
+    rows.read(pick, out)
+    per_s = 2000 / (time.perf_counter() - started)
+    started = time.perf_counter()
+    rows.read(pick, out)  # the same rows again, now from the page cache
+    warm = 2000 / (time.perf_counter() - started)
+    return {"sequential_mb_per_s": sequential, "random_rows_per_s": per_s,
+            "random_mb_per_s": per_s * row_bytes / 1e6, "warm_random_rows_per_s": warm}
+
+
+def stream_part(args) -> list[dict]:
+    row_bytes = 3 * SIZE * SIZE
+    rows = int(np.ceil(2.2 * args.budget_gb * 1e9 / row_bytes))
+    args.dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    make_cache(args.dir / "scale.npy", rows)
+    print(f"cache file: {rows} images at {SIZE} px, {rows * row_bytes / 1e9:.2f} GB "
+          f"(made in {time.perf_counter() - started:.0f} s); budget {args.budget_gb} GB", flush=True)
+    results = []
+    for mode in ("model", "resident", "warm", "cold"):
+        if mode == "warm":  # read the file once so it is in the page cache
+            subprocess.run(["cat", str(args.dir / "scale.npy")], stdout=subprocess.DEVNULL, check=True)
+        command = [sys.executable, __file__, "--child", mode, "--dir", str(args.dir), "--budget-gb",
+                   str(args.budget_gb), "--steps", str(args.steps), "--batch", str(args.batch), "--backbone",
+                   args.backbone, "--device", args.device, "--threads", str(args.threads)]
+        line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        results.append(json.loads(line))
+        print(json.dumps(results[-1]), flush=True)
+    disk = disk_rates(args.dir / "scale.npy", row_bytes)
+    print(json.dumps(disk), flush=True)
+    base = results[1]["images_per_s"]
+    print("\n| mode | splits streamed | images/s | vs resident | peak RSS (GB) | process total (s) |\n|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['mode']} | {', '.join(r['streamed']) or 'none'} | {r['images_per_s']:.1f} | "
+              f"{r['images_per_s'] / base:.2f} | {r['peak_rss_gb']:.2f} | {r['total_seconds']:.1f} |")
+    print(f"\ndisk, cold: {disk['sequential_mb_per_s']:.0f} MB/s sequential, {disk['random_rows_per_s']:.0f} random "
+          f"rows/s ({disk['random_mb_per_s']:.0f} MB/s) at {row_bytes / 1e3:.0f} kB per row; "
+          f"from the page cache: {disk['warm_random_rows_per_s']:.0f} random rows/s")
+    return results
+
+
+def index_part(args) -> None:
+    from PIL import Image
+
+    from studylib.data import hashindex
+    from studylib.data.cache import prepare_files
+    from studylib.data.rows import drop_from_page_cache
+
+    folder, cache = args.dir / "files", args.dir / "files-cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i:06d}.png" for i in range(args.files)]
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    for path in paths:
+        if not path.is_file():
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    old = time.time() - 3600
+    for path in paths:
+        os.utime(path, (old, old))  # settled files (not "racily clean")
+    total_mb = sum(p.stat().st_size for p in paths) / 1e6
+    print(f"{args.files} PNG files, {total_mb:.0f} MB (made in {time.perf_counter() - started:.0f} s)", flush=True)
+    started = time.perf_counter()
+    prepare_files(paths, 72, cache, progress=False)
+    print(f"first preparation (decode + hash): {time.perf_counter() - started:.1f} s", flush=True)
+
+    def drop_cache():
+        for path in paths:
+            drop_from_page_cache(path)
+
+    rows = []
+    for label, keep_index in (("without the index (before)", False), ("with the index (after)", True)):
+        for warmth in ("warm", "cold"):
+            if not keep_index:
+                (cache / hashindex.INDEX).unlink(missing_ok=True)
+            if warmth == "cold":
+                drop_cache()
+            started = time.perf_counter()
+            prepared = prepare_files(paths, 72, cache, progress=False)
+            seconds = time.perf_counter() - started
+            assert prepared.reused
+            rows.append((label, warmth, seconds))
+            print(f"second preparation {label}, {warmth} page cache: {seconds:.2f} s", flush=True)
+    print("\n| start-up of a later run | page cache | seconds |\n|---|---|---|")
+    for label, warmth, seconds in rows:
+        print(f"| {label} | {warmth} | {seconds:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget-gb", type=float, default=1.0)
+    parser.add_argument("--steps", type=int, default=0, help="training steps per mode; 0: 300 on CUDA, 40 on a CPU")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--backbone", default="tinycnn")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--files", type=int, default=20000)
+    parser.add_argument("--only", choices=("stream", "index"), default=None)
+    parser.add_argument("--dir", type=Path, default=Path("outputs/bench_scale"))
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.mode = args.child
+    if args.child:
+        return child(args)
+    import torch
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"cuda: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}", flush=True)
+    args.steps = args.steps or (300 if torch.cuda.is_available() and args.device != "cpu" else 40)
+    if args.only in (None, "stream"):
+        stream_part(args)
+    if args.only in (None, "index"):
+        index_part(args)
+
+
+if __name__ == "__main__":
+    main()
