@@ -33,15 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
-SIZE, CROP = 232, 224
+
+def prepared_size(crop: int) -> int:
+    return round(crop * 232 / 224)  # the study's resize before the centre crop
 
 
-def make_cache(path: Path, rows: int) -> None:
-    if path.is_file() and np.load(path, mmap_mode="r").shape[0] == rows:
+def make_cache(path: Path, rows: int, size: int) -> None:
+    if path.is_file() and np.load(path, mmap_mode="r").shape[0] == rows and np.load(path, mmap_mode="r").shape[-1] == size:
         return
-    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, 3, SIZE, SIZE))
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, 3, size, size))
     rng = np.random.default_rng(0)
-    block = rng.integers(0, 255, (256, 3, SIZE, SIZE), dtype=np.uint8)
+    block = rng.integers(0, 255, (256, 3, size, size), dtype=np.uint8)
     for start in range(0, rows, 256):
         count = min(256, rows - start)
         array[start:start + count] = np.roll(block, start, axis=0)[:count]
@@ -64,13 +66,14 @@ def child(args) -> None:
     if args.mode == "cold":
         rows.drop_from_page_cache()
     if args.mode == "model":  # the same training on 1,024 images: what the process needs besides the data
-        rows = rows.select(np.arange(1024))
+        rows = rows.select(np.arange(min(1024, len(rows))))
     n = len(rows)
-    split = np.array(["train"] * (n - 512) + ["val"] * 256 + ["test"] * 256, dtype=object)
+    held = min(256, n // 8)  # validation and test images
+    split = np.array(["train"] * (n - 2 * held) + ["val"] * held + ["test"] * held, dtype=object)
     labels = np.arange(n) % 4
     data = DataBundle("scale", ["a", "b", "c", "d"], rows, labels, split, [str(i) for i in range(n)])
     budget = 100.0 if args.mode == "resident" else args.budget_gb
-    cfg = RunConfig(dataset="synthetic", backbone=args.backbone, image_size=CROP, batch_size=args.batch,
+    cfg = RunConfig(dataset="synthetic", backbone=args.backbone, image_size=args.image_size, batch_size=args.batch,
                     max_epochs=1, max_steps_per_epoch=args.steps, device=args.device, repr_images=0,
                     memory_gb=budget, quiet=True, resume_every_s=-1, num_threads=args.threads)
     result = run(cfg, args.dir / f"run-{args.mode}", overwrite=True, data=data)
@@ -111,19 +114,50 @@ def disk_rates(path: Path, row_bytes: int) -> dict:
             "random_mb_per_s": per_s * row_bytes / 1e6, "warm_random_rows_per_s": warm}
 
 
+def loader_rates(path: Path, batch: int, crop: int, device: str) -> dict:
+    """Images/s of the input side alone on 4,096 shuffled rows (file in the page cache): resident batches,
+    streamed batches (both with crop and normalisation), and the read-ahead thread by itself."""
+    import torch
+
+    from studylib.data.bundle import DeviceBatches
+    from studylib.data.rows import Rows
+    from studylib.data.stream import MemoryBudget, read_ahead
+
+    rows = Rows(np.load(path, mmap_mode="r"))
+    rows = rows.select(np.arange(min(4096, len(rows))))
+    labels = np.zeros(len(rows), dtype=np.int64)
+    dev = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    rates = {}
+    for name, budget in (("resident", None), ("streamed", MemoryBudget(0))):
+        batches = DeviceBatches(rows, labels, batch, crop, dev, budget=budget)
+        started = time.perf_counter()
+        seen = sum(len(y) for _, y in batches.batches(True, torch.Generator().manual_seed(0)))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        rates[f"{name}_batches_per_s"] = seen / (time.perf_counter() - started)
+    order = list(torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).split(batch))
+    started = time.perf_counter()
+    for raw, release in read_ahead(rows, order, batch, pin=dev.type == "cuda"):
+        release()
+    rates["read_ahead_only_per_s"] = len(rows) / (time.perf_counter() - started)
+    return rates
+
+
 def stream_part(args) -> list[dict]:
-    row_bytes = 3 * SIZE * SIZE
+    size = prepared_size(args.image_size)
+    row_bytes = 3 * size * size
     rows = int(np.ceil(2.2 * args.budget_gb * 1e9 / row_bytes))
     args.dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    make_cache(args.dir / "scale.npy", rows)
-    print(f"cache file: {rows} images at {SIZE} px, {rows * row_bytes / 1e9:.2f} GB "
+    make_cache(args.dir / "scale.npy", rows, size)
+    print(f"cache file: {rows} images at {size} px, {rows * row_bytes / 1e9:.2f} GB "
           f"(made in {time.perf_counter() - started:.0f} s); budget {args.budget_gb} GB", flush=True)
     results = []
     for mode in ("model", "resident", "warm", "cold"):
         if mode == "warm":  # read the file once so it is in the page cache
             subprocess.run(["cat", str(args.dir / "scale.npy")], stdout=subprocess.DEVNULL, check=True)
-        command = [sys.executable, __file__, "--child", mode, "--dir", str(args.dir), "--budget-gb",
+        command = [sys.executable, __file__, "--child", mode, "--dir", str(args.dir), "--image-size",
+                   str(args.image_size), "--budget-gb",
                    str(args.budget_gb), "--steps", str(args.steps), "--batch", str(args.batch), "--backbone",
                    args.backbone, "--device", args.device, "--threads", str(args.threads)]
         line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
@@ -131,6 +165,9 @@ def stream_part(args) -> list[dict]:
         print(json.dumps(results[-1]), flush=True)
     disk = disk_rates(args.dir / "scale.npy", row_bytes)
     print(json.dumps(disk), flush=True)
+    subprocess.run(["cat", str(args.dir / "scale.npy")], stdout=subprocess.DEVNULL, check=True)
+    loader = loader_rates(args.dir / "scale.npy", args.batch, args.image_size, args.device)
+    print(json.dumps(loader), flush=True)
     base = results[1]["images_per_s"]
     print("\n| mode | splits streamed | images/s | vs resident | peak RSS (GB) | process total (s) |\n|---|---|---|---|---|---|")
     for r in results:
@@ -139,6 +176,10 @@ def stream_part(args) -> list[dict]:
     print(f"\ndisk, cold: {disk['sequential_mb_per_s']:.0f} MB/s sequential, {disk['random_rows_per_s']:.0f} random "
           f"rows/s ({disk['random_mb_per_s']:.0f} MB/s) at {row_bytes / 1e3:.0f} kB per row; "
           f"from the page cache: {disk['warm_random_rows_per_s']:.0f} random rows/s")
+    print(f"input side alone (page cache, {args.image_size} px crops): resident batches {loader['resident_batches_per_s']:.0f} "
+          f"img/s, streamed batches {loader['streamed_batches_per_s']:.0f} img/s "
+          f"({loader['streamed_batches_per_s'] / loader['resident_batches_per_s']:.2f}), read-ahead thread alone "
+          f"{loader['read_ahead_only_per_s']:.0f} img/s")
     return results
 
 
@@ -163,7 +204,7 @@ def index_part(args) -> None:
     total_mb = sum(p.stat().st_size for p in paths) / 1e6
     print(f"{args.files} PNG files, {total_mb:.0f} MB (made in {time.perf_counter() - started:.0f} s)", flush=True)
     started = time.perf_counter()
-    prepare_files(paths, 72, cache, progress=False)
+    prepare_files(paths, 72, cache, workers=args.workers, progress=False)
     print(f"first preparation (decode + hash): {time.perf_counter() - started:.1f} s", flush=True)
 
     def drop_cache():
@@ -178,7 +219,7 @@ def index_part(args) -> None:
             if warmth == "cold":
                 drop_cache()
             started = time.perf_counter()
-            prepared = prepare_files(paths, 72, cache, progress=False)
+            prepared = prepare_files(paths, 72, cache, workers=args.workers, progress=False)
             seconds = time.perf_counter() - started
             assert prepared.reused
             rows.append((label, warmth, seconds))
@@ -191,12 +232,14 @@ def index_part(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-gb", type=float, default=1.0)
+    parser.add_argument("--image-size", type=int, default=224, help="crop side (the cache holds it resized by 232/224)")
     parser.add_argument("--steps", type=int, default=0, help="training steps per mode; 0: 300 on CUDA, 40 on a CPU")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--backbone", default="tinycnn")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--files", type=int, default=20000)
+    parser.add_argument("--workers", type=int, default=0, help="processes decoding the files (0: one per core)")
     parser.add_argument("--only", choices=("stream", "index"), default=None)
     parser.add_argument("--dir", type=Path, default=Path("outputs/bench_scale"))
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)

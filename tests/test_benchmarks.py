@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,3 +59,11 @@ def test_analysis_benchmark_runs_at_tiny_size():
 def test_interval_calibration_runs_at_tiny_size():
     out = run_script("benchmarks/calibrate_intervals.py", "--reps", "2", "--images", "60")
     assert "| crossed |" in out and "| nested |" in out
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs_at_tiny_size(tmp_path):
+    out = run_script("benchmarks/bench_scale.py", "--image-size", "16", "--budget-gb", "0.002", "--steps", "2",
+                     "--batch", "8", "--files", "30", "--workers", "1", "--dir", str(tmp_path))
+    assert "| warm | train |" in out and "| cold | train |" in out and "| resident | none |" in out
+    assert "read-ahead thread alone" in out and "| with the index (after) | cold |" in out

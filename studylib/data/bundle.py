@@ -6,6 +6,7 @@ them on the device, batch by batch (`DeviceBatches`).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 
 from .rows import Rows, as_rows
 from .splits import SPLITS
-from .stream import MemoryBudget, copy_done, read_ahead, resident_copy
+from .stream import MemoryBudget, copy_done, read_ahead, resident_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,8 +49,7 @@ class DataBundle:
         """
         digest = hashlib.sha256()
         if isinstance(self.images, Rows) and self.images.file is not None:
-            path, offset = self.images.file
-            digest.update(f"{Path(path).name}:{offset}:{self.images.base.shape}".encode())
+            digest.update(file_identity(*self.images.file, self.images.base.shape).encode())
             digest.update(self.images.index.tobytes())
         else:
             for chunk in np.array_split(np.arange(len(self.labels)), max(1, len(self.labels) // 512)):
@@ -67,6 +67,16 @@ class DataBundle:
         sizes = ", ".join(f"{s}={len(self.indices(s))}" for s in SPLITS)
         return (f"DataBundle({self.name}: {len(self.labels)} images {self.images.shape[-1]}px, "
                 f"{self.num_classes} classes, {sizes})")
+
+
+def file_identity(path: str, offset: int, shape: tuple) -> str:
+    """A prepared-cache entry is named by the hash of its source files and settings, so its name is
+    its content's identity; any other file is named by its place and stamp (size, mtime, inode)."""
+    path = Path(path)
+    if re.fullmatch(r"[0-9a-f]{24}", path.stem) and path.with_suffix(".json").is_file():
+        return f"{path.name}:{offset}:{shape}"
+    stat = path.stat()
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{offset}:{shape}"
 
 
 class DeviceBatches:
@@ -92,18 +102,20 @@ class DeviceBatches:
             self.rows, self.images = as_rows(images), None
             self.labels_here = self.labels
         else:
-            self.images = self._place(torch.from_numpy(resident_copy(images)))
+            self.images = self._place(images)
             self.labels_here = self.labels.to(self.images.device)  # beside the images: indexed with the same tensor
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255)
 
-    def _place(self, images: torch.Tensor) -> torch.Tensor:
+    def _place(self, images) -> torch.Tensor:
+        """On the GPU when the split takes under a quarter of its free memory, else in host memory
+        (pinned on CUDA, for asynchronous copies)."""
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             if images.nbytes < 0.25 * free:
-                return images.to(self.device)
-            return images.pin_memory()
-        return images
+                return resident_tensor(images, pin=False).to(self.device)
+            return resident_tensor(images, pin=True)
+        return resident_tensor(images, pin=False)
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)

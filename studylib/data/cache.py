@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .images import ImageReadError, read_image
-from .hashindex import hash_files
 from ..core.fileio import LockTimeout, atomic_write, file_lock, reserve_space
+from .hashindex import hash_files
+from .images import ImageReadError, read_image
 
 CACHE_VERSION = 1
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import RunConfig
-from .bundle import DataBundle
 from ..core.registry import Registry
+from .bundle import DataBundle
 from .leakage import find_duplicates, to_drop
 from .rows import select
 from .splits import UNUSED, assign_splits, subsample_train
@@ -77,7 +77,9 @@ def local_status(info: DatasetInfo) -> str:
 
 def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
     """Load, prepare and split the dataset named in `cfg`; the data report rides along."""
-    from . import loaders  # loaders import PIL and friends: keep `import studylib` light
+    from . import (
+        loaders,  # loaders import PIL and friends: keep `import studylib` light
+    )
 
     info = get_dataset_info(cfg.dataset)
     table = loaders.load(info, dataset_root(info, cfg), cfg, progress)

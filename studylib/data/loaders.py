@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .cache import Prepared, perceptual_hash, prepare_files
 from ..core.config import RunConfig
-from .images import IMAGE_SUFFIXES, array_to_rgb, image_files
 from ..core.registry import Registry
+from .cache import Prepared, perceptual_hash, prepare_files
+from .images import IMAGE_SUFFIXES, array_to_rgb, image_files
 from .rows import select
 from .splits import SPLITS
 from .synthetic import make_synthetic

@@ -21,6 +21,7 @@ class Rows:
         self.base = base
         self.index = np.arange(len(base), dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
         self.file = _file_of(base)  # (path, offset) when the rows live in a file on disk
+        self._fd: int | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -42,7 +43,7 @@ class Rows:
         return len(self.index)
 
     def select(self, positions) -> "Rows":
-        """A sub-selection, still unread."""
+        """A sub-selection, still unread (it opens the file again when it reads: a descriptor is not shared)."""
         return Rows(self.base, self.index[positions])
 
     def __getitem__(self, positions) -> np.ndarray:
@@ -53,6 +54,8 @@ class Rows:
         return out if np.ndim(np.arange(len(self.index))[positions]) else out[0]
 
     def __array__(self, dtype=None, copy=None):
+        if copy is False:
+            raise ValueError("the rows of a Rows selection are read on demand: np.asarray needs a copy")
         array = self[:]
         return array if dtype is None else array.astype(dtype)
 
@@ -66,15 +69,23 @@ class Rows:
         if self.file is None:
             np.take(self.base, rows, axis=0, out=out[:len(rows)])
             return
-        path, offset = self.file
-        size = self.row_bytes
+        if not out.flags.c_contiguous:
+            raise ValueError("Rows.read needs a C-contiguous output array (a reshaped copy would lose the reads)")
+        fd, (_, offset) = self._descriptor(), self.file
         flat = out.reshape(len(out), -1)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for slot in np.argsort(rows, kind="stable"):
-                _pread_into(fd, flat[slot], offset + int(rows[slot]) * size)
-        finally:
-            os.close(fd)
+        for slot in np.argsort(rows, kind="stable"):
+            _pread_into(fd, flat[slot], offset + int(rows[slot]) * self.row_bytes)
+
+    def _descriptor(self) -> int:
+        """The file, opened once: a cache entry rebuilt or deleted mid-run is still read as it was."""
+        if getattr(self, "_fd", None) is None:
+            self._fd = os.open(self.file[0], os.O_RDONLY)
+        return self._fd
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def drop_from_page_cache(self) -> None:
         """Asks the kernel to forget the file's cached pages (benchmarks measure a cold read this way)."""

@@ -33,8 +33,7 @@ class MemoryBudget:
         """`gigabytes` > 0 as given; 0: half the memory available now, shared by the runs on this host."""
         if gigabytes > 0:
             return cls(int(gigabytes * 1e9))
-        runs = max(1, int(os.environ.get(RUNS_PER_HOST, "1") or 1))
-        return cls(available_memory() // 2 // runs)
+        return cls(available_memory() // 2 // runs_per_host())
 
     def claim(self, nbytes: int) -> bool:
         """True (and the bytes are taken) when `nbytes` fit in what is left."""
@@ -47,8 +46,23 @@ class MemoryBudget:
         return f"MemoryBudget({self.left / 1e9:.2f} of {self.total / 1e9:.2f} GB left)"
 
 
+def runs_per_host() -> int:
+    value = os.environ.get(RUNS_PER_HOST, "").strip() or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{RUNS_PER_HOST}={value!r} is not a number of runs; set it to how many runs share this "
+                         "machine (1 or more), or unset it")
+    return int(value)
+
+
 def available_memory() -> int:
-    """Bytes the kernel could hand out now without swapping (MemAvailable), or free pages elsewhere."""
+    """Bytes this process could still get: MemAvailable, or less where a container's limit (cgroup:
+    SLURM, Kubernetes, Docker) is lower than the machine's memory."""
+    free = _meminfo_available()
+    limit = _cgroup_room()
+    return min(free, limit) if limit is not None else free
+
+
+def _meminfo_available() -> int:
     meminfo = Path("/proc/meminfo")
     if meminfo.is_file():
         for line in meminfo.read_text().splitlines():
@@ -59,6 +73,22 @@ def available_memory() -> int:
         return int(psutil.virtual_memory().available)
     except ImportError:  # no /proc and no psutil: assume a modest machine
         return 8 * 10**9
+
+
+def _cgroup_room() -> int | None:
+    """Limit minus usage of this process's memory cgroup (v2, then v1); None when unlimited or unknown."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # v1 writes a huge number for "no limit", v2 "max"
+            return max(0, int(limit) - usage)
+        return None
+    return None
 
 
 def read_ahead(rows: Rows, order: list[torch.Tensor], batch_size: int, pin: bool, depth: int = READ_AHEAD):
@@ -116,13 +146,21 @@ def copy_done(device: torch.device):
     if device.type != "cuda":
         return None
     event = torch.cuda.Event()
-    event.record()
+    event.record(torch.cuda.current_stream(device))  # the copy's device, not whichever is current
     return event
 
 
-def resident_copy(images) -> np.ndarray:
-    """The rows in memory, writable (torch wants its own copy of a read-only map)."""
+def resident_tensor(images, pin: bool) -> torch.Tensor:
+    """The rows in memory as one writable uint8 tensor (torch wants its own copy of a read-only map),
+    read straight into pinned memory when `pin`, so the split is never held twice."""
+    shape = tuple(images.shape)
+    if not pin and not isinstance(images, Rows):
+        array = np.ascontiguousarray(images)
+        return torch.from_numpy(array if array.flags.writeable else array.copy())
+    tensor = torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
+    target = tensor.numpy()
     if isinstance(images, Rows):
-        return images[:]
-    images = np.ascontiguousarray(images)
-    return images if images.flags.writeable else images.copy()
+        images.read(np.arange(len(images)), target)
+    else:
+        target[...] = images
+    return tensor
