@@ -203,6 +203,46 @@ def analysis() -> None:
     ])
 
 
+def answer(question: str, reply: str) -> nbformat.NotebookNode:
+    """An exercise whose answer stays folded (HTML <details>: JupyterLab and a static HTML page both fold it)."""
+    return new_markdown_cell(f"{question}\n\n<details><summary><b>Answer</b> (predict first, then open)</summary>"
+                             f"\n\n{reply}\n\n</details>")
+
+
+STRATEGY_TEXT = (
+    "## 2. The eight strategies, in two sentences each\n"
+    "Write $w$ for the weights, $w_0$ for their pretrained values, $\\eta$ for the base learning rate and "
+    "$\\mathcal{L}$ for the training loss. The new head always starts random.\n\n"
+    "- **FT** (full fine-tuning): every block trains at $\\eta$ from the first step. It is the baseline every "
+    "gain is measured against; its risk is that the random head's large early gradients flow into the "
+    "pretrained blocks.\n"
+    "- **LP** (linear probing): only the head trains; the backbone, BatchNorm statistics included, stays as "
+    "pretrained. It is cheap (the features can be computed once) and safe, but it cannot adapt features to an "
+    "image type the backbone never saw.\n"
+    "- **G-LF** (gradual unfreezing, last to first; Howard and Ruder 2018): the head trains alone first, then "
+    "every `gu_epochs_per_stage` epochs the next block *down* joins. The top blocks, the most task-specific, "
+    "adapt longest; the stem least.\n"
+    "- **G-FL** (first to last): the head trains from the start, and the blocks join from the *input* "
+    "upwards. It bets the other way: that low-level features (edges, textures) are what differs between "
+    "ImageNet and medical images.\n"
+    "- **L2-SP** (Li, Grandvalet, Davoine 2018): FT with a penalty that pulls each backbone weight back "
+    "towards its start, $\\mathcal{L} + \\frac{\\alpha}{2}\\lVert w - w_0 \\rVert^2 + "
+    "\\frac{\\beta}{2}\\lVert w_{head} \\rVert^2$. Every block trains, but a weight moves only as far "
+    "as the data pays for it.\n"
+    "- **L1-SP**: the same with $\\alpha \\sum |w - w_0|$: the pull does not weaken near $w_0$, so many "
+    "weights return exactly to their pretrained value and a few move (a sparse change).\n"
+    "- **LP-FT** (Kumar et al. 2022): LP for `lp_epochs`, then FT of everything at $\\eta \\times$ "
+    "`lpft_lr_factor` from the probed head. The head already fits when the backbone starts to move, so the "
+    "first gradients are small and the features are not distorted (section 6 checks this).\n"
+    "- **Auto-RGN** (Lee et al. 2023): at the start of each epoch every tensor $t$ gets its own rate "
+    "$\\eta_t = \\eta \\cdot \\mathrm{RGN}_t / \\max_u \\mathrm{RGN}_u$, with the relative gradient "
+    "norm $\\mathrm{RGN}_t = \\lVert \\nabla_t \\mathcal{L} \\rVert / \\lVert w_t \\rVert$ "
+    "averaged over a few batches. Tensors whose gradient is large relative to their size learn fastest; with a "
+    "random head, the head usually has the largest RGN, so every backbone tensor trains far below $\\eta$.\n\n"
+    "studylib has more (discriminative learning rates, surgical fine-tuning, Auto-SNR): "
+    "`python -m studylib strategies` lists them.")
+
+
 def teaching() -> None:
     write("teaching.ipynb", [
         new_markdown_cell(
@@ -210,52 +250,84 @@ def teaching() -> None:
             "A network pretrained on one task (ImageNet, or here a synthetic *source* task) is adapted to a new "
             "one (a medical dataset, or a synthetic *target* task). The strategies differ in **which blocks "
             "train, when, and how fast**. A *block* is a group of layers: for ResNet-50 the stem, four stages "
-            "and the classifier head. Everything here runs on a laptop CPU in minutes."),
+            "and the classifier head.\n\n"
+            "**How to use it.** Run all cells (about 4 minutes on a 2-core laptop, most of it section 4's short "
+            "training runs, with a progress bar). Each section ends with exercises: predict, then open the folded "
+            "answer. Exported as a static page (File > Save and Export Notebook As > HTML), every figure stays, "
+            "for projecting."),
         simple_parameters([
             'backbone: str = "tinycnn"  # any registered backbone; tinycnn is fast on a CPU',
-            "plan_epochs: int = 8  # epochs shown in the strategy maps",
-            "mini_size: int = 800  # synthetic target images for the mini comparison",
-            "mini_epochs: int = 10  # epochs per run in the mini comparison",
+            "plan_epochs: int = 8  # epochs shown in the strategy plans",
+            "mini_size: int = 640  # synthetic target images for the mini comparison (the demo's)",
+            "mini_epochs: int = 8  # epochs per run in the mini comparison (the demo's)",
+            "mini_seeds: int = 3  # seeds per strategy: 3 is the least that shows seed-to-seed noise",
+            "workers: int = 0  # runs at a time, one thread each (as the demo); 0: one per core, up to 4",
             "pretrain_size: int = 4000  # synthetic source images for pretraining",
             'out_dir: str = "../outputs/teaching"  # where the mini comparison writes its runs',
         ]),
         new_markdown_cell("## 1. The block map\nEvery strategy talks about these blocks; so does every log."),
         new_code_cell("from studylib.models.backbones import create_backbone\n\nbb = create_backbone(backbone, num_classes=4)\n"
                       "print(bb)\n{block: len(names) for block, names in bb.blocks.items()}  # parameter tensors per block"),
+        new_markdown_cell(STRATEGY_TEXT),
         new_markdown_cell(
-            "## 2. What each strategy trains, epoch by epoch\n"
-            "- **FT** trains everything at one rate. **LP** trains only the new head: the pretrained features stay "
-            "as they are (BatchNorm statistics too).\n"
-            "- **Gradual unfreezing** (G-LF) starts with the head and unfreezes one block per stage towards the input.\n"
-            "- **LP-FT** first probes linearly, then fine-tunes everything at a much smaller rate, starting from a "
-            "head that already fits, so the features are not wrecked by a random head's large gradients.\n"
-            "- **Auto-RGN** gives each tensor a rate proportional to its relative gradient norm: here the head "
-            "gets the base rate and early blocks far less.\n"
-            "- **Discriminative LR** lowers the rate block by block from the head down."),
-        new_code_cell("from studylib.views.teaching import plan_figure\n\n"
-                      "plan_figure(['ft', 'lp', 'gu_last_first', 'gu_first_last', 'lp_ft', 'auto_rgn', "
-                      "'discriminative_lr'], backbone, plan_epochs, path=f'{out_dir}/figures/strategy_maps.png');"),
-        new_markdown_cell("## 3. A mini comparison\nPretrain a tiny CNN on the synthetic source task (once), then "
-                          "fine-tune it on the target task with five strategies. Linear probing on pretrained "
-                          "features is far above chance (0.25), and the strategies differ."),
-        new_code_cell("from studylib import RunConfig, run\nfrom studylib.training.pretrain import pretrain, pretrain_config\n\n"
+            "## 3. The plans: what each strategy trains, epoch by epoch\n"
+            "Each panel is one strategy: rows are blocks, columns epochs, colour the learning rate (log scale; "
+            "blank = frozen). Pick strategies and move their settings; the plans redraw (nothing trains: each "
+            "strategy is asked for its plan). L1-SP and L2-SP train everything like FT: their difference is the "
+            "penalty, not the plan. Auto-RGN's panel is an **illustration** from the initial weights; its rates "
+            "as they ran in a real run are in section 5."),
+        new_code_cell("from studylib.views.teaching import STUDY_ORDER, PlanExplorer, plan_figure\n\n"
+                      "plan_figure(list(STUDY_ORDER), backbone, plan_epochs, path=f'{out_dir}/figures/strategy_maps.png')  "
+                      "# the static copy, for a projected or HTML page\n"
+                      "PlanExplorer(backbone, plan_epochs)"),
+        answer("**Exercise 3.1.** Set LP-FT's *LP epochs* to 5 of 8. In how many epochs does the stem train, and "
+               "at which rate compared with FT?",
+               "Three epochs (6, 7 and 8), at $\\eta \\times$ `lpft_lr_factor` (0.1 by default: one step darker "
+               "on the colour scale than FT's)."),
+        answer("**Exercise 3.2.** With 8 epochs, what happens to G-LF when *epochs per stage* goes to 2, and why?",
+               "tinycnn has 5 blocks, so G-LF needs 4 stages of 2 epochs plus one epoch for the last stage: 9 "
+               "epochs. studylib refuses the plan and says so, rather than silently never training the stem; raise "
+               "the epochs to 9 or more."),
+        new_markdown_cell(
+            "## 4. A mini comparison over three seeds\n"
+            "Pretrain a tiny CNN on the synthetic source task (once), then fine-tune it on the target task with "
+            "five strategies, each with three seeds: the demo's protocol (`params/demo.yaml`), one thread per run. "
+            "Seeds matter: the same strategy on another seed (another split, initialisation and batch order) "
+            "scores differently, so a gain smaller than that spread is not a result."),
+        answer("**Exercise 4.1 (before running).** Will LP be above chance (0.25 for four classes)? Which "
+               "strategy will win?",
+               "LP is well above chance (the pretrained features already separate the target classes) but below "
+               "the strategies that adapt the features. Which of FT, LP-FT, G-LF wins changes with the seed: look "
+               "at the intervals below before naming a winner."),
+        new_code_cell("from studylib.training.pretrain import pretrain, pretrain_config\n"
+                      "from studylib.views.teaching import DEMO_SEEDS, MINI_STRATEGIES, mini_comparison, spread_sentence\n\n"
                       "checkpoint = pretrain(f'{out_dir}/tinycnn-source.pt', pretrain_config(size=pretrain_size, quiet=True))\n"
-                      "from studylib.models.backbones import block_names\n\n"
-                      "stages = len(block_names('tinycnn'))  # gradual unfreezing must reach its last stage\n"
-                      "results = {}\nfor strategy in ['lp', 'ft', 'lp_ft', 'gu_last_first', 'auto_rgn']:\n"
-                      "    cfg = RunConfig(strategy=strategy, weights=str(checkpoint), image_size=32, synthetic_size=mini_size,\n"
-                      "                    max_epochs=mini_epochs, patience=4, lp_epochs=max(1, mini_epochs // 3), batch_size=32,\n"
-                      "                    gu_epochs_per_stage=max(1, (mini_epochs - 1) // (stages - 1)), quiet=True)\n"
-                      "    results[strategy] = run(cfg, f'{out_dir}/{strategy}', overwrite=True)\n"
-                      "    print(results[strategy])"),
-        new_code_cell("import pandas as pd\n\n"
-                      "table = pd.DataFrame({s: r.metrics['test'] for s, r in results.items()}).T[['balanced_accuracy', 'macro_f1', 'auroc']]\n"
-                      "table.assign(gain_over_ft=table.balanced_accuracy - table.loc['ft', 'balanced_accuracy']).round(3)"),
-        new_markdown_cell("## 4. Look inside one run\nHow far did each block move from its pretrained weights?"),
-        new_code_cell("from studylib.views import runfigures\n\nrunfigures.block_lr_heatmap(results['auto_rgn'].path, 'lr');\n"
-                      "runfigures.block_lr_heatmap(results['gu_last_first'].path, 'rel_dist_init');"),
+                      "seeds = (list(DEMO_SEEDS) + [1, 2, 3, 4, 5])[:mini_seeds]\n"
+                      "study = mini_comparison(out_dir, checkpoint, MINI_STRATEGIES, seeds, mini_size, mini_epochs, workers)"),
+        new_code_cell("from studylib.views.measurefigures import label\n\n"
+                      "table = study.accuracy.set_index('strategy')[['mean', 'std', 'count']].rename(columns={'count': 'seeds'})\n"
+                      "gains = study.gains.set_index('strategy')[['gain', 'low', 'high', 'verdict']]\n"
+                      "print(spread_sentence(study))\n"
+                      "(table.join(gains).sort_values('mean', ascending=False).rename(index=label).round(3)\n"
+                      " .fillna({'verdict': '(baseline)'}))"),
+        answer("**Exercise 4.2.** Rerun the two cells above with `mini_seeds = 1` (in the parameters cell): what "
+               "can you still conclude?",
+               "Only the ranking of one draw: with one seed the seed-to-seed spread is unknown, so every gain reads "
+               "*seed variance unknown*. The study ran three seeds per setting for this reason."),
         new_markdown_cell(
-            "## 5. Why strategies differ: what trained, what moved, what changed\n"
+            "## 5. Auto-RGN's rates as they ran, and how far G-LF's blocks moved\n"
+            "Left: Auto-RGN's per-block learning rate in each epoch of a real run (seed 684), recomputed from the "
+            "gradients every epoch, unlike the illustration in section 3. Right: how far each G-LF block's "
+            "weights moved from the pretrained ones (relative distance), epoch by epoch."),
+        new_code_cell("from studylib.views import runfigures\n\n"
+                      "runfigures.block_lr_heatmap(study.example_run('auto_rgn', 'layers.csv'), 'lr');\n"
+                      "runfigures.block_lr_heatmap(study.example_run('gu_last_first', 'layers.csv'), 'rel_dist_init');"),
+        answer("**Exercise 5.1.** Which Auto-RGN block got the highest rate, and does it stay the same every epoch?",
+               "The head, usually by orders of magnitude: it starts random, so its gradient is large relative to "
+               "its weights. The backbone blocks' rates change from epoch to epoch as their gradients change; which "
+               "backbone block gets most is an empirical question (the stem is often not the smallest)."),
+        new_markdown_cell(
+            "## 6. Why strategies differ: what trained, what moved, what changed\n"
             "Every run also compares each block's features on a fixed set of validation images before and after "
             "fine-tuning, with linear CKA (Kornblith et al. 2019): 1 means the block describes the images the same "
             "way as the pretrained network (up to rotation and scale), lower means its features changed.\n\n"
@@ -263,21 +335,22 @@ def teaching() -> None:
             "underperform out-of-distribution*) argue that FT starts with a random head whose large early gradients "
             "flow into the backbone and distort the pretrained features; LP-FT fits the head first (linear probing), "
             "so the second stage starts near a good solution and changes the features less. LP never changes "
-            "them. (Their argument is about the features as a whole; which blocks move most is what the plot "
-            "lets you look at.) A block's output depends on every block below it, so CKA is cumulative; the "
-            "weight distance is per block. Pick strategies below: the top row is the plan as it ran (green: trained), the bottom row how "
-            "far each block's weights moved and how much its features changed."),
+            "them. A block's output depends on every block below it, so CKA is cumulative; the weight distance is "
+            "per block. Pick strategies below: the top row is the plan as it ran (green: trained), the bottom row "
+            "how far each block's weights moved and how much its features changed (seed 684)."),
         new_code_cell("from studylib.views.teaching import InsideExplorer, inside_figure, lpft_check\n\n"
-                      "runs = {s: r.path for s, r in results.items()}\n"
+                      "runs = {s: study.example_run(s) for s in MINI_STRATEGIES if study.example_run(s)}\n"
                       "inside_figure({s: runs[s] for s in ('lp', 'ft', 'lp_ft') if s in runs}, "
                       "path=f'{out_dir}/figures/inside.png')  # the static copy, for a projected or HTML page\n"
                       "print(lpft_check(runs))\nInsideExplorer(runs)"),
-        new_markdown_cell(
-            "**Try it.** (1) Predict before you look: which backbone block of G-LF moves most, and why? (G-LF "
-            "unfreezes from the head down, so the top backbone block trains longest.) (2) Compare Auto-RGN with FT: where were its per-block rates smallest "
-            "(section 4), and did those blocks' features change less than FT's? (3) Does the "
-            "strategy whose features moved most also have the best test score in section 3? On a target task close "
-            "to the source, keeping the features (high CKA) is usually enough; on a distant one, moving them pays."),
+        answer("**Exercise 6.1.** Which backbone block of G-LF moved most, and why?",
+               "Usually the top backbone block (stage3 on tinycnn): G-LF unfreezes from the head down, so it trains "
+               "longest."),
+        answer("**Exercise 6.2.** Does the strategy whose features changed most also have the best test score "
+               "in section 4?",
+               "Not necessarily. On a target task close to the source, keeping the features (high CKA) is often "
+               "enough; on a distant one, moving them pays. The report's *feature change vs gain* figure asks this "
+               "across a whole grid."),
     ])
 
 

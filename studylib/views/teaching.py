@@ -1,6 +1,8 @@
 """Helpers for the teaching notebook: what each strategy trains, epoch by epoch, without training."""
 from __future__ import annotations
 
+import functools
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,6 +17,11 @@ from ..training.runner import make_trainer
 from .runfigures import save
 
 
+def plan_defaults(epochs: int) -> dict:
+    """Stage lengths that fit `epochs` on a small backbone (gradual unfreezing one block per epoch)."""
+    return {"gu_epochs_per_stage": 1, "lp_epochs": max(1, min(3, epochs - 1))}
+
+
 def strategy_plan(strategy: str, backbone: str = "tinycnn", epochs: int = 8, **fields) -> pd.DataFrame:
     """Per epoch x block: does it train, at which learning rate (before the cosine schedule).
 
@@ -23,7 +30,7 @@ def strategy_plan(strategy: str, backbone: str = "tinycnn", epochs: int = 8, **f
     """
     cfg = RunConfig.from_dict({"strategy": strategy, "backbone": backbone, "max_epochs": epochs, "image_size": 32,
                                "synthetic_size": 96, "batch_size": 16, "device": "cpu", "quiet": True,
-                               "gu_epochs_per_stage": 1, "lp_epochs": max(1, min(3, epochs - 1)), **fields})
+                               **plan_defaults(epochs), **fields})
     data = load_dataset(cfg, progress=False)
     bb = create_backbone(backbone, data.num_classes)
     trainer = make_trainer(cfg, bb, data, Device.resolve(cfg, bb))
@@ -38,20 +45,140 @@ def strategy_plan(strategy: str, backbone: str = "tinycnn", epochs: int = 8, **f
     return pd.DataFrame(rows)
 
 
-def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 8, path=None) -> plt.Figure:
-    """One learning-rate map per strategy on a shared colour scale; rows are blocks, blank means frozen."""
-    plans = {s: strategy_plan(s, backbone, epochs) for s in strategies}
-    maps = {s: _log_lr_map(p) for s, p in plans.items()}
-    low = min(np.nanmin(m.to_numpy()) for m in maps.values())
-    high = max(np.nanmax(m.to_numpy()) for m in maps.values())
-    fig, axes = plt.subplots(1, len(strategies), figsize=(2.8 * len(strategies) + 1, 3.2), squeeze=False)
-    for axis, (strategy, table) in zip(axes[0], maps.items()):
+STUDY_ORDER = ("ft", "lp", "gu_last_first", "gu_first_last", "l1_sp", "l2_sp", "lp_ft", "auto_rgn")
+# The sliders of the plan explorer: config field -> (what the slider says, min, max, step, strategies it changes).
+# The SP strategies' alpha changes the loss, not the plan, so it has no slider here (section 2 gives its formula).
+PLAN_SETTINGS = {
+    "lp_epochs": ("LP-FT: LP epochs", 1, 6, 1, ("lp_ft",)),
+    "gu_epochs_per_stage": ("G-LF / G-FL: epochs per stage", 1, 3, 1, ("gu_last_first", "gu_first_last")),
+    "lpft_lr_factor": ("LP-FT: rate factor", -3, 0, 0.5, ("lp_ft",)),  # log10 slider
+    "dlr_decay": ("Discr. LR: decay per block", 0.1, 1.0, 0.05, ("discriminative_lr",)),
+}
+# Under a panel's title: what the map alone does not show.
+PANEL_NOTES = {"auto_rgn": "illustration: rates at the initial weights", "auto_snr": "illustration: initial weights",
+               "l1_sp": "all train, + penalty α·Σ|w − w0|", "l2_sp": "all train, + penalty α/2·‖w − w0‖²"}
+
+
+def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 8, path=None,
+                settings: dict | None = None, columns: int = 4) -> plt.Figure:
+    """One learning-rate map per strategy on a shared colour scale, in a grid; rows are blocks, blank = frozen.
+
+    `settings` (config fields such as lp_epochs) apply to the strategies that use them. A strategy whose
+    settings cannot run in `epochs` (gradual unfreezing with too long stages) shows the reason instead.
+    """
+    from ..training.strategies import strategy_label
+
+    plans = {s: cached_plan(s, backbone, epochs, _relevant(s, settings or {})) for s in strategies}
+    maps = {s: _log_lr_map(p) for s, p in plans.items() if isinstance(p, pd.DataFrame)}
+    values = [m.to_numpy() for m in maps.values() if np.isfinite(m.to_numpy()).any()]
+    low = min((np.nanmin(v) for v in values), default=-4.0)
+    high = max((np.nanmax(v) for v in values), default=-3.0)
+    columns = max(1, min(columns, len(strategies)))
+    rows = -(-len(strategies) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.7 * columns + 1.6, 2.7 * rows + 0.3), squeeze=False,
+                             constrained_layout=True)
+    image = None
+    for axis, strategy in zip(axes.flat, strategies):
+        title = strategy_label(strategy) + (f"\n({PANEL_NOTES[strategy]})" if strategy in PANEL_NOTES else "")
+        axis.set_title(title, fontsize=9)
+        if strategy not in maps:
+            axis.text(0.5, 0.5, textwrap.fill(str(plans[strategy]), 34), ha="center", va="center", fontsize=7,
+                      transform=axis.transAxes)
+            axis.set_axis_off()
+            continue
+        table = maps[strategy]
         image = axis.imshow(table.to_numpy(), aspect="auto", cmap="viridis", interpolation="nearest",
                             vmin=low, vmax=high)
-        axis.set(title=strategy, xlabel="epoch", yticks=range(len(table)),
-                 yticklabels=list(table.index) if axis is axes[0][0] else [])
-    fig.colorbar(image, ax=list(axes[0]), label="log10 learning rate (blank = frozen)")
+        first = axis.get_subplotspec().is_first_col()
+        axis.set(xlabel="epoch", yticks=range(len(table)), yticklabels=list(table.index) if first else [])
+        axis.set_xticks(range(len(table.columns)))
+    for axis in list(axes.flat)[len(strategies):]:
+        axis.set_axis_off()
+    if image is not None:
+        fig.colorbar(image, ax=axes, label="log10 learning rate (blank = frozen)", shrink=0.9)
     return save(fig, path)
+
+
+def _relevant(strategy: str, settings: dict) -> tuple:
+    """The settings that change this strategy's plan, as a hashable key."""
+    return tuple(sorted((k, v) for k, v in settings.items() if k in PLAN_SETTINGS and strategy in PLAN_SETTINGS[k][4]))
+
+
+@functools.lru_cache(maxsize=256)
+def cached_plan(strategy: str, backbone: str, epochs: int, settings: tuple) -> pd.DataFrame | str:
+    """strategy_plan, remembered (a slider redraws only what changed); a refused setting returns its message."""
+    from ..training.runner import check_config
+
+    try:
+        check_config(RunConfig.from_dict({"strategy": strategy, "backbone": backbone, "max_epochs": epochs,
+                                          **plan_defaults(epochs), **dict(settings)}))
+    except ValueError as err:  # ConfigError: e.g. gradual-unfreezing stages that do not fit the epochs
+        return f"not possible with these settings:\n{err}"
+    return strategy_plan(strategy, backbone, epochs, **dict(settings))
+
+
+class PlanExplorer:
+    """Pick strategies by name, move their settings, and see each one's plan redrawn: which blocks train
+    in which epoch, at which rate. Nothing trains: plans are asked of the strategies directly."""
+
+    def __init__(self, backbone: str = "tinycnn", epochs: int = 8, strategies=("ft", "lp", "gu_last_first", "lp_ft")):
+        import ipywidgets as widgets
+
+        from ..training.strategies import STRATEGIES, strategy_label
+
+        names = list(STUDY_ORDER) + [n for n in STRATEGIES.names() if n not in STUDY_ORDER]
+        self.backbone = backbone
+        self.picker = widgets.SelectMultiple(options=[(strategy_label(n), n) for n in names], value=tuple(strategies),
+                                             rows=min(10, len(names)), description="strategies")
+        self.epochs = widgets.IntSlider(value=epochs, min=4, max=16, description="epochs", continuous_update=False)
+        self.sliders = {}
+        for field_name, (text, low, high, step, _) in PLAN_SETTINGS.items():
+            default = getattr(RunConfig(), field_name)
+            style = {"description_width": "initial"}
+            if field_name == "lpft_lr_factor":
+                slider = widgets.FloatLogSlider(value=default, base=10, min=low, max=high, step=step,
+                                                description=text, continuous_update=False, style=style)
+            elif isinstance(step, int):
+                slider = widgets.IntSlider(value=min(max(default, low), high), min=low, max=high, step=step,
+                                           description=text, continuous_update=False, style=style)
+            else:
+                slider = widgets.FloatSlider(value=default, min=low, max=high, step=step, description=text,
+                                             continuous_update=False, style=style)
+            self.sliders[field_name] = slider
+        for field_name, value in plan_defaults(epochs).items():  # stage lengths that fit the epochs
+            self.sliders[field_name].value = value
+        self.output = widgets.Output()
+        self.figure: plt.Figure | None = None
+        for widget in (self.picker, self.epochs, *self.sliders.values()):
+            widget.observe(lambda change: self.refresh(), names="value")
+        self.refresh()
+
+    @property
+    def settings(self) -> dict:
+        return {name: slider.value for name, slider in self.sliders.items()}
+
+    def plans(self) -> dict:
+        """What the figure shows: strategy -> its plan table (or the reason it cannot run)."""
+        return {s: cached_plan(s, self.backbone, self.epochs.value, _relevant(s, self.settings))
+                for s in self.picker.value}
+
+    def refresh(self) -> None:
+        from IPython.display import display
+
+        chosen = list(self.picker.value)
+        self.figure = plan_figure(chosen, self.backbone, self.epochs.value, settings=self.settings) if chosen else None
+        with self.output:
+            self.output.clear_output(wait=True)
+            display(self.figure) if self.figure is not None else print("pick at least one strategy")
+        if self.figure is not None:  # shown in the widget; closed so the notebook does not show a stale copy below
+            plt.close(self.figure)
+
+    def _ipython_display_(self) -> None:
+        import ipywidgets as widgets
+        from IPython.display import display
+
+        display(widgets.VBox([widgets.HBox([self.picker, widgets.VBox([self.epochs, *self.sliders.values()])]),
+                              self.output]))
 
 
 def _log_lr_map(plan: pd.DataFrame) -> pd.DataFrame:
@@ -156,3 +283,63 @@ class InsideExplorer:
         from IPython.display import display
 
         display(widgets.HBox([self.picker, self.output]))
+
+
+# --- the mini comparison: a few strategies over three seeds, the demo's protocol -------------------
+MINI_STRATEGIES = ("lp", "ft", "lp_ft", "gu_last_first", "auto_rgn")
+DEMO_SEEDS = (684, 559, 629)
+
+
+def mini_comparison(out_dir: str | Path, checkpoint: str | Path, strategies=MINI_STRATEGIES, seeds=DEMO_SEEDS,
+                    size: int = 640, epochs: int = 8, workers: int = 0):
+    """Fine-tune `checkpoint` on the synthetic target task with each strategy and seed under the demo's
+    protocol (params/demo.yaml: one thread per run), `workers` runs at a time (0: one per core, up to 4),
+    with a progress bar. Finished runs are found again when the cell runs a second time.
+    Returns the `Study` of exactly these runs."""
+    import os
+
+    import yaml
+
+    from ..core.fileio import atomic_write
+    from ..core.templates import template
+    from ..study.analysis import Study
+    from ..study.grid import load_grid, run_grid
+    from ..study.results import collect
+
+    grid = yaml.safe_load(template("params", "demo.yaml").read_text())
+    grid.update(name="teaching", weights=str(Path(checkpoint).resolve()), strategy=list(strategies), seed=list(seeds),
+                synthetic_size=size, max_epochs=epochs, lp_epochs=max(1, min(3, epochs - 1)))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "mini.yaml"
+    atomic_write(path, yaml.safe_dump(grid, sort_keys=False))
+    run_grid(path, out, workers=workers or min(4, os.cpu_count() or 1), engine="inline")
+    hashes = {cfg.run_hash() for cfg in load_grid(path).runs}
+    runs = collect(out)
+    return Study(out, runs=runs[runs.run_hash.isin(hashes)])
+
+
+def spread_sentence(study) -> str:
+    """How far one strategy's score moves between seeds, and which gains over FT stand outside that noise."""
+    from ..training.strategies import strategy_label
+
+    best = study.best
+    column = f"test_{study.metric}"
+    spread = best.groupby("strategy")[column].agg(lambda v: v.max() - v.min())
+    seeds = best.groupby("strategy").seed.nunique()
+    if best.empty or seeds.max() < 2:
+        return "Only one seed ran: the seed-to-seed spread is unknown, so no gain can be told from noise."
+    ft = best[best.strategy == "ft"][column]
+    text = (f"Seed-to-seed spread: between its best and worst of {seeds.max()} seeds, a strategy's test "
+            f"{study.metric.replace('_', ' ')} moved by {spread.median():.3f} (median over strategies; largest "
+            f"{spread.max():.3f}, {strategy_label(spread.idxmax())})"
+            + (f"; FT alone ranged {ft.min():.3f} to {ft.max():.3f}. " if len(ft) else ". "))
+    gains = study.gains.dropna(subset=["gain"])
+    if gains.empty:
+        return text + "No gain over FT could be computed (FT missing?)."
+    parts = [f"{strategy_label(r.strategy)} {r.gain:+.3f} [{r.low:+.3f}, {r.high:+.3f}] {r.verdict}"
+             for r in gains.sort_values("gain", ascending=False).itertuples()]
+    inside = int((gains.verdict == "inside the noise").sum())
+    return (text + "Gains over FT, paired by seed (95% interval over seeds and test images; verdict after Holm "
+            "correction): " + "; ".join(parts) + f". {inside} of {len(gains)} gains are inside the noise: "
+            "a single seed could have shown them either way.")

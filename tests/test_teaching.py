@@ -1,0 +1,68 @@
+"""The teaching notebook's interactive plan explorer and its sentences."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+from studylib.views.teaching import PlanExplorer, plan_figure  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def explorer():
+    return PlanExplorer("tinycnn", 8, strategies=("ft", "lp_ft", "gu_last_first"))
+
+
+def _head_only_epochs(plan) -> int:
+    trained = plan.pivot(index="epoch", columns="block", values="trainable")
+    return int((trained["head"] & ~trained.drop(columns="head").any(axis=1)).sum())
+
+
+def test_moving_a_slider_redraws_the_plan_with_the_new_setting(explorer):
+    explorer.sliders["lp_epochs"].value = 2
+    before, plan = explorer.figure, explorer.plans()["lp_ft"]
+    assert _head_only_epochs(plan) == 2
+    explorer.sliders["lp_epochs"].value = 5
+    assert explorer.figure is not before  # redrawn
+    assert _head_only_epochs(explorer.plans()["lp_ft"]) == 5
+    factor = explorer.plans()["lp_ft"]
+    explorer.sliders["lpft_lr_factor"].value = 0.01
+    slow = explorer.plans()["lp_ft"]
+    assert slow[slow.stage == "ft"].lr.max() == pytest.approx(factor[factor.stage == "ft"].lr.max() / 10)
+
+
+def test_gradual_unfreezing_follows_its_stage_length_or_says_why_it_cannot(explorer):
+    explorer.sliders["gu_epochs_per_stage"].value = 1
+    plan = explorer.plans()["gu_last_first"]
+    first_epoch = plan[plan.epoch == 0].set_index("block").trainable
+    assert first_epoch["head"] and not first_epoch.drop("head").any()
+    explorer.sliders["gu_epochs_per_stage"].value = 3  # 5 blocks x 3 epochs cannot fit 8 epochs
+    reason = explorer.plans()["gu_last_first"]
+    assert isinstance(reason, str) and "needs at least 13 epochs" in reason
+    texts = [t.get_text() for axis in explorer.figure.axes for t in axis.texts]
+    assert any("needs at least 13 epochs" in t.replace("\n", " ") for t in texts)
+    explorer.epochs.value = 13
+    assert not isinstance(explorer.plans()["gu_last_first"], str)
+    explorer.epochs.value, explorer.sliders["gu_epochs_per_stage"].value = 8, 1
+
+
+def test_panels_carry_strategy_names_and_the_illustration_is_labelled(explorer):
+    explorer.picker.value = ("ft", "lp", "l2_sp", "auto_rgn")
+    titles = [axis.get_title() for axis in explorer.figure.axes]
+    assert titles[0] == "FT" and titles[1] == "LP"
+    assert titles[2].startswith("L2-SP") and "w0" in titles[2]
+    assert titles[3].startswith("Auto-RGN") and "illustration" in titles[3]
+    explorer.picker.value = ()
+    assert explorer.figure is None
+
+
+def test_the_static_plan_figure_is_a_grid_of_readable_panels():
+    strategies = ["ft", "lp", "gu_last_first", "gu_first_last", "l1_sp", "l2_sp", "lp_ft", "auto_rgn"]
+    figure = plan_figure(strategies, "tinycnn", 6)
+    panels = [axis for axis in figure.axes if axis.get_title()]
+    assert len(panels) == 8
+    assert len({round(axis.get_position().y0, 2) for axis in panels}) == 2  # two rows of four, not one row of eight
+    assert panels[0].get_yticklabels()[0].get_text() == "stem"
+    assert not any(t.get_text() for t in panels[1].get_yticklabels())  # block names once per row
