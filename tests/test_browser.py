@@ -1,6 +1,8 @@
-"""What a user does: JupyterLab on localhost, the analysis notebook in headless Chromium, widgets.
+"""What a user does: JupyterLab on localhost, the analysis and teaching notebooks in headless Chromium, widgets.
 
 Needs Debian's chromium and the playwright package (.ci/run installs both); skips without them.
+Screenshots land in outputs/browser/ (kept as CI artifacts): one per explorer view, the teaching
+notebook's plans before and after a slider moved.
 """
 import json
 import shutil
@@ -17,6 +19,7 @@ from studylib.study.grid import run_grid
 from studylib.views.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "outputs" / "browser"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="apt-get install chromium")
@@ -32,14 +35,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def with_parameters(name: str, target: Path, source: str) -> None:
+    """A copy of a shipped notebook whose parameters cell holds `source` (what papermill would inject)."""
+    notebook = json.loads((ROOT / "notebooks" / name).read_text())
+    params = next(c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
+    params["source"] = source
+    target.write_text(json.dumps(notebook))
+
+
 @pytest.fixture
 def lab(tmp_path):
+    """JupyterLab serving tmp_path (the analysis notebook on a small grid, the teaching notebook at small
+    settings); yields a function from a notebook's name to its URL."""
     (tmp_path / "g.yaml").write_text(GRID)
     run_grid(tmp_path / "g.yaml", tmp_path / "results", engine="inline", progress=False)
-    notebook = json.loads((ROOT / "notebooks" / "analysis.ipynb").read_text())
-    params = next(c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", []))
-    params["source"] = f'results_dir = "{tmp_path / "results"}"\nmetric = "balanced_accuracy"\nn_boot = 100\ncorrection = "holm"\n'
-    (tmp_path / "analysis.ipynb").write_text(json.dumps(notebook))
+    with_parameters("analysis.ipynb", tmp_path / "analysis.ipynb",
+                    f'results_dir = "{tmp_path / "results"}"\nmetric = "balanced_accuracy"\nn_boot = 100\ncorrection = "holm"\n')
+    with_parameters("teaching.ipynb", tmp_path / "teaching.ipynb",
+                    'backbone = "tinycnn"\nplan_epochs = 8\nmini_size = 160\nmini_epochs = 5\nmini_seeds = 2\n'
+                    f'workers = 1\npretrain_size = 200\nout_dir = "{tmp_path / "teach"}"\n')
     settings = tmp_path / "lab-settings"
     # Render every cell (JupyterLab's default windowing leaves off-screen cells out of the page) and
     # skip the news prompt.
@@ -52,7 +66,9 @@ def lab(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
                                "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
                                "--ServerApp.open_browser=False", "--allow-root",
-                               f"--LabApp.user_settings_dir={settings}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               f"--LabApp.user_settings_dir={settings}",
+                               f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"],  # no tabs restored from another run
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -60,9 +76,40 @@ def lab(tmp_path):
             break
         except OSError:
             time.sleep(0.5)
-    yield f"{base}/lab/tree/analysis.ipynb?token={token}"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield lambda notebook: f"{base}/lab/tree/{notebook}?token={token}"
     server.terminate()
     server.wait(timeout=30)
+
+
+def open_and_run(page, url: str, ready, tmp_path: Path) -> None:
+    """Open a notebook, wait for its kernel, Run All until `ready` (a locator) appears."""
+    page.goto(url, timeout=120_000)
+    page.wait_for_selector(".jp-NotebookPanel", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    for attempt in range(3):  # a Run All that lands while the kernel starts can stop after the first cell
+        try:
+            run_all_cells(page)
+        except (AssertionError, playwright.TimeoutError):
+            page.screenshot(path=str(SHOTS / "run-all-failed.png"), full_page=True)
+            raise
+        try:
+            ready.wait_for(timeout=180_000)
+            return
+        except playwright.TimeoutError:
+            page.screenshot(path=str(tmp_path / f"after-run-all-{attempt}.png"), full_page=True)
+    raise AssertionError("the notebook never reached its widgets")
+
+
+def last_image_changes(page, before: str) -> None:
+    page.wait_for_function("src => { const imgs = document.querySelectorAll('.widget-output img');"
+                           " return imgs.length && imgs[imgs.length - 1].src !== src; }", arg=before, timeout=60_000)
+
+
+def no_errors_or_warnings(page) -> None:
+    """No cell shows a traceback or anything on stderr (warnings included)."""
+    assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count() == 0
+    assert page.locator(".jp-RenderedText:has-text('Traceback')").count() == 0
 
 
 def run_all_cells(page) -> None:
@@ -84,34 +131,66 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(lab, timeout=120_000)
-        page.wait_for_selector(".jp-NotebookPanel", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
         view = page.get_by_label("view", exact=True)
-        for attempt in range(3):  # a Run All that lands while the kernel starts can stop after the first cell
-            run_all_cells(page)
-            try:
-                view.wait_for(timeout=150_000)
-                break
-            except playwright.TimeoutError:
-                page.screenshot(path=str(tmp_path / f"after-run-all-{attempt}.png"), full_page=True)
-                if attempt == 2:
-                    raise
-        page.screenshot(path=str(tmp_path / "after-run-all.png"), full_page=True)
+        open_and_run(page, lab("analysis.ipynb"), view, tmp_path)
+        page.screenshot(path=str(SHOTS / "analysis-after-run-all.png"), full_page=True)
         assert page.locator(".widget-dropdown select").count() == 6
         figure = page.locator(".widget-output img").last
         figure.wait_for(timeout=120_000)
-        before = figure.get_attribute("src")
-        view.select_option("per-block learning rate")
+        explorer = page.locator(".widget-output").last
+        views = [name.replace("\xa0", " ") for name in view.locator("option").all_inner_texts()]
+        assert "gain over FT" in views and "reliability diagram" in views
         page.get_by_label("strategy", exact=True).select_option("auto_rgn")
-        page.wait_for_function("src => { const imgs = document.querySelectorAll('.widget-output img');"
-                               " return imgs.length && imgs[imgs.length - 1].src !== src; }", arg=before,
-                               timeout=60_000)
-        page.screenshot(path=str(tmp_path / "lab.png"))
+        for name in views:  # every view: one figure (or its message), none left from the view before
+            before = figure.get_attribute("src") if explorer.locator("img").count() else ""
+            view.select_option(name)
+            if name != views[0]:
+                try:
+                    last_image_changes(page, before)
+                except playwright.TimeoutError:  # a view with nothing to draw for this grid says why instead
+                    assert explorer.inner_text().strip(), name
+            assert explorer.locator("img").count() <= 1, name
+            explorer.screenshot(path=str(SHOTS / f"explorer-{name.replace(' ', '_')}.png"))
+        view.select_option("gain over FT")
+        for metric in ("macro_f1", "auroc"):
+            before = figure.get_attribute("src")
+            page.get_by_label("metric", exact=True).select_option(metric)
+            last_image_changes(page, before)
+            explorer.screenshot(path=str(SHOTS / f"explorer-gain_over_FT-{metric}.png"))
+        no_errors_or_warnings(page)
         report = write_report(tmp_path / "results", n_boot=100)[1]
         page.goto(report.as_uri())
         for title in ("Gain over FT per dataset x backbone", "Auto-RGN: per-block learning rate over epochs"):
             image = page.locator(f"img[alt='{title}']")
             assert image.evaluate("img => img.complete && img.naturalWidth > 100"), title
+        page.screenshot(path=str(SHOTS / "report.png"), full_page=True)
         browser.close()
     assert (tmp_path / "results" / "figures" / "explorer-per-block_learning_rate.png").is_file()
+
+
+def test_teaching_notebook_plans_redraw_when_a_slider_moves(lab, tmp_path):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        inside = page.get_by_label("strategies", exact=True).last  # the last widget: section 6's explorer
+        open_and_run(page, lab("teaching.ipynb"), page.locator(".widget-select-multiple").nth(1), tmp_path)
+        plans = page.locator(".widget-output").first
+        image = plans.locator("img")
+        image.wait_for(timeout=60_000)
+        plans.screenshot(path=str(SHOTS / "teaching-plans-before.png"))
+        before = image.get_attribute("src")
+        readout = page.locator(".widget-slider:has-text('LP-FT: LP epochs') .widget-readout")
+        readout.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("5")
+        page.keyboard.press("Enter")  # the slider's value box: as a user types a value
+        page.wait_for_function("src => { const img = document.querySelector('.widget-output img');"
+                               " return img && img.src !== src; }", arg=before, timeout=60_000)
+        assert readout.inner_text().strip() == "5"
+        plans.screenshot(path=str(SHOTS / "teaching-plans-after-lp-epochs-5.png"))
+        assert inside.count() == 1
+        page.screenshot(path=str(SHOTS / "teaching-after-run-all.png"), full_page=True)
+        text = page.locator(".jp-Notebook").inner_text()
+        assert "Seed-to-seed spread" in text and "Top block (stage3)" in text
+        no_errors_or_warnings(page)
+        browser.close()
