@@ -291,7 +291,7 @@ DEMO_SEEDS = (684, 559, 629)
 
 
 def mini_comparison(out_dir: str | Path, checkpoint: str | Path, strategies=MINI_STRATEGIES, seeds=DEMO_SEEDS,
-                    size: int = 640, epochs: int = 8, workers: int = 0):
+                    size: int = 1000, epochs: int = 8, workers: int = 0):
     """Fine-tune `checkpoint` on the synthetic target task with each strategy and seed under the demo's
     protocol (params/demo.yaml: one thread per run), `workers` runs at a time (0: one per core, up to 4),
     with a progress bar. Finished runs are found again when the cell runs a second time.
