@@ -86,6 +86,8 @@ def open_and_run(page, url: str, ready, tmp_path: Path) -> None:
     """Open a notebook, wait for its kernel, Run All until `ready` (a locator) appears."""
     page.goto(url, timeout=120_000)
     page.wait_for_selector(".jp-NotebookPanel", timeout=120_000)
+    page.wait_for_timeout(2_000)  # the kernel dialog, when JupyterLab shows one, comes up within this
+    accept_kernel_dialog(page)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
     for attempt in range(3):  # a Run All that lands while the kernel starts can stop after the first cell
         try:
@@ -112,15 +114,30 @@ def no_errors_or_warnings(page) -> None:
     assert page.locator(".jp-RenderedText:has-text('Traceback')").count() == 0
 
 
+LAST_COUNT = ("() => Math.max(0, ...[...document.querySelectorAll('.jp-InputPrompt')]"
+              ".map(e => parseInt((e.textContent.match(/\\[(\\d+)\\]/) || [0, 0])[1])))")
+
+
+def accept_kernel_dialog(page) -> None:
+    """JupyterLab sometimes asks which kernel to start (when the page loads before the kernel specs do):
+    take the preselected Python 3, as a user would."""
+    dialog = page.locator(".jp-Dialog:has-text('Select Kernel')")
+    if dialog.count():
+        dialog.get_by_role("button", name="Select").click()
+        dialog.wait_for(state="detached", timeout=30_000)
+
+
 def run_all_cells(page) -> None:
-    """Run > Run All Cells, retried until the first code cell has run (a click can land while the
+    """Run > Run All Cells, retried until a cell has run since the click (a click can land while the
     kernel is still starting and be dropped)."""
     for _ in range(4):
+        before = page.evaluate(LAST_COUNT)  # execution counts so far: a retry must see a new one
+        accept_kernel_dialog(page)
         page.keyboard.press("Escape")  # close a menu left open or a start-up dialog that would cover the menu bar
         page.click(".lm-MenuBar-itemLabel:text-is('Run')", timeout=30_000)
         page.locator(".lm-Menu-content").get_by_text("Run All Cells", exact=True).click(timeout=30_000)
         try:
-            page.wait_for_selector(".jp-InputPrompt:has-text('[1]')", timeout=30_000)
+            page.wait_for_function(f"before => ({LAST_COUNT})() > before", arg=before, timeout=30_000)
             return
         except playwright.TimeoutError:
             page.keyboard.press("Escape")
@@ -144,11 +161,11 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_
         for name in views:  # every view: one figure (or its message), none left from the view before
             before = figure.get_attribute("src") if explorer.locator("img").count() else ""
             view.select_option(name)
-            if name != views[0]:
-                try:
-                    last_image_changes(page, before)
-                except playwright.TimeoutError:  # a view with nothing to draw for this grid says why instead
-                    assert explorer.inner_text().strip(), name
+            if name != views[0]:  # a new image, or a view with nothing to draw for this grid saying why
+                page.wait_for_function(
+                    "src => { const outs = document.querySelectorAll('.widget-output'); const out = outs[outs.length - 1];"
+                    " const img = out.querySelector('img'); return img ? img.src !== src : out.innerText.trim().length > 0; }",
+                    arg=before, timeout=60_000)
             assert explorer.locator("img").count() <= 1, name
             explorer.screenshot(path=str(SHOTS / f"explorer-{name.replace(' ', '_')}.png"))
         view.select_option("gain over FT")
