@@ -117,6 +117,18 @@ def cached_plan(strategy: str, backbone: str, epochs: int, settings: tuple) -> p
     return strategy_plan(strategy, backbone, epochs, **dict(settings))
 
 
+def show_in(output, figure: plt.Figure | None, empty: str = "pick at least one strategy") -> None:
+    """Shows `figure` (or `empty`) in an ipywidgets Output, then closes it: pyplot would otherwise show a
+    stale copy below the widget when the cell ends."""
+    from IPython.display import display
+
+    with output:
+        output.clear_output(wait=True)
+        display(figure) if figure is not None else print(empty)
+    if figure is not None:
+        plt.close(figure)
+
+
 class PlanExplorer:
     """Pick strategies by name, move their settings, and see each one's plan redrawn: which blocks train
     in which epoch, at which rate. Nothing trains: plans are asked of the strategies directly."""
@@ -163,15 +175,9 @@ class PlanExplorer:
                 for s in self.picker.value}
 
     def refresh(self) -> None:
-        from IPython.display import display
-
         chosen = list(self.picker.value)
         self.figure = plan_figure(chosen, self.backbone, self.epochs.value, settings=self.settings) if chosen else None
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.figure) if self.figure is not None else print("pick at least one strategy")
-        if self.figure is not None:  # shown in the widget; closed so the notebook does not show a stale copy below
-            plt.close(self.figure)
+        show_in(self.output, self.figure)
 
     def _ipython_display_(self) -> None:
         import ipywidgets as widgets
@@ -268,15 +274,9 @@ class InsideExplorer:
         self.refresh()
 
     def refresh(self) -> None:
-        from IPython.display import display
-
         chosen = {s: self.runs[s] for s in self.picker.value}
         self.figure = inside_figure(chosen) if chosen else None
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.figure) if self.figure is not None else print("pick at least one strategy")
-        if self.figure is not None:  # shown in the widget; closed so the notebook does not show a stale copy below
-            plt.close(self.figure)
+        show_in(self.output, self.figure)
 
     def _ipython_display_(self) -> None:
         import ipywidgets as widgets
