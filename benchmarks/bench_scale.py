@@ -39,8 +39,8 @@ def prepared_size(crop: int) -> int:
 
 
 def make_cache(path: Path, rows: int, size: int) -> None:
-    if path.is_file() and np.load(path, mmap_mode="r").shape[0] == rows and np.load(path, mmap_mode="r").shape[-1] == size:
-        return
+    if path.is_file() and np.load(path, mmap_mode="r").shape == (rows, 3, size, size):
+        return  # made by an earlier run with the same sizes
     array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, 3, size, size))
     rng = np.random.default_rng(0)
     block = rng.integers(0, 255, (256, 3, size, size), dtype=np.uint8)

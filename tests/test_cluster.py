@@ -116,7 +116,7 @@ def test_a_grid_on_a_real_cluster_survives_a_killed_worker(tmp_path, cluster):
         if run != victim:
             assert len(json.loads((run / "status.json").read_text())["attempts"]) == 1  # the others ran once
 
-    local = run_grid(grid, tmp_path / "local", engine="inline", progress=False)
+    run_grid(grid, tmp_path / "local", engine="inline", progress=False)
     a, b = collect(out), collect(tmp_path / "local")
     metrics = [c for c in a.columns if c.startswith(("val_", "test_")) and "seconds" not in c]
     assert list(a.run) == list(b.run)

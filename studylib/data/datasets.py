@@ -77,9 +77,8 @@ def local_status(info: DatasetInfo) -> str:
 
 def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
     """Load, prepare and split the dataset named in `cfg`; the data report rides along."""
-    from . import (
-        loaders,  # loaders import PIL and friends: keep `import studylib` light
-    )
+    # loaders import PIL and friends: imported here to keep `import studylib` light
+    from . import loaders
 
     info = get_dataset_info(cfg.dataset)
     table = loaders.load(info, dataset_root(info, cfg), cfg, progress)

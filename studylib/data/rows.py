@@ -78,7 +78,7 @@ class Rows:
 
     def _descriptor(self) -> int:
         """The file, opened once: a cache entry rebuilt or deleted mid-run is still read as it was."""
-        if getattr(self, "_fd", None) is None:
+        if self._fd is None:
             self._fd = os.open(self.file[0], os.O_RDONLY)
         return self._fd
 

@@ -308,7 +308,7 @@ def mini_comparison(out_dir: str | Path, checkpoint: str | Path, strategies=MINI
 
     grid = yaml.safe_load(template("params", "demo.yaml").read_text())
     grid.update(name="teaching", weights=str(Path(checkpoint).resolve()), strategy=list(strategies), seed=list(seeds),
-                synthetic_size=size, max_epochs=epochs, lp_epochs=max(1, min(3, epochs - 1)))
+                synthetic_size=size, max_epochs=epochs, lp_epochs=plan_defaults(epochs)["lp_epochs"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "mini.yaml"
