@@ -21,6 +21,7 @@ image_size: {size}
 batch_size: 64
 max_epochs: 3
 patience: 3
+lp_epochs: 1
 num_threads: {threads}
 strategy: [ft, lp, lp_ft, l2_sp]
 seed: {seeds}

@@ -25,7 +25,8 @@ from studylib.core.config import RunConfig
 from studylib.data.bundle import DataBundle
 from studylib.data.datasets import load_dataset
 from studylib.models.backbones import create_backbone
-from studylib.training.engine import Device
+from studylib.training import engine
+from studylib.training.engine import Device, evaluate
 from studylib.training.runner import make_trainer
 
 
@@ -71,11 +72,30 @@ def studylib_rate(args, backbone, strategy, data, track_grads=True, **changes) -
     return stats["steps"] * args.batch / (time.perf_counter() - start), plan_seconds
 
 
-def hand_rate(args, backbone, data) -> float:
+def studylib_fused_rate(args, backbone, data) -> float:
+    """studylib's FT with Adam's fused CUDA kernel (engine.FUSED_ADAM_ON_CUDA) instead of foreach."""
+    default, engine.FUSED_ADAM_ON_CUDA = engine.FUSED_ADAM_ON_CUDA, True
+    try:
+        return studylib_rate(args, backbone, "ft", data)[0]
+    finally:
+        engine.FUSED_ADAM_ON_CUDA = default
+
+
+def inference_rate(args, backbone, data) -> float:
+    """images/s of evaluate() over the training images (the path validation and test take)."""
+    trainer, dev = trainer_for(args, backbone, "ft", data)
+    evaluate(trainer.model, trainer.train_data, dev)  # warm-up
+    sync(dev.device)
+    start = time.perf_counter()
+    _, probs, _ = evaluate(trainer.model, trainer.train_data, dev)
+    return len(probs) / (time.perf_counter() - start)  # evaluate returns on the host: already synchronised
+
+
+def hand_rate(args, backbone, data, fused: bool = False) -> float:
     trainer, dev = trainer_for(args, backbone, "ft", data)
     model, batches = trainer.model, trainer.train_data
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, **({"fused": True} if fused else {}))
 
     def epoch(generator):
         steps = 0
@@ -135,9 +155,10 @@ def main() -> None:
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU {platform.machine()}, {torch.get_num_threads()} threads")
     print(f"device: {name}; torch {torch.__version__}; {args.size}px, batch {args.batch}, {args.steps} timed steps")
+    fused = device.type == "cuda"  # Adam's fused kernel exists on CUDA only
     print("| backbone | hand loop img/s | studylib img/s | ratio | L2-SP | L1-SP | no per-layer logging | "
-          "Auto-RGN probe per epoch |")
-    print("|---|---|---|---|---|---|---|---|")
+          "Auto-RGN probe per epoch | inference img/s |" + (" fused Adam: hand loop / studylib img/s |" if fused else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if fused else ""))
     for backbone in args.backbones:
         hand = hand_rate(args, backbone, data)
         ours, _ = studylib_rate(args, backbone, "ft", data)
@@ -145,10 +166,13 @@ def main() -> None:
         l1, _ = studylib_rate(args, backbone, "l1_sp", data)
         bare, _ = studylib_rate(args, backbone, "ft", data, track_grads=False)
         _, probe = studylib_rate(args, backbone, "auto_rgn", data)
+        infer = inference_rate(args, backbone, data)
+        trial = (f" {_rate(hand_rate(args, backbone, data, fused=True))} / {_rate(studylib_fused_rate(args, backbone, data))} |"
+                 if fused else "")
         epoch_seconds = args.epoch_images / ours
         print(f"| {backbone} | {_rate(hand)} | {_rate(ours)} | {ours / hand:.2f} | {_pct(ours, l2)} | {_pct(ours, l1)} | "
               f"{_pct(bare, ours)} | {probe:.2f} s = {100 * probe / epoch_seconds:.1f}% of a "
-              f"{args.epoch_images}-image epoch |")
+              f"{args.epoch_images}-image epoch | {_rate(infer)} |{trial}", flush=True)
     print(f"\nLP, {args.lp_epochs} epochs (train {data.indices('train').size} + val {data.indices('val').size} images), "
           "full forward vs cached features:")
     for backbone in args.backbones:

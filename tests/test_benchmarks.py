@@ -67,3 +67,8 @@ def test_scale_benchmark_runs_at_tiny_size(tmp_path):
                      "--batch", "8", "--files", "30", "--workers", "1", "--dir", str(tmp_path))
     assert "| warm | train |" in out and "| cold | train |" in out and "| resident | none |" in out
     assert "read-ahead thread alone" in out and "| with the index (after) | cold |" in out
+
+
+def test_grid_benchmark_runs_at_tiny_size():
+    out = run_script("benchmarks/bench_grid.py", "--workers", "1", "--runs", "4")
+    assert "| 1 |" in out and "runs/min" in out

@@ -142,6 +142,10 @@ class Trainer:
         """True when some parameters train and all of them belong to the new head."""
         return bool(trainable) and set(trainable) <= set(self.backbone.head_params)
 
+    @property
+    def fused_adam(self) -> bool:
+        return FUSED_ADAM_ON_CUDA and self.cfg.optimizer != "sgd" and self.dev.device.type == "cuda"
+
     def build_optimizer(self, plan: EpochPlan) -> torch.optim.Optimizer:
         """One group per learning rate, built only from parameters that require grad."""
         params = dict(self.model.named_parameters())
@@ -152,7 +156,7 @@ class Trainer:
                   for lr, ps in by_lr.items()]
         if not groups:
             raise RuntimeError(f"strategy {self.cfg.strategy} left no parameter trainable this epoch")
-        new = make_optimizer(self.cfg, groups)
+        new = make_optimizer(self.cfg, groups, fused=self.fused_adam)
         previous = self.optimizer.state if self.optimizer is not None else self.carried_state
         if not plan.reset_optimizer:
             for p in (p for g in groups for p in g["params"]):  # keep Adam moments of parameters that stay
@@ -302,8 +306,9 @@ class Trainer:
         self.result = FitResult(**{**logs["result"], "resumed_from_epoch": self.loop.next_epoch})
         self.layers.rows, self.layers.tensor_rows = logs["layers"], logs["tensors"]
         params = dict(self.model.named_parameters())
-        self.carried_state = {params[n]: {k: v if k == "step" else v.to(params[n].device) for k, v in s.items()}
-                              for n, s in state["optimizer"].items()}  # Adam keeps `step` on the CPU
+        cpu_key = None if self.fused_adam else "step"  # foreach Adam keeps `step` on the CPU, fused Adam on the device
+        self.carried_state = {params[n]: {k: v if k == cpu_key else v.to(params[n].device) for k, v in s.items()}
+                              for n, s in state["optimizer"].items()}
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and self.dev.device.type == "cuda":
@@ -321,12 +326,16 @@ class Trainer:
                 "seconds": time.perf_counter() - started}
 
 
-def make_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
+# Adam's fused CUDA kernel instead of torch's default (foreach); off until measured against it
+# (benchmarks/bench_train.py times both on a GPU).
+FUSED_ADAM_ON_CUDA = False
+
+
+def make_optimizer(cfg: RunConfig, groups: list[dict], fused: bool = False) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.Adam(groups, lr=cfg.lr)
+    adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return adam(groups, lr=cfg.lr, fused=True) if fused else adam(groups, lr=cfg.lr)
 
 
 def check_finite(sums: torch.Tensor, epoch: int, step: int) -> None:
