@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 
 import numpy as np
@@ -38,12 +39,18 @@ def bundle(n: int, size: int, classes: int = 4) -> DataBundle:
     return DataBundle("bench", [str(c) for c in range(classes)], images, labels, split, [str(i) for i in range(n)])
 
 
+def log(message: str) -> None:
+    """A timestamped line on stderr: where a slow or stuck measurement is, without touching the tables."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def trainer_for(args, backbone: str, strategy: str, data: DataBundle, **changes):
+    log(f"{backbone}, {strategy}{' ' + str(changes) if changes else ''}")
     base = dict(backbone=backbone, strategy=strategy, image_size=args.size, batch_size=args.batch,
                 max_steps_per_epoch=args.steps, device=args.device, quiet=True)
     cfg = RunConfig.from_dict({**base, **changes})
@@ -145,6 +152,7 @@ def main() -> None:
     defaults = (["tinycnn", "resnet18"], 32, 32, 4) if args.tiny else (["resnet50", "densenet121", "vgg19"], 224, 128, 20)
     args.backbones = args.backbones or defaults[0]
     args.size, args.batch, args.steps = args.size or defaults[1], args.batch or defaults[2], args.steps or defaults[3]
+    log("data")
     if args.data:
         data = load_dataset(RunConfig(dataset="folder", data_root=args.data, image_size=args.size, quiet=True),
                             progress=False)
