@@ -274,11 +274,14 @@ def teaching() -> None:
             "Each panel is one strategy: rows are blocks, columns epochs, colour the learning rate (log scale; "
             "blank = frozen). Pick strategies and move their settings; the plans redraw (nothing trains: each "
             "strategy is asked for its plan). L1-SP and L2-SP train everything like FT: their difference is the "
-            "penalty, not the plan. Auto-RGN's panel is an **illustration** from the initial weights; its rates "
+            "penalty, not the plan; pick one and its α slider redraws the figure of the penalty's pull, how hard it "
+            "draws a backbone weight back to its pretrained value. Auto-RGN's panel is an **illustration** from the initial weights; its rates "
             "as they ran in a real run are in section 5."),
-        new_code_cell("from studylib.views.teaching import STUDY_ORDER, PlanExplorer, plan_figure\n\n"
+        new_code_cell("from studylib.views.teaching import (\n    STUDY_ORDER,\n    PlanExplorer,\n    plan_figure,\n"
+                      "    sp_pull_figure,\n)\n\n"
                       "plan_figure(list(STUDY_ORDER), backbone, plan_epochs, path=f'{out_dir}/figures/strategy_maps.png')  "
-                      "# the static copy, for a projected or HTML page\n"
+                      "# static copies, for a projected or HTML page\n"
+                      "sp_pull_figure(path=f'{out_dir}/figures/sp_pull.png')\n"
                       "PlanExplorer(backbone, plan_epochs)"),
         answer("**Exercise 3.1.** Set LP-FT's *LP epochs* to 5 of 8. In how many epochs does the stem train, and "
                "at which rate compared with FT?",
@@ -288,6 +291,13 @@ def teaching() -> None:
                "tinycnn has 5 blocks, so G-LF needs 4 stages of 2 epochs plus one epoch for the last stage: 9 "
                "epochs. studylib refuses the plan and says so, rather than silently never training the stem; raise "
                "the epochs to 9 or more."),
+        answer("**Exercise 3.3.** Pick L1-SP and L2-SP with their default α (1e-4 and 0.01). Which penalty pulls "
+               "harder on a weight that moved 0.001 from its pretrained value, and on one that moved 0.1? Predict, "
+               "then read the pull figure.",
+               "At 0.001 L1-SP (1e-4 against L2-SP's 0.01 x 0.001 = 1e-5); at 0.1 L2-SP (1e-3 against 1e-4). They "
+               "pull equally at α₁/α₂ = 0.01. L1's pull does not shrink as a weight comes back, so it pins small "
+               "changes to exactly w0 and lets a few weights move far; L2 lets every weight move a little. Raise "
+               "L2-SP's α tenfold and the crossing moves ten times closer to w0."),
         new_markdown_cell(
             "## 4. A mini comparison over three seeds\n"
             "Pretrain a tiny CNN on the synthetic source task (once), then fine-tune it on the target task with "

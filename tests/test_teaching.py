@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from studylib.views.teaching import PlanExplorer, plan_figure  # noqa: E402
@@ -56,6 +57,23 @@ def test_panels_carry_strategy_names_and_the_illustration_is_labelled(explorer):
     assert titles[3].startswith("Auto-RGN") and "illustration" in titles[3]
     explorer.picker.value = ()
     assert explorer.figure is None
+
+
+def test_the_sp_alpha_sliders_redraw_the_pull_of_each_penalty(explorer):
+    explorer.picker.value = ("ft", "l2_sp")
+    assert explorer.pull_figure is not None and len(explorer.pull_figure.axes[0].lines) == 1  # L2-SP only
+    explorer.sliders["l2sp_alpha"].value = 0.1
+    line = explorer.pull_figure.axes[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), 0.1 * line.get_xdata())  # the L2-SP gradient: alpha * (w - w0)
+    assert "α = 0.1" in explorer.figure.axes[1].get_title()
+    explorer.picker.value = ("l1_sp", "l2_sp")
+    explorer.sliders["l1sp_alpha"].value = 1e-3
+    flat, spring = explorer.pull_figure.axes[0].lines[:2]
+    assert set(flat.get_ydata()) == {1e-3}  # L1-SP pulls with alpha whatever the distance
+    crossing = [t.get_text() for t in explorer.pull_figure.axes[0].texts]
+    assert crossing == ["equal pull at |w − w0| = 0.01"]
+    explorer.picker.value = ("ft",)
+    assert explorer.pull_figure is None
 
 
 def test_the_static_plan_figure_is_a_grid_of_readable_panels():

@@ -47,16 +47,22 @@ def strategy_plan(strategy: str, backbone: str = "tinycnn", epochs: int = 8, **f
 
 STUDY_ORDER = ("ft", "lp", "gu_last_first", "gu_first_last", "l1_sp", "l2_sp", "lp_ft", "auto_rgn")
 # The sliders of the plan explorer: config field -> (what the slider says, min, max, step, strategies it changes).
-# The SP strategies' alpha changes the loss, not the plan, so it has no slider here (section 2 gives its formula).
 PLAN_SETTINGS = {
     "lp_epochs": ("LP-FT: LP epochs", 1, 6, 1, ("lp_ft",)),
     "gu_epochs_per_stage": ("G-LF / G-FL: epochs per stage", 1, 3, 1, ("gu_last_first", "gu_first_last")),
     "lpft_lr_factor": ("LP-FT: rate factor", -3, 0, 0.5, ("lp_ft",)),  # log10 slider
     "dlr_decay": ("Discr. LR: decay per block", 0.1, 1.0, 0.05, ("discriminative_lr",)),
 }
-# Under a panel's title: what the map alone does not show.
+# The SP strategies' alpha changes the loss, not the plan: its sliders (log10 of alpha) redraw the pull figure.
+PENALTY_SETTINGS = {
+    "l1sp_alpha": ("L1-SP: α", -6, -1, 0.5, ("l1_sp",)),
+    "l2sp_alpha": ("L2-SP: α", -4, 0, 0.5, ("l2_sp",)),
+}
+LOG_SLIDERS = ("lpft_lr_factor", *PENALTY_SETTINGS)
+# Under a panel's title: what the map alone does not show (formatted with the settings).
 PANEL_NOTES = {"auto_rgn": "illustration: rates at the initial weights", "auto_snr": "illustration: initial weights",
-               "l1_sp": "all train, + penalty α·Σ|w − w0|", "l2_sp": "all train, + penalty α/2·‖w − w0‖²"}
+               "l1_sp": "all train, + α·Σ|w − w0|, α = {l1sp_alpha:.2g}",
+               "l2_sp": "all train, + α/2·‖w − w0‖², α = {l2sp_alpha:.2g}"}
 
 
 def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 8, path=None,
@@ -78,8 +84,9 @@ def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 
     fig, axes = plt.subplots(rows, columns, figsize=(2.7 * columns + 1.6, 2.7 * rows + 0.3), squeeze=False,
                              constrained_layout=True)
     image = None
+    notes = {s: note.format(**{**RunConfig().to_dict(), **(settings or {})}) for s, note in PANEL_NOTES.items()}
     for axis, strategy in zip(axes.flat, strategies):
-        title = strategy_label(strategy) + (f"\n({PANEL_NOTES[strategy]})" if strategy in PANEL_NOTES else "")
+        title = strategy_label(strategy) + (f"\n({notes[strategy]})" if strategy in notes else "")
         axis.set_title(title, fontsize=9)
         if strategy not in maps:
             axis.text(0.5, 0.5, textwrap.fill(str(plans[strategy]), 34), ha="center", va="center", fontsize=7,
@@ -96,6 +103,31 @@ def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 
         axis.set_axis_off()
     if image is not None:
         fig.colorbar(image, ax=axes, label="log10 learning rate (blank = frozen)", shrink=0.9)
+    return save(fig, path)
+
+
+def sp_pull_figure(l1sp_alpha: float | None = None, l2sp_alpha: float | None = None,
+                   strategies=("l1_sp", "l2_sp"), path=None) -> plt.Figure:
+    """How hard each SP penalty pulls a backbone weight back to its pretrained value w0, by how far the
+    weight moved: the penalty's gradient, α for L1-SP whatever the distance, α·|w − w0| for L2-SP."""
+    defaults = RunConfig()
+    l1 = defaults.l1sp_alpha if l1sp_alpha is None else l1sp_alpha
+    l2 = defaults.l2sp_alpha if l2sp_alpha is None else l2sp_alpha
+    distance = np.logspace(-4, 0, 200)
+    fig, axis = plt.subplots(figsize=(6.2, 3.4), constrained_layout=True)
+    if "l1_sp" in strategies:
+        axis.plot(distance, np.full_like(distance, l1), label=f"L1-SP: α·sign(w − w0), α = {l1:.2g}")
+    if "l2_sp" in strategies:
+        axis.plot(distance, l2 * distance, label=f"L2-SP: α·(w − w0), α = {l2:.2g}")
+    if {"l1_sp", "l2_sp"} <= set(strategies) and l2 > 0 and 1e-4 <= l1 / l2 <= 1:
+        axis.axvline(l1 / l2, color="grey", linestyle=":")
+        axis.annotate(f"equal pull at |w − w0| = {l1 / l2:.2g}", (l1 / l2, l1), textcoords="offset points",
+                      xytext=(6, 8), fontsize=8, color="dimgrey")
+    axis.set(xscale="log", yscale="log", xlabel="|w − w0|: how far a backbone weight moved from its pretrained value",
+             ylabel="pull back to w0\n(gradient of the penalty)",
+             title="SP penalties: L1 pulls every moved weight equally, L2 like a spring")
+    axis.title.set_fontsize(10)
+    axis.legend(fontsize=8, loc="lower right")
     return save(fig, path)
 
 
@@ -117,15 +149,16 @@ def cached_plan(strategy: str, backbone: str, epochs: int, settings: tuple) -> p
     return strategy_plan(strategy, backbone, epochs, **dict(settings))
 
 
-def show_in(output, figure: plt.Figure | None, empty: str = "pick at least one strategy") -> None:
-    """Shows `figure` (or `empty`) in an ipywidgets Output, then closes it: pyplot would otherwise show a
-    stale copy below the widget when the cell ends."""
+def show_in(output, *figures: plt.Figure | None, empty: str = "pick at least one strategy") -> None:
+    """Shows the figures (or `empty` when there is none) in an ipywidgets Output, then closes them: pyplot
+    would otherwise show stale copies below the widget when the cell ends."""
     from IPython.display import display
 
+    shown = [f for f in figures if f is not None]
     with output:
         output.clear_output(wait=True)
-        display(figure) if figure is not None else print(empty)
-    if figure is not None:
+        display(*shown) if shown else print(empty)
+    for figure in shown:
         plt.close(figure)
 
 
@@ -144,10 +177,10 @@ class PlanExplorer:
                                              rows=min(10, len(names)), description="strategies")
         self.epochs = widgets.IntSlider(value=epochs, min=4, max=16, description="epochs", continuous_update=False)
         self.sliders = {}
-        for field_name, (text, low, high, step, _) in PLAN_SETTINGS.items():
+        for field_name, (text, low, high, step, _) in {**PLAN_SETTINGS, **PENALTY_SETTINGS}.items():
             default = getattr(RunConfig(), field_name)
             style = {"description_width": "initial"}
-            if field_name == "lpft_lr_factor":
+            if field_name in LOG_SLIDERS:
                 slider = widgets.FloatLogSlider(value=default, base=10, min=low, max=high, step=step,
                                                 description=text, continuous_update=False, style=style)
             elif isinstance(step, int):
@@ -161,6 +194,7 @@ class PlanExplorer:
             self.sliders[field_name].value = value
         self.output = widgets.Output()
         self.figure: plt.Figure | None = None
+        self.pull_figure: plt.Figure | None = None  # shown when L1-SP or L2-SP is picked
         for widget in (self.picker, self.epochs, *self.sliders.values()):
             widget.observe(lambda change: self.refresh(), names="value")
         self.refresh()
@@ -177,7 +211,10 @@ class PlanExplorer:
     def refresh(self) -> None:
         chosen = list(self.picker.value)
         self.figure = plan_figure(chosen, self.backbone, self.epochs.value, settings=self.settings) if chosen else None
-        show_in(self.output, self.figure)
+        penalised = [s for s in chosen if s in ("l1_sp", "l2_sp")]
+        self.pull_figure = (sp_pull_figure(self.settings["l1sp_alpha"], self.settings["l2sp_alpha"], penalised)
+                            if penalised else None)
+        show_in(self.output, self.figure, self.pull_figure)
 
     def _ipython_display_(self) -> None:
         import ipywidgets as widgets
@@ -270,6 +307,7 @@ class InsideExplorer:
                                              description="strategies")
         self.output = widgets.Output()
         self.figure: plt.Figure | None = None
+        self.pull_figure: plt.Figure | None = None  # shown when L1-SP or L2-SP is picked
         self.picker.observe(lambda change: self.refresh(), names="value")
         self.refresh()
 
