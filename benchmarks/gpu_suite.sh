@@ -29,7 +29,8 @@ part() {  # part NAME COMMAND...: run one part, its table to OUT/NAME.md, its er
     local name=$1 started=$SECONDS
     shift
     echo "== $name: $*" | tee -a "$out/log.txt"
-    timeout -k 5 "$limit" "$@" 2>>"$out/log.txt" | tee "$out/$name.md"
+    # SIGABRT on time-out: with PYTHONFAULTHANDLER every Python thread's stack goes to the log (where it hung)
+    PYTHONFAULTHANDLER=1 timeout -s ABRT -k 5 "$limit" "$@" 2>>"$out/log.txt" | tee "$out/$name.md"
     echo "== $name: exit ${PIPESTATUS[0]} after $((SECONDS - started)) s" | tee -a "$out/log.txt"
 }
 
