@@ -210,3 +210,31 @@ def test_a_run_stopped_after_its_last_epoch_resumes_straight_to_the_test(tiny, t
     metrics = run(cfg, tmp_path, resume=True).metrics
     assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_run"] == 2
     assert len(pd.read_csv(tmp_path / "history.csv")) == 2
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_fused_adam_takes_the_same_steps_as_the_default_with_per_group_rates(optimizer):
+    """The fused-Adam option (engine.FUSED_ADAM_ON_CUDA, measured on a GPU by bench_train) gets studylib's
+    param groups (one per rate, with initial_lr and weight decay) and must update as torch's default."""
+    import torch
+
+    from studylib import RunConfig
+    from studylib.training.engine import make_optimizer
+
+    cfg = RunConfig(optimizer=optimizer, lr=1e-2)
+    torch.manual_seed(0)
+    start = [torch.randn(4, 3), torch.randn(5)]
+    trajectories = []
+    for fused in (False, True):
+        params = [p.clone().requires_grad_(True) for p in start]
+        groups = [{"params": [params[0]], "lr": 1e-2, "initial_lr": 1e-2, "weight_decay": 1e-4},
+                  {"params": [params[1]], "lr": 1e-3, "initial_lr": 1e-3, "weight_decay": 1e-4}]
+        opt = make_optimizer(cfg, groups, fused=fused)
+        assert bool(opt.defaults.get("fused")) is fused
+        for step in range(3):
+            opt.zero_grad()
+            (params[0].square().sum() + (params[1] * (step + 1)).sum()).backward()
+            opt.step()
+        trajectories.append([p.detach() for p in params])
+    for default, fused in zip(*trajectories):
+        torch.testing.assert_close(fused, default, rtol=1e-6, atol=1e-7)
