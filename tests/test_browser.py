@@ -2,7 +2,7 @@
 
 Needs Debian's chromium and the playwright package (.ci/run installs both); skips without them.
 Screenshots land in outputs/browser/ (kept as CI artifacts): one per explorer view, the teaching
-notebook's plans before and after a slider moved.
+notebook's plans before and after a slider moved, and with L2-SP picked (its pull figure).
 """
 import json
 import shutil
@@ -205,6 +205,13 @@ def test_teaching_notebook_plans_redraw_when_a_slider_moves(lab, tmp_path):
                                " return img && img.src !== src; }", arg=before, timeout=60_000)
         assert readout.inner_text().strip() == "5"
         plans.screenshot(path=str(SHOTS / "teaching-plans-after-lp-epochs-5.png"))
+        page.locator(".widget-select-multiple select").first.select_option(label=["FT", "L2-SP"])
+        pull = plans.locator("img").nth(1)  # picking an SP strategy adds the figure of its pull back to w0
+        pull.wait_for(timeout=60_000)  # (its alpha sliders are driven in tests/test_teaching.py)
+        page.wait_for_function("() => [...document.querySelectorAll('.widget-output')[0].querySelectorAll('img')]"
+                               ".every(img => img.complete && img.naturalHeight > 0)", timeout=60_000)
+        pull.scroll_into_view_if_needed()
+        pull.screenshot(path=str(SHOTS / "teaching-sp-pull.png"))
         assert inside.count() == 1
         page.screenshot(path=str(SHOTS / "teaching-after-run-all.png"), full_page=True)
         text = page.locator(".jp-Notebook").inner_text()

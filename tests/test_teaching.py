@@ -76,6 +76,15 @@ def test_the_sp_alpha_sliders_redraw_the_pull_of_each_penalty(explorer):
     assert explorer.pull_figure is None
 
 
+def test_maps_of_one_rate_share_one_colour():
+    figure = plan_figure(["ft", "l2_sp"], "tinycnn", 4)
+    images = [axis.images[0] for axis in figure.axes if axis.images]
+    colours = [image.to_rgba(image.get_array()) for image in images]
+    np.testing.assert_array_equal(colours[0], colours[1])  # the same rate everywhere: the same colour
+    low, high = images[0].get_clim()
+    assert low < np.log10(1e-3) < high
+
+
 def test_the_static_plan_figure_is_a_grid_of_readable_panels():
     strategies = ["ft", "lp", "gu_last_first", "gu_first_last", "l1_sp", "l2_sp", "lp_ft", "auto_rgn"]
     figure = plan_figure(strategies, "tinycnn", 6)

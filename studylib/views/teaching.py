@@ -79,6 +79,8 @@ def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 
     values = [m.to_numpy() for m in maps.values() if np.isfinite(m.to_numpy()).any()]
     low = min((np.nanmin(v) for v in values), default=-4.0)
     high = max((np.nanmax(v) for v in values), default=-3.0)
+    if high - low < 0.1:  # one rate everywhere (FT with L2-SP, say): a degenerate scale would colour equal maps apart
+        low, high = low - 0.5, high + 0.5
     columns = max(1, min(columns, len(strategies)))
     rows = -(-len(strategies) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.7 * columns + 1.6, 2.7 * rows + 0.3), squeeze=False,
