@@ -105,7 +105,8 @@ def open_and_run(page, url: str, ready, tmp_path: Path) -> None:
 
 def last_image_changes(page, before: str) -> None:
     page.wait_for_function("src => { const imgs = document.querySelectorAll('.widget-output img');"
-                           " return imgs.length && imgs[imgs.length - 1].src !== src; }", arg=before, timeout=60_000)
+                           " return imgs.length && imgs[imgs.length - 1].src !== src && imgs[imgs.length - 1].complete; }",
+                           arg=before, timeout=60_000)
 
 
 def no_errors_or_warnings(page) -> None:
@@ -168,7 +169,9 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_
                     arg=before, timeout=60_000)
             assert explorer.locator("img").count() <= 1, name
             explorer.screenshot(path=str(SHOTS / f"explorer-{name.replace(' ', '_')}.png"))
+        before = figure.get_attribute("src")
         view.select_option("gain over FT")
+        last_image_changes(page, before)  # the gain view is drawn before its metric changes
         for metric in ("macro_f1", "auroc"):
             before = figure.get_attribute("src")
             page.get_by_label("metric", exact=True).select_option(metric)
