@@ -192,7 +192,7 @@ CASES = [
          r"1 images are listed with two different labels \(.* is 'a' on line 2 and 'b' on line 42\)",
          edited_manifest(lambda f: pd.concat([f, f.head(1).assign(label="b")], ignore_index=True))),
     Case("csv-path-escapes", run_flags("dataset=csv", "data_root={tmp}/manifest.csv"), 2,
-         r"line 42: path '../../etc/passwd' leaves the data folder",
+         r"line 42: path '../../etc/passwd' leaves image_root",
          edited_manifest(lambda f: pd.concat([f, pd.DataFrame([{"path": "../../etc/passwd", "label": "a"}])],
                                              ignore_index=True))),
     Case("csv-missing-column", run_flags("dataset=csv", "data_root={tmp}/manifest.csv", "label_column=dx"), 2,

@@ -66,11 +66,15 @@ class RunConfig:
     test_fraction: float = 0.15  # share held out as test when the data has no test split
     synthetic_size: int = 600  # synthetic: number of images generated
     skip_bad_images: bool = False  # skip unreadable images (listed in the data report) instead of failing
-    path_column: str = "path"  # csv: column of image paths (relative to the CSV's folder; no suffix: found by name)
+    path_column: str = "path"  # csv: column of image paths (relative to image_root, or absolute; no suffix: found by name)
+    image_root: str = ""  # csv: folder that relative image paths start from; empty: the CSV's own folder
     label_column: str = "label"  # csv: column of class labels
     group_column: str = ""  # csv: patient / lesion column; no group ever spans two splits
     split_column: str = ""  # csv: column of official splits (train / val / test)
-    group_pattern: str = ""  # folder: regex whose first match in the file name is the group (patient) id
+    group_pattern: str = ""  # folder: regex whose first match in the file name is the group (patient) id, e.g. '^(person\d+)'
+    classes: str = ""  # csv, folder: the class names, comma-separated or a YAML list; any other label is refused. Empty: the labels found (checked for case variants and typos)
+    min_class_images: int = 5  # csv, folder: a class with fewer images is refused (almost always a typo label)
+    allow_missing_classes: bool = False  # accept a validation or test split that lacks a class (its recall and AUROC are then undefined)
     official_split: bool = True  # keep the data's own train/val/test split; false: re-split (by group if any)
     splits_file: str = ""  # reuse a saved split assignment (a run's splits.csv)
     drop_duplicates: bool = False  # drop val/test images that duplicate (exactly or nearly) an image in train
@@ -136,6 +140,9 @@ class RunConfig:
         if self.train_per_class and self.train_fraction < 1:
             raise ConfigError(f"train_per_class={self.train_per_class} and train_fraction={self.train_fraction} are both "
                               "set; choose one (train_per_class for k-shot, train_fraction for a share)")
+        repeated = sorted({c for c in names_of(self.classes) if names_of(self.classes).count(c) > 1})
+        if repeated:
+            raise ConfigError(f"classes names {repeated} more than once; list each class once")
         if self.weights_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", self.weights_sha256):
             raise ConfigError(f"weights_sha256 must be 64 hexadecimal digits (sha256sum prints them), got "
                               f"{self.weights_sha256!r}")
@@ -188,7 +195,8 @@ ROLES: dict[str, str] = {
                      "class_weighted_loss", "balanced_sampling"), "protocol"),
     **dict.fromkeys(("lr", "momentum", "lp_epochs", "lpft_lr_factor", "gu_epochs_per_stage", "l1sp_alpha", "l2sp_alpha",
                      "sp_beta", "rgn_probe_batches", "snr_threshold", "surgical_block", "dlr_decay"), "tuned"),
-    **dict.fromkeys(("data_root", "weights_sha256", "skip_bad_images", "path_column", "label_column", "group_column",
+    **dict.fromkeys(("data_root", "weights_sha256", "skip_bad_images", "path_column", "image_root", "label_column",
+                     "group_column", "classes", "min_class_images", "allow_missing_classes",
                      "split_column", "group_pattern", "official_split", "splits_file", "drop_duplicates",
                      "near_duplicate_bits", "medmnist_size", "train_fraction", "train_per_class"), "data"),
     **dict.fromkeys(("max_steps_per_epoch", "amp", "channels_last"), "engine"),
@@ -198,7 +206,8 @@ ROLES: dict[str, str] = {
 }
 # Fields added after run folders existed: left out of the run hash while at their default, so a
 # grid re-run with a newer studylib finds its finished runs instead of training them again.
-HASHED_WHEN_SET = {"train_fraction": 1.0, "train_per_class": 0, "calibration_bins": 15}
+HASHED_WHEN_SET = {"train_fraction": 1.0, "train_per_class": 0, "calibration_bins": 15, "image_root": "",
+                   "classes": "", "min_class_images": 5, "allow_missing_classes": False}
 HELD_FIXED = ("protocol", "data", "engine")  # roles whose fields define a comparable group of runs
 
 
@@ -236,6 +245,7 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "num_threads": _AT_LEAST_0, "memory_gb": ("0 (automatic) or more gigabytes", lambda v: v >= 0),
     "train_fraction": ("above 0 and at most 1 (1: the whole training split)", _between(0, 1, low_open=True)),
     "train_per_class": ("0 (off) or more images per class", lambda v: v >= 0),
+    "min_class_images": ("at least 1 (images per class)", lambda v: v >= 1),
     "calibration_bins": ("from 2 to 1000", _between(2, 1000)), "repr_images": ("0 (off) or at least 16 (images)", lambda v: v == 0 or v >= 16),
     "log_representations_every": ("0 (only the selected network) or more epochs", lambda v: v >= 0),
     "resume_every_s": ("-1 (never) or 0 or more seconds", lambda v: v == -1 or v >= 0),
@@ -263,6 +273,14 @@ def field_type(name: str) -> type:
     return {"int": int, "float": float, "str": str, "bool": bool}[str(FIELDS[name].type)]
 
 
+LIST_FIELDS = ("classes",)  # str fields that also take a YAML list of names
+
+
+def names_of(text: str) -> tuple[str, ...]:
+    """'A, B' -> ('A', 'B'): the value of a list field."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def check_keys(values: dict[str, Any], source: str) -> None:
     for key in values:
         if key not in FIELDS:
@@ -275,6 +293,8 @@ def check_keys(values: dict[str, Any], source: str) -> None:
 def coerce(name: str, value: Any, source: str = "config") -> Any:
     """Check one value against its field type; ints are accepted for floats, nothing else."""
     want = field_type(name)
+    if name in LIST_FIELDS and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return ",".join(v.strip() for v in value)  # classes: [NORMAL, PNEUMONIA] in YAML
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if want is float and isinstance(value, str):

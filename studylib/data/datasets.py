@@ -106,13 +106,14 @@ def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
         bundle.report["few_labels"] = {"train_fraction": cfg.train_fraction, "train_per_class": cfg.train_per_class,
                                        "train_images": int((bundle.split == "train").sum()),
                                        "left_out": int((bundle.split == UNUSED).sum())}
-    bundle.report["notes"] = bundle.report.get("notes", []) + check_split_classes(bundle)
+    bundle.report["notes"] = bundle.report.get("notes", []) + check_split_classes(bundle, cfg.allow_missing_classes)
     return bundle
 
 
-def check_split_classes(bundle: DataBundle) -> list[str]:
+def check_split_classes(bundle: DataBundle, allow_missing: bool = False) -> list[str]:
     """An empty split, or a class missing from train, cannot give a meaningful run: refused.
-    A class missing from validation or test leaves its metrics undefined: a note (and a warning)."""
+    A class missing from validation or test leaves its recall and AUROC undefined: refused unless
+    `allow_missing` (then a note in the data report, and a warning)."""
     from .loaders import DataError
 
     counts = bundle.counts()
@@ -125,9 +126,13 @@ def check_split_classes(bundle: DataBundle) -> list[str]:
         if absent and split == "train":
             raise DataError(f"{bundle.name}: classes {absent} have no training images, so they cannot be learnt; "
                             "add images of them, or remove them from the data")
-        if absent:
+        if absent and not allow_missing and split in ("val", "test"):
+            raise DataError(f"{bundle.name}: classes {absent} have no {split} images, so their recall and AUROC "
+                            f"cannot be measured; add {split} images of them (or a larger {split}_fraction), or set "
+                            "allow_missing_classes=true to run without")
+        if absent and split in ("val", "test"):
             notes.append(f"classes {absent} have no {split} images: their recall and AUROC are undefined "
-                         f"(use more data or a larger {'val' if split == 'val' else 'test'}_fraction)")
+                         f"(use more data or a larger {split}_fraction)")
     for note in notes:
         warnings.warn(f"{bundle.name}: {note}", stacklevel=3)
     return notes

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..core.config import RunConfig
+from ..core.config import RunConfig, names_of
 from ..core.registry import Registry
 from .cache import Prepared, perceptual_hash, prepare_files
 from .images import IMAGE_SUFFIXES, array_to_rgb, image_files
+from .labels import check_labels
 from .rows import select
 from .splits import SPLITS
 from .synthetic import make_synthetic
@@ -70,25 +71,32 @@ def load_folder(root: Path, cfg: RunConfig, progress: bool, group_pattern: str =
     split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in sorted(root.iterdir())
                   if d.is_dir() and d.name.lower() in SPLIT_ALIASES}
     layout = split_dirs or {"": root}
-    base_classes = _class_dirs(layout.get("train") or next(iter(layout.values())))
-    classes = tuple(sorted(base_classes))
+    found = [(name, cls, cls_dir, _images_in(cls_dir)) for name, folder in layout.items()
+             for cls, cls_dir in _class_dirs(folder).items()]
+    names = [cls for _, cls, _, files in found for _ in files]
+    places = [str(path.relative_to(root)) for *_, files in found for path in files]
+    classes = check_labels(names, places, f"class folders of {root}", names_of(cfg.classes), cfg.min_class_images)
+    trained = set(_class_dirs(layout.get("train") or next(iter(layout.values()))))
     paths, labels, split = [], [], []
-    for name, folder in layout.items():
-        for cls, cls_dir in _class_dirs(folder).items():
-            if cls not in classes:
-                raise DataError(f"class folder {cls_dir} is not among the training classes {list(classes)}; "
-                                "rename it or add it to train")
-            files = image_files(cls_dir)
-            if not files:
-                raise DataError(f"class folder {cls_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                                "remove the folder or add images")
-            paths += files
-            labels += [classes.index(cls)] * len(files)
-            split += [name] * len(files)
+    for name, cls, cls_dir, files in found:
+        if cls not in trained and not cfg.classes:
+            raise DataError(f"class folder {cls_dir} is not among the training classes {sorted(trained)}; "
+                            "rename it or add it to train")
+        paths += files
+        labels += [classes.index(cls)] * len(files)
+        split += [name] * len(files)
     pattern = group_pattern or cfg.group_pattern
     groups = _groups_from_names(paths, pattern) if pattern else None
     return _from_files(paths, np.array(labels), classes, np.array(split, dtype=object) if split_dirs else None,
                        groups, root, cfg, progress)
+
+
+def _images_in(cls_dir: Path) -> list[Path]:
+    files = image_files(cls_dir)
+    if not files:
+        raise DataError(f"class folder {cls_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                        "remove the folder or add images")
+    return files
 
 
 def _require_dir(root: Path) -> None:
@@ -133,7 +141,7 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
         if column and column not in frame.columns:
             raise DataError(f"{csv_path} has no {role} column {column!r}; its columns are {list(frame.columns)}. "
                             f"Set {role}_column to the right one.")
-    base = csv_path.parent
+    base = image_root(cfg, csv_path).resolve()
     values = frame[columns["path"]].tolist()
     paths, found = _resolve_paths(values, frame.index, base, csv_path, cfg.skip_bad_images)
     missing = [v for v, ok in zip(values, found) if not ok]
@@ -142,7 +150,8 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
         paths = [p for p, ok in zip(paths, found) if ok]
     label_values, stripped = _clean_labels(frame[columns["label"]], csv_path)
     _refuse_conflicting_labels(paths, label_values, frame.index, csv_path)
-    class_list = tuple(classes) or tuple(sorted(set(label_values)))
+    class_list = check_labels(label_values, [f"line {_line(i)}" for i in frame.index], str(csv_path),
+                              names_of(cfg.classes) or tuple(classes), cfg.min_class_images)
     labels = _label_indices(label_values, class_list, csv_path)
     split = _split_values(frame[columns["split"]], csv_path) if columns["split"] else None
     groups = frame[columns["group"]].to_numpy(dtype=object) if columns["group"] else None
@@ -151,7 +160,24 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
     if stripped:
         table.report.setdefault("notes", []).append(f"{stripped} labels had spaces around them, removed "
                                                     "(so 'A ' and 'A' are one class)")
+    absolute = sum(Path(v).is_absolute() for v in values)
+    if absolute:
+        table.report["absolute_paths"] = absolute
+        table.report.setdefault("notes", []).append(f"{absolute} image paths in {csv_path.name} are absolute; "
+                                                    "the run folder keeps them as they are")
+    table.report["image_root"] = str(base)
     return table
+
+
+def image_root(cfg: RunConfig, csv_path: Path) -> Path:
+    """Where relative image paths of a manifest start: `image_root`, else the CSV's folder."""
+    if not cfg.image_root:
+        return csv_path.parent
+    root = Path(cfg.image_root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image_root {root} is not a folder; set it to the folder that the paths in {csv_path.name} "
+                        "start from (or leave it empty for the CSV's own folder)")
+    return root
 
 
 def _line(row: int) -> int:
@@ -189,18 +215,20 @@ def _refuse_conflicting_labels(paths: list[Path], labels: list[str], index, sour
 
 def _resolve_paths(values: list[str], rows, base: Path, csv_path: Path,
                    skip_missing: bool) -> tuple[list[Path], list[bool]]:
-    """Paths under `base` and whether each file exists; no suffix: looked up by file name.
+    """Paths and whether each file exists; no suffix: looked up by file name under `base`.
 
-    A path must stay inside the data folder as written (no '..' or absolute path out of it);
-    symlinks inside it are followed wherever they point (the data report counts those).
+    A relative path starts at `base` (image_root) and must stay inside it as written (a '..' out
+    of it is refused: set image_root to a folder above both); an absolute path is taken as it is
+    (the data report counts those); symlinks are followed wherever they point.
     """
     base = base.resolve()
     by_stem: dict[str, list[Path]] | None = None
     out, found, missing, ambiguous = [], [], [], []
     for line, value in zip(map(_line, rows), values):
         path = Path(os.path.normpath(base / value))
-        if not path.is_relative_to(base):
-            raise DataError(f"{csv_path} line {line}: path {value!r} leaves the data folder {base}; use paths inside it")
+        if not Path(value).is_absolute() and not path.is_relative_to(base):
+            raise DataError(f"{csv_path} line {line}: path {value!r} leaves image_root {base}; set image_root to a "
+                            "folder that holds every image (paths start there), or write absolute paths")
         if not Path(value).suffix:
             by_stem = _files_by_stem(base) if by_stem is None else by_stem
             matches = [p for p in by_stem.get(path.name, []) if p.with_suffix("") == path or "/" not in value]

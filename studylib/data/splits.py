@@ -38,10 +38,21 @@ def _hold_out(labels: np.ndarray, groups: np.ndarray | None, fraction: float, se
     else:
         n_splits = max(2, round(1 / fraction))
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        _, held = next(folds.split(index, labels, groups))
+        held = _fold_with_every_class(folds.split(index, labels, groups), labels)
     mask = np.zeros(len(labels), dtype=bool)
     mask[held] = True
     return mask
+
+
+def _fold_with_every_class(folds, labels: np.ndarray) -> np.ndarray:
+    """The first fold whose held-out part has every class (with few groups, whole groups cannot
+    always stratify: a later fold may), else the first fold."""
+    first = None
+    for _, held in folds:
+        first = held if first is None else first
+        if len(np.unique(labels[held])) == len(np.unique(labels)):
+            return held
+    return first
 
 
 def check_groups_within_splits(split: np.ndarray, groups: np.ndarray) -> None:
