@@ -33,6 +33,7 @@ class DataBundle:
     ids: list[str]  # one identifier per image (file path or index), for predictions.csv
     groups: np.ndarray | None = None  # patient / lesion ids, when the data has them
     report: dict = field(default_factory=dict)  # counts, skipped files, duplicates (the data report)
+    probable_groups: np.ndarray | None = None  # patient ids guessed from file names when no groups are given
 
     def indices(self, name: str) -> np.ndarray:
         return np.flatnonzero(self.split == name)

@@ -16,9 +16,11 @@ import pandas as pd
 from ..core.config import RunConfig
 from ..core.registry import Registry
 from .bundle import DataBundle
-from .leakage import find_duplicates, to_drop
+from .leakage import find_duplicates, probable_groups, to_drop
 from .rows import select
-from .splits import UNUSED, assign_splits, subsample_train
+from .splits import SPLITS, UNUSED, assign_splits, subsample_train
+
+SPLITS_SHOWN = (*SPLITS, UNUSED)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,14 @@ def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
                         None if table.groups is None else table.groups[keep], dict(table.report))
     bundle.report.update(duplicate_report(pairs, table.ids, split, int((~keep).sum())))
     bundle.report.update(counts=bundle.counts(), imbalance=imbalance(bundle))
+    if bundle.groups is not None:
+        bundle.report["groups"] = group_report(bundle.groups, bundle.split, "given (group_column / group_pattern)")
+    elif table.file_hashes is not None and (guess := probable_groups(bundle.ids, bundle.num_classes)) is not None:
+        bundle.probable_groups = guess.keys
+        official = table.split is not None and cfg.official_split and not cfg.splits_file
+        bundle.report["groups"] = group_report(guess.keys, bundle.split, "probable, from file names",
+                                               guess.crossing(bundle.split), guess.pattern)
+        bundle.report.setdefault("notes", []).extend(probable_group_notes(bundle.report["groups"], official))
     if (split == UNUSED).any():
         bundle.report["few_labels"] = {"train_fraction": cfg.train_fraction, "train_per_class": cfg.train_per_class,
                                        "train_images": int((bundle.split == "train").sum()),
@@ -149,6 +159,32 @@ def splits_from_file(path: Path, ids: list[str]) -> np.ndarray:
     return np.array([saved[i] for i in ids])
 
 
+def group_report(groups: np.ndarray, split: np.ndarray, source: str, crossing: dict | None = None,
+                 pattern: str = "") -> dict:
+    """Groups per split; for probable groups, those found in more than one split and the pattern that fixes it."""
+    frame = pd.DataFrame({"group": groups, "split": split})
+    frame = frame[frame.group != ""]
+    report = {"source": source, "per_split": {s: int(frame.group[frame.split == s].nunique()) for s in SPLITS_SHOWN},
+              "images_per_group": float(len(frame) / max(1, frame.group.nunique()))}
+    if crossing is not None:
+        report.update(crossing=crossing, pattern=pattern)
+    return report
+
+
+def probable_group_notes(groups: dict, official: bool) -> list[str]:
+    crossing = groups["crossing"]
+    if not crossing["crossing"]:
+        return [f"file names look patient-numbered ({crossing['groups']} probable groups); none spans two splits"]
+    fix = (f"set group_pattern='{groups['pattern']}'" if groups["pattern"]
+           else "set group_pattern to a regex that takes the patient id from the file name")
+    if official:
+        fix += " with official_split=false (the data's own split mixes them)"
+    return [f"{crossing['crossing']} of {crossing['groups']} probable patient groups (file names like "
+            f"{', '.join(crossing['examples'][:3])}) have images in more than one split ({crossing['images_in_crossing']} "
+            f"images): the test score may be inflated by patients seen in training. To keep each patient in one split, "
+            f"{fix}"]
+
+
 def duplicate_report(pairs: list[dict], ids: list[str], split: np.ndarray, dropped: int) -> dict:
     def show(p):
         return {"kind": p["kind"], "bits": p["bits"], "a": ids[p["a"]], "a_split": str(split[p["a"]]),
@@ -160,10 +196,14 @@ def duplicate_report(pairs: list[dict], ids: list[str], split: np.ndarray, dropp
 
 
 def imbalance(bundle: DataBundle) -> dict:
-    counts = np.bincount(bundle.labels[bundle.indices("train")], minlength=bundle.num_classes)
-    smallest = int(counts.min()) if len(counts) else 0
-    return {"train_max_over_min": float(counts.max() / smallest) if smallest else float("inf"),
-            "largest": bundle.classes[int(counts.argmax())], "smallest": bundle.classes[int(counts.argmin())]}
+    """Largest over smallest class, per split (train_max_over_min kept for older readers)."""
+    out = {}
+    for split in SPLITS:
+        counts = np.bincount(bundle.labels[bundle.indices(split)], minlength=bundle.num_classes)
+        smallest = int(counts.min()) if len(counts) else 0
+        out[split] = {"max_over_min": float(counts.max() / smallest) if smallest else float("inf"),
+                      "largest": bundle.classes[int(counts.argmax())], "smallest": bundle.classes[int(counts.argmin())]}
+    return {"train_max_over_min": out["train"]["max_over_min"], **out["train"], "per_split": out}
 
 
 def format_report(bundle: DataBundle) -> str:
@@ -173,8 +213,14 @@ def format_report(bundle: DataBundle) -> str:
     counts = pd.DataFrame(report["counts"]).rename_axis("class")
     lines += ["images per class and split:", counts.to_string()]
     ratio = report["imbalance"]["train_max_over_min"]
-    lines.append(f"imbalance (train, largest/smallest class): {ratio:.1f}"
+    per_split = report["imbalance"].get("per_split", {})
+    shown = ", ".join(f"{s} {v['max_over_min']:.1f}" for s, v in per_split.items()) or f"train {ratio:.1f}"
+    lines.append(f"imbalance (largest/smallest class): {shown}"
                  + ("  -> consider class_weighted_loss=true or balanced_sampling=true" if ratio > 3 else ""))
+    if report.get("groups"):
+        groups = report["groups"]
+        lines.append(f"groups ({groups['source']}): " + ", ".join(f"{s} {n}" for s, n in groups["per_split"].items()
+                                                              if n) + f"; {groups['images_per_group']:.1f} images each")
     if report.get("image_sizes"):
         lines.append(f"original image sizes: {report['image_sizes']}")
     dups = report["duplicates_across_splits"]
@@ -183,6 +229,9 @@ def format_report(bundle: DataBundle) -> str:
                                                        if sum(dups.values()) and not report['duplicates_dropped'] else ""))
     lines += [f"  {d['kind']}: {d['a']} ({d['a_split']}) ~ {d['b']} ({d['b_split']})"
               for d in report["duplicate_examples"][:5]]
+    more = sum(dups.values()) - min(5, len(report["duplicate_examples"]))
+    if more > 0:
+        lines.append(f"  ... and {more} more (data_report.json lists {len(report['duplicate_examples'])})")
     skipped = report.get("skipped", [])
     lines.append(f"skipped files: {len(skipped)}")
     lines += [f"  {s['file']}: {s['reason']}" for s in skipped[:20]]

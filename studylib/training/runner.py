@@ -259,7 +259,12 @@ def write_logs(rundir: RunDir, fit, trainer: Trainer) -> None:
 
 
 def write_data_files(rundir: RunDir, data: DataBundle) -> None:
-    write_csv(rundir.file("splits.csv"), pd.DataFrame({"id": data.ids, "label": data.labels, "split": data.split}))
+    frame = pd.DataFrame({"id": data.ids, "label": data.labels, "split": data.split})
+    if data.groups is not None:
+        frame["group"] = data.groups
+    elif data.probable_groups is not None:
+        frame["probable_group"] = data.probable_groups
+    write_csv(rundir.file("splits.csv"), frame)
     write_json(rundir.file("data_report.json"), data.report)
 
 
