@@ -144,7 +144,7 @@ def analysis() -> None:
         simple_parameters([
             'results_dir: str = "../outputs/demo"  # a grid output folder holding runs/ (relative to notebooks/)',
             'metric: str = "balanced_accuracy"  # metric for selection, tables and gains',
-            "n_boot: int = 300  # test-image resamples per gain (they estimate the test-level variance)",
+            "n_boot: int = 1000  # test-image resamples per gain (they estimate the test-level variance)",
             'correction: str = "holm"  # multiplicity correction over all gains: holm or fdr_bh',
         ]),
         new_code_cell("from IPython.display import Image, Markdown, display\n\n"

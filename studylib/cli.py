@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .core.config import ConfigError, RunConfig, field_help, load_yaml, parse_assignment
+from .core.constants import N_BOOT
 from .core.fileio import DiskSpaceError
 
 
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder")
     p.add_argument("--out", help="CSV path (default FOLDER/results.csv)")
     p.add_argument("--metric", default="balanced_accuracy", help="metric for selection and gains")
-    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the gain intervals")
+    p.add_argument("--boot", type=int, default=N_BOOT, help="bootstrap resamples for the gain intervals")
 
     p = add("demo", cmd_demo, "the main job, offline: pretrain on synthetic source, run params/demo.yaml, analyse")
     p.add_argument("--out", default="outputs/demo")

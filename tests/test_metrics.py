@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from studylib.training.metrics import classification_metrics, confusion
+from studylib.training.metrics import classification_metrics, confusion, per_class_metrics
 
 
 def random_case(k, n=200, seed=0):
@@ -50,3 +50,40 @@ def test_binary_auroc_is_the_mann_whitney_probability():
 def test_auroc_is_nan_when_only_one_class_is_present():
     probs = np.full((4, 3), 1 / 3)
     assert np.isnan(classification_metrics(np.zeros(4, int), probs)["auroc"])
+
+
+def test_per_class_precision_recall_f1_support_by_their_definitions():
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(70, int), np.ones(25, int), np.full(5, 2)]  # 14:1 imbalance, as a real test set
+    probs = rng.dirichlet(np.ones(4), size=100)
+    probs[:, 3] = 0  # class 3 ("absent") is never true and never predicted
+    probs /= probs.sum(1, keepdims=True)
+    table = per_class_metrics(labels, probs, ["a", "b", "c", "absent"])
+    preds = probs.argmax(1)
+    for c, name in enumerate("abc"):
+        hit = ((preds == c) & (labels == c)).sum()
+        precision, recall = hit / (preds == c).sum(), hit / (labels == c).sum()
+        assert table[name] == pytest.approx({"precision": precision, "recall": recall, "support": (labels == c).sum(),
+                                             "f1": 2 * precision * recall / (precision + recall)})
+    assert table["absent"]["support"] == 0 and np.isnan(table["absent"]["recall"])
+    assert np.mean([table[n]["recall"] for n in "abc"]) == pytest.approx(
+        classification_metrics(labels, probs[:, :3] / probs[:, :3].sum(1, keepdims=True))["balanced_accuracy"])
+
+
+def test_every_view_of_the_same_runs_draws_the_same_number_of_resamples():
+    import inspect
+    import json
+
+    from conftest import ROOT
+
+    from studylib.cli import build_parser
+    from studylib.core.constants import N_BOOT
+    from studylib.study import analysis, measures, stats
+    from studylib.views import explorer, report
+    defaults = [inspect.signature(f).parameters["n_boot"].default for f in (
+        stats.paired_gain, analysis.gain_summary, analysis.bn_split, measures.calibration_gains, report.write_report,
+        explorer.Explorer.__init__)]
+    assert defaults == [N_BOOT] * len(defaults) and analysis.Study.n_boot == N_BOOT
+    cells = json.loads((ROOT / "notebooks" / "analysis.ipynb").read_text())["cells"]
+    assert any(f"n_boot: int = {N_BOOT} " in "".join(c["source"]) for c in cells)
+    assert build_parser().parse_args(["report", "x"]).boot == N_BOOT

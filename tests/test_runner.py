@@ -1,6 +1,7 @@
 """One run end to end: the run folder, selection on validation, a single test pass, failures."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import Preempted, stop_training_at
@@ -28,6 +29,9 @@ def test_each_registered_strategy_writes_a_complete_run_folder(tiny, tmp_path, s
     assert len(predictions) == sum(map(sum, result.metrics["test_confusion"])) > 0
     assert [c for c in predictions.columns if c.startswith("prob_")] == [f"prob_{c}" for c in metrics["classes"]]
     assert predictions.filter(like="prob_").sum(axis=1).round(5).eq(1).all()
+    recall = [metrics["test_per_class"][c]["recall"] for c in metrics["classes"]]
+    truth = [(predictions.pred[predictions.label == k] == k).mean() for k in range(len(metrics["classes"]))]
+    assert recall == pytest.approx(truth) and np.mean(recall) == pytest.approx(metrics["test"]["balanced_accuracy"])
     layers = pd.read_csv(tmp_path / "layers.csv")
     assert set(layers.columns) >= {"epoch", "block", "trainable", "lr", "grad_norm", "weight_norm", "rgn", "dist_init"}
     assert RunDir(tmp_path).status()["status"] == "finished"

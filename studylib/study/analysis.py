@@ -239,7 +239,7 @@ def paired_gains(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
     return rows[["protocol"] + CASE + ["strategy", "seed", column, "baseline", "gain", "path"]]
 
 
-def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft", n_boot: int = 300,
+def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft", n_boot: int = stats.N_BOOT,
                  correction: str = "holm", strategies: list[str] | None = None) -> pd.DataFrame:
     """Per protocol x case x strategy: mean paired improvement over `baseline` on the same seeds, its
     95% interval with both seed and test-image variance (stats.py says how and why), the number of
@@ -320,7 +320,7 @@ def _corrected(row) -> str:
     return "inside the noise"
 
 
-def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int = 300, correction: str = "holm",
+def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int = stats.N_BOOT, correction: str = "holm",
              gains: pd.DataFrame | None = None) -> pd.DataFrame:
     """For each strategy whose BatchNorm policy differs from FT's, where the FT control under the
     strategy's policy ran: its gain over FT (the row of the gain table, `gains`) split into what
@@ -425,7 +425,7 @@ class Study:
 
     root: Path
     metric: str = "balanced_accuracy"
-    n_boot: int = 300  # image resamples for the test-level variance of each gain
+    n_boot: int = stats.N_BOOT  # image resamples for the test-level variance of each gain
     runs: pd.DataFrame | None = None  # collect(root), when the caller already has it
     correction: str = "holm"  # multiplicity correction over all gains: holm or fdr_bh
     posthoc: str = "nemenyi"  # after the Friedman test: nemenyi or wilcoxon (with Holm)

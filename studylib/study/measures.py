@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from ..core.constants import N_BOOT
 from ..core.config import CALIBRATION_METRICS, improvement_sign
 from ..training.strategies import strategy_label
 from .analysis import CASE, _as_text, _grouping_columns, gain_summary
@@ -100,7 +101,7 @@ def calibration_table(best: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def calibration_gains(best: pd.DataFrame, n_boot: int = 300, correction: str = "holm") -> pd.DataFrame:
+def calibration_gains(best: pd.DataFrame, n_boot: int = N_BOOT, correction: str = "holm") -> pd.DataFrame:
     """Paired improvement over FT of ECE, Brier score and NLL (FT's minus the strategy's: positive is
     better calibrated), with the accuracy comparison's interval; each metric is its own family."""
     present = [m for m in CALIBRATION_SHOWN if f"test_{m}" in best]

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import CALIBRATION_METRICS, improvement_sign
+from ..core.constants import N_BOOT
 from ..training.calibration import calibration_scores
 
 MIN_SEEDS = 3  # fewer seeds: the seed-to-seed variance is too poorly known, no verdict is claimed
@@ -163,7 +164,7 @@ class Gain:
     design: str = ""  # crossed (the seeds share their test images), nested (disjoint), or partly shared
 
 
-def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boot: int = 200,
+def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boot: int = N_BOOT,
                 seed: int = 0) -> Gain:
     """Improvement of the first of each (strategy, baseline) pair over the second, one pair per seed,
     with the interval described at the top of this module (`n_boot` image resamples estimate the

@@ -56,6 +56,15 @@ def macro_average_precision(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+def per_class_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support of each class (NaN where a class is never true or never predicted)."""
+    preds = np.asarray(probs).argmax(axis=1)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        labels, preds, labels=range(len(classes)), zero_division=np.nan)
+    return {name: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                   "support": int(support[c])} for c, name in enumerate(classes)}
+
+
 def confusion(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Confusion matrix, rows = true class, columns = predicted class."""
     k = np.asarray(probs).shape[1]

@@ -30,7 +30,7 @@ from ..data.stream import MemoryBudget
 from ..models.backbones import Backbone, create_backbone
 from .calibration import calibration_metrics, reliability_table
 from .engine import Device, Trainer, evaluate
-from .metrics import classification_metrics, confusion
+from .metrics import classification_metrics, confusion, per_class_metrics
 from .representations import Representations, probe_subset
 from .rundir import LOCK, RESUME, RunDir
 from .strategies import create_strategy
@@ -140,6 +140,7 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
         "val": fit.best_val, "test": {"loss": test_loss, **classification_metrics(labels, probs),
                                                 **calibration_metrics(labels, probs, cfg.calibration_bins)},
         "test_confusion": confusion(labels, probs).tolist(), "classes": data.classes,
+        "test_per_class": per_class_metrics(labels, probs, data.classes),
         "best_epoch": fit.best_epoch, "epochs_run": len(fit.history), "stopped_early": fit.stopped_early,
         "resumed_from_epoch": fit.resumed_from_epoch,
         "wall_seconds": time.perf_counter() - started, "test_seconds": test_seconds, "peak_memory_mb": peak_memory_mb(dev),

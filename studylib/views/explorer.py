@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
+from ..core.constants import N_BOOT
 from ..core.config import METRICS
 from ..core.fileio import read_json_dict_or_empty
 from ..study import measures
@@ -43,7 +44,7 @@ STUDY_VIEWS = ("gain over FT", "critical-difference diagram", "accuracy per stra
 class Explorer:
     """Dropdowns for dataset, backbone, strategy, seed, metric and view; one figure below them."""
 
-    def __init__(self, results_dir: str | Path, figures_dir: str | Path | None = None, n_boot: int = 300,
+    def __init__(self, results_dir: str | Path, figures_dir: str | Path | None = None, n_boot: int = N_BOOT,
                  correction: str = "holm"):
         self.results_dir = Path(results_dir)
         self.figures_dir = Path(figures_dir or self.results_dir / "figures")

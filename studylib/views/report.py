@@ -105,7 +105,7 @@ def study_figures(study: Study) -> dict[str, Path]:
     return made
 
 
-def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = 300,
+def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = stats.N_BOOT,
                  runs: pd.DataFrame | None = None, correction: str = "holm") -> tuple[Path, Path]:
     """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known."""
     study = Study(Path(root), metric, n_boot, runs, correction=correction)

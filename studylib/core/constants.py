@@ -1,0 +1,4 @@
+"""Facts several modules share, stated once (timm's data/constants.py is the model)."""
+from __future__ import annotations
+
+N_BOOT = 1000  # test-image resamples per gain: one count for the report, the notebook, the explorer and the CLI
