@@ -155,9 +155,9 @@ def analysis() -> None:
                       "print(f'{len(study.done)} finished runs in {results_dir}')\n"
                       "if not study.done.empty and study.done.protocol.nunique() > 1:\n"
                       "    print('protocol groups, compared separately:', study.protocols)"),
-        new_markdown_cell("## Test accuracy, mean and sd over seeds"),
+        new_markdown_cell("## Test score in the chosen `metric`, mean and sd over seeds"),
         new_code_cell("study.accuracy.round(3) if not study.best.empty else 'nothing finished yet'"),
-        new_markdown_cell("## Gain over FT\nA case with no FT run shows *no baseline*, never a made-up gain."),
+        new_markdown_cell("## Gain in the chosen `metric` over FT\nA case with no FT run shows *no baseline*, never a made-up gain."),
         new_code_cell("gains = study.gains if not study.best.empty else None\n"
                       "if gains is not None:\n    display(Markdown('**How to read it:** ' + reading('gains', study)))\n"
                       "gains.round(3) if gains is not None else 'no gains without finished runs'"),

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import papermill
 import pytest
 
+from studylib.core.config import metric_name
 from studylib.study import analysis
 from studylib.study.analysis import Study
 from studylib.study.grid import run_grid
@@ -122,7 +123,7 @@ def test_empty_and_partial_folders_say_what_is_missing(results, tmp_path):
 def test_report_is_self_contained_and_shows_the_key_figures(results):
     markdown, page = write_report(results, n_boot=100)
     text = page.read_text()
-    assert "Gain over FT per dataset x backbone" in text and "Auto-RGN: per-block learning rate" in text
+    assert "Gain in test balanced accuracy over FT per dataset x backbone" in text and "Auto-RGN: per-block learning rate" in text
     assert "Critical-difference diagram (P1)" in text and text.count("How to read it:") >= 4
     assert text.count("data:image/png;base64,") >= 4
     assert "figures/gain_heatmap.png" in markdown.read_text()
@@ -229,12 +230,12 @@ def test_every_explorer_view_draws_one_figure_labelled_with_the_metric(results, 
         assert explorer.figure is not None, view
         assert not plt.fignum_exists(explorer.figure.number), f"{view}: left open, pyplot would show it twice"
         if view in METRIC_VIEWS:
-            assert "macro f1" in figure_text(explorer.figure).replace("_", " "), view
+            assert "macro F1" in figure_text(explorer.figure), view
     explorer.controls["view"].value = "accuracy per strategy"
     for metric in ("balanced_accuracy", "auroc", "kappa"):
         explorer.controls["metric"].value = metric
         axis = explorer.figure.axes[0]
-        assert metric.replace("_", " ") in axis.get_ylabel()
+        assert metric_name(metric) in axis.get_ylabel()
         chance = [line for line in axis.get_lines() if line.get_label().startswith("chance")]
         assert chance and axis.get_ylim()[1] < 1.0 + 0.2  # chance marked, the axis zoomed to the data
 

@@ -180,7 +180,7 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_
         no_errors_or_warnings(page)
         report = write_report(tmp_path / "results", n_boot=100)[1]
         page.goto(report.as_uri())
-        for title in ("Gain over FT per dataset x backbone", "Auto-RGN: per-block learning rate over epochs"):
+        for title in ("Gain in test balanced accuracy over FT per dataset x backbone", "Auto-RGN: per-block learning rate over epochs"):
             image = page.locator(f"img[alt='{title}']")
             assert image.evaluate("img => img.complete && img.naturalWidth > 100"), title
         page.screenshot(path=str(SHOTS / "report.png"), full_page=True)

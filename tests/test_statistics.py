@@ -13,7 +13,7 @@ from sklearn.metrics import balanced_accuracy_score
 from studylib import RunConfig
 from studylib.study import analysis, stats
 from studylib.study.analysis import Study
-from studylib.training.metrics import classification_metrics
+from studylib.training.metrics import classification_metrics, confusion
 from studylib.views.report import write_report
 
 
@@ -37,7 +37,8 @@ def crafted_run(root: Path, correct: np.ndarray, labels: np.ndarray, val: float 
     frame.to_csv(path / "predictions.csv", index=False)
     test = classification_metrics(p.labels, p.probs)
     (path / "config.json").write_text(json.dumps(cfg))
-    (path / "metrics.json").write_text(json.dumps({"val": {"balanced_accuracy": val}, "test": test}))
+    (path / "metrics.json").write_text(json.dumps({"val": {"balanced_accuracy": val}, "test": test, "classes": ["a", "b"],
+                                                   "test_confusion": confusion(p.labels, p.probs).tolist()}))
     return path
 
 

@@ -168,6 +168,15 @@ METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "macro
 SELECT_METRICS = METRICS
 CALIBRATION_METRICS = ("ece", "ece_mass", "brier", "nll")  # test only (metrics.json), not for selection
 LOWER_IS_BETTER = ("loss",) + CALIBRATION_METRICS
+METRIC_NAMES = {"balanced_accuracy": "balanced accuracy", "accuracy": "accuracy", "macro_f1": "macro F1",
+                "auroc": "AUROC", "kappa": "Cohen's kappa", "macro_ap": "macro average precision", "loss": "loss",
+                "ece": "expected calibration error", "ece_mass": "expected calibration error (equal mass)",
+                "brier": "Brier score", "nll": "negative log-likelihood"}
+
+
+def metric_name(metric: str) -> str:
+    """The words for a metric id, for headings, titles and axes: 'balanced accuracy', 'recall of NORMAL'."""
+    return METRIC_NAMES.get(metric, metric.replace("_", " "))
 
 
 def improvement_sign(metric: str) -> int:

@@ -27,6 +27,7 @@ from ..core.config import (
     fields_with_role,
     improvement_sign,
 )
+from ..core.fileio import read_json_dict_or_empty
 from . import stats
 from .results import collect
 
@@ -247,8 +248,8 @@ def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
     table, the verdict (from the corrected p-value) and whether the two ran under different
     BatchNorm policies. A protocol group without a plain `baseline` arm but with exactly one arm of
     that strategy (e.g. a grid run wholly with bn_policy=freeze_stats) compares with that arm."""
-    columns = ["protocol"] + CASE + ["strategy", "baseline", "seeds", "gain", "low", "high", "p", "p_adjusted",
-                                     "verdict", "verdict_uncorrected", "design", "bn_policy", "bn_differs"]
+    columns = ["protocol"] + CASE + ["strategy", "baseline", "seeds", "gain", "low", "high", "interval", "p",
+                                     "p_adjusted", "verdict", "verdict_uncorrected", "design", "bn_policy", "bn_differs"]
     if best.empty:
         return pd.DataFrame(columns=columns)
     reader = _PredictionCache()
@@ -277,11 +278,64 @@ def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
                 continue
             rows.append({**row, "seeds": result.seeds, "gain": result.gain, "low": result.low, "high": result.high,
                          "p": result.p if result.seeds >= stats.MIN_SEEDS else np.nan, "design": result.design,
+                         "interval": interval_kind(result.seeds, result.design),
                          "verdict_uncorrected": _verdict(result.low, result.high, result.seeds)})
     summary = pd.DataFrame(rows).reindex(columns=columns)
     summary["p_adjusted"] = stats.adjust(summary.p.astype(float), correction)
     summary["verdict"] = [_corrected(r) for r in summary.itertuples()]
     return summary
+
+
+def interval_kind(seeds: int, design: str) -> str:
+    """What a gain's interval carries: a one-seed interval knows nothing of the seed-to-seed spread."""
+    if seeds < 2:
+        return "test images only"
+    return "seeds" if design == "nested" else "seeds + test images"
+
+
+def per_class_recall(best: pd.DataFrame, baseline: str = "ft", n_boot: int = stats.N_BOOT,
+                     correction: str = "holm") -> pd.DataFrame:
+    """Per protocol x case x strategy x class: the mean test recall over seeds and, for every arm but the
+    baseline, its gain over the baseline with the gain table's interval, verdicts corrected over the
+    strategies of one class (a family per case and class)."""
+    columns = ["protocol"] + CASE + ["class", "strategy", "recall", "seeds", "gain", "low", "high", "interval",
+                                     "verdict"]
+    rows = []
+    reader = _PredictionCache()
+    for keys, group in best.groupby(["protocol"] + CASE):
+        names = run_classes(group.path.iloc[0])
+        for c, name in enumerate(names):
+            metric = f"recall:{c}"
+            recall = {s: float(np.nanmean([_score(metric, reader(p)) for p in runs.path]))
+                      for s, runs in group.groupby("strategy")}
+            gains = gain_summary(group, metric, baseline, n_boot, correction).set_index("strategy")
+            for strategy, value in recall.items():
+                row = dict(zip(["protocol"] + CASE, keys), **{"class": name, "strategy": strategy, "recall": value})
+                if strategy in gains.index:
+                    row.update(gains.loc[strategy, ["seeds", "gain", "low", "high", "interval", "verdict"]].to_dict())
+                rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def _score(metric: str, predictions: stats.Predictions) -> float:
+    return float(stats.weighted_scores(metric, predictions, np.ones((1, len(predictions.ids))))[0])
+
+
+def run_classes(path: str | Path) -> list[str]:
+    """The class names of a finished run (metrics.json), in label order."""
+    return list(read_json_dict_or_empty(Path(path) / "metrics.json").get("classes") or [])
+
+
+def summed_confusions(best: pd.DataFrame) -> dict[tuple, dict[str, np.ndarray]]:
+    """(protocol, dataset, backbone) -> strategy -> the test confusion matrix summed over the seeds."""
+    out: dict[tuple, dict[str, np.ndarray]] = {}
+    for keys, group in best.groupby(["protocol"] + CASE):
+        for strategy, runs in group.groupby("strategy"):
+            matrices = [read_json_dict_or_empty(Path(p) / "metrics.json").get("test_confusion") for p in runs.path]
+            matrices = [np.asarray(m) for m in matrices if m]
+            if matrices and len({m.shape for m in matrices}) == 1:
+                out.setdefault(tuple(keys), {})[strategy] = np.sum(matrices, axis=0)
+    return out
 
 
 def _baseline_arm(group: pd.DataFrame, baseline: str) -> str:
@@ -498,6 +552,21 @@ class Study:
     def bn_mixed(self) -> bool:
         gains = self.gains
         return bool(len(gains)) and bool(gains.bn_differs.fillna(False).any())
+
+    def test_counts(self) -> dict[str, dict[str, int]]:
+        """dataset -> test images per class, from the data report of one selected run of each dataset."""
+        out = {}
+        for dataset, runs in self.best.groupby("dataset"):
+            counts = read_json_dict_or_empty(Path(runs.path.iloc[0]) / "data_report.json").get("counts", {})
+            test = counts.get("test") if isinstance(counts, dict) else None
+            if isinstance(test, dict) and test:
+                out[str(dataset)] = {str(c): int(n) for c, n in test.items()}
+        return out
+
+    @property
+    def per_class(self) -> pd.DataFrame:
+        return self.cached("per_class", lambda: per_class_recall(self.best, n_boot=self.n_boot,
+                                                                 correction=self.correction))
 
     def example_run(self, strategy: str, needs: str = "") -> Path | None:
         """The first best-validation run of `strategy` (holding the file `needs`, for per-layer figures)."""

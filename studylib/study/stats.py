@@ -112,6 +112,10 @@ def _from_confusion(metric: str, cm: np.ndarray) -> np.ndarray:
         if metric == "macro_f1":  # over every class, 0 where undefined (zero_division=0)
             denominator = true_count + pred_count
             return np.where(denominator > 0, 2 * diagonal / np.where(denominator > 0, denominator, 1), 0.0).mean(1)
+        if metric.startswith("recall:"):  # one class's recall: "recall:2" (NaN in a draw without that class)
+            c = int(metric.split(":")[1])
+            return np.where(true_count[:, c] > 0, diagonal[:, c] / np.where(true_count[:, c] > 0, true_count[:, c], 1),
+                            np.nan)
         if metric == "kappa":
             observed = diagonal.sum(1) / total
             chance = (true_count * pred_count).sum(1) / total**2

@@ -14,7 +14,7 @@ import pandas as pd
 from IPython.display import display
 
 from ..core.constants import N_BOOT
-from ..core.config import METRICS
+from ..core.config import METRICS, metric_name
 from ..core.fileio import read_json_dict_or_empty
 from ..study import measures
 from ..study.analysis import Study
@@ -37,7 +37,8 @@ def _run_name(run: Path) -> str:
     return f"{config.get('strategy', Path(run).name)} seed {config.get('seed', '?')}"
 
 
-STUDY_VIEWS = ("gain over FT", "critical-difference diagram", "accuracy per strategy", "cost vs accuracy",
+STUDY_VIEWS = ("gain over FT", "critical-difference diagram", "accuracy per strategy", "recall per class",
+               "cost vs accuracy",
                "feature change per block", "feature change vs gain", "calibration vs FT", "labelled fraction")
 
 
@@ -134,7 +135,10 @@ class Explorer:
     def _study_view(self, view: str, metric: str) -> plt.Figure:
         study = self.study(metric)
         if view == "gain over FT":
-            return studyfigures.gain_heatmap(study.gains, title=f"test {metric} gain over FT (~: no verdict)")
+            return studyfigures.gain_heatmap(study.gains, title=f"gain in test {metric_name(metric)} over FT "
+                                                                 "(~: no verdict)")
+        if view == "recall per class":
+            return studyfigures.recall_bars(study.per_class)
         if view == "critical-difference diagram":
             return studyfigures.cd_diagrams(study.rank_tests, metric=metric)
         if view == "accuracy per strategy":

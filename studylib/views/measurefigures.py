@@ -11,9 +11,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..core.config import metric_name
 from ..training.strategies import strategy_label
 from .runfigures import _title, save
-from .studyfigures import _ordered, message_figure
+from .studyfigures import _ordered, message_figure, panel_grid, strategy_colour
 
 label = strategy_label  # 'lp_ft' -> 'LP-FT'
 
@@ -34,20 +35,20 @@ def cka_by_block(change: pd.DataFrame, path: Path | None = None) -> plt.Figure:
         return save(message_figure("no representations.csv in the selected runs (repr_images=0, or runs made "
                                    "before studylib measured feature change)"), path)
     cases = _cases(change)
-    fig, axes = plt.subplots(1, len(cases), figsize=(5.2 * len(cases), 3.8), squeeze=False)
+    fig, axes = panel_grid(len(cases), width=4.4, height=3.8)
     several = change.protocol.nunique() > 1
-    for axis, (keys, group) in zip(axes[0], cases):
+    for axis, (keys, group) in zip(axes, cases):
         blocks = list(dict.fromkeys(group.sort_values("order").block))
         for i, strategy in enumerate(_ordered(group.strategy)):
             part = group[group.strategy == strategy].set_index("block").reindex(blocks)
             axis.errorbar(range(len(blocks)), part.cka, yerr=part.cka_sd.fillna(0), marker="o", capsize=2,
-                          label=label(strategy), color=f"C{i % 10}", linestyle="--" if i >= 10 else "-")
+                          label=label(strategy), color=strategy_colour(strategy), linestyle="--" if i >= 10 else "-")
         axis.set_xticks(range(len(blocks)), blocks, rotation=30, ha="right")
         low = float(np.nanmin(group.cka)) if np.isfinite(group.cka).any() else 0.0
         axis.set(ylim=(min(0.9, low - 0.05), 1.01), xlabel="block (input -> output)", ylabel="CKA to the starting network",
                  title=_case_title(keys, several))
         axis.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="lower left", ncol=2, title="1 = features unchanged", title_fontsize=7)
+    axes[-1].legend(fontsize=7, loc="lower left", ncol=2, title="1 = features unchanged", title_fontsize=7)
     fig.tight_layout()
     return save(fig, path)
 
@@ -58,9 +59,9 @@ def change_vs_gain(relation: pd.DataFrame, path: Path | None = None) -> plt.Figu
     if relation.empty:
         return save(message_figure("no strategy has both feature change and a gain over FT"), path)
     fig, axis = plt.subplots(figsize=(5.6, 3.8))
-    for i, strategy in enumerate(_ordered(relation.strategy)):
+    for strategy in _ordered(relation.strategy):
         part = relation[relation.strategy == strategy]
-        axis.scatter(part.cka_top, part.gain, color=f"C{i % 10}", label=label(strategy))
+        axis.scatter(part.cka_top, part.gain, color=strategy_colour(strategy), label=label(strategy))
     axis.axhline(0, color="grey", lw=0.8)
     axis.set(xlabel="CKA of the top backbone block to the start (1 = unchanged)", ylabel="gain over FT",
              title="how far the top features moved vs what it bought")
@@ -132,22 +133,22 @@ def labelled_fraction(table: pd.DataFrame, metric: str = "balanced_accuracy", pa
     if table.empty:
         return save(message_figure("no few-labels grid here: run params/efficiency.yaml (train_fraction varies)"), path)
     cases = list(table.groupby(["setting", "dataset", "backbone", "axis"], sort=True))
-    fig, axes = plt.subplots(1, len(cases), figsize=(5.4 * len(cases), 3.9), squeeze=False)
-    for axis, ((setting, dataset, backbone, kind), group) in zip(axes[0], cases):
+    fig, axes = panel_grid(len(cases), width=4.4, height=3.9)
+    for axis, ((setting, dataset, backbone, kind), group) in zip(axes, cases):
         share = kind == "train_fraction"
-        for i, strategy in enumerate(_ordered(group.strategy)):
+        for strategy in _ordered(group.strategy):
             part = group[group.strategy == strategy].sort_values("labelled")
-            axis.plot(part.labelled, part["mean"], marker="o", color=f"C{i % 10}", label=label(strategy))
-            axis.fill_between(part.labelled, part.low, part.high, color=f"C{i % 10}", alpha=0.12)
+            axis.plot(part.labelled, part["mean"], marker="o", color=strategy_colour(strategy), label=label(strategy))
+            axis.fill_between(part.labelled, part.low, part.high, color=strategy_colour(strategy), alpha=0.12)
         axis.set_xscale("log")
         ticks = group.groupby("labelled").train_images.mean()
         axis.set_xticks(list(ticks.index), [(f"{t:.0%}" if share else f"{int(t)}") +
                                             (f"\n{n:.0f} img" if np.isfinite(n) else "") for t, n in ticks.items()])
         axis.minorticks_off()
         axis.set(xlabel="labelled share of the training split (log scale)" if share
-                 else "labelled images per class (log scale)", ylabel=f"test {metric.replace('_', ' ')}",
+                 else "labelled images per class (log scale)", ylabel=f"test {metric_name(metric)}",
                  title=f"{dataset} | {backbone}" + (f" | {setting}" if table.setting.nunique() > 1 else ""))
         axis.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, ncol=2, loc="lower right")
+    axes[-1].legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
     return save(fig, path)

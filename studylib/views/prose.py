@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..study import stats
 from ..study.analysis import Study, protocol_names
+from ..core.config import metric_name
 from ..training.strategies import strategy_label as label
 
 
@@ -17,7 +18,9 @@ def _values(series: pd.Series) -> str:
 
 
 def _gain(row) -> str:
-    return f"{row.gain:+.3f} [{row.low:+.3f}, {row.high:+.3f}], {int(row.seeds)} paired seeds"
+    only = " (test images only)" if getattr(row, "interval", "") == "test images only" else ""
+    seeds = int(row.seeds)
+    return f"{row.gain:+.3f} [{row.low:+.3f}, {row.high:+.3f}]{only}, {seeds} paired seed{'s' if seeds != 1 else ''}"
 
 
 def _where(row, study: Study) -> str:
@@ -25,21 +28,43 @@ def _where(row, study: Study) -> str:
     return f"{row.dataset} / {row.backbone}" + (f", {protocol_names(study.done)[row.protocol]}" if several else "")
 
 
+def _seeds(done: pd.DataFrame) -> str:
+    """'3 seeds each' or '1-3 seeds per case': counted per dataset x backbone, not over the folder."""
+    per_case = done.groupby(["dataset", "backbone"]).seed.nunique()
+    low, high = int(per_case.min()), int(per_case.max())
+    return f"{high} seed{'s' if high != 1 else ''} each" if low == high else f"{low}-{high} seeds per case"
+
+
+def class_balance(study: Study) -> str:
+    """'chest_xray: NORMAL 234, PNEUMONIA 390 (1.7:1)' per dataset, from a run's data report."""
+    parts = []
+    for dataset, counts in study.test_counts().items():
+        values = [n for n in counts.values() if n]
+        ratio = f" ({max(values) / min(values):.1f}:1)" if values else ""
+        parts.append(f"{dataset}: " + ", ".join(f"{c} {n}" for c, n in counts.items()) + ratio)
+    return "; ".join(parts)
+
+
 def headline(study: Study) -> str:
     """What was compared, on what, with how many seeds, and what wins where (with the intervals)."""
     done = study.done
     if done.empty:
         return "No finished runs yet."
+    name = metric_name(study.metric)
     strategies = [s for s in done.strategy.unique() if s != "ft"]
     cases = done[["dataset", "backbone"]].drop_duplicates()
-    seeds = done.seed.nunique()
+    gains = study.gains.dropna(subset=["gain"]) if len(study.gains) else study.gains
+    one_seed = len(gains) and (gains.interval == "test images only").any()
+    balance = class_balance(study)
     text = (f"{len(strategies)} fine-tuning strategies ({', '.join(label(s) for s in sorted(strategies))}) were "
             f"compared with full fine-tuning (FT) on {len(cases)} dataset x backbone case(s) "
-            f"({', '.join(f'{d} / {b}' for d, b in cases.itertuples(index=False))}), {seeds} seed(s) each, "
-            f"{len(done)} finished runs. Gains are paired over the seeds both arms ran, with 95% intervals that "
-            f"carry seed and test-image variance; verdicts are corrected with {stats.CORRECTIONS[study.correction]} "
-            f"over every comparison.")
-    gains = study.gains.dropna(subset=["gain"]) if len(study.gains) else study.gains
+            f"({', '.join(f'{d} / {b}' for d, b in cases.itertuples(index=False))}), {_seeds(done)}, "
+            f"{len(done)} finished runs, scored by test {name}" + (f" (test images per class: {balance})" if balance
+                                                                   else "") +
+            f". Gains in test {name} are paired over the seeds both arms ran, with 95% intervals that carry seed and "
+            "test-image variance" + ("; a case with one seed has an interval of test-image variance only, marked so"
+                                     if one_seed else "") +
+            f"; verdicts are corrected with {stats.CORRECTIONS[study.correction]} over every comparison.")
     if gains.empty:
         return text + " No gain over FT could be computed (FT and another strategy must share seeds)."
     decided = gains[gains.verdict.isin(["better", "worse"])]
@@ -49,12 +74,29 @@ def headline(study: Study) -> str:
         text += " Beyond the noise: " + "; ".join(parts) + "."
     else:
         text += " No strategy differs from FT beyond the noise."
-    best, worst = gains.loc[gains.gain.idxmax()], gains.loc[gains.gain.idxmin()]
-    text += (f" The largest mean gain is {label(best.strategy)}'s on {_where(best, study)} ({_gain(best)}), the "
-             f"largest loss {label(worst.strategy)}'s on {_where(worst, study)} ({_gain(worst)}).")
+    text += " " + _extremes(gains, study)
     if gains.seeds.min() < stats.MIN_SEEDS:
         text += f" Cases with fewer than {stats.MIN_SEEDS} paired seeds get no verdict."
     return text
+
+
+def _extremes(gains: pd.DataFrame, study: Study) -> str:
+    """The largest mean gain and the largest loss, in words that follow their signs."""
+    up, down = gains[gains.gain > 0], gains[gains.gain < 0]
+    best = up.loc[up.gain.idxmax()] if len(up) else None
+    worst = down.loc[down.gain.idxmin()] if len(down) else None
+
+    def said(row) -> str:
+        return f"{label(row.strategy)}'s on {_where(row, study)} ({_gain(row)})"
+    if best is not None and worst is not None:
+        return f"The largest mean gain is {said(best)}, the largest mean loss {said(worst)}."
+    if best is not None:
+        smallest = up.loc[up.gain.idxmin()]
+        return f"Every mean gain is positive: the largest is {said(best)}, the smallest {said(smallest)}."
+    if worst is not None:
+        mildest = down.loc[down.gain.idxmax()]
+        return f"No strategy gained on average: the largest mean loss is {said(worst)}, the smallest {said(mildest)}."
+    return "Every mean gain is zero."
 
 
 def methods(study: Study) -> str:
@@ -82,4 +124,4 @@ def methods(study: Study) -> str:
             f"{_values(done.resize_size)} px, {'with' if done.augment.astype(bool).any() else 'no'} augmentation. Seeds: {_values(done.seed)}. "
             + (f"Tuned per strategy on validation: {', '.join(tuned)}. " if tuned else "")
             + f"Each run kept its best epoch on validation {_values(done.select_metric)} and was scored on test "
-            f"once; the setting compared is each strategy's best on validation {study.metric.replace('_', ' ')}.")
+            f"once; the setting compared is each strategy's best on validation {metric_name(study.metric)}.")

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..core.fileio import atomic_write
+from ..core.config import metric_name
 from ..study import analysis, measures, stats
 from ..study.analysis import Study
 from ..study.results import failures
@@ -55,6 +56,10 @@ HOW_TO_READ = {
                  "shares are subsets of larger ones; selection and early stopping use the full validation split at every "
                  "share). Lines that cross are where the ranking changes; whether a difference at one share is beyond "
                  "the noise is in that share's gain table (its own protocol group)."),
+    "per_class": ("Each cell is a class's recall on test (the share of its test images recognised), mean over seeds; "
+                  "for every strategy but FT, in brackets its paired gain over FT with the gain table's 95% interval "
+                  "and, where the corrected verdict is one, better or worse (each case and class is its own family). "
+                  "Balanced accuracy is the mean of these recalls; a class a strategy sacrifices shows here first."),
     "budget": ("Settings tried per strategy (per case and seed) before the best on validation was kept. Unequal "
                "budgets favour the strategy with more tries, so compare strategies with equal counts."),
 }
@@ -71,13 +76,24 @@ def study_figures(study: Study) -> dict[str, Path]:
 
     if study.best.empty:
         return made
-    keep("Gain over FT per dataset x backbone", "gain_heatmap", lambda p: studyfigures.gain_heatmap(
-        study.gains, p, title=f"test {study.metric} gain over FT (~: no verdict: inside the noise or too few seeds)"))
+    name = metric_name(study.metric)
+    keep(f"Gain in test {name} over FT per dataset x backbone", "gain_heatmap", lambda p: studyfigures.gain_heatmap(
+        study.gains, p, title=f"gain in test {name} over FT (~: no verdict: inside the noise or too few seeds)"))
     for protocol, test in study.rank_tests.items():
         keep(f"Critical-difference diagram ({protocol})", f"critical_difference_{protocol}",
              lambda p, t=test: studyfigures.cd_diagram(t, p))
-    keep("Test accuracy per strategy (mean +- sd over seeds)", "accuracy",
+    keep(f"Mean test {name} per strategy (+- sd over seeds)", "accuracy",
          lambda p: studyfigures.accuracy_bars(study.accuracy, p, study.metric, study.classes))
+    if len(study.per_class):
+        keep("Test recall per class and strategy", "recall_per_class",
+             lambda p: studyfigures.recall_bars(study.per_class, p))
+    for number, ((protocol, dataset, backbone), matrices) in enumerate(analysis.summed_confusions(study.best).items()):
+        classes = analysis.run_classes(study.example_run(next(iter(matrices))) or "")
+        several = study.done.protocol.nunique() > 1
+        where = f"{dataset} / {backbone}" + (f", {protocol}" if several else "")
+        keep(f"Test confusion matrices summed over seeds ({where})", f"confusion_{number}",
+             lambda p, m=matrices, c=classes, w=where: studyfigures.confusion_grid(
+                 m, c or [str(i) for i in range(len(next(iter(m.values()))))], f"{w}: test images, all seeds", p))
     rgn = study.example_run("auto_rgn", "layers.csv")
     if rgn is not None:
         keep("Auto-RGN: per-block learning rate over epochs", "auto_rgn_block_lr",
@@ -124,8 +140,21 @@ def reading(part: str, study: Study | None = None) -> str:
     return HOW_TO_READ[part].format(correction=correction, min_seeds=stats.MIN_SEEDS)
 
 
-GAIN_COLUMNS = ["protocol", "dataset", "backbone", "strategy", "baseline", "seeds", "gain", "low", "high", "p",
-                "p_adjusted", "verdict", "design", "bn_differs"]
+GAIN_COLUMNS = ["protocol", "dataset", "backbone", "strategy", "baseline", "seeds", "gain", "low", "high", "interval",
+                "p", "p_adjusted", "verdict", "design", "bn_differs"]
+
+
+def per_class_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per case and strategy, one column per class: 'recall' or 'recall (gain [low, high])'."""
+    def cell(row) -> str:
+        if pd.isna(row.gain):
+            return f"{row.recall:.3f}"
+        mark = {"better": " better", "worse": " worse"}.get(row.verdict, "")
+        return f"{row.recall:.3f} ({row.gain:+.3f} [{row.low:+.3f}, {row.high:+.3f}]{mark})"
+    frame = table.assign(cell=[cell(r) for r in table.itertuples()])
+    wide = frame.pivot_table(index=["protocol", "dataset", "backbone", "strategy"], columns="class", values="cell",
+                             aggfunc="first", sort=False)
+    return wide.reset_index().rename_axis(columns=None)
 
 
 def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
@@ -135,12 +164,13 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         return {"Nothing to compare yet": ("no finished runs in this folder", "")}
     if study.done.protocol.nunique() > 1:
         sections["Protocol groups (compared separately)"] = (study.protocols, "")
-    sections["Test accuracy (mean, sd over seeds; each strategy at its best validation setting)"] = \
+    name = metric_name(study.metric)
+    sections[f"Test {name} (mean, sd over seeds; each strategy at its best validation setting)"] = \
         (study.accuracy.sort_values(["protocol", "dataset", "backbone", "mean"],
                                     ascending=[True, True, True, False]).round(4), "")
     gains = study.gains
     if not gains.empty:
-        sections["Gain over FT: 95% interval with seed and test-image variance, corrected verdict"] = \
+        sections[f"Gain in test {name} over FT: 95% interval (what it carries: `interval`), corrected verdict"] = \
             (gains[GAIN_COLUMNS].sort_values(["protocol", "dataset", "backbone", "gain"],
                                              ascending=[True, True, True, False]).round(4), reading("gains", study))
         if len(study.bn_split):
@@ -154,20 +184,24 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         wtl = analysis.win_tie_loss(gains).reset_index()
         columns = ["protocol", "strategy", "cases", "better", "inside the noise", "worse", "seed variance unknown",
                    "seeds"]
-        sections["Win / tie / loss against FT, per protocol group"] = \
+        sections[f"Win / tie / loss against FT in test {name}, per protocol group"] = \
             (wtl[columns], reading("wtl", study))
     ranks = analysis.mean_ranks(study.accuracy, study.metric).round(2)
     tests = study.rank_tests
     for protocol in sorted(study.done.protocol.unique()):
         if protocol not in tests:
-            sections[f"Mean rank over dataset x backbone cases ({protocol})"] = (ranks[ranks.protocol == protocol], "")
+            sections[f"Mean rank of test {name} over dataset x backbone cases ({protocol})"] = \
+                (ranks[ranks.protocol == protocol], "")
             continue
         test = tests[protocol]
         posthoc = "Nemenyi" if test.posthoc == "nemenyi" else "Wilcoxon signed-rank with Holm"
-        sections[f"Ranks over {test.blocks} ({protocol})"] = (
+        sections[f"Ranks of test {name} over {test.blocks} ({protocol})"] = (
             test.ranks.round(2).rename("mean rank").reset_index(),
             f"Friedman test p = {test.friedman_p:.3g}; post-hoc {posthoc}" + (" (read only after a rejection)"
             if not test.rejected else "") + (f"; {test.note}" if test.note else "") + ". " + reading("cd", study))
+    if len(study.per_class):
+        sections["Test recall per class: mean over seeds, gain over FT [95% interval]"] = \
+            (per_class_table(study.per_class), reading("per_class", study))
     sections.update(_beyond_sections(study))
     sections["Tuning budget per strategy"] = (study.budgets, reading("budget", study))
     failed = failures(study.runs)
@@ -183,7 +217,7 @@ def _beyond_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     if len(relation):
         rho = measures.change_correlation(relation)
         several = relation.protocol.nunique() > 1
-        text = "; ".join(f"{r.dataset} / {r.backbone}" + (f" ({r.protocol})" if several else "") + ": Spearman {r.spearman:+.2f} over {r.strategies} strategies"
+        text = "; ".join(f"{r.dataset} / {r.backbone}" + (f" ({r.protocol})" if several else "") + f": Spearman {r.spearman:+.2f} over {r.strategies} strategies"
                          for r in rho.itertuples() if pd.notna(r.spearman))
         note = measures.missing_note(study.best)
         sections["Feature change and the gain over FT"] = (
@@ -230,9 +264,13 @@ def _markdown(study: Study, sections: dict, figures: dict[str, Path]) -> str:
 
 
 CAPTIONS = {  # title start -> one sentence under the figure (figures with a reading get that instead)
-    "Gain over FT": "Each cell is a strategy's mean gain over FT on one dataset x backbone (blue: better, red: worse); "
+    "Gain in test": "Each cell is a strategy's mean gain over FT on one dataset x backbone (blue: better, red: worse); "
                     "a ~ marks gains without a verdict (inside the noise after correction, or too few seeds).",
-    "Test accuracy per strategy": "Mean test score of each strategy over seeds with the seed-to-seed sd; the dashed "
+    "Test recall per class": "Mean test recall of each class per strategy over seeds: which classes a strategy "
+                             "gains or loses on.",
+    "Test confusion": "Counts of test images by true (rows) and predicted (columns) class, added over the seeds of "
+                      "each strategy's selected runs; the colour is the share of the true class.",
+    "Mean test": "Mean test score of each strategy over seeds with the seed-to-seed sd; the dashed "
                                   "line is what guessing scores.",
     "Auto-RGN": "Auto-RGN's learning rate per block and epoch in one run: each tensor's rate follows its relative "
                 "gradient norm, so the map changes from epoch to epoch.",

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from ..core.config import metric_name
 from ..core.fileio import read_json
 
 
@@ -43,7 +44,7 @@ def learning_curves(run_dir: str | Path, metric: str = "balanced_accuracy") -> p
     if best is not None:
         right.axvline(best, color="grey", ls=":", label=f"best epoch {best}")
         right.legend()
-    right.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=f"validation {metric.replace('_', ' ')}")
+    right.set(xlabel="epoch", ylabel=metric_name(metric), title=f"validation {metric_name(metric)}")
     for axis in (left, right):
         _mark_stages(axis, history)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole

@@ -11,9 +11,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..core.config import metric_name
 from ..training.strategies import list_strategies
 from ..training.strategies import strategy_label as label
 from .runfigures import layer_heatmap, save
+
+
+PANELS_PER_ROW = 4  # at 4.2 in a panel and 110 dpi a row stays under 2,000 px, whatever the number of cases
+
+
+def panel_grid(count: int, width: float = 4.2, height: float = 3.2):
+    """A figure of `count` panels wrapped PANELS_PER_ROW to a row; returns it and the used axes, in order."""
+    count = max(1, count)
+    columns = min(count, PANELS_PER_ROW)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for axis in axes.flat[count:]:
+        axis.axis("off")
+    return fig, list(axes.flat[:count])
 
 
 def _ordered(strategies) -> list[str]:
@@ -30,8 +45,12 @@ def gain_heatmap(summary: pd.DataFrame, path: Path | None = None, title: str = "
     if summary.protocol.nunique() > 1:  # groups are compared apart: one column per group and case
         frame["case"] = frame.case + "\n" + frame.protocol
     table = frame.pivot_table(index="strategy", columns="case", values="gain", aggfunc="mean")
-    table = table.reindex(_ordered(table.index))
-    noise = frame.pivot_table(index="strategy", columns="case", values="verdict", aggfunc="first").reindex(table.index)
+    table = table.reindex(_ordered(table.index)).rename(index=label)
+    noise = frame.pivot_table(index="strategy", columns="case", values="verdict", aggfunc="first")
+    noise = noise.reindex(_ordered(noise.index)).rename(index=label)
+    if table.shape[1] > table.shape[0]:  # many cases: one row each, so the figure grows down, not across
+        table, noise = table.T, noise.T
+        table.index = noise.index = [c.replace("\n", " / ") for c in table.index]
     limit = np.nanmax(np.abs(table.to_numpy())) if np.isfinite(table.to_numpy()).any() else 0.1
     fig, axis = plt.subplots(figsize=(1.6 + 1.3 * table.shape[1], 0.8 + 0.45 * table.shape[0]))
     image = axis.imshow(table.to_numpy(dtype=float), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
@@ -41,7 +60,7 @@ def gain_heatmap(summary: pd.DataFrame, path: Path | None = None, title: str = "
         dark = np.isfinite(value) and abs(value) > 0.6 * limit  # the colour map's ends are dark: white text there
         axis.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
     axis.set(xticks=range(table.shape[1]), yticks=range(table.shape[0]),
-             title=title or "test balanced-accuracy gain over FT (~: no verdict: inside the noise or too few seeds)")
+             title=title or "gain in test balanced accuracy over FT (~: no verdict: inside the noise or too few seeds)")
     axis.set_xticklabels(table.columns, fontsize=8)
     axis.set_yticklabels(table.index)
     fig.colorbar(image, ax=axis, label="gain over FT")
@@ -62,8 +81,8 @@ def accuracy_bars(table: pd.DataFrame, path: Path | None = None, metric: str = "
     cases = table.groupby(["protocol", "dataset", "backbone"])
     several = table.protocol.nunique() > 1
     chance = chance_level(metric, classes)
-    fig, axes = plt.subplots(1, max(1, len(cases)), figsize=(4.5 * max(1, len(cases)), 3.2), squeeze=False)
-    for axis, ((protocol, dataset, backbone), group) in zip(axes[0], cases):
+    fig, axes = panel_grid(len(cases))
+    for axis, ((protocol, dataset, backbone), group) in zip(axes, cases):
         group = group.set_index("strategy").reindex(_ordered(group.strategy))
         spread = group["std"].fillna(0)
         axis.errorbar(range(len(group)), group["mean"], yerr=spread, fmt="o", color="C0", capsize=3)
@@ -75,7 +94,7 @@ def accuracy_bars(table: pd.DataFrame, path: Path | None = None, metric: str = "
         margin = 0.08 * max(high - low, 0.02)
         axis.set_xticks(range(len(group)), [label(s) for s in group.index], rotation=60, ha="right")
         axis.set(title=f"{dataset} | {backbone}" + (f" | {protocol}" if several else ""),
-                 ylabel=f"test {metric.replace('_', ' ')}", ylim=(low - margin, high + margin))
+                 ylabel=f"test {metric_name(metric)}", ylim=(low - margin, high + margin))
     fig.tight_layout()
     return save(fig, path)
 
@@ -109,11 +128,11 @@ def cost_vs_accuracy(best: pd.DataFrame, path: Path | None = None, metric: str =
     """Wall time and trainable parameters against the test metric, one point per run."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     column = f"test_{metric}"
-    for i, strategy in enumerate(_ordered(best.strategy)):
+    for strategy in _ordered(best.strategy):
         part = best[best.strategy == strategy]
-        left.scatter(part.wall_seconds, part[column], label=label(strategy), color=f"C{i % 10}")
-        right.scatter(part.trainable_params, part[column], color=f"C{i % 10}")
-    left.set(xlabel="wall time (s)", ylabel=f"test {metric.replace('_', ' ')}", title="time")
+        left.scatter(part.wall_seconds, part[column], label=label(strategy), color=strategy_colour(strategy))
+        right.scatter(part.trainable_params, part[column], color=strategy_colour(strategy))
+    left.set(xlabel="wall time (s)", ylabel=f"test {metric_name(metric)}", title="time")
     right.set(xlabel="trainable parameters (max over epochs)", title="parameters")
     if (pd.to_numeric(best.get("trainable_params"), errors="coerce") > 0).any():
         right.set_xscale("log")
@@ -152,9 +171,61 @@ def cd_diagrams(tests: dict, path: Path | None = None, metric: str = "balanced_a
                              gridspec_kw={"height_ratios": heights})
     for axis, (protocol, test) in zip(axes[:, 0], tests.items()):
         verdict = "bars: no significant difference" if test.rejected else "no difference detected (no post-hoc)"
-        cd_diagram(test, None, f"{protocol}: mean rank of test {metric} over {test.blocks}\n"
+        cd_diagram(test, None, f"{protocol}: mean rank of test {metric_name(metric)} over {test.blocks}\n"
                                f"Friedman p = {test.friedman_p:.3g}; {verdict}", axis=axis)
     return save(fig, path)
+
+
+def recall_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+    """Mean test recall of each class (x) per strategy (bars), one panel per dataset x backbone: where a
+    strategy's gain comes from, and which class a 14:1 test set hides in the average."""
+    if table.empty:
+        return save(message_figure("no per-class results: the runs' metrics.json has no class names"), path)
+    cases = table.groupby(["protocol", "dataset", "backbone"], sort=False)
+    fig, axes = panel_grid(len(cases))
+    for axis, ((protocol, dataset, backbone), group) in zip(axes, cases):
+        classes = list(dict.fromkeys(group["class"]))
+        strategies = _ordered(group.strategy)
+        width = 0.8 / len(strategies)
+        for i, strategy in enumerate(strategies):
+            values = group[group.strategy == strategy].set_index("class").recall.reindex(classes)
+            axis.bar(np.arange(len(classes)) + (i - (len(strategies) - 1) / 2) * width, values, width,
+                     label=label(strategy), color=strategy_colour(strategy))
+        axis.set_xticks(range(len(classes)), classes, rotation=30 if len(classes) > 4 else 0, ha="right"
+                        if len(classes) > 4 else "center")
+        axis.set(ylim=(0, 1.05), ylabel="test recall (mean over seeds)", title=f"{dataset} | {backbone}")
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def confusion_grid(matrices: dict[str, np.ndarray], classes: list[str], title: str,
+                   path: Path | None = None) -> plt.Figure:
+    """One confusion matrix per strategy (counts summed over seeds; colour: share of the true class)."""
+    names = _ordered(matrices)
+    fig, axes = panel_grid(len(names), width=3.4, height=3.2)
+    for axis, name in zip(axes, names):
+        counts = matrices[name]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = counts / counts.sum(1, keepdims=True)
+        axis.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), n in np.ndenumerate(counts):
+            axis.text(j, i, f"{int(n)}", ha="center", va="center", fontsize=8,
+                      color="white" if np.nan_to_num(share[i, j]) > 0.6 else "black")
+        ticks = range(len(classes))
+        axis.set_xticks(ticks, classes, rotation=45, ha="right", fontsize=7)
+        axis.set_yticks(ticks, classes, fontsize=7)
+        axis.set(xlabel="predicted", ylabel="true", title=label(name))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def strategy_colour(strategy: str) -> str:
+    """One colour per strategy in every figure: its place in the registry."""
+    known = list_strategies()
+    index = known.index(strategy) if strategy in known else len(known) + sum(map(ord, strategy))
+    return f"C{index % 10}"
 
 
 def message_figure(message: str) -> plt.Figure:

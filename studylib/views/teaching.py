@@ -9,12 +9,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..core.config import RunConfig
+from ..core.config import RunConfig, metric_name
 from ..data.datasets import load_dataset
 from ..models.backbones import create_backbone
 from ..training.engine import Device
 from ..training.runner import make_trainer
 from .runfigures import save
+from .studyfigures import strategy_colour
 
 
 def plan_defaults(epochs: int) -> dict:
@@ -263,13 +264,13 @@ def inside_figure(runs: dict[str, str | Path], path=None) -> plt.Figure:
         axis.set(title=f"{label(strategy)}: trained", xlabel="epoch", yticks=range(len(blocks)),
                  yticklabels=blocks if i == 0 else [])
     moved, changed = fig.add_subplot(bottom[0, 0]), fig.add_subplot(bottom[0, 1])
-    for i, (strategy, t) in enumerate(tables.items()):
+    for strategy, t in tables.items():
         if t["change"] is None:
             continue
         change = t["change"]
         x = range(len(change))
-        moved.plot(x, change.rel_dist_init, marker="o", color=f"C{i % 10}", label=label(strategy))
-        changed.plot(x, change.cka, marker="o", color=f"C{i % 10}", label=label(strategy))
+        moved.plot(x, change.rel_dist_init, marker="o", color=strategy_colour(strategy), label=label(strategy))
+        changed.plot(x, change.cka, marker="o", color=strategy_colour(strategy), label=label(strategy))
         for axis in (moved, changed):
             axis.set_xticks(list(x), change.block, rotation=30, ha="right")
     moved.set(ylabel="relative weight distance from the start", title="how far the weights moved (0 = not at all)")
@@ -371,7 +372,7 @@ def spread_sentence(study) -> str:
         return "Only one seed ran: the seed-to-seed spread is unknown, so no gain can be told from noise."
     ft = best[best.strategy == "ft"][column]
     text = (f"Seed-to-seed spread: between its best and worst of {seeds.max()} seeds, a strategy's test "
-            f"{study.metric.replace('_', ' ')} moved by {spread.median():.3f} (median over strategies; largest "
+            f"{metric_name(study.metric)} moved by {spread.median():.3f} (median over strategies; largest "
             f"{spread.max():.3f}, {strategy_label(spread.idxmax())})"
             + (f"; FT alone ranged {ft.min():.3f} to {ft.max():.3f}. " if len(ft) else ". "))
     gains = study.gains.dropna(subset=["gain"])
