@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 from pathlib import Path
 
 from .core.config import ConfigError, RunConfig, field_help, load_yaml, parse_assignment
 from .core.constants import N_BOOT
+from .core.fileio import Terminated
 from .core.fileio import DiskSpaceError
 
 
@@ -22,10 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    previous = signal.signal(signal.SIGTERM, _terminated) if _main_thread() else None
     try:
         return args.func(args) or 0
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"{'terminated' if isinstance(err, Terminated) else 'interrupted'}: finished runs and saved epochs "
+              "are kept; run the same command again to go on", file=sys.stderr)
         return 130
     except Exception as err:
         if args.debug or os.environ.get("STUDYLIB_DEBUG", "") not in ("", "0"):
@@ -33,6 +37,19 @@ def main(argv: list[str] | None = None) -> int:
         message, code = describe_error(err)
         print(f"error: {message}", file=sys.stderr)
         return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM (a scheduler's pre-emption, kill) ends a command as Ctrl-C does: runs say interrupted, not failed."""
+    raise Terminated()
 
 
 def describe_error(err: Exception) -> tuple[str, int]:

@@ -266,7 +266,7 @@ def test_a_grid_reruns_a_run_whose_metrics_are_corrupt(tmp_path, capsys):
     [metrics] = (tmp_path / "g").glob("runs/*/metrics.json")
     metrics.write_text("{}")
     assert main(["grid", str(tmp_path / "g.yaml"), "--out", str(tmp_path / "g"), "--dry-run"]) == 0
-    assert re.search(r"ft +0.001 +684 +run\n\n0 of 1 runs finished", capsys.readouterr().out)
+    assert re.search(r"ft +0.001 +684 +run\n\n0 finished, 0 to resume, 1 to run", capsys.readouterr().out)
     assert main(["grid", str(tmp_path / "g.yaml"), "--out", str(tmp_path / "g"), "--engine", "inline"]) == 0
     assert RunDir(metrics.parent).status()["status"] == "finished"
 

@@ -16,7 +16,7 @@ import yaml
 from conftest import Preempted, stop_training_at
 
 from studylib.core.config import FIELDS, ConfigError, field_help
-from studylib.study.grid import load_grid, run_grid
+from studylib.study.grid import duration, load_grid, run_grid
 from studylib.study.results import collect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,8 +203,9 @@ def test_dry_run_estimates_the_time_left_from_finished_runs_of_the_same_dataset_
     walls = [json.loads(p.read_text())["wall_seconds"] for p in out.glob("runs/*/metrics.json")]
     assert list(plan.action).count("run") == 2
     summary = plan.attrs["summary"]
-    assert summary.startswith("2 of 4 runs finished, 2 to run; about ")
-    assert f"about {2 * float(np.median(walls)) / 3600:.1f} h of runs for the 2 " in summary
+    assert summary.startswith("2 finished, 0 to resume, 2 to run; about ")
+    assert f"about {duration(2 * float(np.median(walls)))} of runs for the 2 " in summary
+    assert [duration(s) for s in (4.2, 600, 7200)] == ["4 s", "10 min", "2.0 h"]
 
 
 def test_init_copies_the_shipped_templates_and_never_overwrites(tmp_path, capsys):

@@ -195,17 +195,23 @@ def test_resume_state_of_another_config_or_a_torn_file_is_not_used(tiny, tmp_pat
     assert (torn / "resume-set-aside.pt").read_bytes() == b"torn"
 
 
-def test_resume_state_is_written_only_when_resume_every_s_has_passed(tiny, tmp_path, monkeypatch):
+def test_resume_state_is_written_when_due(tiny, tmp_path, monkeypatch):
+    from studylib.training.runner import resume_due
+    assert not resume_due(10.0, 0.0, -1, True)  # -1: never
+    assert resume_due(1.0, 0.01, 300, False)  # a save that costs 1% of the epoch: every epoch
+    assert not resume_due(1.0, 0.2, 300, False)  # one that costs 20%: not yet ...
+    assert resume_due(300.0, 0.2, 300, False)  # ... until resume_every_s passed
+    assert resume_due(1.0, 0.2, 300, True)  # the last epoch is always saved: the test pass may be interrupted
     undo = stop_training_at(monkeypatch, 2)
-    for every in (3600, -1):
+    for every, kept in ((-1, False), (3600, True)):  # tinycnn's saves are cheap: saved every epoch
         with pytest.raises(Preempted):
             run(tiny(max_epochs=3, resume_every_s=every), tmp_path / str(every), resume=True)
-        assert not (tmp_path / str(every) / "resume.pt").exists()
+        assert (tmp_path / str(every) / "resume.pt").exists() == kept
     undo()
 
 
 def test_a_run_stopped_after_its_last_epoch_resumes_straight_to_the_test(tiny, tmp_path, monkeypatch):
-    cfg = tiny(max_epochs=2, resume_every_s=0)
+    cfg = tiny(max_epochs=2)  # the default resume_every_s: the last epoch is saved whatever it is
     evaluate = runner_module.evaluate
     monkeypatch.setattr(runner_module, "evaluate", lambda *a, **k: (_ for _ in ()).throw(Preempted()))
     with pytest.raises(Preempted):

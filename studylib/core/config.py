@@ -94,7 +94,7 @@ class RunConfig:
     memory_gb: float = 0.0  # host memory for images held in memory; a split that does not fit streams from the prepared cache, read a few batches ahead (same batches, same results); 0: half the memory available when the run starts, shared by the STUDYLIB_RUNS_PER_HOST runs on this machine
     log_tensors: bool = False  # also write tensors.csv: the layers.csv columns for every parameter tensor
     save_checkpoint: bool = False  # also write best.pt (the best-validation weights) into the run folder
-    resume_every_s: float = 300  # write resume.pt after an epoch when this many seconds passed since the last; -1: never
+    resume_every_s: float = 300  # write resume.pt after an epoch when this many seconds passed since the last, after the last epoch, and after every epoch whose save costs under 5% of the time since the last save; -1: never
     quiet: bool = False  # no progress bars
     # --- measurements beyond accuracy ---
     calibration_bins: int = 15  # bins of the expected calibration error and the reliability diagram (equal width and equal mass)

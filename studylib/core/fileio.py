@@ -71,6 +71,10 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, json.dumps(_jsonable(data), indent=2) + "\n")
 
 
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so runs stop as they do on Ctrl-C (their status: interrupted)."""
+
 class CorruptFileError(ValueError):
     """A file studylib wrote earlier that no longer parses (torn by hand, emptied, or edited)."""
 

@@ -545,7 +545,7 @@ class Study:
     @property
     def classes(self) -> int | None:
         """The number of classes when every selected run has the same (figures mark chance only then)."""
-        counts = self.best["classes"].dropna().unique() if "classes" in self.best else []
+        counts = self.best["n_classes"].dropna().unique() if "n_classes" in self.best else []
         return int(counts[0]) if len(counts) == 1 else None
 
     @property

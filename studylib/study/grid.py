@@ -198,6 +198,8 @@ def _record_failure(rundir: RunDir, err: Exception) -> None:
                                                        f"{getattr(err, 'evalue', err)}")
         rundir.file(NOTEBOOK_PENDING).unlink(missing_ok=True)  # it would fail the same way again
         return
+    if status["status"] == "interrupted":  # Ctrl-C or SIGTERM reached the run: it says so, and resumes next time
+        return
     if status.get("status") == "failed":  # run() already wrote the reason and traceback
         kept = {k: v for k, v in status.items() if k not in ("status", "time", "reason")}
         rundir.mark("failed", reason=where + status.get("reason", ""), **kept)
@@ -226,6 +228,8 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     pending = [(cfg, path) for cfg, path in todo if not is_done(path, cfg)]
     if dry_run:
         return plan_table(todo, pending)
+    if progress:
+        print(f"grid {grid.name}: {remaining_time([t for t in todo if t not in pending], pending)}", flush=True)
     tidy_finished([path for cfg, path in todo if has_results(path, cfg)])
     atomic_write(out / "grid.yaml", grid.path.read_text() + _overrides_note(overrides))
     jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
@@ -324,20 +328,30 @@ def plan_table(todo: list, pending: list) -> pd.DataFrame:
 
 
 def remaining_time(finished: list, pending: list) -> str:
-    """Runs left and their wall time, estimated from finished runs of the same dataset and backbone."""
+    """'N finished, M to resume, K to run' and the wall time left, estimated from finished runs of the
+    same dataset and backbone."""
     seconds: dict[tuple[str, str], list[float]] = {}
     for cfg, path in finished:
         wall = (RunDir(path).metrics() or {}).get("wall_seconds")
         if wall is not None:
             seconds.setdefault((cfg.dataset, cfg.backbone), []).append(wall)
-    text = f"{len(finished)} of {len(finished) + len(pending)} runs finished, {len(pending)} to run"
+    resume = sum((path / RESUME).is_file() or has_results(path, cfg) for cfg, path in pending)
+    text = f"{len(finished)} finished, {resume} to resume, {len(pending) - resume} to run"
     estimates = [np.median(seconds[(c.dataset, c.backbone)]) for c, _ in pending if (c.dataset, c.backbone) in seconds]
     if pending and estimates:
         unknown = len(pending) - len(estimates)
-        text += (f"; about {sum(estimates) / 3600:.1f} h of runs for the {len(estimates)} whose dataset and "
-                 "backbone already have finished runs (median wall time; divide by the runs at a time)")
+        text += (f"; about {duration(sum(estimates))} of runs for the {len(estimates)} whose dataset and backbone "
+                 "already have finished runs (median wall time, at most that: resumed runs have less left; divide "
+                 "by the runs at a time)")
         text += f", {unknown} with no such run yet" if unknown else ""
     return text
+
+
+def duration(seconds: float) -> str:
+    """'40 s', '12 min', '3.1 h': a grid of seconds-long runs is not 'about 0.0 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def status_table(todo: list, swept: list[str]) -> pd.DataFrame:

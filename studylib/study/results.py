@@ -39,7 +39,7 @@ def run_row(path: Path) -> dict:
         row.update({f"test_{m}": metrics.get("test", {}).get(m) for m in CALIBRATION_METRICS})
         row.update({k: metrics.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "wall_seconds",
                                                "peak_memory_mb", "trainable_params", "total_params", "run_hash")})
-        row["classes"] = len(metrics.get("classes") or []) or None
+        row["n_classes"] = len(metrics.get("classes") or []) or None
         counts = read_json_dict_or_empty(path / "data_report.json").get("counts", {})
         for split in ("train", "val", "test"):
             per_class = counts.get(split) if isinstance(counts, dict) else None

@@ -57,11 +57,14 @@ def macro_average_precision(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def per_class_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support of each class (NaN where a class is never true or never predicted)."""
+    """Precision, recall, F1 and support of each class (None where undefined: a class never true or never
+    predicted; None, not NaN, so that metrics.json reads back as it was written)."""
     preds = np.asarray(probs).argmax(axis=1)
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         labels, preds, labels=range(len(classes)), zero_division=np.nan)
-    return {name: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+    def value(x) -> float | None:
+        return None if np.isnan(x) else float(x)
+    return {name: {"precision": value(precision[c]), "recall": value(recall[c]), "f1": value(f1[c]),
                    "support": int(support[c])} for c, name in enumerate(classes)}
 
 

@@ -139,11 +139,18 @@ class RunDir:
         self.mark_running(attempts=[*earlier, mine])
 
     def fail(self, error: BaseException) -> None:
-        """Record why the run stopped; when even that cannot be written (a full disk), the folder's
-        free lock makes later commands report the run as interrupted instead of running."""
-        reason = f"{type(error).__name__}: {error}"
+        """Record why the run stopped: interrupted (Ctrl-C, SIGTERM: nothing is wrong with the run) or failed;
+        when even that cannot be written (a full disk), the folder's free lock makes later commands
+        report the run as interrupted instead of running."""
         try:
-            self.mark("failed", reason=reason, traceback=traceback.format_exc())
+            if isinstance(error, KeyboardInterrupt):
+                saved = self.status_record().get("saved_epochs")
+                kept = f"{saved} epochs saved" if saved and self.file(RESUME).is_file() else "no epochs saved"
+                signal = "SIGTERM" if type(error).__name__ == "Terminated" else "Ctrl-C (SIGINT)"
+                self.mark("interrupted", reason=f"interrupted by {signal}; {kept}; run the grid again (or --resume) "
+                                                "to go on", saved_epochs=saved)
+            else:
+                self.mark("failed", reason=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
         except OSError:
             pass
 

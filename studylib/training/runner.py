@@ -193,7 +193,7 @@ def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Devi
 
 
 class ResumeSaver:
-    """After each epoch: the logs, and resume.pt when `resume_every_s` seconds passed since the last.
+    """After each epoch: the logs, and resume.pt when `resume_due` says so.
 
     Grids run with resume=True, so a run killed mid-way (pre-emption, a dead kernel, Ctrl-C)
     goes on from its last saved epoch instead of from scratch, and trains exactly as it would have.
@@ -204,6 +204,7 @@ class ResumeSaver:
         self.rundir, self.cfg, self.trainer, self.features = rundir, cfg, trainer, features
         self.identity = identity  # config hash and data fingerprint: resume.pt is only used for these
         self.last = time.monotonic()
+        self.save_seconds = 0.0  # what the last save cost (none yet: the first epoch is saved)
 
     def __call__(self, fit) -> None:
         logged = self.cfg.log_representations_every
@@ -211,12 +212,26 @@ class ResumeSaver:
             self.features.record(len(fit.history) - 1)
             write_csv(self.rundir.file("representations.csv"), self.features.rows)
         write_logs(self.rundir, fit, self.trainer)
-        every = self.cfg.resume_every_s
-        if every < 0 or time.monotonic() - self.last < every:
+        over = self.trainer.loop.done or self.trainer.loop.next_epoch >= self.cfg.max_epochs
+        if not resume_due(time.monotonic() - self.last, self.save_seconds, self.cfg.resume_every_s, over):
             return
+        started = time.monotonic()
         save_torch(self.rundir.file(RESUME), {**self.trainer.checkpoint(), **self.identity})
         self.rundir.mark_running(saved_epochs=len(fit.history))  # what an interrupted run can go on from
         self.last = time.monotonic()
+        self.save_seconds = self.last - started
+
+
+SAVE_SHARE = 0.05  # an epoch is saved whenever saving costs at most this share of the time since the last save
+
+
+def resume_due(since_last: float, save_seconds: float, every: float, training_over: bool) -> bool:
+    """Whether to write resume.pt after this epoch: never with every = -1; otherwise after the last
+    epoch (an interrupt during the test pass keeps the trained weights), once `every` seconds passed,
+    and whenever a save is cheap against the epochs since the last one (short runs: every epoch)."""
+    if every < 0:
+        return False
+    return training_over or since_last >= every or save_seconds <= SAVE_SHARE * since_last
 
 
 def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool,
