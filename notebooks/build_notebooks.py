@@ -46,14 +46,19 @@ def field_sections() -> dict[str, str]:
 
 
 def parameters_cell(extra: list[str], overrides: dict | None = None) -> nbformat.NotebookNode:
-    defaults = {**RunConfig().to_dict(), **(overrides or {})}
+    library = RunConfig().to_dict()
+    defaults = {**library, **(overrides or {})}
     helps, sections = field_help(), field_sections()
 
     def line(name: str) -> str:
-        return f"{name}: {type(defaults[name]).__name__} = {defaults[name]!r}  # {helps[name]}"
+        mark = f"[NOTEBOOK: the library's default is {library[name]!r}] " if defaults[name] != library[name] else ""
+        return f"{name}: {type(defaults[name]).__name__} = {defaults[name]!r}  # {mark}{helps[name]}"
 
-    lines = ["# Parameters (papermill replaces this cell's values; python -m studylib config explains each)",
-             "# --- the ones people change most ---"] + [line(n) for n in MOST_CHANGED]
+    lines = ["# Parameters (papermill replaces this cell's values; python -m studylib config explains each)"]
+    if overrides:
+        lines.append("# Lines marked [NOTEBOOK] are this notebook's quick teaching values; a grid passes every field, "
+                     "and a field a grid leaves out gets the library's default")
+    lines += ["# --- the ones people change most ---"] + [line(n) for n in MOST_CHANGED]
     section = None
     for name in helps:
         if name in MOST_CHANGED:

@@ -304,7 +304,7 @@ def test_a_full_disk_during_a_run_is_one_line_and_the_run_reads_interrupted(tmp_
     err = capsys.readouterr().err
     assert err.startswith("error: the disk is full while writing") and err.count("\n") == 1
     status = RunDir(tmp_path / "out").status()
-    assert status["status"] == "interrupted" and "no epochs saved" in status["reason"]
+    assert status["status"] == "interrupted" and "1 epoch saved" in status["reason"]  # the last epoch is kept
 
 
 def test_a_full_disk_is_found_before_the_cache_is_written(tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import Preempted, stop_training_at
 
-from studylib.core.config import FIELDS, ConfigError, field_help
+from studylib.core.config import FIELDS, ConfigError, RunConfig, field_help
 from studylib.study.grid import duration, load_grid, run_grid
 from studylib.study.results import collect
 
@@ -42,9 +42,12 @@ def test_notebooks_are_committed_without_outputs(notebook):
 def test_experiment_parameters_match_the_config_fields():
     params = papermill.inspect_notebook(str(ROOT / "notebooks" / "experiment.ipynb"))
     assert set(params) - {"out_dir", "overwrite", "resume"} == set(FIELDS)
-    help_text = field_help()
+    help_text, library = field_help(), RunConfig().to_dict()
     for name in FIELDS:
-        assert params[name]["help"] == help_text[name]
+        value = eval(params[name]["default"])  # the cell's literal, as papermill reads it
+        mark = f"[NOTEBOOK: the library's default is {library[name]!r}] " if value != library[name] else ""
+        assert params[name]["help"] == mark + help_text[name], name  # a teaching value says it is one
+    assert sum("[NOTEBOOK" in p["help"] for p in params.values()) >= 5
 
 
 @pytest.mark.parametrize("grid", sorted((ROOT / "params").glob("*.yaml")), ids=lambda p: p.name)

@@ -105,3 +105,27 @@ def test_an_eighteen_case_study_has_figures_under_2000_px_and_no_template_text(t
         with Image.open(png) as image:
             assert image.width < 2000, (png.name, image.size)
     assert "{r." not in markdown_path.read_text() and "{" not in html_path.read_text().split("<style>")[0]
+
+
+def test_backbones_of_one_dataset_are_one_friedman_block_and_the_report_prints_the_statistic(tmp_path):
+    from scipy.stats import friedmanchisquare, studentized_range
+    labels = LABELS[::10]
+    rng = np.random.default_rng(5)
+    for dataset in ("synthetic", "synthetic_source", "chest_xray_pneumonia", "brain_tumor_mri"):
+        for backbone in ("resnet50", "densenet121", "vgg19"):
+            base = 0.7 + 0.1 * rng.random()
+            for strategy, gain in (("ft", 0.0), ("lp_ft", 0.03), ("lp", -0.05 + 0.1 * rng.random())):
+                correct = with_accuracy(labels, base) if strategy == "ft" else churned(labels, base, gain, 0)
+                crafted_run(tmp_path / dataset, correct, labels, dataset=dataset, backbone=backbone, strategy=strategy)
+    study = Study(tmp_path, n_boot=20)
+    [test] = study.rank_tests.values()
+    per_case = study.best.pivot_table(index=["dataset", "backbone"], columns="strategy", values="test_balanced_accuracy")
+    by_dataset = per_case.groupby(level="dataset").mean()
+    assert test.n_blocks == 4 and test.blocks.startswith("4 datasets (each the mean of its backbones: 12 cases)")
+    expected = friedmanchisquare(*[by_dataset[c] for c in by_dataset])
+    assert test.statistic == pytest.approx(expected.statistic) and test.friedman_p == pytest.approx(expected.pvalue)
+    assert test.critical_difference == pytest.approx(studentized_range.ppf(0.95, 3, np.inf) / np.sqrt(2)
+                                                     * np.sqrt(3 * 4 / (6 * 4)))
+    markdown = write_report(tmp_path, n_boot=20)[0].read_text()
+    assert re.search(rf"Friedman chi2 = {test.statistic:.2f}, df = 2, N = 4 datasets .*p = .*; Nemenyi critical "
+                     rf"difference = {test.critical_difference:.2f} mean ranks", markdown)

@@ -451,9 +451,10 @@ def mean_ranks(table: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.Dat
 
 
 def rank_tests(best: pd.DataFrame, metric: str = "balanced_accuracy", posthoc: str = "nemenyi") -> dict:
-    """Per protocol: Friedman test and post-hoc over the strategies (stats.rank_test). Blocks are the
-    dataset x backbone cases (Demsar 2006); a protocol with one case uses its seeds as blocks, and
-    then the conclusion holds for that case only."""
+    """Per protocol: Friedman test and post-hoc over the strategies (stats.rank_test). Blocks must be
+    independent (Demsar 2006): the datasets, each the mean over its backbones, when backbones share a
+    dataset's images; else the dataset x backbone cases; a protocol with one case uses its seeds as
+    blocks, and then the conclusion holds for that case only."""
     tests = {}
     sign = improvement_sign(metric)
     column = f"test_{metric}"
@@ -461,9 +462,15 @@ def rank_tests(best: pd.DataFrame, metric: str = "balanced_accuracy", posthoc: s
         plain = group[~group.strategy.str.contains("[", regex=False)]
         group = plain if plain.strategy.nunique() >= 3 else group  # controls and variants are not strategies
         cases = group.groupby(CASE).ngroups
-        if cases >= 2:
+        datasets = group.dataset.nunique()
+        if datasets >= 2 and cases > datasets:  # backbones share a dataset's images: one block per dataset
+            per_case = group.pivot_table(index=CASE, columns="strategy", values=column, aggfunc="mean")
+            scores = per_case.groupby(level="dataset").agg(lambda cells: cells.mean(skipna=False))
+            unit = f"datasets (each the mean of its backbones: {cases} cases)"
+        elif cases >= 2:
             scores = group.pivot_table(index=CASE, columns="strategy", values=column, aggfunc="mean")
-            unit = "dataset x backbone cases"
+            unit = "dataset x backbone cases" + (" of one dataset (not independent: read as descriptive)"
+                                                 if datasets == 1 else "")
         else:
             scores = group.pivot_table(index="seed", columns="strategy", values=column, aggfunc="mean")
             unit = "seeds of one case (its conclusion holds for this case only)"

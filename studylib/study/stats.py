@@ -30,6 +30,7 @@ Holm correction over a paper-sized family (126 gains) can still reach a verdict.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,7 +183,9 @@ def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boo
     k = len(pairs)
     per_seed = np.array([_diff(metric, a, b, np.ones((1, len(a.ids))))[0] for a, b in pairs])
     design, draws = _test_draws(pairs, metric, n_boot, rng)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        # a draw with no image of a class leaves that class's recall undefined (NaN): that draw is left out
+        warnings.simplefilter("ignore", RuntimeWarning)
         test_var = float(np.nanvar(np.nanmean(draws, 1), ddof=1)) if n_boot > 1 else 0.0
     gain = float(np.mean(per_seed))
     seed_var = float(np.var(per_seed, ddof=1)) / k if k > 1 else float("nan")
@@ -264,10 +267,33 @@ class RankTest:
     posthoc: str
     blocks: str  # "N dataset x backbone cases" or "N seeds of one case ..."
     note: str = ""  # blocks or strategies left out because a strategy is missing from them
+    statistic: float = float("nan")  # Friedman's chi-square
+    critical_difference: float = float("nan")  # Nemenyi's CD at 0.05: mean ranks further apart differ
 
     @property
     def rejected(self) -> bool:
         return self.friedman_p < 1 - LEVEL
+
+    @property
+    def df(self) -> int:
+        return self.scores.shape[1] - 1
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.scores)
+
+    def describe(self) -> str:
+        """'Friedman chi2 = 9.31, df = 7, N = 6 datasets, p = 0.231; Nemenyi CD = 4.29 mean ranks'."""
+        return (f"Friedman chi2 = {self.statistic:.2f}, df = {self.df}, N = {self.blocks}, p = {self.friedman_p:.3g}; "
+                f"Nemenyi critical difference = {self.critical_difference:.2f} mean ranks")
+
+
+def nemenyi_cd(strategies: int, blocks: int) -> float:
+    """Demsar's (2006) critical difference: q_0.05 (studentized range over sqrt 2) x sqrt(k(k+1) / 6N)."""
+    from scipy.stats import studentized_range
+
+    q = studentized_range.ppf(LEVEL, strategies, np.inf) / np.sqrt(2)
+    return float(q * np.sqrt(strategies * (strategies + 1) / (6 * blocks)))
 
 
 def rank_test(scores: pd.DataFrame, posthoc: str = "nemenyi", unit: str = "blocks") -> RankTest | None:
@@ -294,9 +320,10 @@ def rank_test(scores: pd.DataFrame, posthoc: str = "nemenyi", unit: str = "block
         return None
     ranks = scores.rank(axis=1, ascending=False, method="average").mean().sort_values()
     if np.all(np.ptp(scores.to_numpy(), axis=1) == 0):
-        friedman = 1.0  # every block ties every strategy
+        friedman, statistic = 1.0, 0.0  # every block ties every strategy
     else:
-        friedman = float(stats.friedmanchisquare(*[scores[c].to_numpy() for c in scores.columns]).pvalue)
+        result = stats.friedmanchisquare(*[scores[c].to_numpy() for c in scores.columns])
+        friedman, statistic = float(result.pvalue), float(result.statistic)
     if friedman >= 1 - LEVEL:
         pairwise = pd.DataFrame(1.0, index=scores.columns, columns=scores.columns)
     elif posthoc == "wilcoxon":
@@ -308,4 +335,4 @@ def rank_test(scores: pd.DataFrame, posthoc: str = "nemenyi", unit: str = "block
         pairwise.index = pairwise.columns = scores.columns
     pairwise = pairwise.fillna(1.0)
     return RankTest(scores, ranks, friedman, pairwise.loc[ranks.index, ranks.index], posthoc,
-                    f"{len(scores)} {unit}", note)
+                    f"{len(scores)} {unit}", note, statistic, nemenyi_cd(scores.shape[1], len(scores)))

@@ -87,7 +87,7 @@ class RunDir:
     def _interrupted(self, status: dict) -> dict:
         saved = status.get("saved_epochs")
         if self.file(RESUME).is_file():
-            kept = f"{saved} epochs saved" if saved else "saved epochs kept"
+            kept = _epochs_saved(saved) if saved else "saved epochs kept"
             fix = "use --resume to go on from them (a grid resumes by itself)"
         else:
             kept, fix = "no epochs saved", "run it again (a grid does so by itself)"
@@ -145,7 +145,7 @@ class RunDir:
         try:
             if isinstance(error, KeyboardInterrupt):
                 saved = self.status_record().get("saved_epochs")
-                kept = f"{saved} epochs saved" if saved and self.file(RESUME).is_file() else "no epochs saved"
+                kept = _epochs_saved(saved) if saved and self.file(RESUME).is_file() else "no epochs saved"
                 signal = "SIGTERM" if type(error).__name__ == "Terminated" else "Ctrl-C (SIGINT)"
                 self.mark("interrupted", reason=f"interrupted by {signal}; {kept}; run the grid again (or --resume) "
                                                 "to go on", saved_epochs=saved)
@@ -156,3 +156,7 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({self.path}, {self.status()['status']})"
+
+
+def _epochs_saved(count: int) -> str:
+    return f"{count} epoch{'s' if count != 1 else ''} saved"

@@ -38,7 +38,8 @@ HOW_TO_READ = {
            "joins strategies that the post-hoc test cannot tell apart at 0.05 after a Friedman test over all of "
            "them (Demsar 2006); when the Friedman test finds no difference, no post-hoc is read and one bar joins "
            "all. Few blocks make wide bars: with fewer than about 10 cases, a bar over everything means 'not "
-           "enough cases', not 'no difference'."),
+           "enough cases', not 'no difference'. Blocks must be independent: when several backbones ran on one dataset "
+           "they share its images, so each dataset is one block (the mean over its backbones)."),
     "cka": ("Each line is a strategy; each point is how similar a block's output on held-out validation images is "
             "to the same block's output before fine-tuning (debiased linear CKA: 1 = unchanged up to rotation and "
             "scale, 0 = unrelated), mean over seeds. A block's output depends on every block below it, so CKA is "
@@ -197,7 +198,7 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         posthoc = "Nemenyi" if test.posthoc == "nemenyi" else "Wilcoxon signed-rank with Holm"
         sections[f"Ranks of test {name} over {test.blocks} ({protocol})"] = (
             test.ranks.round(2).rename("mean rank").reset_index(),
-            f"Friedman test p = {test.friedman_p:.3g}; post-hoc {posthoc}" + (" (read only after a rejection)"
+            f"{test.describe()}; post-hoc {posthoc}" + (" (read only after a rejection)"
             if not test.rejected else "") + (f"; {test.note}" if test.note else "") + ". " + reading("cd", study))
     if len(study.per_class):
         sections["Test recall per class: mean over seeds, gain over FT [95% interval]"] = \
