@@ -3,7 +3,7 @@
     python benchmarks/estimate_paper.py [--epochs 15] [--speeds resnet50=3711:8317 ...]
     python benchmarks/estimate_paper.py --from-runs outputs/paper     # speeds measured by your own runs
 
-Default speeds are the H100 measurements of DESIGN.md section 5 (bf16, batch 128, synthetic
+Default speeds are the H100 measurements of docs/design.md section 5 (bf16, batch 128, synthetic
 inputs already on the GPU), NOT per-run times measured by studylib. `--from-runs DIR` replaces
 them, per backbone, with the training and inference images/s that finished studylib runs below
 DIR logged in their history.csv (the same device and image size as the study, ideally its first

@@ -33,7 +33,7 @@ class RunConfig:
     weights_sha256: str = ""  # expected SHA-256 of a local checkpoint file; empty: not checked
     strategy: str = "ft"  # fine-tuning strategy (python -m studylib strategies)
     seed: int = 684  # seed for splits, initialisation and batch order (study: 684, 559, 629)
-    # --- protocol (DESIGN.md section 4) ---
+    # --- protocol (docs/design.md section 4) ---
     image_size: int = 224  # side of the square crop fed to the network
     resize_size: int = 0  # images are resized to this side once, then centre-cropped; 0: image_size * 232 / 224
     batch_size: int = 96  # training and evaluation batch size

@@ -1,6 +1,6 @@
 """Prepared data for a run: uint8 images at the prepared size, labels, splits, ids.
 
-Images are decoded and resized once (DESIGN.md section 5); the engine crops and normalises
+Images are decoded and resized once (docs/design.md section 5); the engine crops and normalises
 them on the device, batch by batch (`DeviceBatches`).
 """
 from __future__ import annotations

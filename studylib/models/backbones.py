@@ -34,7 +34,7 @@ class BackboneSpec:
     blocks: Callable[[nn.Module], dict[str, list[str]]]  # block -> module-name prefixes, input to output
     head: str  # dotted name of the final Linear, replaced by a new head
     weights_enum: type | Callable[[], type] | None = None  # torchvision weights enum (or a function returning it)
-    channels_last: bool = True  # faster on CUDA (DenseNet is slower with it: DESIGN.md section 5)
+    channels_last: bool = True  # faster on CUDA (DenseNet is slower with it: docs/design.md section 5)
     min_size: int = 1  # smallest input side its downsampling stages leave at least one pixel for
 
 
@@ -206,7 +206,7 @@ def _check_fit(own: dict, theirs: dict, path: Path, name: str) -> None:
                            "Was it saved from the same backbone?")
 
 
-# --- block maps (DESIGN.md section 3) ---
+# --- block maps (docs/design.md section 3) ---
 
 def _resnet_blocks(model: nn.Module) -> dict[str, list[str]]:
     blocks = {"stem": ["conv1", "bn1"]}

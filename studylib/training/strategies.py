@@ -2,7 +2,7 @@
 
 A strategy answers `plan(epoch, probe)` with an `EpochPlan`; the engine applies it
 (requires_grad, BatchNorm modes, optimizer groups) and trains. Definitions follow
-DESIGN.md section 2; each class docstring says where it comes from.
+docs/design.md section 2; each class docstring says where it comes from.
 """
 from __future__ import annotations
 
