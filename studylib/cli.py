@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from .core.config import ConfigError, RunConfig, field_help, load_yaml, parse_assignment
-from .core.constants import N_BOOT
+from .core.constants import ENGINES, N_BOOT
+from .core.templates import shipped_grids
 from .core.fileio import Terminated
 from .core.fileio import DiskSpaceError
 
@@ -122,15 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "a finished one is returned as it is")
 
     p = add("grid", cmd_grid, "run every unfinished cell of a params grid (papermill; resumable; Dask to scale out)")
-    p.add_argument("params", help="grid YAML, e.g. my.yaml, or the name of a shipped grid: smoke, demo, paper, "
-                                  "paper_lr, speed")
+    p.add_argument("params", help="grid YAML, e.g. my.yaml, or the name of a shipped grid: "
+                                  + ", ".join(shipped_grids()))
     p.add_argument("--out", help="grid folder (default outputs/grids/<grid name>)")
     p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", help="fix a field for every run")
     p.add_argument("--workers", type=int, default=1, help="runs at a time (a Dask LocalCluster when > 1)")
     p.add_argument("--runs-per-gpu", type=int, default=0,
                    help="K runs at once on every visible GPU (sets --workers to GPUs x K; runs spread round-robin)")
     p.add_argument("--scheduler", default="", help="address of a running Dask scheduler (e.g. tcp://host:8786)")
-    p.add_argument("--engine", default="papermill", choices=("papermill", "inline"),
+    p.add_argument("--engine", default="papermill", choices=ENGINES,
                    help="papermill (default) keeps an executed notebook per run; inline calls the library directly")
     p.add_argument("--dry-run", action="store_true", help="list what would run and what is already finished")
     p.add_argument("--notebook", help="experiment notebook papermill runs (default: the shipped one; e.g. "
@@ -144,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", cmd_demo, "the main job, offline: pretrain on synthetic source, run params/demo.yaml, analyse")
     p.add_argument("--out", default="outputs/demo")
-    p.add_argument("--engine", default="inline", choices=("papermill", "inline"),
+    p.add_argument("--engine", default="inline", choices=ENGINES,
                    help="inline (default): runs in worker processes, no notebook kernel per run (about 12 s less "
                         "each); papermill: each run through the experiment notebook, as grids do")
     p.add_argument("--workers", type=int, default=0, help="runs at once; 0: one per core, up to 4")

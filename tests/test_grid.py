@@ -236,3 +236,12 @@ def test_a_grid_runs_the_notebook_it_is_given(tmp_path):
     assert [p.read_text() for p in (tmp_path / "out").glob("runs/*/mine.txt")] == ["ran"]
     with pytest.raises(ConfigError, match="nowhere.ipynb does not exist"):
         run_grid(path, tmp_path / "out2", progress=False, notebook=tmp_path / "nowhere.ipynb")
+
+
+def test_grid_help_names_every_shipped_grid(capsys):
+    from studylib.cli import build_parser
+    from studylib.core.templates import shipped_grids
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["grid", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert len(shipped_grids()) == 7 and all(name in text for name in shipped_grids())

@@ -129,3 +129,23 @@ def test_backbones_of_one_dataset_are_one_friedman_block_and_the_report_prints_t
     markdown = write_report(tmp_path, n_boot=20)[0].read_text()
     assert re.search(rf"Friedman chi2 = {test.statistic:.2f}, df = 2, N = 4 datasets .*p = .*; Nemenyi critical "
                      rf"difference = {test.critical_difference:.2f} mean ranks", markdown)
+
+
+def test_a_gain_interval_never_leaves_what_the_metric_allows():
+    from studylib.study.analysis import within_range
+    assert within_range("balanced_accuracy", 0.6, -0.9, 0.5) == (-0.6, 0.4)
+    assert within_range("kappa", 0.2, -1.5, 0.5) == (-1.2, 0.5)
+    assert within_range("ece", 0.1, -0.3, 0.2) == (-0.3, 0.1)  # lower is better: FT's ece minus the strategy's
+    assert within_range("loss", 0.5, -9.0, 9.0) == (-9.0, 9.0)
+
+
+def test_runs_outside_any_comparison_are_listed_apart_not_counted(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.02, 0.021, 0.019))
+    crafted_run(tmp_path / "pretraining", with_accuracy(LABELS, 0.6), LABELS, dataset="synthetic_source",
+                strategy="ft", backbone="resnet18")
+    crafted_run(tmp_path / "lonely", with_accuracy(LABELS, 0.6), LABELS, strategy="lp", backbone="vgg19")
+    text = prose.headline(Study(tmp_path, n_boot=20))
+    assert text.startswith("1 fine-tuning strategy (LP-FT) was compared with full fine-tuning (FT) on 1 dataset x "
+                           "backbone case (synthetic / tinycnn), 3 seeds each, 6 finished runs")
+    assert ("Not part of any comparison: 1 run(s) of synthetic / vgg19 (LP: no FT run to compare with); 1 run(s) of "
+            "synthetic_source / resnet18 (FT: FT alone).") in text

@@ -2,3 +2,4 @@
 from __future__ import annotations
 
 N_BOOT = 1000  # test-image resamples per gain: one count for the report, the notebook, the explorer and the CLI
+ENGINES = ("papermill", "inline")  # how a grid runs each cell: through the experiment notebook, or in-process

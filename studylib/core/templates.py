@@ -33,6 +33,11 @@ def shipped_grid(name: str) -> Path | None:
     return path if "/" not in name and path.is_file() else None
 
 
+def shipped_grids() -> list[str]:
+    """The names of the shipped grids (smoke, demo, paper, ...), for help texts and messages."""
+    return sorted(p.stem for p in template_dir("params").glob(KINDS["params"]))
+
+
 def copy_templates(dest: str | Path) -> tuple[list[Path], list[Path]]:
     """Copy every shipped notebook and params file into DEST/notebooks and DEST/params, for a
     JupyterLab user to open and edit; never overwrites. Returns (copied, kept as they were)."""

@@ -276,7 +276,9 @@ def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
             except (ValueError, FileNotFoundError, KeyError) as err:  # one bad pair: that row, not the report
                 rows.append({**row, "seeds": len(pairs), "verdict_uncorrected": "undefined", "design": str(err)[:80]})
                 continue
-            rows.append({**row, "seeds": result.seeds, "gain": result.gain, "low": result.low, "high": result.high,
+            base_mean = float(np.mean([_score(metric, reader(b.path)) for _, b in pairs]))
+            low, high = within_range(metric, base_mean, result.low, result.high)
+            rows.append({**row, "seeds": result.seeds, "gain": result.gain, "low": low, "high": high,
                          "p": result.p if result.seeds >= stats.MIN_SEEDS else np.nan, "design": result.design,
                          "interval": interval_kind(result.seeds, result.design),
                          "verdict_uncorrected": _verdict(result.low, result.high, result.seeds)})
@@ -284,6 +286,21 @@ def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
     summary["p_adjusted"] = stats.adjust(summary.p.astype(float), correction)
     summary["verdict"] = [_corrected(r) for r in summary.itertuples()]
     return summary
+
+
+METRIC_RANGE = {"kappa": (-1.0, 1.0), "ece": (0.0, 1.0), "ece_mass": (0.0, 1.0), "brier": (0.0, 2.0)}  # else [0, 1]
+UNBOUNDED = ("loss", "nll")
+
+
+def within_range(metric: str, base_mean: float, low: float, high: float) -> tuple[float, float]:
+    """A gain's interval cut to the gains the metric allows: a strategy cannot score below the metric's
+    minimum, so a balanced-accuracy gain over a baseline at 0.6 is at least -0.6 (a t-interval can reach past)."""
+    if metric in UNBOUNDED or not np.isfinite(base_mean):
+        return low, high
+    lowest, highest = METRIC_RANGE.get(metric, (0.0, 1.0))
+    sign = improvement_sign(metric)
+    bounds = sorted((sign * (lowest - base_mean), sign * (highest - base_mean)))
+    return (max(low, bounds[0]) if np.isfinite(low) else low, min(high, bounds[1]) if np.isfinite(high) else high)
 
 
 def interval_kind(seeds: int, design: str) -> str:

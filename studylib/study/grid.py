@@ -27,6 +27,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..core.config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
+from ..core.constants import ENGINES
 from ..core.fileio import LockTimeout, atomic_write, ensure_folder, file_lock
 from ..core.templates import shipped_grid, template
 from ..data.stream import RUNS_PER_HOST
@@ -35,7 +36,6 @@ from ..training.runner import check_config
 
 META_KEYS = {"per_strategy", "name", "description"}
 NOTEBOOK = template("notebooks", "experiment.ipynb")  # shipped in the package: works from a wheel
-ENGINES = ("papermill", "inline")
 NOTEBOOK_PENDING = ".notebook-pending"  # in a run folder while its papermill notebook has not run to the end
 
 

@@ -51,13 +51,18 @@ def headline(study: Study) -> str:
     if done.empty:
         return "No finished runs yet."
     name = metric_name(study.metric)
+    done, apart = _compared(done)
+    if done.empty:
+        return f"No comparison yet: {apart}."
     strategies = [s for s in done.strategy.unique() if s != "ft"]
     cases = done[["dataset", "backbone"]].drop_duplicates()
     gains = study.gains.dropna(subset=["gain"]) if len(study.gains) else study.gains
     one_seed = len(gains) and (gains.interval == "test images only").any()
     balance = class_balance(study)
-    text = (f"{len(strategies)} fine-tuning strategies ({', '.join(label(s) for s in sorted(strategies))}) were "
-            f"compared with full fine-tuning (FT) on {len(cases)} dataset x backbone case(s) "
+    one = len(strategies) == 1
+    text = (f"{len(strategies)} fine-tuning strateg{'y' if one else 'ies'} "
+            f"({', '.join(label(s) for s in sorted(strategies))}) {'was' if one else 'were'} "
+            f"compared with full fine-tuning (FT) on {len(cases)} dataset x backbone case{'s' if len(cases) != 1 else ''} "
             f"({', '.join(f'{d} / {b}' for d, b in cases.itertuples(index=False))}), {_seeds(done)}, "
             f"{len(done)} finished runs, scored by test {name}" + (f" (test images per class: {balance})" if balance
                                                                    else "") +
@@ -77,7 +82,21 @@ def headline(study: Study) -> str:
     text += " " + _extremes(gains, study)
     if gains.seeds.min() < stats.MIN_SEEDS:
         text += f" Cases with fewer than {stats.MIN_SEEDS} paired seeds get no verdict."
-    return text
+    return text + (f" Not part of any comparison: {apart}." if apart else "")
+
+
+def _compared(done: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The runs of cases that hold FT and another strategy, and a phrase for the rest (a pretraining
+    run, a case without FT): they are listed apart, never counted in the headline."""
+    arms = done.groupby(["protocol", "dataset", "backbone"]).strategy.agg(lambda s: set(s))
+    compared = arms[arms.map(lambda s: "ft" in s and len(s) > 1)].index
+    keys = pd.MultiIndex.from_frame(done[["protocol", "dataset", "backbone"]])
+    inside = keys.isin(compared)
+    rest = done[~inside]
+    apart = "; ".join(f"{len(g)} run(s) of {d} / {b} ({', '.join(sorted(map(label, set(g.strategy))))}: "
+                      + ("no FT run to compare with" if "ft" not in set(g.strategy) else "FT alone") + ")"
+                      for (d, b), g in rest.groupby(["dataset", "backbone"]))
+    return done[inside], apart
 
 
 def _extremes(gains: pd.DataFrame, study: Study) -> str:
