@@ -149,3 +149,10 @@ def test_runs_outside_any_comparison_are_listed_apart_not_counted(tmp_path):
                            "backbone case (synthetic / tinycnn), 3 seeds each, 6 finished runs")
     assert ("Not part of any comparison: 1 run(s) of synthetic / vgg19 (LP: no FT run to compare with); 1 run(s) of "
             "synthetic_source / resnet18 (FT: FT alone).") in text
+
+
+def test_the_win_tie_loss_table_has_no_stray_header(tmp_path):
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029))
+    page = write_report(tmp_path, n_boot=20)[1].read_text()
+    table = page.split("Win / tie / loss")[1].split("</table>")[0]
+    assert "<th>verdict</th>" not in table and "<th></th>" not in table  # an empty column in the browser

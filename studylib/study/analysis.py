@@ -437,7 +437,7 @@ def win_tie_loss(summary: pd.DataFrame) -> pd.DataFrame:
         return summary
     counts = summary.pivot_table(index=["protocol", "strategy"], columns="verdict", values="seeds", aggfunc="size",
                                  fill_value=0)
-    counts = counts.reindex(columns=list(VERDICTS), fill_value=0)
+    counts = counts.reindex(columns=list(VERDICTS), fill_value=0).rename_axis(columns=None)  # no empty 'verdict' header
     counts["cases"] = counts.sum(axis=1)
     seeds = summary.groupby(["protocol", "strategy"]).seeds.agg(["min", "max"])
     counts["seeds"] = [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(seeds["min"], seeds["max"])]
