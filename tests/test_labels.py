@@ -56,8 +56,9 @@ def test_a_typo_label_in_a_csv_is_refused_with_its_line_and_the_intended_class(t
     labels = ["PNEUMONIA"] * 20 + ["NORMAL"] * 15
     labels[7] = "PNUEMONIA"
     path = write_csv(tmp_path / "m.csv", labels)
-    with pytest.raises(LabelError, match=r"m\.csv: label 'PNUEMONIA' \(1 image: line 9\) differs from 'PNEUMONIA' "
-                                         r"\(19 images\) only by a typo.*Correct it to 'PNEUMONIA'.*classes: "):
+    with pytest.raises(LabelError, match=r"m\.csv: 1 label would become a class of its own: label 'PNUEMONIA' \(1 image: "
+                                         r"line 9\) differs from 'PNEUMONIA' \(19 images\) only by a typo.*Correct "
+                                         r"'PNUEMONIA' to 'PNEUMONIA'; if they are real classes.*classes: "):
         load_dataset(tiny_config(dataset="csv", data_root=str(path)), progress=False)
 
 
@@ -102,8 +103,9 @@ def test_a_class_with_too_few_images_is_refused_unless_min_class_images_allows_i
 def test_a_case_variant_class_folder_is_refused(tmp_path):
     root = write_image_folder(tmp_path / "data", classes=("NORMAL", "PNEUMONIA"), per_class=8)
     shutil.copytree(root / "train" / "NORMAL", root / "test" / "normal")
-    with pytest.raises(LabelError, match=r"class folders of .*data: label 'normal' \(8 images: test/normal/.*\) "
-                                         r"differs from 'NORMAL' \(16 images\) only by case"):
+    with pytest.raises(LabelError, match=r"class folders of .*data: 1 label would become a class of its own: label "
+                                         r"'normal' \(8 images: test/normal/.*\) differs from 'NORMAL' \(16 images\) "
+                                         r"only by case"):
         load_dataset(tiny_config(dataset="folder", data_root=str(root)), progress=False)
 
 

@@ -62,16 +62,20 @@ def _refuse_unknown(counts: Counter, values, places, source: str, given: tuple[s
 
 def _refuse_near_duplicates(counts: Counter, values, places, source: str) -> None:
     labels = sorted(counts, key=lambda label: (-counts[label], label))
+    found = {}  # rarer label -> (the more common one it resembles, how)
     for i, common in enumerate(labels):
         for rare in labels[i + 1:]:
             kind = similarity(rare, common)
-            if kind:
-                listing = ", ".join(labels)
-                raise LabelError(
-                    f"{source}: label '{rare}' ({_images(counts[rare])}: {_where(rare, values, places)}) differs from "
-                    f"'{common}' ({_images(counts[common])}) only {kind}, so it would become a class of its own. "
-                    f"Correct it to '{common}'; if both are real classes, list every class in the config "
-                    f"(classes: {listing})")
+            if kind and rare not in found and common not in found:
+                found[rare] = (common, kind)
+    if not found:
+        return
+    parts = [f"'{rare}' ({_images(counts[rare])}: {_where(rare, values, places)}) differs from '{common}' "
+             f"({_images(counts[common])}) only {kind}" for rare, (common, kind) in list(found.items())[:5]]
+    fixes = ", ".join(f"'{rare}' to '{common}'" for rare, (common, _) in found.items())
+    raise LabelError(f"{source}: {len(found)} label{'s' if len(found) > 1 else ''} would become a class of "
+                     f"{'their' if len(found) > 1 else 'its'} own: label {'; label '.join(parts)}. Correct {fixes}; "
+                     f"if they are real classes, list every class in the config (classes: {', '.join(labels)})")
 
 
 def _refuse_rare(counts: Counter, values, places, source: str, min_images: int) -> None:
