@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .core.constants import KERNEL_ARGUMENTS
 from .core.templates import template
 from .study.grid import run_grid
 from .study.results import collect, write_results
@@ -86,5 +87,5 @@ def run_analysis(out: Path) -> Path:
     print("3/3 executing the analysis notebook")
     target = out / "analysis.ipynb"
     papermill.execute_notebook(str(ANALYSIS), str(target), parameters={"results_dir": str(out)},
-                               progress_bar=False, cwd=str(out), kernel_name="python3")
+                               progress_bar=False, cwd=str(out), kernel_name="python3", extra_arguments=KERNEL_ARGUMENTS)
     return target

@@ -85,9 +85,10 @@ def test_bad_grids_fail_before_any_run(tmp_path, body, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_smoke_grid_through_papermill_then_skip_when_finished(tmp_path):
+def test_smoke_grid_through_papermill_then_skip_when_finished(tmp_path, capfd):
     table = run_grid(ROOT / "params" / "smoke.yaml", tmp_path, progress=False)
     assert list(table.status) == ["finished", "finished"]
+    assert "without encryption" not in capfd.readouterr().err  # the kernels' log warnings stay out of a grid's output
     run_dir = tmp_path / "runs" / table.run[0]
     executed = nbformat.read(run_dir / "experiment.ipynb", as_version=4)
     assert any(c.outputs for c in executed.cells if c.cell_type == "code")  # the executed copy is kept

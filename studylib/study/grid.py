@@ -27,7 +27,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..core.config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
-from ..core.constants import ENGINES
+from ..core.constants import ENGINES, KERNEL_ARGUMENTS
 from ..core.fileio import LockTimeout, atomic_write, ensure_folder, file_lock
 from ..core.templates import shipped_grid, template
 from ..data.stream import RUNS_PER_HOST
@@ -185,7 +185,7 @@ def _papermill(config: dict, rundir: RunDir, notebook: str, cwd: str) -> None:
     pending = rundir.file(NOTEBOOK_PENDING)
     pending.touch()  # until the last cell ran: a grid started again re-runs the notebook (results are kept)
     papermill.execute_notebook(notebook, str(rundir.file("experiment.ipynb")), parameters=parameters,
-                               progress_bar=False, cwd=cwd, kernel_name="python3")
+                               progress_bar=False, cwd=cwd, kernel_name="python3", extra_arguments=KERNEL_ARGUMENTS)
     pending.unlink()
 
 
