@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .core.config import metric_name
 from .core.constants import KERNEL_ARGUMENTS
 from .core.templates import template
 from .study.grid import run_grid
@@ -37,6 +38,7 @@ def demo(out: str | Path = "outputs/demo", engine: str = "inline", workers: int 
     runs = collect(out)
     results = write_results(out, table=runs)
     table = summary(out, runs)
+    print(table.attrs.get("caption", ""))
     print(table.to_string())
     analysis = run_analysis(out)
     from .views.report import write_report
@@ -69,7 +71,12 @@ def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
     relation = measures.study_relation(study)
     if len(relation):
         table = table.join(relation.set_index("strategy")["cka_top"])
-    return table.sort_values("mean", ascending=False).round(3).fillna({"verdict": "(baseline)"})
+    table = table.sort_values("mean", ascending=False).round(3).fillna({"verdict": "(baseline)"})
+    k = study.classes
+    table.attrs["caption"] = (f"test {metric_name(study.metric)} per strategy (mean, sd over seeds"
+                              + (f"; {k} classes, chance {1 / k:.2f}" if k else "") + "), paired gain over FT with "
+                              "the report's 95% interval and corrected verdict, test ECE, top-block CKA to the start:")
+    return table
 
 
 def demo_hashes() -> set[str]:
