@@ -307,13 +307,14 @@ def _html(study: Study, sections: dict, figures: dict[str, Path]) -> str:
         parts.append(f"<h2>{html.escape(title)}</h2>{how}<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
     for title, (body, how) in sections.items():
         if isinstance(body, pd.DataFrame):
-            content = _labelled(body, study).to_html(classes="table", na_rep="missing", index=False)
+            content = ("<div class='wide'>" + _labelled(body, study).to_html(classes="table", na_rep="missing", index=False)
+                       + "</div>")  # a wide table scrolls by itself, the page keeps its width
         else:
             content = "<pre>" + html.escape(body) + "</pre>"
         how = f"<p class='how'><b>How to read it:</b> {html.escape(how)}</p>" if how else ""
         parts.append(f"<h2>{html.escape(title)}</h2>{how}{content}")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             ".note{background:#fff3cd;padding:6px}.how{color:#333;background:#eef4fb;padding:6px}")
+             "pre{white-space:pre-wrap}.wide{overflow-x:auto}.note{background:#fff3cd;padding:6px}.how{color:#333;background:#eef4fb;padding:6px}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>studylib report</title><style>{style}</style>" \
            f"</head><body>{''.join(parts)}</body></html>"

@@ -150,7 +150,8 @@ def cd_diagram(test, path: Path | None = None, title: str = "", axis: plt.Axes |
     if axis is None:
         fig, axis = plt.subplots(figsize=(7.5, 1.4 + 0.22 * len(test.ranks)))
     ranks, pairwise = test.ranks.rename(index=label), test.pairwise_p.rename(index=label, columns=label)
-    sp.critical_difference_diagram(ranks, pairwise, ax=axis, alpha=0.05,
+    colours = {label(s): strategy_colour(s) for s in test.ranks.index}  # the colours of every other figure
+    sp.critical_difference_diagram(ranks, pairwise, ax=axis, alpha=0.05, color_palette=colours,
                                    label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}")
     posthoc = "Nemenyi" if test.posthoc == "nemenyi" else "Wilcoxon-Holm"
     verdict = (f"bars: no significant difference ({posthoc}, 0.05)" if test.rejected else
