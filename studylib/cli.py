@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .core.config import ConfigError, RunConfig, field_help, load_yaml, parse_assignment
+from .core.config import METRICS, ConfigError, RunConfig, field_help, load_yaml, parse_assignment
 from .core.constants import ENGINES, N_BOOT
 from .core.templates import shipped_grids
 from .core.fileio import Terminated
@@ -41,6 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+MIN_BOOT = 100  # fewer resamples estimate the test-image variance too poorly for the intervals to mean 95%
+
+
+def resamples(text: str) -> int:
+    """--boot: a whole number of at least MIN_BOOT (0 would drop the test-image variance without a word)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < MIN_BOOT:
+        raise argparse.ArgumentTypeError(f"{value} resamples estimate the test-image variance too poorly; give at "
+                                         f"least {MIN_BOOT} (default {N_BOOT})")
+    return value
 
 
 def _main_thread() -> bool:
@@ -134,14 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="papermill", choices=ENGINES,
                    help="papermill (default) keeps an executed notebook per run; inline calls the library directly")
     p.add_argument("--dry-run", action="store_true", help="list what would run and what is already finished")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out even where files of the names a grid writes (grid.yaml, results.csv, "
+                        "report.md) are not studylib's")
     p.add_argument("--notebook", help="experiment notebook papermill runs (default: the shipped one; e.g. "
                                       "DIR/notebooks/experiment.ipynb after studylib init DIR, edited)")
 
     p = add("report", cmd_report, "results table (CSV), failures, and a self-contained report (HTML, Markdown)")
     p.add_argument("folder")
     p.add_argument("--out", help="CSV path (default FOLDER/results.csv)")
-    p.add_argument("--metric", default="balanced_accuracy", help="metric for selection and gains")
-    p.add_argument("--boot", type=int, default=N_BOOT, help="bootstrap resamples for the gain intervals")
+    p.add_argument("--metric", default="balanced_accuracy", choices=METRICS, help="metric for selection and gains")
+    p.add_argument("--boot", type=resamples, default=N_BOOT,
+                   help=f"test-image resamples for the gain intervals (at least {MIN_BOOT}; default {N_BOOT})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into FOLDER even where files of the names the report writes are not studylib's")
 
     p = add("demo", cmd_demo, "the main job, offline: pretrain on synthetic source, run params/demo.yaml, analyse")
     p.add_argument("--out", default="outputs/demo")
@@ -215,7 +236,8 @@ def cmd_grid(args) -> int:
         import torch
         workers = max(1, torch.cuda.device_count()) * args.runs_per_gpu
     extra = {"notebook": args.notebook} if args.notebook else {}
-    table = run_grid(args.params, out, workers, args.scheduler, args.engine, args.dry_run, overrides=overrides, **extra)
+    table = run_grid(args.params, out, workers, args.scheduler, args.engine, args.dry_run, overrides=overrides,
+                     overwrite=args.overwrite, **extra)
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(table.to_string(index=False))
     if args.dry_run:
@@ -238,6 +260,8 @@ def cmd_report(args) -> int:
     if table.empty:
         raise ConfigError(f"{args.folder} holds no run folders (none has a config.json); give a grid's output "
                           "folder (the --out of grid or demo)")
+    from .core.outfolder import claim_folder
+    claim_folder(args.folder, "grid", args.overwrite, "the report folder")
     path = write_results(args.folder, args.out, table)
     print(f"{len(table)} runs, {int((table.status == 'finished').sum()) if len(table) else 0} finished; "
           f"results table: {path}")
@@ -245,7 +269,7 @@ def cmd_report(args) -> int:
     if len(failed):
         print("not finished:\n" + failed.to_string(index=False))
     from .views.report import write_report
-    markdown, page = write_report(args.folder, args.metric, args.boot, table)
+    markdown, page = write_report(args.folder, args.metric, args.boot, table, overwrite=args.overwrite)
     print(f"report: {page} (and {markdown.name})")
     return 0
 

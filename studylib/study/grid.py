@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from ..core.config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
 from ..core.constants import ENGINES, KERNEL_ARGUMENTS
-from ..core.fileio import LockTimeout, atomic_write, ensure_folder, file_lock
+from ..core.fileio import LockTimeout, atomic_write, file_lock
+from ..core.outfolder import claim_folder
 from ..core.templates import shipped_grid, template
 from ..data.stream import RUNS_PER_HOST
 from ..training.rundir import LOCK, RESUME, RunDir
@@ -213,8 +214,10 @@ def _record_failure(rundir: RunDir, err: Exception) -> None:
 
 def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler: str = "",
              engine: str = "papermill", dry_run: bool = False, progress: bool = True,
-             overrides: dict[str, Any] | None = None, notebook: str | Path = NOTEBOOK) -> pd.DataFrame:
-    """Run every unfinished cell of a grid into `out`; returns the status table."""
+             overrides: dict[str, Any] | None = None, notebook: str | Path = NOTEBOOK,
+             overwrite: bool = False) -> pd.DataFrame:
+    """Run every unfinished cell of a grid into `out`; returns the status table. `overwrite` lets it write
+    into a folder that holds files of the names it writes (grid.yaml, results.csv, report.md) it did not write."""
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not valid; choose one of {', '.join(ENGINES)}")
     grid = load_grid(grid_path, overrides)
@@ -223,7 +226,7 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
                           "copies the shipped one) or leave --notebook out")
     out = Path(out).resolve()
     if not dry_run:
-        ensure_folder(out, "the grid folder (--out)")
+        claim_folder(out, "grid", overwrite, "the grid folder (--out)")
     todo = [(cfg, out / "runs" / run_name(cfg)) for cfg in grid.runs]
     pending = [(cfg, path) for cfg, path in todo if not is_done(path, cfg)]
     if dry_run:

@@ -16,13 +16,13 @@ import torch
 
 from ..core.config import ConfigError, RunConfig
 from ..core.fileio import (
-    ensure_folder,
     file_lock,
     save_torch,
     sha256_file,
     write_csv,
     write_json,
 )
+from ..core.outfolder import claim_folder
 from ..data.bundle import DataBundle, DeviceBatches
 from ..data.datasets import load_dataset
 from ..data.rows import select
@@ -77,7 +77,7 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: Data
     """
     cfg = check_config(cfg)
     rundir = RunDir(out_dir)
-    ensure_folder(rundir.path, "the run folder (--out)")
+    claim_folder(rundir.path, "run", overwrite, "the run folder (--out)")
     with file_lock(rundir.file(LOCK)):  # one writer per run folder, even across grid restarts
         rundir.tidy()
         finished = rundir.metrics() if resume else None
@@ -260,8 +260,13 @@ def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool,
 
 
 def set_aside(path: Path, why: str) -> None:
-    """Keep saved epochs that cannot be used under another name (nothing is deleted) and start afresh."""
+    """Keep saved epochs that cannot be used under a name of their own (nothing is deleted, nothing set
+    aside before is replaced) and start afresh."""
     kept = path.with_name("resume-set-aside.pt")
+    number = 1
+    while kept.exists():
+        number += 1
+        kept = path.with_name(f"resume-set-aside-{number}.pt")
     os.replace(path, kept)
     print(f"note: {path} {why}; moved to {kept.name} (delete it when you do not need it) and starting this "
           "run from epoch 0")

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..core.fileio import atomic_write
+from ..core.outfolder import claim_folder
 from ..core.config import metric_name
 from ..study import analysis, measures, stats
 from ..study.analysis import Study
@@ -123,8 +124,10 @@ def study_figures(study: Study) -> dict[str, Path]:
 
 
 def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = stats.N_BOOT,
-                 runs: pd.DataFrame | None = None, correction: str = "holm") -> tuple[Path, Path]:
-    """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known."""
+                 runs: pd.DataFrame | None = None, correction: str = "holm", overwrite: bool = False) -> tuple[Path, Path]:
+    """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known.
+    A report.md or report.html there that studylib did not write is refused unless `overwrite`."""
+    claim_folder(root, "grid", overwrite, "the report folder")
     study = Study(Path(root), metric, n_boot, runs, correction=correction)
     sections = _sections(study)
     figures = study_figures(study)
