@@ -13,6 +13,7 @@ import inspect
 import json
 import math
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -125,7 +126,7 @@ class RunConfig:
                    "select_metric": SELECT_METRICS}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
-                raise ConfigError(f"{key}={getattr(self, key)!r} is not valid; choose one of {', '.join(valid)}")
+                raise ConfigError(f"{key}={shown(getattr(self, key))} is not valid; choose one of {', '.join(valid)}")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError(f"device={self.device!r} is not valid; use auto, cpu, cuda or cuda:N")
         check_ranges(self)
@@ -236,7 +237,7 @@ _POSITIVE = ("greater than 0", lambda v: v > 0)
 # Valid range of every numeric field: (what the message says, the test). Checked on construction.
 RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "seed": ("an integer from 0 to 2**32 - 1 (numpy's seed range)", _between(0, 2**32 - 1)),
-    "image_size": ("at least 8 (pixels)", lambda v: v >= 8),
+    "image_size": ("from 8 to 2048 (pixels; larger crops would not fit a batch in memory)", _between(8, 2048)),
     "resize_size": _AT_LEAST_0, "batch_size": _AT_LEAST_1, "max_epochs": _AT_LEAST_1,
     "patience": ("at least 1 (epochs without improvement before stopping)", lambda v: v >= 1),
     "lr": _POSITIVE, "weight_decay": _AT_LEAST_0, "momentum": ("from 0 to below 1", _between(0, 1, high_open=True)),
@@ -268,7 +269,7 @@ def check_ranges(cfg: RunConfig) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value} is not a number; set {key} to a finite value ({valid})")
         if not test(value):
-            raise ConfigError(f"{key}={value!r} is out of range; set {key} to {valid}")
+            raise ConfigError(f"{key}={shown(value)} is out of range; set {key} to {valid}")
 
 
 def field_help() -> dict[str, str]:
@@ -313,7 +314,17 @@ def coerce(name: str, value: Any, source: str = "config") -> Any:
             pass
     if isinstance(value, want) and not (want is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{source}: {name} must be {want.__name__}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"{source}: {name} must be {want.__name__}, got {shown(value)} ({type(value).__name__})")
+
+
+_SHORT = reprlib.Repr()  # Python 3.11's Repr takes no arguments: its limits are attributes
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 4, 4, 60, 60
+
+
+def shown(value: Any) -> str:
+    """A value for a message, bounded in depth and length: a YAML alias bomb (9 lists of 9 lists of ...,
+    shared, cheap to load) would take minutes to spell out in full."""
+    return _SHORT.repr(value)
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

@@ -151,6 +151,9 @@ def check_split_classes(bundle: DataBundle, allow_missing: bool = False) -> list
 def splits_from_file(path: Path, ids: list[str]) -> np.ndarray:
     """Reuse a saved assignment (a run's splits.csv): every image must be listed."""
     frame = pd.read_csv(path, dtype=str)
+    if not {"id", "split"} <= set(frame.columns):
+        raise ValueError(f"splits_file {path} has columns {list(frame.columns)[:6]}, not id and split; give a run's "
+                         "splits.csv, or leave splits_file empty to split afresh")
     saved = dict(zip(frame["id"], frame["split"]))
     missing = [i for i in ids if i not in saved]
     if missing:

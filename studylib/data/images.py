@@ -62,16 +62,34 @@ def array_to_rgb(array: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resize_square(to_rgb(image), size)).transpose(2, 0, 1).copy()
 
 
-def image_files(folder: Path) -> list[Path]:
+class LayoutError(ValueError):
+    """A folder tree that cannot be read as images of classes; the message names the path and the fix."""
+
+
+def image_files(folder: Path, not_regular: list[Path] | None = None) -> list[Path]:
     """Image files below `folder`, sorted. Symlinked sub-folders are followed like symlinked files
-    (each real folder once, so a link cycle ends); hidden files and folders (.DS_Store, ._x.jpg) are not images."""
+    (each real folder once, so a link cycle ends), but one that leads back up to `folder` or above is
+    refused (its images would take this folder's label); hidden files and folders (.DS_Store, ._x.jpg)
+    are not images. Only regular files are images: a FIFO, a device or a dangling link with an image
+    suffix is left out (and appended to `not_regular`), never read."""
     found, seen = [], set()
+    root = os.path.realpath(folder)
     for top, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
         if real in seen:
             dirs[:] = []
             continue
+        if top != str(folder) and (real == root or root.startswith(real.rstrip(os.sep) + os.sep)):
+            raise LayoutError(f"{top} is a link to {real}, a folder at or above {folder}: its images would be read "
+                              f"again under {Path(folder).name}'s label. Remove the link, or link only to image folders")
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(top) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        for name in files:
+            path = Path(top) / name
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if os.path.isfile(path):  # follows links: False for a FIFO, a device, a dangling or looping link
+                found.append(path)
+            elif not_regular is not None:
+                not_regular.append(path)
     return sorted(found)

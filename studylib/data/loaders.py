@@ -68,10 +68,10 @@ def load_synthetic(root: Path, cfg: RunConfig, progress: bool, task: str) -> Tab
 def load_folder(root: Path, cfg: RunConfig, progress: bool, group_pattern: str = "") -> Table:
     """root/[train|val|test/]CLASS/**/image; classes are the folder names."""
     _require_dir(root)
-    split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in sorted(root.iterdir())
-                  if d.is_dir() and d.name.lower() in SPLIT_ALIASES}
+    split_dirs = _split_dirs(root)
     layout = split_dirs or {"": root}
-    found = [(name, cls, cls_dir, _images_in(cls_dir)) for name, folder in layout.items()
+    not_regular: list[Path] = []
+    found = [(name, cls, cls_dir, _images_in(cls_dir, not_regular)) for name, folder in layout.items()
              for cls, cls_dir in _class_dirs(folder).items()]
     names = [cls for _, cls, _, files in found for _ in files]
     places = [str(path.relative_to(root)) for *_, files in found for path in files]
@@ -87,12 +87,36 @@ def load_folder(root: Path, cfg: RunConfig, progress: bool, group_pattern: str =
         split += [name] * len(files)
     pattern = group_pattern or cfg.group_pattern
     groups = _groups_from_names(paths, pattern) if pattern else None
-    return _from_files(paths, np.array(labels), classes, np.array(split, dtype=object) if split_dirs else None,
-                       groups, root, cfg, progress)
+    table = _from_files(paths, np.array(labels), classes, np.array(split, dtype=object) if split_dirs else None,
+                        groups, root, cfg, progress)
+    table.report["skipped"] += [{"file": str(p.relative_to(root)), "reason": "not a regular file (a FIFO, a device "
+                                 "or a dangling link): never read"} for p in not_regular]
+    return table
 
 
-def _images_in(cls_dir: Path) -> list[Path]:
-    files = image_files(cls_dir)
+def _split_dirs(root: Path) -> dict[str, Path]:
+    """train / val / test folders (by any of their usual names); refused: two folders for one split, and
+    class folders beside split folders (their images would be silently left out)."""
+    split_dirs: dict[str, Path] = {}
+    others = []
+    for folder in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        name = SPLIT_ALIASES.get(folder.name.lower())
+        if name is None:
+            others.append(folder.name)
+        elif name in split_dirs:
+            raise DataError(f"{root} has two folders for the {name} split ({split_dirs[name].name}/ and {folder.name}/); "
+                            "merge them into one")
+        else:
+            split_dirs[name] = folder
+    if split_dirs and others:
+        raise DataError(f"{root} mixes split folders ({', '.join(d.name for d in split_dirs.values())}) with other "
+                        f"folders ({', '.join(others[:5])}), whose images would be left out; move those into a split "
+                        "folder as classes, or out of data_root")
+    return split_dirs
+
+
+def _images_in(cls_dir: Path, not_regular: list[Path] | None = None) -> list[Path]:
+    files = image_files(cls_dir, not_regular)
     if not files:
         raise DataError(f"class folder {cls_dir} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                         "remove the folder or add images")
@@ -154,8 +178,11 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
                               names_of(cfg.classes) or tuple(classes), cfg.min_class_images)
     labels = _label_indices(label_values, class_list, csv_path)
     split = _split_values(frame[columns["split"]], csv_path) if columns["split"] else None
-    groups = frame[columns["group"]].to_numpy(dtype=object) if columns["group"] else None
+    groups, blank = _group_values(frame[columns["group"]]) if columns["group"] else (None, 0)
     table = _from_files(paths, labels, class_list, split, groups, base, cfg, progress)
+    if blank:
+        table.report.setdefault("notes", []).append(
+            f"{blank} rows have an empty {columns['group']}: each is its own group (they are not one patient)")
     table.report["skipped"] += [{"file": m, "reason": "file not found"} for m in missing]
     if stripped:
         table.report.setdefault("notes", []).append(f"{stripped} labels had spaces around them, removed "
@@ -178,6 +205,14 @@ def image_root(cfg: RunConfig, csv_path: Path) -> Path:
         raise DataError(f"image_root {root} is not a folder; set it to the folder that the paths in {csv_path.name} "
                         "start from (or leave it empty for the CSV's own folder)")
     return root
+
+
+def _group_values(column: pd.Series) -> tuple[np.ndarray, int]:
+    """Group ids; an empty cell is a group of its own (45 blank cells are not one patient), counted."""
+    values = column.str.strip().to_numpy(dtype=object)
+    blank = values == ""
+    values[blank] = [f"(no group: line {_line(i)})" for i in column.index[blank]]
+    return values, int(blank.sum())
 
 
 def _line(row: int) -> int:
@@ -355,6 +390,10 @@ def _read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise DataError(f"{path} lacks keys {missing}; a MedMNIST .npz has train/val/test _images and _labels")
         parts = {s: (npz[f"{s}_images"], _single_label(npz[f"{s}_labels"], path)) for s in SPLITS}
     for name, (images, labels) in parts.items():
+        if images.dtype.kind == "f" and not np.isfinite(images).all():
+            bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1))
+            raise DataError(f"{path}: {len(bad)} of {name}_images hold NaN or infinite pixels (the first: index "
+                            f"{int(bad[0])}); they would become blank images. Fix or drop them before saving the .npz")
         if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
             raise DataError(f"{path}: {name}_images has shape {images.shape}; expected (n, h, w) or (n, h, w, 1 or 3)")
         if len(images) != len(labels):
@@ -371,6 +410,9 @@ def _single_label(labels: np.ndarray, path: Path) -> np.ndarray:
     if labels.ndim == 2 and labels.shape[1] > 1:
         raise DataError(f"{path} is multi-label ({labels.shape[1]} columns); studylib handles single-label tasks")
     labels = labels.reshape(-1)
+    if labels.dtype.kind not in "iubf":
+        raise DataError(f"{path}: labels must be class indices 0, 1, ..., found {labels.dtype} values such as "
+                        f"{str(labels[:3].tolist())[:60]}; map the class names to indices before saving the .npz")
     if labels.dtype.kind not in "iub" and not np.array_equal(labels, np.round(labels)):
         raise DataError(f"{path}: labels must be whole class indices, found {labels[labels != np.round(labels)][:3]}")
     return labels.astype(np.int64)

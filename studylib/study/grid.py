@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from ..core.config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml
+from ..core.config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml, shown
 from ..core.constants import ENGINES, KERNEL_ARGUMENTS
 from ..core.fileio import LockTimeout, atomic_write, file_lock
 from ..core.outfolder import claim_folder
@@ -68,7 +68,15 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
     _refuse_unused_per_strategy(per_strategy, data, path, lines, overrides or {})
     base = {k: v for k, v in data.items() if k not in META_KEYS}
     runs, swept = _expand(base, per_strategy, path)
-    return Grid(path, str(data.get("name", path.stem)), runs, swept)
+    return Grid(path, _name(data.get("name", path.stem), path, lines), runs, swept)
+
+
+def _name(name: Any, path: Path, lines: dict[str, int]) -> str:
+    """The grid's name (its default output folder): a short text, never a value spelled out in full."""
+    if not isinstance(name, (str, int)) or isinstance(name, bool) or len(str(name)) > 100:
+        raise ConfigError(f"{path} line {lines.get('name', '?')}: name must be a short text (it names the output "
+                          f"folder), got {shown(name)}")
+    return str(name)
 
 
 def _key_lines(node) -> dict[str, int]:
@@ -104,6 +112,9 @@ def _check_per_strategy(per_strategy: Any, path: Path, lines: dict[str, int]) ->
             raise ConfigError(f"{where}: per_strategy: {STRATEGIES.unknown_message(strategy)}")
         if not isinstance(overrides, dict):
             raise ConfigError(f"{where}: per_strategy.{strategy} must be a mapping of config fields")
+        if "strategy" in overrides:  # per_strategy: {lp_ft: {strategy: lp}} would turn every LP-FT cell into LP
+            raise ConfigError(f"{where}: per_strategy.{strategy} sets strategy itself; per_strategy holds the settings "
+                              "of the strategy it names: list strategies under strategy: instead")
         _check_values(overrides, path, {k: lines.get("per_strategy", "?") for k in overrides})
 
 

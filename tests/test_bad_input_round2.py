@@ -1,0 +1,107 @@
+"""Inputs a careless or hostile user tried (issue 29): each is refused with its fix, or handled, never
+silently wrong, never a hang."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_config, write_image_folder
+
+from studylib.core.config import ConfigError, RunConfig
+from studylib.data.datasets import load_dataset
+from studylib.data.images import LayoutError
+from studylib.data.loaders import DataError
+from studylib.study.grid import load_grid
+
+
+def load(root, **changes):
+    return load_dataset(tiny_config(dataset="folder", data_root=str(root), **changes), progress=False)
+
+
+def test_a_link_to_a_parent_folder_inside_a_class_is_refused(tmp_path):
+    root = write_image_folder(tmp_path / "data", classes=("A", "B"), per_class=8, splits=())
+    os.symlink("..", root / "A" / "up")  # would read B's images again as A
+    with pytest.raises(LayoutError, match=r"A/up is a link to .*data, a folder at or above .*Remove the link"):
+        load(root)
+
+
+def test_class_folders_beside_split_folders_and_two_folders_for_one_split_are_refused(tmp_path):
+    root = write_image_folder(tmp_path / "mixed", per_class=8)
+    shutil.copytree(root / "train" / "a", root / "stray")
+    with pytest.raises(DataError, match=r"mixes split folders \(test, train\) with other folders \(stray\)"):
+        load(root)
+    twice = write_image_folder(tmp_path / "twice", per_class=8, splits=("train", "val", "test"))
+    shutil.copytree(twice / "val", twice / "validation")
+    with pytest.raises(DataError, match=r"two folders for the val split \(val/ and validation/\)"):
+        load(twice)
+
+
+def test_a_fifo_or_a_device_named_like_an_image_is_listed_never_read(tmp_path):
+    root = write_image_folder(tmp_path / "data", per_class=8, splits=())
+    os.mkfifo(root / "a" / "zz.png")
+    os.symlink("/dev/zero", root / "b" / "zero.png")
+    os.symlink(root / "nowhere.png", root / "c" / "dangling.png")
+    started = time.monotonic()
+    bundle = load(root)
+    assert time.monotonic() - started < 60  # reading the FIFO or /dev/zero would never end
+    skipped = {s["file"]: s["reason"] for s in bundle.report["skipped"]}
+    assert set(skipped) == {"a/zz.png", "b/zero.png", "c/dangling.png"} and len(bundle.labels) == 24
+    assert all("not a regular file" in reason for reason in skipped.values())
+
+
+def test_blank_group_cells_are_each_their_own_group(tmp_path):
+    root = write_image_folder(tmp_path / "img", per_class=20, splits=())
+    files = sorted(root.rglob("*.png"))
+    groups = [f"p{i // 2}" if i < 15 else "" for i in range(len(files))]  # 45 of 60 blank
+    path = tmp_path / "m.csv"
+    pd.DataFrame({"path": [str(f.relative_to(tmp_path)) for f in files], "label": [f.parent.name for f in files],
+                  "patient": groups}).to_csv(path, index=False)
+    bundle = load_dataset(tiny_config(dataset="csv", data_root=str(path), group_column="patient"), progress=False)
+    assert len(set(bundle.groups)) == 8 + 45 and any("45 rows have an empty patient" in n for n in bundle.report["notes"])
+    assert min((bundle.split == s).sum() for s in ("val", "test")) >= 6  # not all blanks in one split
+
+
+def test_npz_with_nan_pixels_or_string_labels_is_refused(tmp_path):
+    images = np.random.default_rng(0).random((10, 8, 8)).astype(np.float32)
+    labels = np.arange(10) % 2
+    images[3, 2, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", **{f"{s}_images": images for s in ("train", "val", "test")},
+             **{f"{s}_labels": labels for s in ("train", "val", "test")})
+    with pytest.raises(DataError, match=r"1 of train_images hold NaN or infinite pixels \(the first: index 3\)"):
+        load_dataset(tiny_config(dataset="npz", data_root=str(tmp_path / "nan.npz")), progress=False)
+    np.savez(tmp_path / "str.npz", **{f"{s}_images": images[:2] * 0 for s in ("train", "val", "test")},
+             **{f"{s}_labels": np.array(["cat", "dog"]) for s in ("train", "val", "test")})
+    with pytest.raises(DataError, match=r"labels must be class indices .*map the class names to indices"):
+        load_dataset(tiny_config(dataset="npz", data_root=str(tmp_path / "str.npz")), progress=False)
+
+
+def test_a_splits_file_without_an_id_column_and_a_huge_image_size_are_refused(tmp_path):
+    (tmp_path / "s.csv").write_text("name,split\nx,train\n")
+    with pytest.raises(ValueError, match=r"splits_file .* not id and split"):
+        load_dataset(tiny_config(splits_file=str(tmp_path / "s.csv")), progress=False)
+    with pytest.raises(ConfigError, match=r"image_size=8192 is out of range; set image_size to from 8 to 2048"):
+        RunConfig(image_size=8192)
+
+
+def test_per_strategy_cannot_change_the_strategy(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("strategy: [ft, lp_ft]\nper_strategy:\n  lp_ft: {strategy: lp}\n")
+    with pytest.raises(ConfigError, match=r"per_strategy.lp_ft sets strategy itself"):
+        load_grid(path)
+
+
+@pytest.mark.parametrize("key", ["seed", "name"])
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, key):
+    """Nine lists of nine lists ... (9^10 items when spelled out) cost nothing to load: YAML shares them.
+    Spelling the value out in a message, or str() of it as a folder name, would take hours."""
+    levels = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = tmp_path / "g.yaml"
+    path.write_text(f"description: [{', '.join(levels)}]\n{key}: *a9\nstrategy: ft\n")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        load_grid(path)
+    assert time.monotonic() - started < 5 and len(str(caught.value)) < 400
