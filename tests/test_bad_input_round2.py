@@ -105,3 +105,57 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, key):
     with pytest.raises(ConfigError) as caught:
         load_grid(path)
     assert time.monotonic() - started < 5 and len(str(caught.value)) < 400
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda run: _edit(run / "metrics.json", lambda m: m.update(test={})), "no test balanced_accuracy"),
+    (lambda run: _edit(run / "config.json", lambda c: c.pop("strategy")), "config.json lacks strategy"),
+    (lambda run: _edit(run / "metrics.json", lambda m: m["test"].update(balanced_accuracy="abc")), "is 'abc', not a number"),
+    (lambda run: _edit(run / "metrics.json", lambda m: m["test"].update(balanced_accuracy=0.99)),
+     "says test balanced accuracy 0.9900, its predictions.csv gives"),
+], ids=["empty-test", "no-strategy", "not-a-number", "edited-score"])
+def test_a_damaged_run_beside_finished_ones_is_listed_and_left_out(tmp_path, damage, reason):
+    from test_statistics import case
+
+    from studylib.study.analysis import Study
+    from studylib.study.results import collect
+    from studylib.views.report import write_report
+
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029))
+    victim = sorted((tmp_path / "runs").iterdir())[0]
+    damage(victim)
+    table = collect(tmp_path)
+    row = table.set_index("path").loc[str(victim)]
+    assert row.status == "damaged" and reason in row.reason
+    study = Study(tmp_path, n_boot=20)
+    assert str(victim) not in set(study.done.path) and len(study.done) == 5
+    markdown = write_report(tmp_path, n_boot=20)[0].read_text()
+    assert "Runs that did not finish" in markdown and reason.split(" ")[0] in markdown
+
+
+def _edit(path, change):
+    import json
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_stray_config_json_in_a_hidden_folder_is_not_a_run(tmp_path):
+    from test_statistics import case
+
+    from studylib.study.results import find_runs
+    case(tmp_path, "tinycnn", 0.80, (0.03,), seeds=(684,))
+    (tmp_path / ".vscode").mkdir()
+    (tmp_path / ".vscode" / "config.json").write_text('{"editor": 1}')
+    assert len(find_runs(tmp_path)) == 2
+
+
+def test_a_hash_index_with_wrong_entries_is_not_trusted(tmp_path):
+    import json
+
+    from studylib.data import hashindex
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    (tmp_path / hashindex.INDEX).write_text(json.dumps({"version": hashindex.INDEX_VERSION,
+                                                        "files": {str(path): "garbage", "x": [1, 2]}}))
+    assert hashindex.hash_files([path], tmp_path, progress=False) == [hashindex.sha256_file(path)]

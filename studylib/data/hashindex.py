@@ -50,7 +50,14 @@ def _load(path: Path) -> dict[str, list]:
         data = json.loads(path.read_text())
     except (OSError, ValueError):  # absent or damaged: every file is hashed (and the index rebuilt)
         return {}
-    return data.get("files", {}) if isinstance(data, dict) and data.get("version") == INDEX_VERSION else {}
+    files = data.get("files", {}) if isinstance(data, dict) and data.get("version") == INDEX_VERSION else {}
+    return {key: entry for key, entry in files.items() if _well_formed(entry)} if isinstance(files, dict) else {}
+
+
+def _well_formed(entry) -> bool:
+    """[size, mtime_ns, ctime_ns, inode, sha256]: anything else (a hand-edited or foreign index) is not trusted."""
+    return (isinstance(entry, list) and len(entry) == 5 and all(isinstance(v, int) for v in entry[:4])
+            and isinstance(entry[4], str) and len(entry[4]) == 64)
 
 
 def _remember(cache_dir: Path, fresh: dict[str, list]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from sklearn.metrics import balanced_accuracy_score
 
 from ..core.config import CALIBRATION_METRICS, METRICS
 from ..core.fileio import (
@@ -17,7 +18,8 @@ from ..training.rundir import RunDir
 
 def find_runs(root: str | Path) -> list[Path]:
     """Every folder below `root` that holds a config.json (a run, finished or not)."""
-    return sorted(p.parent for p in Path(root).rglob("config.json") if "figures" not in p.parts)
+    return sorted(p.parent for p in Path(root).rglob("config.json")
+                  if "figures" not in p.parts and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def run_row(path: Path) -> dict:
@@ -47,7 +49,39 @@ def run_row(path: Path) -> dict:
         env = read_json_dict_or_empty(path / "env.json")
         row.update({"device_name": env.get("device_name"), "precision": _precision(env.get("amp")),
                     **speeds(path / "history.csv")})
+        damage = damaged(row, metrics, path)
+        if damage:  # listed with the reason, and out of every table: its numbers cannot be trusted
+            row.update({k: None for k in row if k.startswith(("val_", "test_"))}, status="damaged", reason=damage)
     return row
+
+
+IDENTITY = ("dataset", "backbone", "strategy", "seed")  # what a run must say about itself to be compared
+
+
+def damaged(row: dict, metrics: dict, path: Path) -> str:
+    """Why a finished run's files disagree with each other ('' when they agree): an incomplete config,
+    a metric that is not a number, a test score that its own predictions.csv does not give."""
+    missing = [k for k in IDENTITY if row.get(k) in (None, "")]
+    if missing:
+        return f"config.json lacks {', '.join(missing)}; rerun it with --overwrite"
+    for split in ("val", "test"):
+        for name, value in (metrics.get(split) or {}).items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                return f"metrics.json {split} {name} is {str(value)[:20]!r}, not a number; rerun it with --overwrite"
+    score = metrics["test"].get("balanced_accuracy")
+    if score is None:
+        return "metrics.json has no test balanced_accuracy; rerun it with --overwrite"
+    predictions = path / "predictions.csv"
+    if predictions.is_file():
+        try:
+            frame = pd.read_csv(predictions, usecols=["label", "pred"])
+            recomputed = float(balanced_accuracy_score(frame.label, frame.pred))
+        except (ValueError, KeyError, pd.errors.ParserError) as err:
+            return f"predictions.csv cannot be read ({str(err)[:60]}); rerun it with --overwrite"
+        if abs(recomputed - score) > 1e-6:
+            return (f"metrics.json says test balanced accuracy {score:.4f}, its predictions.csv gives {recomputed:.4f}: "
+                    "one was edited or torn; rerun it with --overwrite")
+    return ""
 
 
 def _precision(amp: str | None) -> str | None:

@@ -131,7 +131,10 @@ def list_strategies() -> list[str]:
 
 
 def strategy_label(arm: str) -> str:
-    """'lp_ft' -> 'LP-FT'; an arm with variant fields keeps them ('FT [bn_policy=freeze]'); unknown names stay."""
+    """'lp_ft' -> 'LP-FT'; an arm with variant fields keeps them ('FT [bn_policy=freeze]'); unknown names stay;
+    a run whose config lost its strategy shows '?'."""
+    if not isinstance(arm, str):
+        return "?"
     name, _, rest = arm.partition(" ")
     short = STRATEGIES.get(name).label if name in STRATEGIES else ""
     return f"{short or name} {rest}".strip()
