@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="write into --out even where files of the names a grid writes (grid.yaml, results.csv, "
                         "report.md) are not studylib's")
+    p.add_argument("--stale", default="keep", choices=("keep", "retrain"),
+                   help="finished runs whose data changed since they trained: keep them out of the report (default) "
+                        "or train them again")
     p.add_argument("--notebook", help="experiment notebook papermill runs (default: the shipped one; e.g. "
                                       "DIR/notebooks/experiment.ipynb after studylib init DIR, edited)")
 
@@ -237,7 +240,7 @@ def cmd_grid(args) -> int:
         workers = max(1, torch.cuda.device_count()) * args.runs_per_gpu
     extra = {"notebook": args.notebook} if args.notebook else {}
     table = run_grid(args.params, out, workers, args.scheduler, args.engine, args.dry_run, overrides=overrides,
-                     overwrite=args.overwrite, **extra)
+                     overwrite=args.overwrite, stale=args.stale, **extra)
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(table.to_string(index=False))
     if args.dry_run:
@@ -245,7 +248,7 @@ def cmd_grid(args) -> int:
     else:
         from .study.results import write_results
         print(f"\nresults table: {write_results(out)}")
-    failed = 0 if args.dry_run else int((table.status != "finished").sum())
+    failed = 0 if args.dry_run else int((~table.status.isin(["finished", "stale"])).sum())
     if failed:
         print(f"{failed} runs did not finish (reasons above); run the same command again to retry them")
     return 1 if failed else 0

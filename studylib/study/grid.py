@@ -34,6 +34,8 @@ from ..core.templates import shipped_grid, template
 from ..data.stream import RUNS_PER_HOST
 from ..training.rundir import LOCK, RESUME, RunDir
 from ..training.runner import check_config
+from .stale import apply as mark_stale
+from .stale import find_stale
 
 META_KEYS = {"per_strategy", "name", "description"}
 NOTEBOOK = template("notebooks", "experiment.ipynb")  # shipped in the package: works from a wheel
@@ -226,9 +228,11 @@ def _record_failure(rundir: RunDir, err: Exception) -> None:
 def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler: str = "",
              engine: str = "papermill", dry_run: bool = False, progress: bool = True,
              overrides: dict[str, Any] | None = None, notebook: str | Path = NOTEBOOK,
-             overwrite: bool = False) -> pd.DataFrame:
+             overwrite: bool = False, stale: str = "keep") -> pd.DataFrame:
     """Run every unfinished cell of a grid into `out`; returns the status table. `overwrite` lets it write
-    into a folder that holds files of the names it writes (grid.yaml, results.csv, report.md) it did not write."""
+    into a folder that holds files of the names it writes (grid.yaml, results.csv, report.md) it did not write.
+    Finished runs whose data changed since they trained are marked stale and kept out of the report
+    (`stale="keep"`) or trained again (`stale="retrain"`)."""
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not valid; choose one of {', '.join(ENGINES)}")
     grid = load_grid(grid_path, overrides)
@@ -239,11 +243,17 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     if not dry_run:
         claim_folder(out, "grid", overwrite, "the grid folder (--out)")
     todo = [(cfg, out / "runs" / run_name(cfg)) for cfg in grid.runs]
-    pending = [(cfg, path) for cfg, path in todo if not is_done(path, cfg)]
+    finished = [(cfg, path) for cfg, path in todo if has_results(path, cfg)]
+    changed, notes = find_stale(finished)
     if dry_run:
-        return plan_table(todo, pending)
+        return plan_table(todo, [(c, p) for c, p in todo if not is_done(p, c)], changed)
+    again = set(mark_stale(changed, [p for _, p in finished], stale))
+    pending = [(cfg, path) for cfg, path in todo if not is_done(path, cfg) or path in again]
     if progress:
-        print(f"grid {grid.name}: {remaining_time([t for t in todo if t not in pending], pending)}", flush=True)
+        print(f"grid {grid.name}: {remaining_time([t for t in todo if t not in pending], pending)}"
+              + _stale_note(changed, stale), flush=True)
+        for note in notes:
+            print(f"note: {note}")
     tidy_finished([path for cfg, path in todo if has_results(path, cfg)])
     atomic_write(out / "grid.yaml", grid.path.read_text() + _overrides_note(overrides))
     jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
@@ -325,10 +335,21 @@ def environment_variable(name: str, value: str):
             os.environ[name] = old
 
 
-def plan_table(todo: list, pending: list) -> pd.DataFrame:
+def _stale_note(changed: dict, policy: str) -> str:
+    if not changed:
+        return ""
+    if policy == "retrain":
+        return f"; {len(changed)} finished runs trained on data that has changed since: training them again"
+    return (f"; {len(changed)} finished runs trained on data that has changed since (images, labels or split): "
+            "marked stale, kept out of the report; --stale retrain trains them again")
+
+
+def plan_table(todo: list, pending: list, changed: dict | None = None) -> pd.DataFrame:
     waiting = {str(p) for _, p in pending}
 
     def action(cfg: RunConfig, path: Path) -> str:
+        if changed and path in changed:
+            return "stale (data changed): kept, or retrained with --stale retrain"
         if str(path) not in waiting:
             return "skip (finished)"
         if has_results(path, cfg):

@@ -55,10 +55,11 @@ class RunDir:
         return self.metrics() is not None
 
     def status(self) -> dict:
-        """{'status': finished | running | interrupted | failed | incomplete | corrupt | missing, ...};
+        """{'status': finished | stale | running | interrupted | failed | incomplete | corrupt | missing, ...};
         a finished run whose notebook failed after it finished carries 'notebook_error'."""
         if self.finished:
-            return {"status": "finished", **self._notebook_error()}
+            stale = self.status_record().get("stale")  # a grid found its data changed since it trained
+            return {"status": "stale", "reason": str(stale)} if stale else {"status": "finished", **self._notebook_error()}
         if self.file("metrics.json").is_file():
             return {"status": "corrupt", "reason": f"{self.file('metrics.json')} is not a finished run's metrics; "
                                                    "a grid runs it again, or run with --overwrite"}
