@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="write into --out even where files of the names a grid writes (grid.yaml, results.csv, "
                         "report.md) are not studylib's")
+    p.add_argument("--yes", action="store_true", help="run a grid of more than 5,000 runs (refused otherwise: "
+                                                       "almost always a typo)")
     p.add_argument("--stale", default="keep", choices=("keep", "retrain"),
                    help="finished runs whose data changed since they trained: keep them out of the report (default) "
                         "or train them again")
@@ -233,14 +235,14 @@ def cmd_grid(args) -> int:
     from .study.grid import load_grid, run_grid
 
     overrides = dict(parse_assignment(text) for text in args.set)
-    out = Path(args.out or Path("outputs/grids") / load_grid(args.params, overrides).name)
+    out = Path(args.out or Path("outputs/grids") / load_grid(args.params, overrides, args.yes).name)
     workers = args.workers
     if args.runs_per_gpu:
         import torch
         workers = max(1, torch.cuda.device_count()) * args.runs_per_gpu
     extra = {"notebook": args.notebook} if args.notebook else {}
     table = run_grid(args.params, out, workers, args.scheduler, args.engine, args.dry_run, overrides=overrides,
-                     overwrite=args.overwrite, stale=args.stale, **extra)
+                     overwrite=args.overwrite, stale=args.stale, allow_large=args.yes, **extra)
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(table.to_string(index=False))
     if args.dry_run:

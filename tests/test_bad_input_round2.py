@@ -159,3 +159,16 @@ def test_a_hash_index_with_wrong_entries_is_not_trusted(tmp_path):
     (tmp_path / hashindex.INDEX).write_text(json.dumps({"version": hashindex.INDEX_VERSION,
                                                         "files": {str(path): "garbage", "x": [1, 2]}}))
     assert hashindex.hash_files([path], tmp_path, progress=False) == [hashindex.sha256_file(path)]
+
+
+def test_a_grid_of_a_million_runs_is_counted_and_refused_at_once(tmp_path, capsys):
+    from studylib.cli import main
+    from studylib.study.grid import grid_size
+    values = ", ".join(f"{v}e-4" for v in range(1, 101))
+    path = tmp_path / "g.yaml"
+    path.write_text(f"lr: [{values}]\nl2sp_alpha: [{values}]\nsp_beta: [{values}]\nstrategy: l2_sp\n")
+    started = time.monotonic()
+    assert main(["grid", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    assert time.monotonic() - started < 5
+    assert "expands to 1,000,000 runs (100 x 100 x 100 values)" in capsys.readouterr().err
+    assert grid_size({"strategy": ["ft", "auto_rgn"], "seed": [1, 2, 3]}, {"auto_rgn": {"lr": [1e-2, 1e-3]}}) == 9

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,9 @@ class Grid:
         return f"Grid({self.name}: {len(self.runs)} runs sweeping {', '.join(self.swept) or 'nothing'})"
 
 
-def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid:
-    """Parse and validate a grid file (plus fixed `overrides`); every problem is reported before any run starts."""
+def load_grid(path: str | Path, overrides: dict[str, Any] | None = None, allow_large: bool = False) -> Grid:
+    """Parse and validate a grid file (plus fixed `overrides`); every problem is reported before any run starts.
+    A grid of more than MAX_RUNS runs is refused unless `allow_large`."""
     path = Path(path)
     if not path.exists() and shipped_grid(str(path)):  # `studylib grid smoke`: a grid that ships with studylib
         path = shipped_grid(str(path))
@@ -69,7 +71,7 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None) -> Grid
     _check_per_strategy(per_strategy, path, lines)
     _refuse_unused_per_strategy(per_strategy, data, path, lines, overrides or {})
     base = {k: v for k, v in data.items() if k not in META_KEYS}
-    runs, swept = _expand(base, per_strategy, path)
+    runs, swept = _expand(base, per_strategy, path, allow_large)
     return Grid(path, _name(data.get("name", path.stem), path, lines), runs, swept)
 
 
@@ -140,7 +142,24 @@ def _product(values: dict) -> list[dict]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
 
 
-def _expand(base: dict, per_strategy: dict, path: Path) -> tuple[list[RunConfig], list[str]]:
+MAX_RUNS = 5000  # a grid larger than this is almost always a typo (100 x 100 x 100 values): refused until confirmed
+
+
+def grid_size(base: dict, per_strategy: dict) -> int:
+    """How many runs a grid expands to (before duplicates collapse), counted without building any."""
+    lists = {k: v if isinstance(v, list) else [v] for k, v in base.items()}
+    strategies = lists.get("strategy", [RunConfig.strategy])
+    others = math.prod(len(v) for k, v in lists.items() if k != "strategy")
+    return sum(others * math.prod(len(v) if isinstance(v, list) else 1 for v in per_strategy.get(s, {}).values())
+               for s in strategies)
+
+
+def _expand(base: dict, per_strategy: dict, path: Path, allow_large: bool = False) -> tuple[list[RunConfig], list[str]]:
+    size = grid_size(base, per_strategy)
+    if size > MAX_RUNS and not allow_large:
+        shape = " x ".join(str(len(v)) for v in base.values() if isinstance(v, list) and len(v) > 1)
+        raise ConfigError(f"{path} expands to {size:,} runs ({shape} values); more than {MAX_RUNS:,} is almost always a "
+                          "mistake. Shorten the lists, or pass --yes (allow_large=True) if you mean it")
     runs, seen = [], set()
     swept = [k for k, v in base.items() if isinstance(v, list) and len(v) > 1]
     for combo in _product(base):
@@ -228,14 +247,14 @@ def _record_failure(rundir: RunDir, err: Exception) -> None:
 def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler: str = "",
              engine: str = "papermill", dry_run: bool = False, progress: bool = True,
              overrides: dict[str, Any] | None = None, notebook: str | Path = NOTEBOOK,
-             overwrite: bool = False, stale: str = "keep") -> pd.DataFrame:
+             overwrite: bool = False, stale: str = "keep", allow_large: bool = False) -> pd.DataFrame:
     """Run every unfinished cell of a grid into `out`; returns the status table. `overwrite` lets it write
     into a folder that holds files of the names it writes (grid.yaml, results.csv, report.md) it did not write.
     Finished runs whose data changed since they trained are marked stale and kept out of the report
     (`stale="keep"`) or trained again (`stale="retrain"`)."""
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not valid; choose one of {', '.join(ENGINES)}")
-    grid = load_grid(grid_path, overrides)
+    grid = load_grid(grid_path, overrides, allow_large)
     if engine == "papermill" and not Path(notebook).is_file():
         raise ConfigError(f"notebook {notebook} does not exist; give an experiment notebook (studylib init DIR "
                           "copies the shipped one) or leave --notebook out")
