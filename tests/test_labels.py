@@ -52,6 +52,10 @@ def write_csv(path, labels, folder="img"):
     return path
 
 
+def from_csv(path, **changes):
+    return load_dataset(tiny_config(dataset="csv", data_root=str(path), **changes), progress=False)
+
+
 def test_a_typo_label_in_a_csv_is_refused_with_its_line_and_the_intended_class(tmp_path):
     labels = ["PNEUMONIA"] * 20 + ["NORMAL"] * 15
     labels[7] = "PNUEMONIA"
@@ -59,7 +63,7 @@ def test_a_typo_label_in_a_csv_is_refused_with_its_line_and_the_intended_class(t
     with pytest.raises(LabelError, match=r"m\.csv: 1 label would become a class of its own: label 'PNUEMONIA' \(1 image: "
                                          r"line 9\) differs from 'PNEUMONIA' \(19 images\) only by a typo.*Correct "
                                          r"'PNUEMONIA' to 'PNEUMONIA'; if they are real classes.*classes: "):
-        load_dataset(tiny_config(dataset="csv", data_root=str(path)), progress=False)
+        from_csv(path)
 
 
 def test_a_case_variant_is_refused_and_a_fixed_vocabulary_names_the_stray_label(tmp_path):
@@ -67,18 +71,18 @@ def test_a_case_variant_is_refused_and_a_fixed_vocabulary_names_the_stray_label(
     path = write_csv(tmp_path / "m.csv", labels)
     with pytest.raises(LabelError, match=r"label 'normal' \(6 images: line 17, line 18, line 19 and 3 more\) differs "
                                          r"from 'NORMAL' \(15 images\) only by case"):
-        load_dataset(tiny_config(dataset="csv", data_root=str(path)), progress=False)
-    with pytest.raises(LabelError, match=r"1 labels are not in classes \['NORMAL', 'PNEUMONIA'\]: 'normal' \(did you "
+        from_csv(path)
+    with pytest.raises(LabelError, match=r"1 label is not in classes \['NORMAL', 'PNEUMONIA'\]: 'normal' \(did you "
                                          r"mean 'NORMAL'\?\): 6 images, line 17"):
-        load_dataset(tiny_config(dataset="csv", data_root=str(path), classes="NORMAL, PNEUMONIA"), progress=False)
+        from_csv(path, classes="NORMAL, PNEUMONIA")
 
 
 def test_a_fixed_vocabulary_keeps_two_real_classes_that_look_alike(tmp_path):
     labels = ["cyst"] * 12 + ["cysts"] * 12 + ["mass"] * 12
     path = write_csv(tmp_path / "m.csv", labels)
     with pytest.raises(LabelError, match="'cysts'.*'cyst'"):
-        load_dataset(tiny_config(dataset="csv", data_root=str(path)), progress=False)
-    bundle = load_dataset(tiny_config(dataset="csv", data_root=str(path), classes="cyst,cysts,mass"), progress=False)
+        from_csv(path)
+    bundle = from_csv(path, classes="cyst,cysts,mass")
     assert bundle.classes == ["cyst", "cysts", "mass"]
 
 
@@ -92,11 +96,10 @@ def test_classes_in_yaml_as_a_list_and_twice_named(tmp_path):
 def test_a_class_with_too_few_images_is_refused_unless_min_class_images_allows_it(tmp_path):
     labels = ["a"] * 15 + ["b"] * 15 + ["zz"] * 3
     path = write_csv(tmp_path / "m.csv", labels)
-    with pytest.raises(LabelError, match=r"1 classes have fewer than min_class_images=5 images: 'zz' \(3 images: "
+    with pytest.raises(LabelError, match=r"1 class has fewer than min_class_images=5 images: 'zz' \(3 images: "
                                          r"line 32, line 33, line 34\).*lower min_class_images"):
-        load_dataset(tiny_config(dataset="csv", data_root=str(path)), progress=False)
-    bundle = load_dataset(tiny_config(dataset="csv", data_root=str(path), min_class_images=2,
-                                      allow_missing_classes=True), progress=False)
+        from_csv(path)
+    bundle = from_csv(path, min_class_images=2, allow_missing_classes=True)
     assert bundle.classes == ["a", "b", "zz"]
 
 

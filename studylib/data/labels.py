@@ -43,6 +43,10 @@ def _where(label: str, values: Sequence[str], places: Sequence[str], limit: int 
     return ", ".join(found[:limit]) + (f" and {len(found) - limit} more" if len(found) > limit else "")
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _images(n: int) -> str:
     return f"{n:,} image{'s' if n != 1 else ''}"
 
@@ -56,7 +60,8 @@ def _refuse_unknown(counts: Counter, values, places, source: str, given: tuple[s
         close = closest(label, given)
         hint = f" (did you mean '{close}'?)" if close else ""
         parts.append(f"'{label}'{hint}: {_images(counts[label])}, {_where(label, values, places)}")
-    raise LabelError(f"{source}: {len(unknown)} labels are not in classes {list(given)}: {'; '.join(parts)}. "
+    raise LabelError(f"{source}: {_count(len(unknown), 'label is', 'labels are')} not in classes {list(given)}: "
+                     f"{'; '.join(parts)}. "
                      "Correct those labels, or add them to classes if they are real classes")
 
 
@@ -87,7 +92,8 @@ def _refuse_rare(counts: Counter, values, places, source: str, min_images: int) 
         close = closest(label, [c for c in counts if c != label])
         hint = f", perhaps a typo of '{close}'" if close else ""
         parts.append(f"'{label}' ({_images(counts[label])}: {_where(label, values, places)}{hint})")
-    raise LabelError(f"{source}: {len(rare)} classes have fewer than min_class_images={min_images} images: "
+    raise LabelError(f"{source}: {_count(len(rare), 'class has', 'classes have')} fewer than "
+                     f"min_class_images={min_images} images: "
                      f"{'; '.join(parts)}. Correct or remove those labels, add images of the class, or lower "
                      "min_class_images if so few images are intended (they cannot fill train, validation and test)")
 
