@@ -51,9 +51,13 @@ def copy_results(results, tmp_path):
 
 
 def set_metric(run: Path, split: str, value: float) -> None:
+    """A chosen score; a chosen test score goes with its predictions.csv, which would no longer give it
+    (the results table lists a run whose files disagree as damaged, and leaves it out)."""
     metrics = json.loads((run / "metrics.json").read_text())
     metrics[split]["balanced_accuracy"] = value
     (run / "metrics.json").write_text(json.dumps(metrics))
+    if split == "test":
+        (run / "predictions.csv").unlink(missing_ok=True)
 
 
 def test_selection_uses_validation_only(results, tmp_path):

@@ -323,8 +323,7 @@ def per_class_recall(best: pd.DataFrame, baseline: str = "ft", n_boot: int = sta
         names = run_classes(group.path.iloc[0])
         for c, name in enumerate(names):
             metric = f"recall:{c}"
-            recall = {s: float(np.nanmean([_score(metric, reader(p)) for p in runs.path]))
-                      for s, runs in group.groupby("strategy")}
+            recall = {s: _mean_score(metric, runs.path, reader) for s, runs in group.groupby("strategy")}
             gains = gain_summary(group, metric, baseline, n_boot, correction).set_index("strategy")
             for strategy, value in recall.items():
                 row = dict(zip(["protocol"] + CASE, keys), **{"class": name, "strategy": strategy, "recall": value})
@@ -332,6 +331,17 @@ def per_class_recall(best: pd.DataFrame, baseline: str = "ft", n_boot: int = sta
                     row.update(gains.loc[strategy, ["seeds", "gain", "low", "high", "interval", "verdict"]].to_dict())
                 rows.append(row)
     return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def _mean_score(metric: str, paths, reader) -> float:
+    """Mean of `metric` over runs, from their predictions; a run without readable predictions is left out."""
+    scores = []
+    for path in paths:
+        try:
+            scores.append(_score(metric, reader(path)))
+        except (OSError, ValueError, KeyError):
+            continue
+    return float(np.nanmean(scores)) if np.isfinite(scores).any() else float("nan")
 
 
 def _score(metric: str, predictions: stats.Predictions) -> float:
