@@ -142,7 +142,7 @@ CASES = [
     Case("near-dup-bits-negative", run_flags("near_duplicate_bits=-2"), 2, r"near_duplicate_bits=-2 is out of range"),
     Case("synthetic-size-5", run_flags("synthetic_size=5"), 2, r"synthetic_size=5 is out of range.*at least 40"),
     Case("synthetic-size-0", run_flags("synthetic_size=0"), 2, r"synthetic_size=0 is out of range"),
-    Case("image-size-4", run_flags("image_size=4"), 2, r"image_size=4 is out of range.*at least 8"),
+    Case("image-size-4", run_flags("image_size=4"), 2, r"image_size=4 is out of range.*from 8 to 2048"),
     Case("lr-nan", run_flags("lr=nan"), 2, r"lr=nan is not a number"),
     Case("seed-negative", run_flags("seed=-1"), 2, r"seed=-1 is out of range"),
     Case("momentum-1.5", run_flags("momentum=1.5"), 2, r"momentum=1.5 is out of range"),
