@@ -172,3 +172,21 @@ def test_a_grid_of_a_million_runs_is_counted_and_refused_at_once(tmp_path, capsy
     assert time.monotonic() - started < 5
     assert "expands to 1,000,000 runs (100 x 100 x 100 values)" in capsys.readouterr().err
     assert grid_size({"strategy": ["ft", "auto_rgn"], "seed": [1, 2, 3]}, {"auto_rgn": {"lr": [1e-2, 1e-3]}}) == 9
+
+
+@pytest.mark.parametrize("damage", ["zeroed-tail", "empty", "truncated"])
+def test_a_damaged_cache_entry_is_rebuilt_not_reused(tmp_path, damage, capsys):
+    from studylib.data.cache import prepare_files
+    root = write_image_folder(tmp_path / "data", per_class=20, splits=(), size=40)
+    paths = sorted(root.rglob("*.png"))
+    cache = tmp_path / "cache"
+    first = prepare_files(paths, 48, cache, progress=False)
+    expected = np.array(first.images)
+    npy = cache / f"{first.key}.npy"
+    del first
+    data = npy.read_bytes()
+    npy.write_bytes({"zeroed-tail": data[:-20_000] + bytes(20_000), "empty": b"", "truncated": data[:-100]}[damage])
+    again = prepare_files(paths, 48, cache, progress=False)
+    assert not again.reused and "rebuilding it" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.array(again.images), expected)
+    assert prepare_files(paths, 48, cache, progress=False).reused  # and the rebuilt entry is trusted

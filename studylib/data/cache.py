@@ -68,12 +68,55 @@ def prepare_files(paths: list[Path], size: int, cache_dir: Path | None = None, w
 
 
 def _entry(npy: Path, meta: Path) -> dict | None:
-    """A complete cache entry's metadata; None when absent or damaged (then it is built again)."""
+    """A complete, undamaged cache entry's metadata; None when absent or damaged (then it is built again).
+
+    Damaged: the array's header or size does not fit its images (a truncated or 0-byte file), or the
+    bytes at sampled places (the last block included) are not those written (a zeroed tail). Entries of
+    older versions, without samples, get them now."""
     try:
         info = json.loads(meta.read_text())
     except (OSError, ValueError):
         return None
-    return info if npy.is_file() and isinstance(info, dict) and {"errors", "sizes", "image_hashes"} <= set(info) else None
+    if not (npy.is_file() and isinstance(info, dict) and {"errors", "sizes", "image_hashes"} <= set(info)):
+        return None
+    if not _whole(npy, len(info["sizes"])):
+        print(f"note: the prepared-image cache entry {npy.name} is damaged (its size does not fit its images); "
+              "rebuilding it")
+        return None
+    digest = sample_digest(npy)
+    if "sample_sha256" not in info:
+        atomic_write(meta, json.dumps({**info, "sample_sha256": digest}))
+    elif info["sample_sha256"] != digest:
+        print(f"note: the prepared-image cache entry {npy.name} was changed on disk since it was written; rebuilding it")
+        return None
+    return info
+
+
+SAMPLES, BLOCK = 32, 1 << 16  # 2 MiB read per use, whatever the entry's size
+
+
+def sample_digest(path: Path) -> str:
+    """sha256 of SAMPLES blocks spread evenly over the file, the first and the last included."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        for offset in sorted({min(size - 1, i * size // SAMPLES) for i in range(SAMPLES)} | {max(0, size - BLOCK)}):
+            handle.seek(max(0, offset))
+            digest.update(handle.read(BLOCK))
+    return digest.hexdigest()
+
+
+def _whole(npy: Path, rows: int) -> bool:
+    """The .npy's header reads, holds `rows` rows, and the file is exactly header + data long."""
+    try:
+        with open(npy, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(handle)
+            header = handle.tell()
+    except (OSError, ValueError, EOFError):
+        return False
+    return shape[0] == rows and npy.stat().st_size == header + int(np.prod(shape)) * np.dtype(dtype).itemsize
 
 
 def remove_stale_temporaries(cache_dir: Path) -> None:
@@ -92,6 +135,7 @@ def _build(paths: list[Path], size: int, npy: Path, meta: Path, workers: int, pr
     tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.tmp.npy")
     try:
         info = _fill(paths, size, tmp, workers, progress)
+        info["sample_sha256"] = sample_digest(tmp)
         os.replace(tmp, npy)
         atomic_write(meta, json.dumps(info))  # last: the metadata marks a complete entry
     finally:
