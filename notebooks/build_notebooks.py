@@ -316,7 +316,7 @@ def teaching() -> None:
                "at the intervals below before naming a winner."),
         new_code_cell("from studylib.training.pretrain import pretrain, pretrain_config\n"
                       "from studylib.views.teaching import (\n    DEMO_SEEDS,\n    MINI_STRATEGIES,\n    mini_comparison,\n    spread_sentence,\n)\n\n"
-                      "checkpoint = pretrain(f'{out_dir}/tinycnn-source.pt', pretrain_config(size=pretrain_size, quiet=True))\n"
+                      "checkpoint = pretrain(f'{out_dir}/tinycnn-source-{pretrain_size}.pt', pretrain_config(size=pretrain_size, quiet=True))\n"
                       "seeds = (list(DEMO_SEEDS) + [1, 2, 3, 4, 5])[:mini_seeds]\n"
                       "study = mini_comparison(out_dir, checkpoint, MINI_STRATEGIES, seeds, mini_size, mini_epochs, workers)"),
         new_code_cell("from studylib.views.measurefigures import label\n\n"

@@ -190,3 +190,19 @@ def test_a_damaged_cache_entry_is_rebuilt_not_reused(tmp_path, damage, capsys):
     assert not again.reused and "rebuilding it" in capsys.readouterr().out
     np.testing.assert_array_equal(np.array(again.images), expected)
     assert prepare_files(paths, 48, cache, progress=False).reused  # and the rebuilt entry is trusted
+
+
+def test_pretrain_reuses_only_a_checkpoint_of_the_same_recipe(tmp_path, capsys):
+    from studylib.cli import main
+    out = tmp_path / "source.pt"
+    def small(epochs):
+        return ["pretrain", "--out", str(out), "--size", "200", "--epochs", epochs, "--image-size", "16", "--quiet"]
+    assert main(small("1")) == 0
+    stamp = out.stat().st_mtime_ns
+    assert main(small("1")) == 0 and out.stat().st_mtime_ns == stamp  # the same recipe: reused
+    assert main(small("2")) == 2
+    assert "was pretrained with another recipe: max_epochs=1 (asked: 2)" in capsys.readouterr().err
+    text = tmp_path / "notes.pt"
+    text.write_text("not weights")
+    assert main(["pretrain", "--out", str(text), "--size", "200", "--epochs", "1", "--quiet"]) == 2
+    assert "is not a checkpoint studylib can load" in capsys.readouterr().err and text.read_text() == "not weights"
