@@ -266,15 +266,15 @@ def cmd_report(args) -> int:
         raise ConfigError(f"{args.folder} holds no run folders (none has a config.json); give a grid's output "
                           "folder (the --out of grid or demo)")
     from .core.outfolder import claim_folder
+    from .views.report import write_report
     claim_folder(args.folder, "grid", args.overwrite, "the report folder")
-    path = write_results(args.folder, args.out, table)
+    markdown, page = write_report(args.folder, args.metric, args.boot, table, overwrite=args.overwrite)
+    path = write_results(args.folder, args.out, table)  # after the report: a failed report leaves both as they were
     print(f"{len(table)} runs, {int((table.status == 'finished').sum()) if len(table) else 0} finished; "
           f"results table: {path}")
     failed = failures(table)
     if len(failed):
         print("not finished:\n" + failed.to_string(index=False))
-    from .views.report import write_report
-    markdown, page = write_report(args.folder, args.metric, args.boot, table, overwrite=args.overwrite)
     print(f"report: {page} (and {markdown.name})")
     return 0
 

@@ -206,3 +206,14 @@ def test_pretrain_reuses_only_a_checkpoint_of_the_same_recipe(tmp_path, capsys):
     text.write_text("not weights")
     assert main(["pretrain", "--out", str(text), "--size", "200", "--epochs", "1", "--quiet"]) == 2
     assert "is not a checkpoint studylib can load" in capsys.readouterr().err and text.read_text() == "not weights"
+
+
+def test_a_garbage_representations_csv_costs_that_run_its_feature_change_not_the_report(tmp_path):
+    from test_statistics import case
+
+    from studylib.views.report import write_report
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029))
+    for run in (tmp_path / "runs").iterdir():
+        (run / "representations.csv").write_text("block,cka\nstem,abc\n\x00\x01garbage")
+    markdown, page = write_report(tmp_path, n_boot=20)
+    assert page.is_file() and "Feature change" not in markdown.read_text()

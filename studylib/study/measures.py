@@ -30,8 +30,12 @@ def read_representations(best: pd.DataFrame) -> pd.DataFrame:
         path = Path(run.path) / "representations.csv"
         if not path.is_file():
             continue
-        rows = pd.read_csv(path)
-        rows = rows[rows.selected.astype(bool)]
+        try:
+            rows = pd.read_csv(path)
+            rows = rows.loc[rows.selected.astype(bool), ["block", "cka", "rel_dist_init"]]
+            rows = rows.astype({"cka": float, "rel_dist_init": float})
+        except (ValueError, KeyError, AttributeError, pd.errors.ParserError, UnicodeDecodeError):
+            continue  # a damaged file: that run has no feature change, like one without the file
         frames.append(rows.assign(protocol=run.protocol, dataset=run.dataset, backbone=run.backbone,
                                   strategy=run.strategy, seed=run.seed, order=range(len(rows))))
     columns = ["protocol"] + CASE + ["strategy", "seed", "block", "order", "cka", "rel_dist_init"]
