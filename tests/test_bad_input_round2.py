@@ -217,3 +217,15 @@ def test_a_garbage_representations_csv_costs_that_run_its_feature_change_not_the
         (run / "representations.csv").write_text("block,cka\nstem,abc\n\x00\x01garbage")
     markdown, page = write_report(tmp_path, n_boot=20)
     assert page.is_file() and "Feature change" not in markdown.read_text()
+
+
+def test_one_file_under_two_spellings_with_two_labels_is_refused(tmp_path):
+    root = write_image_folder(tmp_path / "img", per_class=12, splits=())
+    os.symlink(root / "a", tmp_path / "alias")  # the same files reached through another folder name
+    files = sorted(root.rglob("*.png"))
+    rows = [(str(f.relative_to(tmp_path)), f.parent.name) for f in files]
+    rows.append((f"alias/{files[0].name}", "b"))  # files[0] is in a/, listed again through the alias as b
+    path = tmp_path / "m.csv"
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"1 images are listed with two different labels .*'a' on line 2 and 'b' on line 38"):
+        load_dataset(tiny_config(dataset="csv", data_root=str(path)), progress=False)

@@ -240,7 +240,7 @@ def _refuse_conflicting_labels(paths: list[Path], labels: list[str], index, sour
     seen: dict[Path, tuple[str, int]] = {}
     conflicts = []
     for path, label, row in zip(paths, labels, index):
-        first = seen.setdefault(path, (label, row))
+        first = seen.setdefault(path.resolve(), (label, row))  # one file under two spellings (a linked alias) too
         if first[0] != label:
             conflicts.append(f"{path.name} is '{first[0]}' on line {_line(first[1])} and '{label}' on line {_line(row)}")
     if conflicts:
