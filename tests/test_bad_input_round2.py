@@ -229,3 +229,14 @@ def test_one_file_under_two_spellings_with_two_labels_is_refused(tmp_path):
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(path, index=False)
     with pytest.raises(DataError, match=r"1 images are listed with two different labels .*'a' on line 2 and 'b' on line 38"):
         load_dataset(tiny_config(dataset="csv", data_root=str(path)), progress=False)
+
+
+def test_a_killed_hash_index_write_leaves_no_temporary_for_good(tmp_path, monkeypatch):
+    from studylib.data import hashindex
+    monkeypatch.setattr(hashindex, "RACY_SECONDS", -1.0)
+    torn = tmp_path / f".{hashindex.INDEX}.0123456789ab.tmp"
+    torn.write_bytes(b"x" * 640_000)  # what a kill during the index's atomic write leaves
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"data")
+    hashindex.hash_files([path], tmp_path, progress=False)
+    assert not torn.exists() and (tmp_path / hashindex.INDEX).is_file()

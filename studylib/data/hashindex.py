@@ -65,6 +65,8 @@ def _remember(cache_dir: Path, fresh: dict[str, list]) -> None:
     entries of files that no longer exist are dropped."""
     path = cache_dir / INDEX
     with file_lock(cache_dir / f"{INDEX}.lock"):
+        for torn in cache_dir.glob(f".{INDEX}.*.tmp"):  # a killed writer's: under the lock, no write is under way
+            torn.unlink(missing_ok=True)
         known = {key: entry for key, entry in _load(path).items() if os.path.exists(key)}
         known.update(fresh)
         atomic_write(path, json.dumps({"version": INDEX_VERSION, "files": known}))
