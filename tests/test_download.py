@@ -182,3 +182,27 @@ def test_cli_corrupt_archive_exits_2(toy_dataset, tmp_path, capsys):
     assert main(["download", "toy", "--root", str(tmp_path / "data")]) == 2
     assert "is not a valid zip archive" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.zip"]
+
+
+def test_an_offline_download_says_nothing_was_received_not_a_part_file_that_does_not_exist(tmp_path):
+    closed = "http://127.0.0.1:9/data.bin"  # the discard port: nothing listens there
+    with pytest.raises(DownloadError, match=r"nothing was received: check the connection .*download .* by hand"):
+        download(closed, tmp_path / "data.bin", progress=False, timeout=5)
+    assert not (tmp_path / "data.bin.part").exists()
+
+
+def test_two_downloads_of_one_file_at_once_give_the_file_once(server, tmp_path):
+    dest = tmp_path / "data.bin"
+    errors = []
+
+    def fetch():
+        try:
+            download(server, dest, sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
+        except Exception as err:  # collected: the assertion below says which
+            errors.append(err)
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and dest.read_bytes() == PAYLOAD and not (tmp_path / "data.bin.part").exists()

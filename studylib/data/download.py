@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import filecmp
 import glob
+import hashlib
 import os
 import shutil
 import urllib.request
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from ..core.fileio import sha256_file
+from ..core.fileio import file_lock, sha256_file
 
 if TYPE_CHECKING:  # datasets imports the data stack; only the annotation needs it
     from .datasets import DatasetInfo
@@ -28,11 +29,27 @@ class DownloadError(RuntimeError):
 
 def download(url: str, dest: str | Path, sha256: str = "", progress: bool = True, timeout: float = 60) -> Path:
     """Fetch `url` to `dest`: bytes go to `dest.part` (resumed with an HTTP Range request when it
-    exists), the SHA-256 is checked when given, and only then is the file renamed to `dest`."""
+    exists), the SHA-256 is checked when given, and only then is the file renamed to `dest`. One
+    process at a time per file: two downloads of one archive would append to one .part."""
     dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(_lock_for(dest)):
+        return _download(url, dest, sha256, progress, timeout)
+
+
+def _lock_for(dest: Path) -> Path:
+    """The download's lock, kept in the cache folder (not beside the file: the data folder stays clean)."""
+    from .cache import cache_home
+
+    name = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:16]
+    folder = cache_home() / "download-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.lock"
+
+
+def _download(url: str, dest: Path, sha256: str, progress: bool, timeout: float) -> Path:
     if dest.is_file() and (not sha256 or sha256_file(dest) == sha256.lower()):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     start = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
@@ -49,8 +66,10 @@ def download(url: str, dest: str | Path, sha256: str = "", progress: bool = True
         if total and part.stat().st_size < total:
             raise OSError(f"connection closed after {part.stat().st_size} of {total} bytes")
     except OSError as err:  # URLError, timeouts, connection resets: the .part file stays for a resume
-        raise DownloadError(f"downloading {url} failed ({err}); run the same command again to resume "
-                            f"from {part}") from None
+        kept = part.stat().st_size if part.is_file() else 0
+        then = (f"run the same command again to resume from {part} ({kept:,} bytes kept)" if kept else
+                f"nothing was received: check the connection and run it again, or download {url} by hand to {dest}")
+        raise DownloadError(f"downloading {url} failed ({err}); {then}") from None
     digest = sha256_file(part)
     if sha256 and digest != sha256.lower():
         part.unlink()
