@@ -240,3 +240,36 @@ def test_a_killed_hash_index_write_leaves_no_temporary_for_good(tmp_path, monkey
     path.write_bytes(b"data")
     hashindex.hash_files([path], tmp_path, progress=False)
     assert not torn.exists() and (tmp_path / hashindex.INDEX).is_file()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--boot", "0"], "0 resamples estimate the test-image variance too poorly; give at least 100"),
+    (["--boot", "-5"], "-5 resamples estimate"),
+    (["--metric", "nosuch"], "invalid choice: 'nosuch'"),
+])
+def test_report_options_are_range_checked(tmp_path, capsys, argv, message):
+    from studylib.cli import main
+    with pytest.raises(SystemExit) as stopped:
+        main(["report", str(tmp_path), *argv])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_torn_config_is_listed_and_a_failed_report_leaves_results_csv_as_it_was(tmp_path, monkeypatch, capsys):
+    from test_statistics import case
+
+    import studylib.views.report as report_module
+    from studylib.cli import main
+    case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029))
+    torn = sorted((tmp_path / "runs").iterdir())[0]
+    (torn / "config.json").write_text('{"strategy": "f')
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "corrupt" in out and torn.name in out
+    before = (tmp_path / "results.csv").read_bytes()
+    (torn / "config.json").write_text('{"strategy": "ft"}')  # the results would change ...
+
+    def broken(*args, **kwargs):
+        raise ValueError("the report failed")
+    monkeypatch.setattr(report_module, "write_report", broken)
+    assert main(["report", str(tmp_path)]) == 2  # ... but the report fails: results.csv is as it was
+    assert (tmp_path / "results.csv").read_bytes() == before
