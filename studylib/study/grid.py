@@ -185,10 +185,11 @@ def has_results(run_dir: Path, cfg: RunConfig) -> bool:
     return metrics is not None and metrics.get("run_hash") == cfg.run_hash()
 
 
-def is_done(run_dir: Path, cfg: RunConfig) -> bool:
-    """Results of this config are there, and no notebook of it was cut short (a kill in the plotting
-    cells after metrics.json was written leaves the results but an unfinished notebook)."""
-    return has_results(run_dir, cfg) and not (Path(run_dir) / NOTEBOOK_PENDING).exists()
+def _not_done(todo: list, finished: list) -> list:
+    """The cells to (re)run: no results of their config, or a notebook cut short after its results were
+    written (a kill in the plotting cells leaves the results but an unfinished notebook)."""
+    done = {path for _, path in finished if not (path / NOTEBOOK_PENDING).exists()}
+    return [(cfg, path) for cfg, path in todo if path not in done]
 
 
 # --- execution -----------------------------------------------------------------------------
@@ -262,18 +263,19 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     if not dry_run:
         claim_folder(out, "grid", overwrite, "the grid folder (--out)")
     todo = [(cfg, out / "runs" / run_name(cfg)) for cfg in grid.runs]
-    finished = [(cfg, path) for cfg, path in todo if has_results(path, cfg)]
+    finished = [(cfg, path) for cfg, path in todo if has_results(path, cfg)]  # each metrics.json read once
     changed, notes = find_stale(finished)
     if dry_run:
-        return plan_table(todo, [(c, p) for c, p in todo if not is_done(p, c)], changed)
+        return plan_table(todo, _not_done(todo, finished), changed)
     again = set(mark_stale(changed, [p for _, p in finished], stale))
-    pending = [(cfg, path) for cfg, path in todo if not is_done(path, cfg) or path in again]
+    finished = [(cfg, path) for cfg, path in finished if path not in again]
+    pending = _not_done(todo, finished)
     if progress:
         print(f"grid {grid.name}: {remaining_time([t for t in todo if t not in pending], pending)}"
               + _stale_note(changed, stale), flush=True)
         for note in notes:
             print(f"note: {note}")
-    tidy_finished([path for cfg, path in todo if has_results(path, cfg)])
+    tidy_finished([path for _, path in finished])
     atomic_write(out / "grid.yaml", grid.path.read_text() + _overrides_note(overrides))
     jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
                  gpu=_gpu_for(i), notebook=str(notebook)) for i, (cfg, path) in enumerate(pending)]
