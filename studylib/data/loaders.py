@@ -176,7 +176,8 @@ def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_co
     _refuse_conflicting_labels(paths, label_values, frame.index, csv_path)
     class_list = check_labels(label_values, [f"line {_line(i)}" for i in frame.index], str(csv_path),
                               names_of(cfg.classes) or tuple(classes), cfg.min_class_images)
-    labels = _label_indices(label_values, class_list, csv_path)
+    index = {name: i for i, name in enumerate(class_list)}  # check_labels refused any label outside class_list
+    labels = np.array([index[v] for v in label_values], dtype=np.int64)
     split = _split_values(frame[columns["split"]], csv_path) if columns["split"] else None
     groups, blank = _group_values(frame[columns["group"]]) if columns["group"] else (None, 0)
     table = _from_files(paths, labels, class_list, split, groups, base, cfg, progress)
@@ -290,14 +291,6 @@ def _files_by_stem(base: Path) -> dict[str, list[Path]]:
     for path in image_files(base):
         stems.setdefault(path.stem, []).append(path)
     return stems
-
-
-def _label_indices(values: list[str], classes: tuple[str, ...], source: Path) -> np.ndarray:
-    unknown = sorted(set(values) - set(classes))
-    if unknown:
-        raise DataError(f"{source}: labels {unknown[:5]} are not in the class list {list(classes)}")
-    index = {c: i for i, c in enumerate(classes)}
-    return np.array([index[v] for v in values], dtype=np.int64)
 
 
 def _split_values(column: pd.Series, source: Path) -> np.ndarray:
