@@ -26,7 +26,6 @@ from studylib.core.config import RunConfig
 from studylib.data.bundle import DataBundle
 from studylib.data.datasets import load_dataset
 from studylib.models.backbones import create_backbone
-from studylib.training import engine
 from studylib.training.engine import Device, evaluate
 from studylib.training.runner import make_trainer
 
@@ -79,15 +78,6 @@ def studylib_rate(args, backbone, strategy, data, track_grads=True, **changes) -
     return stats["steps"] * args.batch / (time.perf_counter() - start), plan_seconds
 
 
-def studylib_fused_rate(args, backbone, data) -> float:
-    """studylib's FT with Adam's fused CUDA kernel (engine.FUSED_ADAM_ON_CUDA) instead of foreach."""
-    default, engine.FUSED_ADAM_ON_CUDA = engine.FUSED_ADAM_ON_CUDA, True
-    try:
-        return studylib_rate(args, backbone, "ft", data)[0]
-    finally:
-        engine.FUSED_ADAM_ON_CUDA = default
-
-
 def inference_rate(args, backbone, data) -> float:
     """images/s of evaluate() over the training images (the path validation and test take)."""
     trainer, dev = trainer_for(args, backbone, "ft", data)
@@ -98,11 +88,11 @@ def inference_rate(args, backbone, data) -> float:
     return len(probs) / (time.perf_counter() - start)  # evaluate returns on the host: already synchronised
 
 
-def hand_rate(args, backbone, data, fused: bool = False) -> float:
+def hand_rate(args, backbone, data) -> float:
     trainer, dev = trainer_for(args, backbone, "ft", data)
     model, batches = trainer.model, trainer.train_data
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)  # None: torch's default
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def epoch(generator):
         steps = 0
@@ -163,10 +153,9 @@ def main() -> None:
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU {platform.machine()}, {torch.get_num_threads()} threads")
     print(f"device: {name}; torch {torch.__version__}; {args.size}px, batch {args.batch}, {args.steps} timed steps")
-    fused = device.type == "cuda"  # the trial is of the CUDA kernel (FUSED_ADAM_ON_CUDA): skipped on a CPU
     print("| backbone | hand loop img/s | studylib img/s | ratio | L2-SP | L1-SP | no per-layer logging | "
-          "Auto-RGN probe per epoch | inference img/s |" + (" fused Adam: hand loop / studylib img/s |" if fused else ""))
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if fused else ""))
+          "Auto-RGN probe per epoch | inference img/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for backbone in args.backbones:
         hand = hand_rate(args, backbone, data)
         ours, _ = studylib_rate(args, backbone, "ft", data)
@@ -175,12 +164,10 @@ def main() -> None:
         bare, _ = studylib_rate(args, backbone, "ft", data, track_grads=False)
         _, probe = studylib_rate(args, backbone, "auto_rgn", data)
         infer = inference_rate(args, backbone, data)
-        trial = (f" {_rate(hand_rate(args, backbone, data, fused=True))} / {_rate(studylib_fused_rate(args, backbone, data))} |"
-                 if fused else "")
         epoch_seconds = args.epoch_images / ours
         print(f"| {backbone} | {_rate(hand)} | {_rate(ours)} | {ours / hand:.2f} | {_pct(ours, l2)} | {_pct(ours, l1)} | "
               f"{_pct(bare, ours)} | {probe:.2f} s = {100 * probe / epoch_seconds:.1f}% of a "
-              f"{args.epoch_images}-image epoch | {_rate(infer)} |{trial}", flush=True)
+              f"{args.epoch_images}-image epoch | {_rate(infer)} |", flush=True)
     print(f"\nLP, {args.lp_epochs} epochs (train {data.indices('train').size} + val {data.indices('val').size} images), "
           "full forward vs cached features:")
     for backbone in args.backbones:

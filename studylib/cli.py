@@ -9,11 +9,17 @@ import signal
 import sys
 from pathlib import Path
 
-from .core.config import METRICS, ConfigError, RunConfig, field_help, load_yaml, parse_assignment
+from .core.config import (
+    METRICS,
+    ConfigError,
+    RunConfig,
+    field_help,
+    load_yaml,
+    parse_assignment,
+)
 from .core.constants import ENGINES, N_BOOT
+from .core.fileio import DiskSpaceError, Terminated
 from .core.templates import shipped_grids
-from .core.fileio import Terminated
-from .core.fileio import DiskSpaceError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,29 +91,3 @@ def test_the_walker_sees_relative_imports_and_the_package_root():
     assert "studylib.training.runner" in MODULES["studylib.study.grid"]
     assert layer("studylib") > layer("studylib.views.report") > layer("studylib.study.grid")
     assert "studylib.study.analysis" in MODULES["studylib.views.report"]  # `from ..study import analysis`
-
-
-@pytest.mark.parametrize("old", ["config", "strategies", "backbones", "plots", "analysis", "report", "widgets",
-                                 "teaching", "pretrain", "datasets", "grid", "runner", "results"])
-def test_module_paths_from_before_the_layering_still_import_with_a_warning(old):
-    import importlib
-    import sys
-    import warnings
-
-    import studylib
-    sys.modules.pop(f"studylib.{old}", None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(f"studylib.{old}")
-    assert module.__name__ == f"studylib.{studylib.MOVED[old]}"
-    assert any(issubclass(w.category, DeprecationWarning) and studylib.MOVED[old] in str(w.message) for w in caught)
-
-
-def test_the_old_notebook_imports_keep_working():
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from studylib.report import Study  # noqa: F401
-        from studylib.strategies import EpochPlan, Strategy, register_strategy  # noqa: F401
-
-        from studylib import analysis, plots  # noqa: F401

@@ -24,7 +24,8 @@ from conftest import write_image_folder
 from PIL import Image
 
 from studylib.cli import main
-from studylib.training.rundir import RESUME, RunDir
+from studylib.core import runfiles
+from studylib.training.rundir import RunDir
 
 TINY = ["-s", "image_size=16", "-s", "synthetic_size=120", "-s", "max_epochs=1", "-s", "quiet=true",
         "-s", "device=cpu", "-s", "batch_size=32"]
@@ -114,7 +115,7 @@ def bomb_folder(tmp: Path) -> None:
 def run_with_saved_epochs(tmp: Path) -> None:
     out = RunDir(tmp / "out")
     out.path.mkdir(parents=True)
-    (out.path / RESUME).write_bytes(b"saved epochs")
+    (out.path / runfiles.RESUME).write_bytes(b"saved epochs")
     write(out.path / "config.json", '{"strategy": "ft", "dataset": "synthetic", "backbone": "tinycnn"}')
     out.mark("running", pid=1, host="elsewhere", saved_epochs=2)
 

@@ -3,7 +3,11 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from studylib.training.metrics import classification_metrics, confusion, per_class_metrics
+from studylib.training.metrics import (
+    classification_metrics,
+    confusion,
+    per_class_metrics,
+)
 
 
 def random_case(k, n=200, seed=0):

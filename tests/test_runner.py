@@ -9,6 +9,7 @@ from conftest import Preempted, stop_training_at
 import studylib.training.runner as runner_module
 from studylib import run
 from studylib.cli import main
+from studylib.core import outfolder, runfiles
 from studylib.training.engine import NonFiniteLossError
 from studylib.training.rundir import RunDir, RunExistsError
 from studylib.training.strategies import L2SP, STUDY_STRATEGIES, list_strategies
@@ -60,6 +61,18 @@ def test_same_seed_same_metrics_on_cpu(tiny, tmp_path):
 def test_early_stopping_counts_patience_in_the_last_stage(tiny, tmp_path):
     result = run(tiny(max_epochs=30, patience=1, lr=1e-6), tmp_path)
     assert result.metrics["stopped_early"] and result.metrics["epochs_run"] < 30
+
+
+def test_overwrite_with_fewer_measurements_leaves_no_earlier_measurement_file(tiny, tmp_path):
+    """Every file a run writes is in the run-file catalogue, so --overwrite clears it: a run with
+    representations, tensors and a checkpoint overwritten by one without leaves none of them."""
+    run(tiny(max_epochs=1, repr_images=16, log_tensors=True, save_checkpoint=True), tmp_path)
+    written = {p.name for p in tmp_path.iterdir()} - {runfiles.LOCK, outfolder.MARKER}
+    assert written <= set(runfiles.RUN_FILES), written - set(runfiles.RUN_FILES)
+    assert {runfiles.REPRESENTATIONS, runfiles.TENSORS, runfiles.CHECKPOINT} <= written
+    run(tiny(max_epochs=1, repr_images=0), tmp_path, overwrite=True)
+    left = {runfiles.REPRESENTATIONS, runfiles.TENSORS, runfiles.CHECKPOINT} & {p.name for p in tmp_path.iterdir()}
+    assert not left, f"--overwrite kept the first run's {left}"
 
 
 def test_finished_run_is_refused_unless_overwrite(tiny, tmp_path):
@@ -222,29 +235,3 @@ def test_a_run_stopped_after_its_last_epoch_resumes_straight_to_the_test(tiny, t
     assert len(pd.read_csv(tmp_path / "history.csv")) == 2
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
-def test_fused_adam_takes_the_same_steps_as_the_default_with_per_group_rates(optimizer):
-    """The fused-Adam option (engine.FUSED_ADAM_ON_CUDA, measured on a GPU by bench_train) gets studylib's
-    param groups (one per rate, with initial_lr and weight decay) and must update as torch's default."""
-    import torch
-
-    from studylib import RunConfig
-    from studylib.training.engine import make_optimizer
-
-    cfg = RunConfig(optimizer=optimizer, lr=1e-2)
-    torch.manual_seed(0)
-    start = [torch.randn(4, 3), torch.randn(5)]
-    trajectories = []
-    for fused in (False, True):
-        params = [p.clone().requires_grad_(True) for p in start]
-        groups = [{"params": [params[0]], "lr": 1e-2, "initial_lr": 1e-2, "weight_decay": 1e-4},
-                  {"params": [params[1]], "lr": 1e-3, "initial_lr": 1e-3, "weight_decay": 1e-4}]
-        opt = make_optimizer(cfg, groups, fused=fused)
-        assert bool(opt.defaults.get("fused")) is fused
-        for step in range(3):
-            opt.zero_grad()
-            (params[0].square().sum() + (params[1] * (step + 1)).sum()).backward()
-            opt.step()
-        trajectories.append([p.detach() for p in params])
-    for default, fused in zip(*trajectories):
-        torch.testing.assert_close(fused, default, rtol=1e-6, atol=1e-7)

@@ -12,7 +12,13 @@ import json
 import time
 from pathlib import Path
 
-from .fileio import OutputPathError, atomic_write, ensure_folder, read_json_dict_or_empty
+from . import runfiles
+from .fileio import (
+    OutputPathError,
+    atomic_write,
+    ensure_folder,
+    read_json_dict_or_empty,
+)
 
 MARKER = ".studylib"  # {"kind": "run" | "grid", "created": ...} in every folder studylib writes
 KINDS = ("run", "grid")
@@ -54,9 +60,9 @@ def claim_folder(path: str | Path, kind: str, overwrite: bool = False, what: str
 def legacy_run(path: Path) -> bool:
     """A run folder written by a studylib from before the marker: its status.json, its saved epochs
     (resume.pt, even torn) or a finished metrics.json."""
-    if read_json_dict_or_empty(path / "status.json").get("status") in RUN_STATUSES or (path / "resume.pt").is_file():
+    if read_json_dict_or_empty(path / runfiles.STATUS).get("status") in RUN_STATUSES or (path / runfiles.RESUME).is_file():
         return True
-    return isinstance(read_json_dict_or_empty(path / "metrics.json").get("test"), dict)
+    return isinstance(read_json_dict_or_empty(path / runfiles.METRICS).get("test"), dict)
 
 
 def _starts_with(path: Path, start: str) -> bool:

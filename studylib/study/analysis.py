@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core import runfiles
 from ..core.config import (
     FIELDS,
     HELD_FIXED,
@@ -160,7 +161,7 @@ def _drop_repeats(done: pd.DataFrame) -> pd.DataFrame:
 
 def _mtime(path: str) -> float:
     try:
-        return (Path(path) / "metrics.json").stat().st_mtime
+        return (Path(path) / runfiles.METRICS).stat().st_mtime
     except (OSError, TypeError):
         return 0.0
 
@@ -223,21 +224,6 @@ def accuracy_table(best: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.
     """Mean and standard deviation over seeds of the test metric, per case x strategy."""
     column = f"test_{metric}"
     return (best.groupby(["protocol"] + CASE + ["strategy"])[column].agg(["mean", "std", "count"]).reset_index())
-
-
-def paired_gains(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft") -> pd.DataFrame:
-    """Per seed: improvement of each strategy's test metric over the baseline's on the same case and seed
-    (for loss, the baseline's minus the strategy's).
-
-    A case without a baseline run gets no gain (NaN), never a made-up one.
-    """
-    column = f"test_{metric}"
-    base = best[best.strategy == baseline].set_index(["protocol"] + CASE + ["seed"])[column]
-    rows = best[best.strategy != baseline].copy()
-    index = pd.MultiIndex.from_frame(rows[["protocol"] + CASE + ["seed"]])
-    rows["baseline"] = base.reindex(index).to_numpy()
-    rows["gain"] = (rows[column] - rows["baseline"]) * improvement_sign(metric)  # an improvement
-    return rows[["protocol"] + CASE + ["strategy", "seed", column, "baseline", "gain", "path"]]
 
 
 def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft", n_boot: int = stats.N_BOOT,
@@ -350,7 +336,7 @@ def _score(metric: str, predictions: stats.Predictions) -> float:
 
 def run_classes(path: str | Path) -> list[str]:
     """The class names of a finished run (metrics.json), in label order."""
-    return list(read_json_dict_or_empty(Path(path) / "metrics.json").get("classes") or [])
+    return list(read_json_dict_or_empty(Path(path) / runfiles.METRICS).get("classes") or [])
 
 
 def summed_confusions(best: pd.DataFrame) -> dict[tuple, dict[str, np.ndarray]]:
@@ -358,7 +344,7 @@ def summed_confusions(best: pd.DataFrame) -> dict[tuple, dict[str, np.ndarray]]:
     out: dict[tuple, dict[str, np.ndarray]] = {}
     for keys, group in best.groupby(["protocol"] + CASE):
         for strategy, runs in group.groupby("strategy"):
-            matrices = [read_json_dict_or_empty(Path(p) / "metrics.json").get("test_confusion") for p in runs.path]
+            matrices = [read_json_dict_or_empty(Path(p) / runfiles.METRICS).get("test_confusion") for p in runs.path]
             matrices = [np.asarray(m) for m in matrices if m]
             if matrices and len({m.shape for m in matrices}) == 1:
                 out.setdefault(tuple(keys), {})[strategy] = np.sum(matrices, axis=0)
@@ -591,7 +577,7 @@ class Study:
         """dataset -> test images per class, from the data report of one selected run of each dataset."""
         out = {}
         for dataset, runs in self.best.groupby("dataset"):
-            counts = read_json_dict_or_empty(Path(runs.path.iloc[0]) / "data_report.json").get("counts", {})
+            counts = read_json_dict_or_empty(Path(runs.path.iloc[0]) / runfiles.DATA_REPORT).get("counts", {})
             test = counts.get("test") if isinstance(counts, dict) else None
             if isinstance(test, dict) and test:
                 out[str(dataset)] = {str(c): int(n) for c, n in test.items()}

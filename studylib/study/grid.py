@@ -27,13 +27,14 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from ..core import runfiles
 from ..core.config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml, shown
 from ..core.constants import ENGINES, KERNEL_ARGUMENTS
 from ..core.fileio import LockTimeout, atomic_write, file_lock
 from ..core.outfolder import claim_folder
 from ..core.templates import shipped_grid, template
 from ..data.stream import RUNS_PER_HOST
-from ..training.rundir import LOCK, RESUME, RunDir
+from ..training.rundir import RunDir
 from ..training.runner import check_config
 from .stale import apply as mark_stale
 from .stale import find_stale
@@ -292,7 +293,7 @@ def tidy_finished(paths: list[Path]) -> None:
     a folder another process is working in is left alone."""
     for path in paths:
         try:
-            with file_lock(path / LOCK, timeout=0):
+            with file_lock(path / runfiles.LOCK, timeout=0):
                 RunDir(path).tidy()
         except LockTimeout:
             continue
@@ -375,7 +376,7 @@ def plan_table(todo: list, pending: list, changed: dict | None = None) -> pd.Dat
             return "skip (finished)"
         if has_results(path, cfg):
             return "finish its notebook (results kept)"
-        return "resume (saved epochs)" if (path / RESUME).is_file() else "run"
+        return "resume (saved epochs)" if (path / runfiles.RESUME).is_file() else "run"
 
     table = pd.DataFrame([{"run": p.name, "strategy": c.strategy, "lr": c.lr, "seed": c.seed, "action": action(c, p)}
                           for c, p in todo])
@@ -391,7 +392,7 @@ def remaining_time(finished: list, pending: list) -> str:
         wall = (RunDir(path).metrics() or {}).get("wall_seconds")
         if wall is not None:
             seconds.setdefault((cfg.dataset, cfg.backbone), []).append(wall)
-    resume = sum((path / RESUME).is_file() or has_results(path, cfg) for cfg, path in pending)
+    resume = sum((path / runfiles.RESUME).is_file() or has_results(path, cfg) for cfg, path in pending)
     text = f"{len(finished)} finished, {resume} to resume, {len(pending) - resume} to run"
     estimates = [np.median(seconds[(c.dataset, c.backbone)]) for c, _ in pending if (c.dataset, c.backbone) in seconds]
     if pending and estimates:
@@ -423,7 +424,7 @@ def status_table(todo: list, swept: list[str]) -> pd.DataFrame:
             if status.get("notebook_error"):
                 row["reason"] = f"finished, but a later notebook cell failed: {status['notebook_error']}"
         else:
-            kept = (path / RESUME).is_file() and status["status"] != "interrupted"  # interrupted says so itself
+            kept = (path / runfiles.RESUME).is_file() and status["status"] != "interrupted"  # interrupted says so itself
             saved = " [saved epochs kept: the next grid run resumes]" if kept else ""
             row["reason"] = status.get("reason", "") + saved
         rows.append(row)

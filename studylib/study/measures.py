@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from ..core.constants import N_BOOT
+from ..core import runfiles
 from ..core.config import CALIBRATION_METRICS, improvement_sign
+from ..core.constants import N_BOOT
 from ..training.strategies import strategy_label
 from .analysis import CASE, _as_text, _grouping_columns, gain_summary
 
@@ -27,7 +28,7 @@ def read_representations(best: pd.DataFrame) -> pd.DataFrame:
     are left out: `missing_note` names them)."""
     frames = []
     for run in best.itertuples():
-        path = Path(run.path) / "representations.csv"
+        path = Path(run.path) / runfiles.REPRESENTATIONS
         if not path.is_file():
             continue
         try:
@@ -44,7 +45,7 @@ def read_representations(best: pd.DataFrame) -> pd.DataFrame:
 
 def missing_note(best: pd.DataFrame) -> str:
     """A sentence naming selected runs without representations.csv ('' when every run has one)."""
-    missing = [Path(p).name for p in best.path if not (Path(p) / "representations.csv").is_file()] \
+    missing = [Path(p).name for p in best.path if not (Path(p) / runfiles.REPRESENTATIONS).is_file()] \
         if len(best) else []
     if not missing:
         return ""

@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import balanced_accuracy_score
 
+from ..core import runfiles
 from ..core.config import CALIBRATION_METRICS, METRICS
 from ..core.fileio import (
     CorruptFileError,
@@ -18,7 +19,7 @@ from ..training.rundir import RunDir
 
 def find_runs(root: str | Path) -> list[Path]:
     """Every folder below `root` that holds a config.json (a run, finished or not)."""
-    return sorted(p.parent for p in Path(root).rglob("config.json")
+    return sorted(p.parent for p in Path(root).rglob(runfiles.CONFIG)
                   if "figures" not in p.parts and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
@@ -28,7 +29,7 @@ def run_row(path: Path) -> dict:
     rundir = RunDir(path)
     row = {"run": path.name, "path": str(path)}
     try:
-        row.update(read_json_dict(path / "config.json"))
+        row.update(read_json_dict(path / runfiles.CONFIG))
         status = rundir.status()
     except CorruptFileError as err:
         status = {"status": "corrupt", "reason": f"{err}; delete the folder or rerun it with --overwrite"}
@@ -42,13 +43,13 @@ def run_row(path: Path) -> dict:
         row.update({k: metrics.get(k) for k in ("best_epoch", "epochs_run", "stopped_early", "wall_seconds",
                                                "peak_memory_mb", "trainable_params", "total_params", "run_hash")})
         row["n_classes"] = len(metrics.get("classes") or []) or None
-        counts = read_json_dict_or_empty(path / "data_report.json").get("counts", {})
+        counts = read_json_dict_or_empty(path / runfiles.DATA_REPORT).get("counts", {})
         for split in ("train", "val", "test"):
             per_class = counts.get(split) if isinstance(counts, dict) else None
             row[f"{split}_images"] = sum(per_class.values()) if isinstance(per_class, dict) else None
-        env = read_json_dict_or_empty(path / "env.json")
+        env = read_json_dict_or_empty(path / runfiles.ENV)
         row.update({"device_name": env.get("device_name"), "precision": _precision(env.get("amp")),
-                    **speeds(path / "history.csv")})
+                    **speeds(path / runfiles.HISTORY)})
         damage = damaged(row, metrics, path)
         if damage:  # listed with the reason, and out of every table: its numbers cannot be trusted
             row.update({k: None for k in row if k.startswith(("val_", "test_"))}, status="damaged", reason=damage)
@@ -71,7 +72,7 @@ def damaged(row: dict, metrics: dict, path: Path) -> str:
     score = metrics["test"].get("balanced_accuracy")
     if score is None:
         return "metrics.json has no test balanced_accuracy; rerun it with --overwrite"
-    predictions = path / "predictions.csv"
+    predictions = path / runfiles.PREDICTIONS
     if predictions.is_file():
         try:
             frame = pd.read_csv(predictions, usecols=["label", "pred"])

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..core import runfiles
 from ..core.config import RunConfig, fields_with_role
 from ..core.fileio import read_json_dict_or_empty
-from ..training.rundir import RESUME, RunDir
+from ..training.rundir import RunDir
 
 POLICIES = ("keep", "retrain")
 # Everything that decides which images, labels and split a run sees (the backbone and strategy do not).
@@ -33,7 +34,7 @@ def find_stale(finished: list[tuple[RunConfig, Path]]) -> tuple[dict[Path, str],
     today: dict[str, str | None] = {}
     stale, notes = {}, []
     for cfg, path in finished:
-        recorded = read_json_dict_or_empty(path / "env.json").get("data_fingerprint")
+        recorded = read_json_dict_or_empty(path / runfiles.ENV).get("data_fingerprint")
         if not recorded:
             continue  # made before runs recorded their data: nothing to compare with
         key = data_key(cfg)
@@ -64,8 +65,8 @@ def apply(stale: dict[Path, str], finished: list[Path], policy: str) -> list[Pat
                 rundir.mark("finished")  # the data is back to what it trained on
             continue
         if policy == "retrain":
-            rundir.file("metrics.json").unlink(missing_ok=True)
-            rundir.file(RESUME).unlink(missing_ok=True)
+            rundir.file(runfiles.METRICS).unlink(missing_ok=True)
+            rundir.file(runfiles.RESUME).unlink(missing_ok=True)
             again.append(path)
         else:
             rundir.mark("finished", stale=stale[path])

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core import runfiles
 from ..core.config import CALIBRATION_METRICS, improvement_sign
 from ..core.constants import N_BOOT
 from ..training.calibration import calibration_scores
@@ -57,13 +58,13 @@ class Predictions:
 
     @classmethod
     def read(cls, run: str | Path) -> "Predictions":
-        frame = pd.read_csv(Path(run) / "predictions.csv").sort_values("id", kind="stable")
+        frame = pd.read_csv(Path(run) / runfiles.PREDICTIONS).sort_values("id", kind="stable")
         prob_columns = [c for c in frame.columns if c.startswith("prob_")]
         if prob_columns:
             probs = frame[prob_columns].to_numpy(dtype=float)
         else:  # written by a studylib that kept only the predicted class: one-hot "probabilities"
             probs = np.eye(int(max(frame.label.max(), frame.pred.max())) + 1)[frame.pred.to_numpy()]
-        config = Path(run) / "config.json"
+        config = Path(run) / runfiles.CONFIG
         bins = json.loads(config.read_text()).get("calibration_bins", 15) if config.is_file() else 15
         return cls(frame.id.astype(str).to_numpy(), frame.label.to_numpy(dtype=int), probs, int(bins),
                    bool(prob_columns))

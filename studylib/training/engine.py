@@ -142,10 +142,6 @@ class Trainer:
         """True when some parameters train and all of them belong to the new head."""
         return bool(trainable) and set(trainable) <= set(self.backbone.head_params)
 
-    @property
-    def fused_adam(self) -> bool:
-        return FUSED_ADAM_ON_CUDA and self.cfg.optimizer != "sgd" and self.dev.device.type == "cuda"
-
     def build_optimizer(self, plan: EpochPlan) -> torch.optim.Optimizer:
         """One group per learning rate, built only from parameters that require grad."""
         params = dict(self.model.named_parameters())
@@ -156,7 +152,7 @@ class Trainer:
                   for lr, ps in by_lr.items()]
         if not groups:
             raise RuntimeError(f"strategy {self.cfg.strategy} left no parameter trainable this epoch")
-        new = make_optimizer(self.cfg, groups, fused=self.fused_adam)
+        new = make_optimizer(self.cfg, groups)
         previous = self.optimizer.state if self.optimizer is not None else self.carried_state
         if not plan.reset_optimizer:
             for p in (p for g in groups for p in g["params"]):  # keep Adam moments of parameters that stay
@@ -306,8 +302,7 @@ class Trainer:
         self.result = FitResult(**{**logs["result"], "resumed_from_epoch": self.loop.next_epoch})
         self.layers.rows, self.layers.tensor_rows = logs["layers"], logs["tensors"]
         params = dict(self.model.named_parameters())
-        cpu_key = None if self.fused_adam else "step"  # foreach Adam keeps `step` on the CPU, fused Adam on the device
-        self.carried_state = {params[n]: {k: v if k == cpu_key else v.to(params[n].device) for k, v in s.items()}
+        self.carried_state = {params[n]: {k: v if k == "step" else v.to(params[n].device) for k, v in s.items()}  # Adam's step stays on the CPU
                               for n, s in state["optimizer"].items()}
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -326,16 +321,11 @@ class Trainer:
                 "seconds": time.perf_counter() - started}
 
 
-# Adam's fused CUDA kernel instead of torch's default (foreach); off until measured against it
-# (benchmarks/bench_train.py times both on a GPU).
-FUSED_ADAM_ON_CUDA = False
-
-
-def make_optimizer(cfg: RunConfig, groups: list[dict], fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     adam = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return adam(groups, lr=cfg.lr, fused=True) if fused else adam(groups, lr=cfg.lr)
+    return adam(groups, lr=cfg.lr)  # torch's default (foreach) kernel
 
 
 def check_finite(sums: torch.Tensor, epoch: int, step: int) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core import runfiles
 from ..core.config import ConfigError, RunConfig
 from ..core.fileio import atomic_write, read_json_dict_or_empty, sha256_file
 from .runner import check_config, run
@@ -28,7 +29,7 @@ def pretrain(out: str | Path = DEFAULT_CHECKPOINT, cfg: RunConfig | None = None,
         check_reusable(out, cfg)
         return out
     result = run(cfg, out.with_suffix(".run"), overwrite=True)
-    atomic_write(out, (result.path / "best.pt").read_bytes())
+    atomic_write(out, (result.path / runfiles.CHECKPOINT).read_bytes())
     atomic_write(out.with_suffix(".sha256"), f"{sha256_file(out)}  {out.name}\n")
     return out
 
@@ -44,7 +45,7 @@ def check_reusable(out: Path, cfg: RunConfig) -> None:
         raise ConfigError(f"{out} is not a checkpoint studylib can load ({type(err).__name__}); {fix}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{out} is not a state dict of weights; {fix}")
-    saved = read_json_dict_or_empty(out.with_suffix(".run") / "config.json")
+    saved = read_json_dict_or_empty(out.with_suffix(".run") / runfiles.CONFIG)
     if not saved:
         return  # made elsewhere or by an older version: nothing records its recipe
     wanted = check_config(cfg)

@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ..core import runfiles
 from ..core.fileio import (
     CorruptFileError,
     is_locked,
@@ -22,11 +23,6 @@ from ..core.fileio import (
     read_json_dict_or_empty,
     write_json,
 )
-
-RUN_FILES = ("config.json", "status.json", "env.json", "history.csv", "layers.csv", "predictions.csv",
-             "metrics.json", "best.pt", "splits.csv", "data_report.json", "tensors.csv")
-RESUME = "resume.pt"  # the state after the last saved epoch of an unfinished run
-LOCK = ".lock"  # held by the process that runs this folder, for as long as it runs
 
 
 class RunExistsError(FileExistsError):
@@ -45,7 +41,7 @@ class RunDir:
     def metrics(self) -> dict | None:
         """The finished run's metrics, or None when the run is unfinished or its metrics.json is unreadable."""
         try:
-            metrics = read_json_dict(self.file("metrics.json"))
+            metrics = read_json_dict(self.file(runfiles.METRICS))
         except (FileNotFoundError, NotADirectoryError, CorruptFileError):
             return None
         return metrics if isinstance(metrics.get("test"), dict) else None
@@ -60,11 +56,11 @@ class RunDir:
         if self.finished:
             stale = self.status_record().get("stale")  # a grid found its data changed since it trained
             return {"status": "stale", "reason": str(stale)} if stale else {"status": "finished", **self._notebook_error()}
-        if self.file("metrics.json").is_file():
+        if self.file(runfiles.METRICS).is_file():
             return {"status": "corrupt", "reason": f"{self.file('metrics.json')} is not a finished run's metrics; "
                                                    "a grid runs it again, or run with --overwrite"}
         try:
-            status = read_json_dict(self.file("status.json"))
+            status = read_json_dict(self.file(runfiles.STATUS))
         except (FileNotFoundError, NotADirectoryError):
             return {"status": "missing"}
         except CorruptFileError as err:
@@ -73,13 +69,13 @@ class RunDir:
             return {"status": "corrupt", "reason": f"{self.file('status.json')} has no status; a grid runs it again"}
         if status["status"] == "finished":  # metrics.json was removed afterwards
             return {"status": "incomplete", "reason": "metrics.json is missing"}
-        if status["status"] == "running" and not is_locked(self.file(LOCK)):
+        if status["status"] == "running" and not is_locked(self.file(runfiles.LOCK)):
             return self._interrupted(status)
         return status
 
     def status_record(self) -> dict:
         """status.json as written ({} when absent or unreadable)."""
-        return read_json_dict_or_empty(self.file("status.json"))
+        return read_json_dict_or_empty(self.file(runfiles.STATUS))
 
     def _notebook_error(self) -> dict:
         error = self.status_record().get("notebook_error")
@@ -87,7 +83,7 @@ class RunDir:
 
     def _interrupted(self, status: dict) -> dict:
         saved = status.get("saved_epochs")
-        if self.file(RESUME).is_file():
+        if self.file(runfiles.RESUME).is_file():
             kept = _epochs_saved(saved) if saved else "saved epochs kept"
             fix = "use --resume to go on from them (a grid resumes by itself)"
         else:
@@ -104,7 +100,7 @@ class RunDir:
             tmp.unlink(missing_ok=True)
         if not self.finished:
             return
-        self.file(RESUME).unlink(missing_ok=True)
+        self.file(runfiles.RESUME).unlink(missing_ok=True)
         if self.status_record().get("status") != "finished":
             self.mark("finished")
 
@@ -114,19 +110,19 @@ class RunDir:
         if self.finished and not overwrite:
             raise RunExistsError(f"{self.path} already holds a finished run (metrics.json). Choose another "
                                  "output folder, or pass --overwrite (overwrite=True) to replace it.")
-        if self.file(RESUME).is_file() and not (resume or overwrite):
-            raise RunExistsError(f"{self.path} holds the saved epochs of an interrupted run ({RESUME}). Pass --resume "
+        if self.file(runfiles.RESUME).is_file() and not (resume or overwrite):
+            raise RunExistsError(f"{self.path} holds the saved epochs of an interrupted run ({runfiles.RESUME}). Pass --resume "
                                  "(resume=True) to go on from them, or --overwrite (overwrite=True) to discard them.")
         self.path.mkdir(parents=True, exist_ok=True)
-        for name in RUN_FILES:
+        for name in runfiles.RUN_FILES:
             self.file(name).unlink(missing_ok=True)
         if not resume:
-            self.file(RESUME).unlink(missing_ok=True)
+            self.file(runfiles.RESUME).unlink(missing_ok=True)
 
     def mark(self, status: str, **extra: Any) -> None:
         """status.json; the list of attempts (which process ran the folder, when) is carried along."""
         attempts = extra.pop("attempts", None) or self.status_record().get("attempts")
-        write_json(self.file("status.json"), {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        write_json(self.file(runfiles.STATUS), {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                               **extra, **({"attempts": attempts} if attempts else {})})
 
     def mark_running(self, **extra: Any) -> None:
@@ -146,7 +142,7 @@ class RunDir:
         try:
             if isinstance(error, KeyboardInterrupt):
                 saved = self.status_record().get("saved_epochs")
-                kept = _epochs_saved(saved) if saved and self.file(RESUME).is_file() else "no epochs saved"
+                kept = _epochs_saved(saved) if saved and self.file(runfiles.RESUME).is_file() else "no epochs saved"
                 signal = "SIGTERM" if type(error).__name__ == "Terminated" else "Ctrl-C (SIGINT)"
                 self.mark("interrupted", reason=f"interrupted by {signal}; {kept}; run the grid again (or --resume) "
                                                 "to go on", saved_epochs=saved)

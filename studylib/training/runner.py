@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..core import runfiles
 from ..core.config import ConfigError, RunConfig
 from ..core.fileio import (
     file_lock,
@@ -32,7 +33,7 @@ from .calibration import calibration_metrics, reliability_table
 from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion, per_class_metrics
 from .representations import Representations, probe_subset
-from .rundir import LOCK, RESUME, RunDir
+from .rundir import RunDir
 from .strategies import create_strategy
 
 
@@ -78,14 +79,14 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: Data
     cfg = check_config(cfg)
     rundir = RunDir(out_dir)
     claim_folder(rundir.path, "run", overwrite, "the run folder (--out)")
-    with file_lock(rundir.file(LOCK)):  # one writer per run folder, even across grid restarts
+    with file_lock(rundir.file(runfiles.LOCK)):  # one writer per run folder, even across grid restarts
         rundir.tidy()
         finished = rundir.metrics() if resume else None
         if finished and finished.get("run_hash") == cfg.run_hash():
             return RunResult(rundir.path, finished)
         earlier = rundir.status_record().get("attempts", []) if resume else []  # prepare clears status.json
         rundir.prepare(overwrite, resume)
-        write_json(rundir.file("config.json"), cfg.to_dict())
+        write_json(rundir.file(runfiles.CONFIG), cfg.to_dict())
         rundir.start_attempt(earlier)
         try:
             return _run(cfg, rundir, data)
@@ -116,7 +117,7 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     dev = Device.resolve(cfg, backbone)
     dev.place(backbone.model)
     identity = {"run_hash": cfg.run_hash(), "data": data.fingerprint()}  # hashing every image: once per run
-    write_json(rundir.file("env.json"), environment(cfg, backbone, dev, identity["data"]))
+    write_json(rundir.file(runfiles.ENV), environment(cfg, backbone, dev, identity["data"]))
     budget = MemoryBudget.for_run(cfg.memory_gb)  # train, then val, then test take what fits
     trainer = make_trainer(cfg, backbone, data, dev, budget)
     features = start_representations(cfg, backbone, data, dev, trainer)  # the starting features: before any step
@@ -130,12 +131,12 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     test_loss, probs, labels = evaluate(backbone.model, test, dev, trainer.loss)  # the one test evaluation
     test_seconds = time.perf_counter() - test_started
     write_predictions(rundir, data, probs, labels)
-    write_csv(rundir.file("reliability.csv"), reliability_table(labels, probs, cfg.calibration_bins))
+    write_csv(rundir.file(runfiles.RELIABILITY), reliability_table(labels, probs, cfg.calibration_bins))
     if features is not None:
         features.record(fit.best_epoch, selected=True)
-        write_csv(rundir.file("representations.csv"), features.rows)
+        write_csv(rundir.file(runfiles.REPRESENTATIONS), features.rows)
     if cfg.save_checkpoint:
-        save_torch(rundir.file("best.pt"), backbone.model.state_dict())
+        save_torch(rundir.file(runfiles.CHECKPOINT), backbone.model.state_dict())
     metrics = {
         "val": fit.best_val, "test": {"loss": test_loss, **classification_metrics(labels, probs),
                                                 **calibration_metrics(labels, probs, cfg.calibration_bins)},
@@ -149,9 +150,9 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
         "streamed": [name for name, batches in (("train", trainer.train_data), ("val", trainer.val_data),
                                                 ("test", test)) if batches.streamed],
     }
-    write_json(rundir.file("metrics.json"), metrics)  # written last: the run is finished
+    write_json(rundir.file(runfiles.METRICS), metrics)  # written last: the run is finished
     rundir.mark("finished")
-    rundir.file(RESUME).unlink(missing_ok=True)
+    rundir.file(runfiles.RESUME).unlink(missing_ok=True)
     return RunResult(rundir.path, metrics)
 
 
@@ -210,13 +211,13 @@ class ResumeSaver:
         logged = self.cfg.log_representations_every
         if self.features is not None and logged and len(fit.history) % logged == 0:
             self.features.record(len(fit.history) - 1)
-            write_csv(self.rundir.file("representations.csv"), self.features.rows)
+            write_csv(self.rundir.file(runfiles.REPRESENTATIONS), self.features.rows)
         write_logs(self.rundir, fit, self.trainer)
         over = self.trainer.loop.done or self.trainer.loop.next_epoch >= self.cfg.max_epochs
         if not resume_due(time.monotonic() - self.last, self.save_seconds, self.cfg.resume_every_s, over):
             return
         started = time.monotonic()
-        save_torch(self.rundir.file(RESUME), {**self.trainer.checkpoint(), **self.identity})
+        save_torch(self.rundir.file(runfiles.RESUME), {**self.trainer.checkpoint(), **self.identity})
         self.rundir.mark_running(saved_epochs=len(fit.history))  # what an interrupted run can go on from
         self.last = time.monotonic()
         self.save_seconds = self.last - started
@@ -237,7 +238,7 @@ def resume_due(since_last: float, save_seconds: float, every: float, training_ov
 def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool,
             features: Representations | None = None) -> None:
     """Continue from resume.pt when it belongs to this configuration and data; else start afresh."""
-    path = rundir.file(RESUME)
+    path = rundir.file(runfiles.RESUME)
     if not path.is_file():
         return
     try:
@@ -249,7 +250,7 @@ def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool,
         set_aside(path, "belongs to another configuration or data")
         return
     trainer.restore(state)
-    saved = rundir.file("representations.csv")
+    saved = rundir.file(runfiles.REPRESENTATIONS)
     if features is not None and saved.is_file():  # per-epoch rows up to the resumed epoch
         rows = pd.read_csv(saved)
         features.rows = rows[~rows.selected & (rows.epoch < trainer.loop.next_epoch)].to_dict("records")
@@ -273,10 +274,10 @@ def set_aside(path: Path, why: str) -> None:
 
 
 def write_logs(rundir: RunDir, fit, trainer: Trainer) -> None:
-    write_csv(rundir.file("history.csv"), fit.history)
-    write_csv(rundir.file("layers.csv"), trainer.layers.rows)
+    write_csv(rundir.file(runfiles.HISTORY), fit.history)
+    write_csv(rundir.file(runfiles.LAYERS), trainer.layers.rows)
     if trainer.layers.per_tensor:
-        write_csv(rundir.file("tensors.csv"), trainer.layers.tensor_rows)
+        write_csv(rundir.file(runfiles.TENSORS), trainer.layers.tensor_rows)
 
 
 def write_data_files(rundir: RunDir, data: DataBundle) -> None:
@@ -285,8 +286,8 @@ def write_data_files(rundir: RunDir, data: DataBundle) -> None:
         frame["group"] = data.groups
     elif data.probable_groups is not None:
         frame["probable_group"] = data.probable_groups
-    write_csv(rundir.file("splits.csv"), frame)
-    write_json(rundir.file("data_report.json"), data.report)
+    write_csv(rundir.file(runfiles.SPLITS), frame)
+    write_json(rundir.file(runfiles.DATA_REPORT), data.report)
 
 
 def write_predictions(rundir: RunDir, data: DataBundle, probs: np.ndarray, labels: np.ndarray) -> None:
@@ -294,7 +295,7 @@ def write_predictions(rundir: RunDir, data: DataBundle, probs: np.ndarray, label
     frame = pd.DataFrame({"id": [data.ids[i] for i in index], "label": labels, "pred": probs.argmax(1)})
     for k, name in enumerate(data.classes):
         frame[f"prob_{name}"] = probs[:, k]
-    write_csv(rundir.file("predictions.csv"), frame)
+    write_csv(rundir.file(runfiles.PREDICTIONS), frame)
 
 
 def peak_memory_mb(dev: Device) -> float:

@@ -13,8 +13,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from ..core.constants import N_BOOT
+from ..core import runfiles
 from ..core.config import METRICS, metric_name
+from ..core.constants import N_BOOT
 from ..core.fileio import read_json_dict_or_empty
 from ..study import measures
 from ..study.analysis import Study
@@ -33,7 +34,7 @@ RUN_VIEWS = {
 }
 def _run_name(run: Path) -> str:
     """'gu_last_first seed 684' from the run's config (folder names are long hashes)."""
-    config = read_json_dict_or_empty(Path(run) / "config.json")
+    config = read_json_dict_or_empty(Path(run) / runfiles.CONFIG)
     return f"{config.get('strategy', Path(run).name)} seed {config.get('seed', '?')}"
 
 
@@ -122,7 +123,7 @@ class Explorer:
             return RUN_VIEWS[view](self.current_run, metric), f"run: {self.current_run.name}"
         except FileNotFoundError as err:  # e.g. tensors.csv, written only with log_tensors=true
             name = Path(err.filename).name
-            why = ("per-tensor views need runs made with log_tensors=true" if name == "tensors.csv" else
+            why = ("per-tensor views need runs made with log_tensors=true" if name == runfiles.TENSORS else
                    "the run was made by a studylib that did not write it yet; rerun it with --overwrite to get it")
             return None, f"{self.current_run.name}: {name} is missing ({why})"
 

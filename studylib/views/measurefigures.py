@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..core import runfiles
 from ..core.config import metric_name
 from ..training.strategies import strategy_label
 from .runfigures import _title, save
@@ -76,8 +77,8 @@ def reliability_diagram(run_dir: str | Path, path: Path | None = None) -> plt.Fi
     import json
 
     run_dir = Path(run_dir)
-    table = pd.read_csv(run_dir / "reliability.csv")
-    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    table = pd.read_csv(run_dir / runfiles.RELIABILITY)
+    test = json.loads((run_dir / runfiles.METRICS).read_text())["test"]
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.8))
     for axis, scheme, ece in zip(axes, ("width", "mass"), (test.get("ece"), test.get("ece_mass"))):
         part = table[table.scheme == scheme]

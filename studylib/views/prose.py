@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..core.config import metric_name
 from ..study import stats
 from ..study.analysis import Study, protocol_names
-from ..core.config import metric_name
 from ..training.strategies import strategy_label as label
 
 

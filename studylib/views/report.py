@@ -8,9 +8,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..core import runfiles
+from ..core.config import metric_name
 from ..core.fileio import atomic_write
 from ..core.outfolder import claim_folder
-from ..core.config import metric_name
 from ..study import analysis, measures, stats
 from ..study.analysis import Study
 from ..study.results import failures
@@ -96,11 +97,11 @@ def study_figures(study: Study) -> dict[str, Path]:
         keep(f"Test confusion matrices summed over seeds ({where})", f"confusion_{number}",
              lambda p, m=matrices, c=classes, w=where: studyfigures.confusion_grid(
                  m, c or [str(i) for i in range(len(next(iter(m.values()))))], f"{w}: test images, all seeds", p))
-    rgn = study.example_run("auto_rgn", "layers.csv")
+    rgn = study.example_run("auto_rgn", runfiles.LAYERS)
     if rgn is not None:
         keep("Auto-RGN: per-block learning rate over epochs", "auto_rgn_block_lr",
              lambda p: studyfigures.run_layers(rgn, "lr", p))
-    timeline = {s: study.example_run(s, "layers.csv") for s in ("gu_last_first", "gu_first_last", "lp_ft")}
+    timeline = {s: study.example_run(s, runfiles.LAYERS) for s in ("gu_last_first", "gu_first_last", "lp_ft")}
     timeline = {s: r for s, r in timeline.items() if r is not None}
     if timeline:
         keep("Trainable blocks per epoch", "unfreezing_timeline",

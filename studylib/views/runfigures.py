@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from ..core import runfiles
 from ..core.config import metric_name
 from ..core.fileio import read_json
 
@@ -33,7 +34,7 @@ def _figure_path(run_dir: Path, name: str) -> Path:
 def learning_curves(run_dir: str | Path, metric: str = "balanced_accuracy") -> plt.Figure:
     """Training and validation loss, and the validation metric, per epoch; stage changes marked."""
     run_dir = Path(run_dir)
-    history = pd.read_csv(run_dir / "history.csv")
+    history = pd.read_csv(run_dir / runfiles.HISTORY)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")  # the suptitle gets its own room
     left.plot(history.epoch, history.train_loss, label="train")
     left.plot(history.epoch, history.val_loss, label="validation")
@@ -61,14 +62,14 @@ def _mark_stages(axis: plt.Axes, history: pd.DataFrame) -> None:
 def block_lr_heatmap(run_dir: str | Path, value: str = "lr") -> plt.Figure:
     """Per-block learning rate (or RGN, grad norm, distance) over epochs; frozen blocks blank."""
     run_dir = Path(run_dir)
-    layers = pd.read_csv(run_dir / "layers.csv")
+    layers = pd.read_csv(run_dir / runfiles.LAYERS)
     return save(layer_heatmap(layers, value, _title(run_dir)), _figure_path(run_dir, f"blocks_{value}"))
 
 
 def tensor_heatmap(run_dir: str | Path, value: str = "lr") -> plt.Figure:
     """Per-tensor `value` over epochs (needs a run with log_tensors=true, which writes tensors.csv)."""
     run_dir = Path(run_dir)
-    tensors = pd.read_csv(run_dir / "tensors.csv")
+    tensors = pd.read_csv(run_dir / runfiles.TENSORS)
     return save(layer_heatmap(tensors, value, _title(run_dir), row="tensor"), _figure_path(run_dir, f"tensors_{value}"))
 
 
@@ -92,7 +93,7 @@ def layer_heatmap(layers: pd.DataFrame, value: str = "lr", title: str = "", row:
 def confusion_matrix(run_dir: str | Path, normalise: bool = True) -> plt.Figure:
     """Test confusion matrix (rows: true class), from metrics.json."""
     run_dir = Path(run_dir)
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = read_json(run_dir / runfiles.METRICS)
     matrix = np.array(metrics["test_confusion"], dtype=float)
     shown = matrix / np.maximum(matrix.sum(1, keepdims=True), 1) if normalise else matrix
     classes = metrics["classes"]
@@ -110,7 +111,7 @@ def confusion_matrix(run_dir: str | Path, normalise: bool = True) -> plt.Figure:
 
 def _title(run_dir: Path) -> str:
     try:
-        cfg = read_json(run_dir / "config.json")
+        cfg = read_json(run_dir / runfiles.CONFIG)
     except FileNotFoundError:
         return run_dir.name
     return f"{cfg['strategy']} | {cfg['backbone']} | {cfg['dataset']} | lr {cfg['lr']:g} | seed {cfg['seed']}"

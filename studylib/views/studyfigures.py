@@ -11,11 +11,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..core import runfiles
 from ..core.config import metric_name
 from ..training.strategies import list_strategies
 from ..training.strategies import strategy_label as label
 from .runfigures import layer_heatmap, save
-
 
 PANELS_PER_ROW = 4  # at 4.2 in a panel and 110 dpi a row stays under 2,000 px, whatever the number of cases
 
@@ -101,7 +101,7 @@ def accuracy_bars(table: pd.DataFrame, path: Path | None = None, metric: str = "
 
 def run_layers(run: str | Path, value: str = "lr", path: Path | None = None) -> plt.Figure:
     """Per-block `value` over epochs of one run (Auto-RGN learning rates, RGN, distance moved)."""
-    layers = pd.read_csv(Path(run) / "layers.csv")
+    layers = pd.read_csv(Path(run) / runfiles.LAYERS)
     return save(layer_heatmap(layers, value, Path(run).name), path)
 
 
@@ -111,7 +111,7 @@ def unfreezing_timeline(runs: dict[str, str | Path], path: Path | None = None) -
 
     fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(4.2 * max(1, len(runs)), 3.2), squeeze=False)
     for axis, (name, run) in zip(axes[0], runs.items()):
-        layers = pd.read_csv(Path(run) / "layers.csv")
+        layers = pd.read_csv(Path(run) / runfiles.LAYERS)
         blocks = list(dict.fromkeys(layers.block))
         table = layers.pivot(index="block", columns="epoch", values="trainable").reindex(blocks).astype(float)
         axis.imshow(table.to_numpy(), cmap="Greens", vmin=0, vmax=1, aspect="auto", interpolation="nearest")

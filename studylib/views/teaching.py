@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..core import runfiles
 from ..core.config import RunConfig, metric_name
 from ..data.datasets import load_dataset
 from ..models.backbones import create_backbone
@@ -239,8 +240,8 @@ def inside_tables(runs: dict[str, str | Path]) -> dict[str, pd.DataFrame]:
     out = {}
     for strategy, run in runs.items():
         run = Path(run)
-        changes = pd.read_csv(run / "representations.csv") if (run / "representations.csv").is_file() else None
-        out[strategy] = {"layers": pd.read_csv(run / "layers.csv"),
+        changes = pd.read_csv(run / runfiles.REPRESENTATIONS) if (run / runfiles.REPRESENTATIONS).is_file() else None
+        out[strategy] = {"layers": pd.read_csv(run / runfiles.LAYERS),
                          "change": None if changes is None else changes[changes.selected.astype(bool)]}
     return out
 
@@ -310,7 +311,6 @@ class InsideExplorer:
                                              description="strategies")
         self.output = widgets.Output()
         self.figure: plt.Figure | None = None
-        self.pull_figure: plt.Figure | None = None  # shown when L1-SP or L2-SP is picked
         self.picker.observe(lambda change: self.refresh(), names="value")
         self.refresh()
 
