@@ -7,14 +7,12 @@ every config field with its default and help text (papermill --help-notebook sho
 """
 from __future__ import annotations
 
-import inspect
-import re
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from studylib.core.config import RunConfig, field_help
+from studylib.core.config import documentation
 from studylib.views.report import HOW_TO_READ
 
 HOW_TO_READ_CD = HOW_TO_READ["cd"]
@@ -32,27 +30,16 @@ TEACHING_DEFAULTS = {"strategy": "lp_ft", "weights": "../outputs/pretrained/tiny
 MOST_CHANGED = ("dataset", "backbone", "strategy", "weights", "seed")  # first, above the grouped rest
 
 
-def field_sections() -> dict[str, str]:
-    """Field name -> the `# --- section ---` comment above it in the RunConfig source."""
-    sections, current = {}, ""
-    for line in inspect.getsource(RunConfig).splitlines():
-        header = re.match(r"\s+# --- (.*) ---", line)
-        field = re.match(r"\s+(\w+): \w+ = ", line)
-        if header:
-            current = header.group(1)
-        elif field:
-            sections[field.group(1)] = current
-    return sections
-
-
 def parameters_cell(extra: list[str], overrides: dict | None = None) -> nbformat.NotebookNode:
-    library = RunConfig().to_dict()
-    defaults = {**library, **(overrides or {})}
-    helps, sections = field_help(), field_sections()
+    """Every field and strategy knob with its default and help (core.config.documentation), the most
+    changed first; `overrides` are this notebook's teaching values, marked as such."""
+    docs = {doc.name: doc for doc in documentation()}
+    values = {name: (overrides or {}).get(name, doc.default) for name, doc in docs.items()}
 
     def line(name: str) -> str:
-        mark = f"[NOTEBOOK: the library's default is {library[name]!r}] " if defaults[name] != library[name] else ""
-        return f"{name}: {type(defaults[name]).__name__} = {defaults[name]!r}  # {mark}{helps[name]}"
+        library = docs[name].default
+        mark = f"[NOTEBOOK: the library's default is {library!r}] " if values[name] != library else ""
+        return f"{name}: {type(values[name]).__name__} = {values[name]!r}  # {mark}{docs[name].help}"
 
     lines = ["# Parameters (papermill replaces this cell's values; python -m studylib config explains each)"]
     if overrides:
@@ -60,11 +47,11 @@ def parameters_cell(extra: list[str], overrides: dict | None = None) -> nbformat
                      "and a field a grid leaves out gets the library's default")
     lines += ["# --- the ones people change most ---"] + [line(n) for n in MOST_CHANGED]
     section = None
-    for name in helps:
+    for name, doc in docs.items():
         if name in MOST_CHANGED:
             continue
-        if sections[name] != section:
-            section = sections[name]
+        if doc.section != section:
+            section = doc.section
             lines.append(f"# --- {section} ---")
         lines.append(line(name))
     lines += extra
@@ -95,6 +82,7 @@ def experiment() -> None:
             'out_dir: str = "../outputs/notebook-run"  # run folder (config.json, metrics.json, history.csv, ...)',
             "overwrite: bool = True  # replace a finished run already in out_dir",
             "resume: bool = False  # keep a finished run of the same config in out_dir instead of training again",
+            "imports: list = []  # modules or .py files registering your own strategies, backbones, datasets (a grid's imports:)",
         ], TEACHING_DEFAULTS),
         new_code_cell(
             "from pathlib import Path\n\n"
@@ -103,8 +91,11 @@ def experiment() -> None:
             "    pretrain(weights, pretrain_config(quiet=True))  # the offline stand-in for ImageNet, once (about 40 s)"),
         new_code_cell(
             "from studylib import RunConfig, run\n"
-            "from studylib.core.config import FIELDS\n\n"
-            "cfg = RunConfig.from_dict({name: globals()[name] for name in FIELDS}, source='notebook parameters')\n"
+            "from studylib.core import plugins\n"
+            "from studylib.core.config import config_keys\n\n"
+            "plugins.import_all(imports)  # before the config: they declare strategies and their knobs\n"
+            "# every field and strategy knob the parameters cell (or papermill) set\n"
+            "cfg = RunConfig.from_dict({k: globals()[k] for k in config_keys() if k in globals()}, source='notebook parameters')\n"
             "result = run(cfg, out_dir, overwrite=overwrite, resume=resume)\n"
             "result"),
         new_markdown_cell("## Learning curves\nValidation picks the epoch (dotted line); test is scored once, "

@@ -13,7 +13,6 @@ from .core.config import (
     METRICS,
     ConfigError,
     RunConfig,
-    field_help,
     load_yaml,
     parse_assignment,
 )
@@ -338,7 +337,9 @@ def cmd_strategies(args) -> int:
 
     for name, cls in STRATEGIES.items():
         tag = "study" if name in STUDY_STRATEGIES else "extra"
-        print(f"{name:18} {cls.label:9} [{tag}] {cls.description}\n{'':18} reads: {', '.join(cls.fields)}")
+        owned = ", ".join(f"{k.name}={k.default!r}" for k in cls.all_knobs())
+        print(f"{name:18} {cls.label:9} [{tag}] {cls.description}\n{'':18} reads: {', '.join(cls.reads)}"
+              + (f"; knobs: {owned}" if owned else ""))
     return 0
 
 
@@ -366,14 +367,18 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from .core.config import ROLES
+    from .core.config import documentation
 
-    defaults = RunConfig().to_dict()
     print("# [role]: case/method/seed are what a study compares; tuned is chosen on validation per run;\n"
           "# protocol/data/engine are held fixed inside one comparison (the analysis groups runs by them);\n"
-          "# runtime never changes a result (left out of the run hash).")
-    for name, text in field_help().items():
-        print(f"{name:22} = {defaults[name]!r:22} # [{ROLES[name]}] {text}")
+          "# runtime never changes a result (left out of the run hash). Strategy knobs belong to the strategies\n"
+          "# named in their help (python -m studylib strategies); a run hashes only its own strategy's knobs.")
+    section = None
+    for doc in documentation():
+        if doc.section != section:
+            section = doc.section
+            print(f"# --- {section} ---")
+        print(f"{doc.name:22} = {doc.default!r:22} # [{doc.role}] {doc.help}")
     return 0
 
 

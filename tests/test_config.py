@@ -40,8 +40,12 @@ def test_unknown_names_are_refused_where_they_are_resolved_with_the_valid_ones(k
         check_config(cfg)
 
 
-def test_every_field_has_help_text():
-    assert set(field_help()) == set(FIELDS)
+def test_every_field_and_knob_has_help_text():
+    from studylib.core.knobs import KNOBS
+    helps = field_help()
+    assert set(helps) == set(FIELDS) | set(KNOBS)
+    assert all(helps.values())
+    assert helps["lp_epochs"].startswith("lp_ft: ")  # a knob's help names the strategies that read it
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):
@@ -83,8 +87,10 @@ def test_direct_construction_is_checked_too():
 
 def test_every_field_has_exactly_one_role_and_the_run_hash_follows_them():
     from studylib.core.config import ROLES
+    from studylib.core.knobs import KNOBS
     assert set(ROLES) == set(FIELDS)
     assert set(ROLES.values()) == {"case", "method", "seed", "protocol", "tuned", "data", "engine", "runtime"}
+    assert {k.role for k in KNOBS.values()} == {"tuned", "method"}
     base = RunConfig()
     for name, role in ROLES.items():
         if role == "runtime" and FIELDS[name].type == "bool":
@@ -121,7 +127,33 @@ def test_the_metric_names_are_the_ones_the_metrics_module_computes():
     assert set(classification_metrics(np.array([0, 1, 1, 1]), probs)) | {"loss"} == set(METRICS)
 
 
-def test_every_strategy_reads_real_config_fields():
+def test_every_strategy_reads_real_config_fields_and_owns_declared_knobs():
+    from studylib.core.knobs import KNOBS, OWNERS
     from studylib.training.strategies import STRATEGIES
     for name, cls in STRATEGIES.items():
-        assert cls.fields and set(cls.fields) <= set(FIELDS), name
+        assert cls.reads and set(cls.reads) <= set(FIELDS), name
+        for knob in cls.all_knobs():
+            assert KNOBS[knob.name] is knob and name in OWNERS[knob.name], (name, knob.name)
+
+
+def test_a_run_hashes_only_its_own_strategys_knobs():
+    ft = RunConfig(strategy="ft")
+    assert ft.replace(lp_epochs=2).run_hash() == ft.run_hash()  # FT never reads lp_epochs: the same run
+    lp_ft = RunConfig(strategy="lp_ft")
+    assert lp_ft.replace(lp_epochs=2).run_hash() != lp_ft.run_hash()
+    assert lp_ft.replace(l2sp_alpha=0.5).run_hash() == lp_ft.run_hash()
+
+
+def test_knobs_are_config_keys_with_types_ranges_and_choices():
+    assert RunConfig(lp_epochs=3).lp_epochs == 3 and RunConfig().lp_epochs == 5
+    assert RunConfig.from_dict({"l2sp_alpha": 1}).l2sp_alpha == 1.0  # an int for a float knob
+    assert parse_assignment("dlr_decay=0.25") == ("dlr_decay", 0.25)
+    assert "lp_epochs" in RunConfig().to_dict() and RunConfig(lp_epochs=3) != RunConfig()
+    with pytest.raises(ConfigError, match="lp_epochs must be int"):
+        RunConfig(lp_epochs="many")
+    with pytest.raises(ConfigError, match=r"dlr_decay=0.0 is out of range; set dlr_decay to above 0"):
+        RunConfig(dlr_decay=0.0)
+    with pytest.raises(ConfigError, match="rgn_max_over='head' is not valid; choose one of all, backbone"):
+        RunConfig(rgn_max_over="head")
+    with pytest.raises(ConfigError, match="Did you mean 'lp_epochs'"):
+        RunConfig.from_dict({"lp_epoch": 3})

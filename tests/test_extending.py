@@ -1,11 +1,14 @@
-"""The README's "Extend studylib" recipes: a new strategy, backbone and dataset in a few lines each."""
+"""docs/extending.md's recipes: a new strategy (with knobs of its own), backbone and dataset in a few lines each."""
+import json
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from torch import nn
 
-from studylib import run
+from studylib import ConfigError, run
 from studylib.data.datasets import DATASETS, DatasetInfo, register_dataset
 from studylib.models.backbones import BACKBONES, BackboneSpec, register_backbone
 from studylib.training.strategies import (
@@ -108,3 +111,111 @@ def test_an_abstract_strategy_without_a_plan_is_refused_at_once():
 
     with pytest.raises(TypeError, match="abstract"):
         NoPlan(tiny_config(), None)
+
+
+# A strategy with two knobs, as a user writes it: one file, registered on import. Its knobs are config keys
+# from then on: grids sweep them, -s sets them, `studylib config` and the notebook's parameters cell list them.
+HEAD_BOOST = """
+from studylib.core.knobs import AT_LEAST_0, POSITIVE, Knob
+from studylib.training.strategies import EpochPlan, Strategy, register_strategy
+
+
+@register_strategy
+class HeadBoost(Strategy):
+    \"\"\"The new head alone for warm_epochs, then every block, the head at lr * head_lr_factor.\"\"\"
+
+    name, label = "head_boost", "HB"
+    description = "head alone for warm_epochs, then all blocks; the head at lr * head_lr_factor"
+    knobs = (Knob("head_lr_factor", 10.0, "the new head trains at lr times this", POSITIVE),
+             Knob("warm_epochs", 1, "epochs in which only the head trains", AT_LEAST_0))
+
+    def plan(self, epoch, probe):
+        head = self.uniform(self.head, self.cfg.lr * self.cfg.head_lr_factor)
+        warm = self.cfg.warm_epochs
+        if epoch < warm:
+            return EpochPlan(self.head, head, "head", (epoch, warm), final_stage=False)
+        names = self.params_of(self.all_blocks)
+        return EpochPlan(names, {**self.uniform(names), **head}, "all", (epoch - warm, self.cfg.max_epochs - warm))
+"""
+
+GRID = """
+imports: [head_boost.py]
+dataset: synthetic
+synthetic_size: 160
+backbone: tinycnn
+image_size: 16
+batch_size: 32
+max_epochs: 2
+device: cpu
+lr: 0.01
+schedule: constant
+strategy: [head_boost, ft]
+head_lr_factor: [1, 10]
+"""
+
+
+@pytest.fixture
+def head_boost_grid(tmp_path):
+    (tmp_path / "head_boost.py").write_text(HEAD_BOOST)
+    (tmp_path / "grid.yaml").write_text(GRID)
+    yield tmp_path / "grid.yaml"
+    if "head_boost" in STRATEGIES:
+        STRATEGIES.remove("head_boost")  # and its knobs with it
+
+
+def test_a_strategy_with_two_knobs_in_one_file_runs_through_a_grid(head_boost_grid, tmp_path):
+    from studylib.core.knobs import KNOBS
+    from studylib.study.grid import load_grid, run_grid
+
+    grid = load_grid(head_boost_grid)  # imports the file: the knobs are config keys now
+    assert [(c.strategy, c.head_lr_factor) for c in grid.runs] == [("head_boost", 1.0), ("head_boost", 10.0), ("ft", 1.0)]
+    # FT never reads head_lr_factor: sweeping it gives FT one run, not two
+    table = run_grid(head_boost_grid, tmp_path / "out", engine="inline", progress=False)
+    assert (table.status == "finished").all() and len(table) == 3
+    for path in (tmp_path / "out" / "runs").glob("synthetic-tinycnn-head_boost-*"):
+        config = json.loads((path / "config.json").read_text())
+        layers = pd.read_csv(path / "layers.csv")
+        assert layers.groupby("epoch").trainable.sum().tolist() == [1, 5]  # warm_epochs=1: the head alone first
+        second = layers[layers.epoch == 1].set_index("block").lr_max
+        assert second["head"] == pytest.approx(0.01 * config["head_lr_factor"])
+        assert second.drop("head").max() == pytest.approx(0.01)
+    STRATEGIES.remove("head_boost")
+    assert "head_lr_factor" not in KNOBS  # unregistering takes its knobs away
+
+
+def test_a_new_strategys_knobs_reach_config_help_the_parameters_cell_and_set(head_boost_grid, capsys):
+    import sys
+
+    from studylib.cli import main
+    from studylib.core.config import parse_assignment
+    from studylib.study.grid import load_grid
+
+    load_grid(head_boost_grid)
+    assert parse_assignment("head_lr_factor=3") == ("head_lr_factor", 3.0)
+    assert tiny_config(strategy="head_boost", warm_epochs=2).warm_epochs == 2
+    with pytest.raises(ConfigError, match=r"head_lr_factor=0.0 is out of range; set head_lr_factor to greater than 0"):
+        tiny_config(head_lr_factor=0.0)
+    main(["config"])
+    assert re.search(r"head_lr_factor += 10.0 +# \[tuned\] head_boost: the new head trains at lr times this",
+                     capsys.readouterr().out)
+    main(["strategies"])
+    assert "knobs: head_lr_factor=10.0, warm_epochs=1" in capsys.readouterr().out
+    sys.path.insert(0, str(ROOT / "notebooks"))
+    try:
+        from build_notebooks import parameters_cell
+    finally:
+        sys.path.remove(str(ROOT / "notebooks"))
+    cell = parameters_cell([]).source
+    assert "warm_epochs: int = 1  # head_boost: epochs in which only the head trains" in cell
+
+
+@pytest.mark.slow
+def test_a_papermill_grid_imports_the_strategy_file_in_its_kernel(head_boost_grid, tmp_path):
+    from studylib.study.grid import run_grid
+
+    grid = head_boost_grid.read_text().replace("strategy: [head_boost, ft]", "strategy: head_boost")
+    head_boost_grid.write_text(grid.replace("head_lr_factor: [1, 10]", "head_lr_factor: 5"))
+    table = run_grid(head_boost_grid, tmp_path / "out", progress=False)
+    assert table.status.tolist() == ["finished"], table.reason.tolist()
+    config = json.loads(next((tmp_path / "out" / "runs").glob("*/config.json")).read_text())
+    assert config["strategy"] == "head_boost" and config["head_lr_factor"] == 5.0

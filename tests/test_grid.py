@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import Preempted, stop_training_at
 
-from studylib.core.config import FIELDS, ConfigError, RunConfig, field_help
+from studylib.core.config import ConfigError, RunConfig, config_keys, field_help
 from studylib.study.grid import duration, load_grid, run_grid
 from studylib.study.results import collect
 
@@ -41,9 +41,9 @@ def test_notebooks_are_committed_without_outputs(notebook):
 
 def test_experiment_parameters_match_the_config_fields():
     params = papermill.inspect_notebook(str(ROOT / "notebooks" / "experiment.ipynb"))
-    assert set(params) - {"out_dir", "overwrite", "resume"} == set(FIELDS)
+    assert set(params) - {"out_dir", "overwrite", "resume", "imports"} == set(config_keys())  # fields and strategy knobs
     help_text, library = field_help(), RunConfig().to_dict()
-    for name in FIELDS:
+    for name in config_keys():
         value = eval(params[name]["default"])  # the cell's literal, as papermill reads it
         mark = f"[NOTEBOOK: the library's default is {library[name]!r}] " if value != library[name] else ""
         assert params[name]["help"] == mark + help_text[name], name  # a teaching value says it is one
@@ -54,7 +54,7 @@ def test_experiment_parameters_match_the_config_fields():
 def test_every_params_file_uses_only_config_fields(grid):
     data = yaml.safe_load(grid.read_text())
     keys = set(data) | {k for v in (data.get("per_strategy") or {}).values() for k in v}
-    assert keys - {"name", "description", "per_strategy"} <= set(FIELDS)
+    assert keys - {"name", "description", "per_strategy"} <= set(config_keys())
     assert load_grid(grid).runs
 
 

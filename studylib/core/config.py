@@ -19,12 +19,14 @@ from typing import Any, Callable
 
 import yaml
 
+from .knobs import AT_LEAST_0, AT_LEAST_1, KNOBS, OWNERS, POSITIVE, between, help_line
+
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the field and the fix."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(init=False, eq=False, repr=False)
 class RunConfig:
     # --- what to run ---
     dataset: str = "synthetic"  # dataset name (python -m studylib datasets)
@@ -50,18 +52,6 @@ class RunConfig:
     bn_policy: str = "auto"  # BatchNorm in trainable blocks: auto (strategy default), train, freeze_stats, freeze
     dropout: str = "auto"  # dropout while training: auto (strategy default: eval for auto_rgn and auto_snr, as their reference code; train otherwise), train or eval
     class_weighted_loss: bool = False  # weight the cross-entropy by inverse class frequency
-    # --- strategy parameters (defaults chosen by studylib: the study does not publish them) ---
-    lp_epochs: int = 5  # lp_ft: epochs of the linear-probing stage
-    lpft_lr_factor: float = 0.1  # lp_ft: the second stage trains at lr times this factor
-    gu_epochs_per_stage: int = 2  # gu_*: epochs before the next block unfreezes
-    l1sp_alpha: float = 1e-4  # l1_sp: weight of sum |w - w0| over backbone parameters
-    l2sp_alpha: float = 0.01  # l2_sp: weight of 1/2 ||w - w0||^2 over backbone parameters
-    sp_beta: float = 0.01  # l1_sp, l2_sp: weight of 1/2 ||w||^2 over head parameters
-    rgn_probe_batches: int = 5  # auto_rgn, auto_snr: training batches probed at the start of each epoch
-    rgn_max_over: str = "all"  # auto_rgn: the largest RGN is taken over all trainable tensors (reference code) or backbone (the new head then trains at lr)
-    snr_threshold: float = 0.1  # auto_snr: tensors whose SNR / max SNR is under this are frozen for the epoch
-    surgical_block: str = ""  # surgical: the one block (besides the head) that trains; empty: the first block
-    dlr_decay: float = 0.5  # discriminative_lr: each block below the head trains at this times the lr above it
     # --- data ---
     val_fraction: float = 0.15  # share of train carved out as validation when the data has no validation split
     test_fraction: float = 0.15  # share held out as test when the data has no test split
@@ -102,10 +92,30 @@ class RunConfig:
     repr_images: int = 256  # validation images (a fixed, seeded subset) on which each block's features are compared with the starting network (representations.csv); 0: off
     log_representations_every: int = 0  # also compare features every this many epochs (representations.csv rows per epoch); 0: only the selected network
 
-    def __post_init__(self):
-        for name in FIELDS:  # RunConfig(lr="fast") fails here, as from_dict does
-            setattr(self, name, coerce(name, getattr(self, name), "RunConfig"))
+    def __init__(self, **values: Any):
+        """RunConfig(strategy="lp_ft", lp_epochs=3): the protocol fields and the strategies' knobs, by name;
+        RunConfig(lr="fast") or an unknown key fails here, as from_dict does."""
+        check_keys(values, "RunConfig")
+        for name, spec in FIELDS.items():
+            setattr(self, name, coerce(name, values.get(name, spec.default), "RunConfig"))
+        self._knobs = {name: coerce(name, values.get(name, knob.default), "RunConfig") for name, knob in KNOBS.items()}
         self.validate()
+
+    def __getattr__(self, name: str) -> Any:
+        """A strategy's knob (cfg.lp_epochs); one declared after this config was made has its default."""
+        if not name.startswith("_"):
+            if name in self.__dict__.get("_knobs", {}):
+                return self._knobs[name]
+            if name in KNOBS:
+                return KNOBS[name].default
+        raise AttributeError(f"RunConfig has no field or strategy knob {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.to_dict().items() if v != default_of(k)}
+        return f"RunConfig({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "RunConfig":
@@ -117,11 +127,12 @@ class RunConfig:
         return RunConfig.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, then every declared knob (config.json, the notebook's parameters, the grid's cells)."""
+        return {**{name: getattr(self, name) for name in FIELDS}, **{name: getattr(self, name) for name in KNOBS}}
 
     def validate(self) -> None:
         choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "bn_policy": BN_POLICIES,
-                   "dropout": DROPOUT_MODES, "rgn_max_over": RGN_MAX_OVER,
+                   "dropout": DROPOUT_MODES,
                    "amp": ("auto", "bf16", "off"), "channels_last": ("auto", "on", "off"),
                    "select_metric": SELECT_METRICS}
         for key, valid in choices.items():
@@ -154,9 +165,11 @@ class RunConfig:
         return self.resize_size or round(self.image_size * 232 / 224)
 
     def run_hash(self) -> str:
-        """Identity of a run for resuming grids: every field that changes the result."""
-        items = {k: v for k, v in self.to_dict().items() if ROLES[k] != "runtime"
-                 and not (k in HASHED_WHEN_SET and v == HASHED_WHEN_SET[k])}
+        """Identity of a run for resuming grids: every field that changes the result, and the knobs of its
+        own strategy (an FT run is the same run whatever lp_epochs says)."""
+        items = {k: getattr(self, k) for k in FIELDS if ROLES[k] != "runtime"
+                 and not (k in HASHED_WHEN_SET and getattr(self, k) == HASHED_WHEN_SET[k])}
+        items.update({k: getattr(self, k) for k in KNOBS if self.strategy in OWNERS[k]})
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -164,7 +177,6 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 BN_POLICIES = ("auto", "train", "freeze_stats", "freeze")
 DROPOUT_MODES = ("auto", "train", "eval")
-RGN_MAX_OVER = ("all", "backbone")
 METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "auroc", "kappa", "macro_ap", "loss")  # every split's scores
 SELECT_METRICS = METRICS
 CALIBRATION_METRICS = ("ece", "ece_mass", "brier", "nll")  # test only (metrics.json), not for selection
@@ -188,23 +200,21 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 # The role of every field, stated once; the run hash, the analysis's protocol groups, its
 # selection of tuned settings and `python -m studylib config` all read it.
 # case: what a study varies between comparisons (dataset, backbone); method: what is compared
-#   (the strategy and the variants of it a strategy resolves: BatchNorm policy, dropout mode,
-#   Auto-RGN's maximum); seed: the replicate;
-# tuned: a strategy's own settings, chosen per run on validation (each strategy's budget is the
-#   number of settings tried);
+#   (the strategy and the variants of it a strategy resolves: BatchNorm policy, dropout mode, and
+#   knobs of role method such as Auto-RGN's maximum); seed: the replicate;
+# tuned: lr, momentum and a strategy's knobs (core/knobs.py), chosen per run on validation (each
+#   strategy's budget is the number of settings tried);
 # protocol, data, engine: held fixed within one comparison: runs differing here are grouped apart
 #   and never pooled (protocol: the training recipe; data: which images and how they are read;
 #   engine: arithmetic and training budget);
 # runtime: result-neutral (how fast or how visibly it runs), left out of the run hash.
 ROLES: dict[str, str] = {
-    **dict.fromkeys(("dataset", "backbone"), "case"), **dict.fromkeys(("strategy", "bn_policy", "dropout",
-                                                                       "rgn_max_over"), "method"),
+    **dict.fromkeys(("dataset", "backbone"), "case"), **dict.fromkeys(("strategy", "bn_policy", "dropout"), "method"),
     "seed": "seed",
     **dict.fromkeys(("image_size", "resize_size", "batch_size", "max_epochs", "patience", "select_metric", "optimizer",
                      "schedule", "augment", "weight_decay", "weights", "val_fraction", "test_fraction", "synthetic_size",
                      "class_weighted_loss", "balanced_sampling"), "protocol"),
-    **dict.fromkeys(("lr", "momentum", "lp_epochs", "lpft_lr_factor", "gu_epochs_per_stage", "l1sp_alpha", "l2sp_alpha",
-                     "sp_beta", "rgn_probe_batches", "snr_threshold", "surgical_block", "dlr_decay"), "tuned"),
+    **dict.fromkeys(("lr", "momentum"), "tuned"),
     **dict.fromkeys(("data_root", "weights_sha256", "skip_bad_images", "path_column", "image_root", "label_column",
                      "group_column", "classes", "min_class_images", "allow_missing_classes",
                      "split_column", "group_pattern", "official_split", "splits_file", "drop_duplicates",
@@ -221,66 +231,99 @@ HASHED_WHEN_SET = {"train_fraction": 1.0, "train_per_class": 0, "calibration_bin
 HELD_FIXED = ("protocol", "data", "engine")  # roles whose fields define a comparable group of runs
 
 
+def role(name: str) -> str:
+    """The role of a field (ROLES) or of a strategy's knob (its declaration)."""
+    return ROLES[name] if name in ROLES else KNOBS[name].role
+
+
 def fields_with_role(*roles: str) -> list[str]:
-    return [name for name in FIELDS if ROLES[name] in roles]
+    """Fields, then declared knobs, whose role is one of `roles` (read at call time: knobs come with strategies)."""
+    return [name for name in (*FIELDS, *KNOBS) if role(name) in roles]
 
 
-def _between(low: float, high: float, low_open: bool = False, high_open: bool = False):
-    def inside(v: float) -> bool:
-        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    return inside
+def default_of(name: str) -> Any:
+    return FIELDS[name].default if name in FIELDS else KNOBS[name].default
 
 
-_AT_LEAST_1 = ("at least 1", lambda v: v >= 1)
-_AT_LEAST_0 = ("0 or more", lambda v: v >= 0)
-_POSITIVE = ("greater than 0", lambda v: v > 0)
 # Valid range of every numeric field: (what the message says, the test). Checked on construction.
 RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "seed": ("an integer from 0 to 2**32 - 1 (numpy's seed range)", _between(0, 2**32 - 1)),
-    "image_size": ("from 8 to 2048 (pixels; larger crops would not fit a batch in memory)", _between(8, 2048)),
-    "resize_size": _AT_LEAST_0, "batch_size": _AT_LEAST_1, "max_epochs": _AT_LEAST_1,
+    "seed": ("an integer from 0 to 2**32 - 1 (numpy's seed range)", between(0, 2**32 - 1)),
+    "image_size": ("from 8 to 2048 (pixels; larger crops would not fit a batch in memory)", between(8, 2048)),
+    "resize_size": AT_LEAST_0, "batch_size": AT_LEAST_1, "max_epochs": AT_LEAST_1,
     "patience": ("at least 1 (epochs without improvement before stopping)", lambda v: v >= 1),
-    "lr": _POSITIVE, "weight_decay": _AT_LEAST_0, "momentum": ("from 0 to below 1", _between(0, 1, high_open=True)),
-    "lp_epochs": _AT_LEAST_1, "lpft_lr_factor": _POSITIVE, "gu_epochs_per_stage": _AT_LEAST_1,
-    "l1sp_alpha": _AT_LEAST_0, "l2sp_alpha": _AT_LEAST_0, "sp_beta": _AT_LEAST_0,
-    "rgn_probe_batches": _AT_LEAST_1, "snr_threshold": ("from 0 to 1", _between(0, 1)),
-    "dlr_decay": ("above 0 and at most 1 (1: every block at the head's rate)", _between(0, 1, low_open=True)),
-    "val_fraction": ("between 0 and 0.5", _between(0, 0.5, True, True)),
-    "test_fraction": ("between 0 and 0.5", _between(0, 0.5, True, True)),
+    "lr": POSITIVE, "weight_decay": AT_LEAST_0, "momentum": ("from 0 to below 1", between(0, 1, high_open=True)),
+    "val_fraction": ("between 0 and 0.5", between(0, 0.5, True, True)),
+    "test_fraction": ("between 0 and 0.5", between(0, 0.5, True, True)),
     "synthetic_size": ("at least 40 (fewer cannot fill train, validation and test with every class)",
                        lambda v: v >= 40),
-    "near_duplicate_bits": ("from -1 (off) to 64", _between(-1, 64)),
+    "near_duplicate_bits": ("from -1 (off) to 64", between(-1, 64)),
     "medmnist_size": ("28, 64, 128 or 224", lambda v: v in (28, 64, 128, 224)),
-    "workers": ("from 0 (automatic) to 64", _between(0, 64)), "max_steps_per_epoch": ("0 (the whole split) or more", lambda v: v >= 0),
-    "num_threads": _AT_LEAST_0, "memory_gb": ("0 (automatic) or more gigabytes", lambda v: v >= 0),
-    "train_fraction": ("above 0 and at most 1 (1: the whole training split)", _between(0, 1, low_open=True)),
+    "workers": ("from 0 (automatic) to 64", between(0, 64)), "max_steps_per_epoch": ("0 (the whole split) or more", lambda v: v >= 0),
+    "num_threads": AT_LEAST_0, "memory_gb": ("0 (automatic) or more gigabytes", lambda v: v >= 0),
+    "train_fraction": ("above 0 and at most 1 (1: the whole training split)", between(0, 1, low_open=True)),
     "train_per_class": ("0 (off) or more images per class", lambda v: v >= 0),
     "min_class_images": ("at least 1 (images per class)", lambda v: v >= 1),
-    "calibration_bins": ("from 2 to 1000", _between(2, 1000)), "repr_images": ("0 (off) or at least 16 (images)", lambda v: v == 0 or v >= 16),
+    "calibration_bins": ("from 2 to 1000", between(2, 1000)), "repr_images": ("0 (off) or at least 16 (images)", lambda v: v == 0 or v >= 16),
     "log_representations_every": ("0 (only the selected network) or more epochs", lambda v: v >= 0),
     "resume_every_s": ("-1 (never) or 0 or more seconds", lambda v: v == -1 or v >= 0),
 }
 
 
 def check_ranges(cfg: RunConfig) -> None:
-    """Every numeric field inside its valid range (and finite); the message gives the range."""
-    for key, (valid, test) in RANGES.items():
+    """Every numeric field and knob inside its valid range (and finite); the message gives the range."""
+    ranges = {**RANGES, **{name: knob.valid for name, knob in KNOBS.items()}}
+    for key, (valid, test) in ranges.items():
         value = getattr(cfg, key)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value} is not a number; set {key} to a finite value ({valid})")
-        if not test(value):
-            raise ConfigError(f"{key}={shown(value)} is out of range; set {key} to {valid}")
+        problem = KNOBS[key].problem(value) if key in KNOBS else ("" if test(value) else
+                                                                    f"is out of range; set {key} to {valid}")
+        if problem:
+            raise ConfigError(f"{key}={shown(value)} {problem}")
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyDoc:
+    """What `studylib config` and the notebook's parameters cell say about one key."""
+
+    name: str
+    default: Any
+    role: str
+    section: str  # the `# --- section ---` above a field; "strategy knobs" for a knob
+    help: str
+
+
+def documentation() -> list[KeyDoc]:
+    """Every key in order: the fields (help and section from the RunConfig source, read once here), then
+    the knobs (from their declarations, prefixed by the strategies that read them)."""
+    docs, section = [], ""
+    for line in inspect.getsource(RunConfig).splitlines():
+        header = re.match(r"\s+# --- (.*) ---", line)
+        field = re.match(r"\s+(\w+): \w+ = .*?  # (.*)$", line)
+        if header:
+            section = header.group(1)
+        elif field and field.group(1) in FIELDS:
+            name = field.group(1)
+            docs.append(KeyDoc(name, FIELDS[name].default, ROLES[name], section, field.group(2).strip()))
+    return docs + [KeyDoc(name, knob.default, knob.role, "strategy knobs", help_line(name))
+                   for name, knob in KNOBS.items()]
 
 
 def field_help() -> dict[str, str]:
-    """Field name -> its trailing comment in the RunConfig source."""
-    source = inspect.getsource(RunConfig)
-    pattern = re.compile(r"^\s+(\w+): \w+ = .*?  # (.*)$", re.M)
-    return {m.group(1): m.group(2).strip() for m in pattern.finditer(source)}
+    """Key -> its help text."""
+    return {doc.name: doc.help for doc in documentation()}
 
 
 def field_type(name: str) -> type:
+    """The type of a field or knob."""
+    if name in KNOBS:
+        return KNOBS[name].type
     return {"int": int, "float": float, "str": str, "bool": bool}[str(FIELDS[name].type)]
+
+
+def config_keys() -> list[str]:
+    """Every config key: the fields, then the declared knobs."""
+    return [*FIELDS, *KNOBS]
 
 
 LIST_FIELDS = ("classes",)  # str fields that also take a YAML list of names
@@ -293,11 +336,11 @@ def names_of(text: str) -> tuple[str, ...]:
 
 def check_keys(values: dict[str, Any], source: str) -> None:
     for key in values:
-        if key not in FIELDS:
-            close = difflib.get_close_matches(key, FIELDS, n=1)
+        if key not in FIELDS and key not in KNOBS:
+            close = difflib.get_close_matches(key, config_keys(), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{source}: unknown config key {key!r}.{hint} "
-                              f"Valid keys: {', '.join(FIELDS)} (python -m studylib config explains each)")
+                              f"Valid keys: {', '.join(config_keys())} (python -m studylib config explains each)")
 
 
 def coerce(name: str, value: Any, source: str = "config") -> Any:

@@ -17,9 +17,10 @@ class UnknownNameError(KeyError):
 class Registry(Generic[T]):
     """Maps names to entries; refuses duplicates; unknown names fail with the valid list."""
 
-    def __init__(self, kind: str, plural: str = ""):
+    def __init__(self, kind: str, plural: str = "", on_remove: Callable[[str], None] | None = None):
         self.kind, self.plural = kind, plural or kind + "s"
         self._entries: dict[str, T] = {}
+        self._on_remove = on_remove  # e.g. the strategies' knobs go with their strategy
 
     def add(self, name: str, entry: T) -> T:
         if name in self._entries:
@@ -45,7 +46,10 @@ class Registry(Generic[T]):
 
     def remove(self, name: str) -> T:
         """Unregister `name` (e.g. before re-running a notebook cell that registers it)."""
-        return self._entries.pop(name) if name in self._entries else self.get(name)
+        entry = self._entries.pop(name) if name in self._entries else self.get(name)
+        if self._on_remove:
+            self._on_remove(name)
+        return entry
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -20,23 +20,20 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import (
-    FIELDS,
     HELD_FIXED,
     METRICS,
-    ROLES,
     RunConfig,
+    config_keys,
+    default_of,
     fields_with_role,
     improvement_sign,
+    role,
 )
 from ..core.fileio import read_json_dict_or_empty
 from . import stats
 from .results import collect
 
 CASE = ["dataset", "backbone"]
-PROTOCOL_FIELDS = fields_with_role(*HELD_FIXED)  # equal inside one comparison
-TUNED_FIELDS = fields_with_role("tuned")  # chosen on validation per run
-VARIANT_FIELDS = [f for f in fields_with_role("method") if f != "strategy"]  # bn_policy, dropout, rgn_max_over
-FIELDS_IN_ORDER = list(FIELDS)
 VERDICTS = ("better", "inside the noise", "worse", "seed variance unknown", "undefined", "no baseline")
 
 
@@ -76,7 +73,7 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
 
 def _grouping_columns(done: pd.DataFrame) -> list[str]:
     """Held-fixed fields, with resize_size as the side actually used, plus the resolved precision."""
-    return [f for f in PROTOCOL_FIELDS if f in done] + [c for c in ("precision",) if c in done]
+    return [f for f in fields_with_role(*HELD_FIXED) if f in done] + [c for c in ("precision",) if c in done]
 
 
 def _keys(done: pd.DataFrame, columns: list[str]) -> pd.Series:
@@ -106,7 +103,7 @@ def _fill_defaults(done: pd.DataFrame) -> pd.DataFrame:
     what that studylib did; resize_size 0 becomes the side it means, so equal protocols compare equal."""
     defaults = RunConfig().to_dict()
     legacy = {"dropout": "train", "rgn_max_over": "all"}  # before these fields, dropout always trained
-    for name in FIELDS_IN_ORDER:
+    for name in config_keys():
         value = legacy.get(name, defaults[name])
         column = done[name] if name in done else pd.Series(np.nan, index=done.index)
         if column.isna().any():
@@ -124,16 +121,17 @@ def _resolve_variants(done: pd.DataFrame) -> pd.DataFrame:
     name each arm by the variant fields it reads that differ from its defaults."""
     from ..training.strategies import STRATEGIES
 
+    variants = [f for f in fields_with_role("method") if f != "strategy"]  # bn_policy, dropout, rgn_max_over...
     done["method"] = done.strategy
-    resolved = {name: [] for name in VARIANT_FIELDS}
+    resolved = {name: [] for name in variants}
     labels = []
-    for row in done[["strategy"] + VARIANT_FIELDS].itertuples(index=False):
+    for row in done[["strategy"] + variants].itertuples(index=False):
         cls = STRATEGIES.get(row.strategy) if row.strategy in STRATEGIES else None
-        own = {"bn_policy": getattr(cls, "default_bn", "train"), "dropout": getattr(cls, "default_dropout", "train"),
-               "rgn_max_over": "all"}
-        reads = set(getattr(cls, "fields", ())) | {"bn_policy", "dropout"}
+        own = {**{name: default_of(name) for name in variants}, "bn_policy": getattr(cls, "default_bn", "train"),
+               "dropout": getattr(cls, "default_dropout", "train")}
+        reads = set(cls.settings() if cls else ()) | {"bn_policy", "dropout"}
         extra = []
-        for name in VARIANT_FIELDS:
+        for name in variants:
             value = getattr(row, name)
             value = own[name] if value == "auto" else value
             resolved[name].append(value)
@@ -149,7 +147,7 @@ def _resolve_variants(done: pd.DataFrame) -> pd.DataFrame:
 def _drop_repeats(done: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: a grid re-run into new folders (or a run repeated by hand) must not
     give its strategy extra tries at the best validation score. The newest finished copy is kept."""
-    identity = [f for f in FIELDS_IN_ORDER if ROLES[f] != "runtime" and f in done] + ["strategy"] + \
+    identity = [f for f in config_keys() if role(f) != "runtime" and f in done] + ["strategy"] + \
         [c for c in ("precision",) if c in done]
     order = done.assign(_mtime=[_mtime(p) for p in done.path]).sort_values("_mtime", kind="stable")
     kept = order.drop_duplicates(subset=identity, keep="last").drop(columns="_mtime")
@@ -210,8 +208,8 @@ def budgets(done: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (protocol, arm), group in done.groupby(["protocol", "strategy"]):
         method = group.method.iloc[0]
-        own = (*(STRATEGIES.get(method).fields if method in STRATEGIES else ("lr",)), "momentum")
-        tuned = [f for f in TUNED_FIELDS if f in own and f in group]
+        own = (*(STRATEGIES.get(method).settings() if method in STRATEGIES else ("lr",)), "momentum")
+        tuned = [f for f in fields_with_role("tuned") if f in own and f in group]
         per_cell = group.groupby(CASE + ["seed"])[tuned].apply(lambda g: len(g.drop_duplicates())) if tuned else \
             group.groupby(CASE + ["seed"]).size().clip(upper=1)
         swept = [f for f in tuned if group[f].nunique() > 1]

@@ -9,6 +9,9 @@ overrides (or sweeps) fields for one strategy only, e.g. Auto-RGN's own learning
     per_strategy:
       auto_rgn: {lr: [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]}
 
+`imports: [my_strategies.py]` names the modules (or .py files, relative to the grid file) that
+register your own strategies, backbones or datasets; every run's process imports them first.
+
 Every run lands in `OUT/runs/<dataset>-<backbone>-<strategy>-<config hash>`; a finished run
 with the same hash is skipped, a failed or interrupted one runs again.
 """
@@ -18,7 +21,7 @@ import contextlib
 import itertools
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,8 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from ..core import runfiles
-from ..core.config import FIELDS, ConfigError, RunConfig, coerce, parse_yaml, shown
+from ..core import plugins, runfiles
+from ..core.config import ConfigError, RunConfig, coerce, config_keys, parse_yaml, shown
 from ..core.constants import ENGINES, KERNEL_ARGUMENTS
 from ..core.fileio import LockTimeout, atomic_write, file_lock
 from ..core.outfolder import claim_folder
@@ -39,7 +42,7 @@ from ..training.runner import check_config
 from .stale import apply as mark_stale
 from .stale import find_stale
 
-META_KEYS = {"per_strategy", "name", "description"}
+META_KEYS = {"per_strategy", "name", "description", "imports"}
 NOTEBOOK = template("notebooks", "experiment.ipynb")  # shipped in the package: works from a wheel
 NOTEBOOK_PENDING = ".notebook-pending"  # in a run folder while its papermill notebook has not run to the end
 
@@ -50,6 +53,7 @@ class Grid:
     name: str
     runs: list[RunConfig]
     swept: list[str]  # the fields that vary, for names and tables
+    imports: list[str] = field(default_factory=list)  # modules every run's process imports first
 
     def __repr__(self) -> str:
         return f"Grid({self.name}: {len(self.runs)} runs sweeping {', '.join(self.swept) or 'nothing'})"
@@ -67,13 +71,23 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None, allow_l
                           "strategy: [ft, lp_ft] (studylib init DIR copies examples into DIR/params)")
     lines = _key_lines(node)
     data.update(overrides or {})
+    imports = _imports(data.get("imports", []), path, lines)  # before the keys are checked: they declare knobs
     _check_values(data, path, lines)
     per_strategy = data.get("per_strategy") or {}
     _check_per_strategy(per_strategy, path, lines)
     _refuse_unused_per_strategy(per_strategy, data, path, lines, overrides or {})
     base = {k: v for k, v in data.items() if k not in META_KEYS}
     runs, swept = _expand(base, per_strategy, path, allow_large)
-    return Grid(path, _name(data.get("name", path.stem), path, lines), runs, swept)
+    return Grid(path, _name(data.get("name", path.stem), path, lines), runs, swept, imports)
+
+
+def _imports(specs: Any, path: Path, lines: dict[str, int]) -> list[str]:
+    if not isinstance(specs, list) or not all(isinstance(s, str) and s for s in specs):
+        raise ConfigError(f"{path} line {lines.get('imports', '?')}: imports must be a list of module names or .py "
+                          f"files, got {shown(specs)}")
+    resolved = plugins.resolve(specs, path.parent)
+    plugins.import_all(resolved)
+    return resolved
 
 
 def _name(name: Any, path: Path, lines: dict[str, int]) -> str:
@@ -95,7 +109,7 @@ def _check_values(data: dict, path: Path, lines: dict[str, int]) -> None:
         where = f"{path} line {lines.get(key, '?')}"
         if key in META_KEYS:
             continue
-        if key not in FIELDS:
+        if key not in config_keys():
             raise ConfigError(f"{where}: unknown key {key!r}; grid keys are config fields "
                               f"(python -m studylib config) or {', '.join(sorted(META_KEYS))}")
         if value == []:
@@ -196,17 +210,28 @@ def _not_done(todo: list, finished: list) -> list:
 # --- execution -----------------------------------------------------------------------------
 
 def execute_run(config: dict[str, Any], run_dir: str, engine: str = "papermill", notebook: str = str(NOTEBOOK),
-                cwd: str = ".", gpu: int | None = None) -> dict:
-    """Run one grid cell; never raises: the status it returns (and writes) says what happened."""
+                cwd: str = ".", gpu: int | None = None, imports: tuple[str, ...] = ()) -> dict:
+    """Run one grid cell; never raises: the status it returns (and writes) says what happened.
+
+    Args:
+        config: the run's config as a dict (a Dask worker rebuilds the RunConfig).
+        run_dir: the run folder.
+        engine: "papermill" (the experiment notebook, kept in the folder) or "inline" (in this process).
+        notebook: the experiment notebook papermill executes.
+        cwd: the notebook's working folder.
+        gpu: the GPU index this run may see (CUDA_VISIBLE_DEVICES), or None for all.
+        imports: modules or .py files that register your own strategies, backbones or datasets.
+    """
     if gpu is not None:  # inherited by the papermill kernel, before it initialises CUDA
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     rundir = RunDir(run_dir)
     try:
         if engine == "inline":
             from ..training.runner import run
+            plugins.import_all(list(imports))
             run(RunConfig.from_dict(config), run_dir, overwrite=True, resume=True)
         else:
-            _papermill(config, rundir, notebook, cwd)
+            _papermill({**config, "imports": list(imports)}, rundir, notebook, cwd)
     except Exception as err:  # recorded in the run folder; the grid goes on with the others
         _record_failure(rundir, err)
     return {"path": run_dir, **rundir.status()}
@@ -279,7 +304,8 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     tidy_finished([path for _, path in finished])
     atomic_write(out / "grid.yaml", grid.path.read_text() + _overrides_note(overrides))
     jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
-                 gpu=_gpu_for(i), notebook=str(notebook)) for i, (cfg, path) in enumerate(pending)]
+                 gpu=_gpu_for(i), notebook=str(notebook), imports=tuple(grid.imports))
+            for i, (cfg, path) in enumerate(pending)]
     if workers > 1 or scheduler:
         _run_dask(jobs, workers, scheduler, progress)
     else:

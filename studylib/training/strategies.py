@@ -13,7 +13,9 @@ from typing import Callable
 
 import torch
 
-from ..core.config import ConfigError, RunConfig
+from ..core import knobs
+from ..core.config import FIELDS, ConfigError, RunConfig
+from ..core.knobs import AT_LEAST_0, AT_LEAST_1, POSITIVE, Knob, between
 from ..core.registry import Registry
 from ..models.backbones import Backbone
 
@@ -40,15 +42,17 @@ class Strategy(abc.ABC):
     a `penalty()` added to the loss. That is the whole contract for a new strategy: define `plan`,
     and `penalty` if it regularises; the engine backpropagates the penalty with autograd. A strategy
     may also override `backward` with a faster fused gradient (the SP strategies do; a test checks it
-    against autograd). `fields` names the config fields it reads (shown by `studylib strategies`),
-    and `check(cfg)` refuses configurations it cannot run, before any run starts."""
+    against autograd). `knobs` declares the settings it owns (name, default, help, range: one place,
+    core/knobs.py), `reads` the protocol fields it uses, and `check(cfg)` refuses configurations it
+    cannot run, before any run starts."""
 
     name = ""
     label = ""
     description = ""
     default_bn = "train"
     default_dropout = "train"
-    fields: tuple[str, ...] = ("lr", "weight_decay")
+    reads: tuple[str, ...] = ("lr", "weight_decay")  # the RunConfig fields it uses besides its knobs
+    knobs: tuple[Knob, ...] = ()  # its own settings; a subclass adds to its bases' (see all_knobs)
     study = False  # one of the eight strategies of the study
 
     def __init__(self, cfg: RunConfig, backbone: Backbone):
@@ -56,6 +60,17 @@ class Strategy(abc.ABC):
         resolved = self.resolve(cfg)
         self.bn_policy, self.dropout = resolved.bn_policy, resolved.dropout
         self.norm_params = set(_norm_param_names(backbone))
+
+    @classmethod
+    def all_knobs(cls) -> tuple[Knob, ...]:
+        """Its knobs and those of its base classes (the SP strategies share `sp_beta`)."""
+        found = {k.name: k for klass in reversed(cls.__mro__) for k in vars(klass).get("knobs", ())}
+        return tuple(found.values())
+
+    @classmethod
+    def settings(cls) -> tuple[str, ...]:
+        """Every config key it reads: the fields, then its knobs (`studylib strategies`, tuning budgets)."""
+        return (*cls.reads, *(k.name for k in cls.all_knobs()))
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:
@@ -115,10 +130,12 @@ class Strategy(abc.ABC):
         return penalty
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategies")
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "strategies", on_remove=knobs.withdraw)
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Register `cls` under `cls.name` and declare its knobs (from then on config keys like any field)."""
+    knobs.declare(cls.name, cls.all_knobs(), reserved=set(FIELDS))
     return STRATEGIES.add(cls.name, cls)
 
 
@@ -193,6 +210,8 @@ class LinearProbe(Strategy):
 class GradualUnfreezing(Strategy):
     """ULMFiT-style gradual unfreezing; one block more every `gu_epochs_per_stage` epochs."""
 
+    knobs = (Knob("gu_epochs_per_stage", 2, "epochs before the next block unfreezes", AT_LEAST_1),)
+
     @classmethod
     def check(cls, cfg: RunConfig) -> None:
         from ..models.backbones import BACKBONES, block_names
@@ -225,7 +244,6 @@ class GradualUnfreezing(Strategy):
 @register_strategy
 class GradualLastFirst(GradualUnfreezing):
     name, label, study = "gu_last_first", "G-LF", True
-    fields = ("lr", "weight_decay", "gu_epochs_per_stage")
     description = "gradual unfreezing from the head towards the input, one block per stage"
 
     def trainable_blocks(self, stage: int) -> list[str]:
@@ -235,7 +253,6 @@ class GradualLastFirst(GradualUnfreezing):
 @register_strategy
 class GradualFirstLast(GradualUnfreezing):
     name, label, study = "gu_first_last", "G-FL", True
-    fields = ("lr", "weight_decay", "gu_epochs_per_stage")
     description = "gradual unfreezing from the input towards the output; the head trains from the start"
 
     def trainable_blocks(self, stage: int) -> list[str]:
@@ -250,12 +267,9 @@ class SPRegularised(Strategy):
     No plain weight decay is applied.
     """
 
-    alpha_field = ""
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "fields" not in cls.__dict__:  # no plain weight decay: the penalty replaces it
-            cls.fields = ("lr", cls.alpha_field, "sp_beta")
+    alpha_field = ""  # the subclass's knob that weighs the distance
+    reads = ("lr",)  # no plain weight decay: the penalty replaces it
+    knobs = (Knob("sp_beta", 0.01, "weight of 1/2 ||w||^2 over head parameters", AT_LEAST_0),)
 
     def __init__(self, cfg: RunConfig, backbone: Backbone):
         super().__init__(cfg, backbone)
@@ -309,6 +323,7 @@ class L1SP(SPRegularised):
     name, label, study = "l1_sp", "L1-SP", True
     description = "all parameters train; loss + alpha * sum |w - w0| (backbone) + beta/2 ||w_head||^2"
     alpha_field = "l1sp_alpha"
+    knobs = (Knob(alpha_field, 1e-4, "weight of sum |w - w0| over backbone parameters", AT_LEAST_0),)
 
     def distance(self, diffs: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(torch._foreach_norm(diffs, 1)).sum()
@@ -323,6 +338,7 @@ class L2SP(SPRegularised):
     name, label, study = "l2_sp", "L2-SP", True
     description = "all parameters train; loss + alpha/2 ||w - w0||^2 (backbone) + beta/2 ||w_head||^2"
     alpha_field = "l2sp_alpha"
+    knobs = (Knob(alpha_field, 0.01, "weight of 1/2 ||w - w0||^2 over backbone parameters", AT_LEAST_0),)
 
     def distance(self, diffs: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(torch._foreach_norm(diffs, 2)).pow(2).sum() / 2
@@ -342,7 +358,8 @@ class LPFT(Strategy):
     name, label, study = "lp_ft", "LP-FT", True
     description = "linear probe for lp_epochs, then fine-tune all at lr * lpft_lr_factor from the probed head"
     default_bn = "freeze_stats"
-    fields = ("lr", "weight_decay", "lp_epochs", "lpft_lr_factor")
+    knobs = (Knob("lp_epochs", 5, "epochs of the linear-probing stage", AT_LEAST_1),
+             Knob("lpft_lr_factor", 0.1, "the second stage trains at lr times this factor", POSITIVE))
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:
@@ -359,6 +376,9 @@ class LPFT(Strategy):
         lr = self.cfg.lr * self.cfg.lpft_lr_factor
         return EpochPlan(names, self.uniform(names, lr), "ft", (at, length), reset_optimizer=at == 0,
                          weight_decay=self.cfg.weight_decay)
+
+
+PROBE_BATCHES = Knob("rgn_probe_batches", 5, "training batches probed at the start of each epoch", AT_LEAST_1)
 
 
 @register_strategy
@@ -378,7 +398,9 @@ class AutoRGN(Strategy):
     """
 
     name, label, study = "auto_rgn", "Auto-RGN", True
-    fields = ("lr", "weight_decay", "rgn_probe_batches", "rgn_max_over")
+    knobs = (PROBE_BATCHES,
+             Knob("rgn_max_over", "all", "the largest RGN is taken over all trainable tensors (reference code) or "
+                  "backbone (the new head then trains at lr)", role="method", choices=("all", "backbone")))
     description = "per-tensor lr = lr * RGN / max RGN, RGN = ||grad|| / ||w|| probed each epoch; optimizer reset"
     default_bn = "freeze"
     default_dropout = "eval"
@@ -420,7 +442,8 @@ class AutoSNR(Strategy):
     """
 
     name, label = "auto_snr", "Auto-SNR"
-    fields = ("lr", "weight_decay", "rgn_probe_batches", "snr_threshold")
+    knobs = (PROBE_BATCHES, Knob("snr_threshold", 0.1, "tensors whose SNR / max SNR is under this are frozen for the "
+                                 "epoch", ("from 0 to 1", between(0, 1))))
     description = "per epoch, freeze tensors whose gradient SNR / max SNR < snr_threshold; others train at lr"
     default_bn = "freeze"
     default_dropout = "eval"
@@ -462,7 +485,7 @@ class Surgical(Strategy):
     """Surgical fine-tuning (Lee et al., ICLR 2023): one chosen block and the head train."""
 
     name, label = "surgical", "Surgical"
-    fields = ("lr", "weight_decay", "surgical_block")
+    knobs = (Knob("surgical_block", "", "the one block (besides the head) that trains; empty: the first block"),)
     description = "only surgical_block (default: the first block) and the head train"
 
     @classmethod
@@ -489,7 +512,8 @@ class DiscriminativeLR(Strategy):
     """ULMFiT / fastai discriminative learning rates: each block below the head at dlr_decay x the rate above."""
 
     name, label = "discriminative_lr", "Disc-LR"
-    fields = ("lr", "weight_decay", "dlr_decay")
+    knobs = (Knob("dlr_decay", 0.5, "each block below the head trains at this times the lr above it",
+                  ("above 0 and at most 1 (1: every block at the head's rate)", between(0, 1, low_open=True))),)
     description = "all blocks train; block k below the head at lr * dlr_decay**k"
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
