@@ -24,3 +24,20 @@ def test_nothing_points_users_outside_the_repository():
                *ROOT.glob("studylib/**/*.ipynb")]
     offenders = [str(p.relative_to(ROOT)) for p in sources if re.search(r"DESIGN\.md|\.\./shared/(?!data)", p.read_text())]
     assert not offenders
+
+
+def test_the_code_map_names_every_module():
+    text = (ROOT / "README.md").read_text()
+    modules = [p.relative_to(ROOT).as_posix() for p in (ROOT / "studylib").rglob("*.py") if p.name != "__init__.py"]
+    assert [m for m in modules if f"`{m}`" not in text] == []
+
+
+def test_the_readme_grid_over_your_own_images_is_a_valid_grid(tmp_path):
+    from studylib.study.grid import load_grid
+
+    text = (ROOT / "README.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", text[text.index("## Your own data"):], re.S).group(1)
+    (tmp_path / "mine.yaml").write_text(example)
+    grid = load_grid(tmp_path / "mine.yaml")
+    assert len(grid.runs) == 24 and {c.strategy for c in grid.runs} >= {"ft", "lp_ft", "auto_rgn"}
+    assert {c.classes for c in grid.runs} == {"NORMAL,PNEUMONIA"} and grid.runs[0].group_pattern

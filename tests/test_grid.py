@@ -246,3 +246,11 @@ def test_grid_help_names_every_shipped_grid(capsys):
         build_parser().parse_args(["grid", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert len(shipped_grids()) == 7 and all(name in text for name in shipped_grids())
+
+
+def test_a_list_of_class_names_in_a_grid_is_one_value_and_a_list_of_lists_sweeps(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("strategy: ft\nclasses: [NORMAL, PNEUMONIA]\nper_strategy:\n  ft: {seed: [1, 2]}\n")
+    assert [c.classes for c in load_grid(grid).runs] == ["NORMAL,PNEUMONIA"] * 2
+    grid.write_text("strategy: ft\nclasses: [[a, b], [a, b, c]]\n")
+    assert [c.classes for c in load_grid(grid).runs] == ["a,b", "a,b,c"]

@@ -31,7 +31,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..core import plugins, runfiles
-from ..core.config import ConfigError, RunConfig, coerce, config_keys, parse_yaml, shown
+from ..core.config import LIST_FIELDS, ConfigError, RunConfig, coerce, config_keys, parse_yaml, shown
 from ..core.constants import ENGINES, KERNEL_ARGUMENTS
 from ..core.fileio import LockTimeout, atomic_write, file_lock
 from ..core.outfolder import claim_folder
@@ -71,6 +71,7 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None, allow_l
                           "strategy: [ft, lp_ft] (studylib init DIR copies examples into DIR/params)")
     lines = _key_lines(node)
     data.update(overrides or {})
+    data = _names_as_one_value(data)
     imports = _imports(data.get("imports", []), path, lines)  # before the keys are checked: they declare knobs
     _check_values(data, path, lines)
     per_strategy = data.get("per_strategy") or {}
@@ -79,6 +80,20 @@ def load_grid(path: str | Path, overrides: dict[str, Any] | None = None, allow_l
     base = {k: v for k, v in data.items() if k not in META_KEYS}
     runs, swept = _expand(base, per_strategy, path, allow_large)
     return Grid(path, _name(data.get("name", path.stem), path, lines), runs, swept, imports)
+
+
+def _names_as_one_value(values: dict) -> dict:
+    """`classes: [NORMAL, PNEUMONIA]` is one value of a list field (the class names), not a sweep over two
+    one-class runs; a list of such lists sweeps. The same inside per_strategy."""
+    def one(key: str, value: Any) -> Any:
+        is_names = isinstance(value, list) and value and all(isinstance(v, str) for v in value)
+        return coerce(key, value) if key in LIST_FIELDS and is_names else value
+
+    out = {k: one(k, v) for k, v in values.items()}
+    if isinstance(out.get("per_strategy"), dict):
+        out["per_strategy"] = {s: {k: one(k, v) for k, v in o.items()} if isinstance(o, dict) else o
+                               for s, o in out["per_strategy"].items()}
+    return out
 
 
 def _imports(specs: Any, path: Path, lines: dict[str, int]) -> list[str]:
