@@ -1,8 +1,10 @@
 """RunConfig: one flat, typed record describing one training run.
 
-Every field carries a trailing comment; that comment is the field's help text (shown by
-`python -m studylib config`, the CLI and the notebook's parameters cell), so it is the
-single place where a field is documented. Unknown keys and wrong types fail loudly.
+Every field carries a trailing comment, continued on comment lines right below it when long; that
+comment is the field's help text (shown by `python -m studylib config`, the CLI and the notebook's
+parameters cell, all through `documentation()`), so it is the single place where a field is
+documented. A strategy's own settings are not fields but knobs, declared on the strategy
+(core/knobs.py) and config keys like the fields. Unknown keys and wrong types fail loudly.
 """
 from __future__ import annotations
 
@@ -50,30 +52,37 @@ class RunConfig:
     schedule: str = "cosine"  # cosine (per stage, per epoch) or constant
     augment: bool = False  # random crop and horizontal flip on the device during training
     bn_policy: str = "auto"  # BatchNorm in trainable blocks: auto (strategy default), train, freeze_stats, freeze
-    dropout: str = "auto"  # dropout while training: auto (strategy default: eval for auto_rgn and auto_snr, as their reference code; train otherwise), train or eval
+    dropout: str = "auto"  # dropout while training: auto (strategy default: eval for auto_rgn and auto_snr, as their
+    #   reference code; train otherwise), train or eval
     class_weighted_loss: bool = False  # weight the cross-entropy by inverse class frequency
     # --- data ---
     val_fraction: float = 0.15  # share of train carved out as validation when the data has no validation split
     test_fraction: float = 0.15  # share held out as test when the data has no test split
     synthetic_size: int = 600  # synthetic: number of images generated
     skip_bad_images: bool = False  # skip unreadable images (listed in the data report) instead of failing
-    path_column: str = "path"  # csv: column of image paths (relative to image_root, or absolute; no suffix: found by name)
+    path_column: str = "path"  # csv: column of image paths (relative to image_root, or absolute; no suffix: found by
+    #   name)
     image_root: str = ""  # csv: folder that relative image paths start from; empty: the CSV's own folder
     label_column: str = "label"  # csv: column of class labels
     group_column: str = ""  # csv: patient / lesion column; no group ever spans two splits
     split_column: str = ""  # csv: column of official splits (train / val / test)
-    group_pattern: str = ""  # folder: regex whose first match in the file name is the group (patient) id, e.g. '^(person\d+)'
-    classes: str = ""  # csv, folder: the class names, comma-separated or a YAML list; any other label is refused. Empty: the labels found (checked for case variants and typos)
+    group_pattern: str = ""  # folder: regex whose first match in the file name is the group (patient) id, e.g.
+    #   '^(person\d+)'
+    classes: str = ""  # csv, folder: the class names, comma-separated or a YAML list; any other label is refused.
+    #   Empty: the labels found (checked for case variants and typos)
     min_class_images: int = 5  # csv, folder: a class with fewer images is refused (almost always a typo label)
-    allow_missing_classes: bool = False  # accept a validation or test split that lacks a class (its recall and AUROC are then undefined)
+    allow_missing_classes: bool = False  # accept a validation or test split that lacks a class (its recall and AUROC
+    #   are then undefined)
     official_split: bool = True  # keep the data's own train/val/test split; false: re-split (by group if any)
     splits_file: str = ""  # reuse a saved split assignment (a run's splits.csv)
     drop_duplicates: bool = False  # drop val/test images that duplicate (exactly or nearly) an image in train
     near_duplicate_bits: int = 2  # average-hash distance up to which two images count as near duplicates; -1: off
     balanced_sampling: bool = False  # draw training batches with class-balanced probabilities
     medmnist_size: int = 28  # MedMNIST+: 28, 64, 128 or 224
-    train_fraction: float = 1.0  # few labels: train on this share of the training split (stratified, whole groups, nested: a smaller share is a subset of a larger one for the same seed); validation and test untouched
-    train_per_class: int = 0  # few labels, k-shot: train on about this many images per class (whole groups); 0: off (use train_fraction)
+    train_fraction: float = 1.0  # few labels: train on this share of the training split (stratified, whole groups,
+    #   nested: a smaller share is a subset of a larger one for the same seed); validation and test untouched
+    train_per_class: int = 0  # few labels, k-shot: train on about this many images per class (whole groups); 0: off
+    #   (use train_fraction)
     workers: int = 0  # processes that decode images into the cache; 0: up to 8, one per core
     # --- engine ---
     device: str = "auto"  # auto, cpu, cuda or cuda:N
@@ -82,15 +91,21 @@ class RunConfig:
     feature_cache: bool = True  # lp and LP-FT's first stage train the head on features computed once (no augment)
     max_steps_per_epoch: int = 0  # cap on training batches per epoch (smoke runs); 0: the whole split
     num_threads: int = 0  # CPU threads for torch; 0: torch's default
-    memory_gb: float = 0.0  # host memory for images held in memory; a split that does not fit streams from the prepared cache, read a few batches ahead (same batches, same results); 0: half the memory available when the run starts, shared by the STUDYLIB_RUNS_PER_HOST runs on this machine
+    memory_gb: float = 0.0  # host memory for images held in memory; a split that does not fit streams from the prepared
+    #   cache, read a few batches ahead (same batches, same results); 0: half the memory available when the run starts,
+    #   shared by the STUDYLIB_RUNS_PER_HOST runs on this machine
     log_tensors: bool = False  # also write tensors.csv: the layers.csv columns for every parameter tensor
     save_checkpoint: bool = False  # also write best.pt (the best-validation weights) into the run folder
-    resume_every_s: float = 300  # write resume.pt after an epoch when this many seconds passed since the last, after the last epoch, and after every epoch whose save costs under 5% of the time since the last save; -1: never
+    resume_every_s: float = 300  # write resume.pt after an epoch when this many seconds passed since the last, after
+    #   the last epoch, and after every epoch whose save costs under 5% of the time since the last save; -1: never
     quiet: bool = False  # no progress bars
     # --- measurements beyond accuracy ---
-    calibration_bins: int = 15  # bins of the expected calibration error and the reliability diagram (equal width and equal mass)
-    repr_images: int = 256  # validation images (a fixed, seeded subset) on which each block's features are compared with the starting network (representations.csv); 0: off
-    log_representations_every: int = 0  # also compare features every this many epochs (representations.csv rows per epoch); 0: only the selected network
+    calibration_bins: int = 15  # bins of the expected calibration error and the reliability diagram (equal width and
+    #   equal mass)
+    repr_images: int = 256  # validation images (a fixed, seeded subset) on which each block's features are compared
+    #   with the starting network (representations.csv); 0: off
+    log_representations_every: int = 0  # also compare features every this many epochs (representations.csv rows per
+    #   epoch); 0: only the selected network
 
     def __init__(self, **values: Any):
         """RunConfig(strategy="lp_ft", lp_epochs=3): the protocol fields and the strategies' knobs, by name;
@@ -150,8 +165,8 @@ class RunConfig:
                 raise ConfigError(f"group_pattern {self.group_pattern!r} is not a valid regular expression ({err}); "
                                   r"e.g. '^(patient\d+)' takes the group from the start of the file name") from None
         if self.train_per_class and self.train_fraction < 1:
-            raise ConfigError(f"train_per_class={self.train_per_class} and train_fraction={self.train_fraction} are both "
-                              "set; choose one (train_per_class for k-shot, train_fraction for a share)")
+            raise ConfigError(f"train_per_class={self.train_per_class} and train_fraction={self.train_fraction} are "
+                              "both set; choose one (train_per_class for k-shot, train_fraction for a share)")
         repeated = sorted({c for c in names_of(self.classes) if names_of(self.classes).count(c) > 1})
         if repeated:
             raise ConfigError(f"classes names {repeated} more than once; list each class once")
@@ -212,8 +227,8 @@ ROLES: dict[str, str] = {
     **dict.fromkeys(("dataset", "backbone"), "case"), **dict.fromkeys(("strategy", "bn_policy", "dropout"), "method"),
     "seed": "seed",
     **dict.fromkeys(("image_size", "resize_size", "batch_size", "max_epochs", "patience", "select_metric", "optimizer",
-                     "schedule", "augment", "weight_decay", "weights", "val_fraction", "test_fraction", "synthetic_size",
-                     "class_weighted_loss", "balanced_sampling"), "protocol"),
+                     "schedule", "augment", "weight_decay", "weights", "val_fraction", "test_fraction",
+                     "synthetic_size", "class_weighted_loss", "balanced_sampling"), "protocol"),
     **dict.fromkeys(("lr", "momentum"), "tuned"),
     **dict.fromkeys(("data_root", "weights_sha256", "skip_bad_images", "path_column", "image_root", "label_column",
                      "group_column", "classes", "min_class_images", "allow_missing_classes",
@@ -258,12 +273,14 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
                        lambda v: v >= 40),
     "near_duplicate_bits": ("from -1 (off) to 64", between(-1, 64)),
     "medmnist_size": ("28, 64, 128 or 224", lambda v: v in (28, 64, 128, 224)),
-    "workers": ("from 0 (automatic) to 64", between(0, 64)), "max_steps_per_epoch": ("0 (the whole split) or more", lambda v: v >= 0),
+    "workers": ("from 0 (automatic) to 64", between(0, 64)),
+    "max_steps_per_epoch": ("0 (the whole split) or more", lambda v: v >= 0),
     "num_threads": AT_LEAST_0, "memory_gb": ("0 (automatic) or more gigabytes", lambda v: v >= 0),
     "train_fraction": ("above 0 and at most 1 (1: the whole training split)", between(0, 1, low_open=True)),
     "train_per_class": ("0 (off) or more images per class", lambda v: v >= 0),
     "min_class_images": ("at least 1 (images per class)", lambda v: v >= 1),
-    "calibration_bins": ("from 2 to 1000", between(2, 1000)), "repr_images": ("0 (off) or at least 16 (images)", lambda v: v == 0 or v >= 16),
+    "calibration_bins": ("from 2 to 1000", between(2, 1000)),
+    "repr_images": ("0 (off) or at least 16 (images)", lambda v: v == 0 or v >= 16),
     "log_representations_every": ("0 (only the selected network) or more epochs", lambda v: v >= 0),
     "resume_every_s": ("-1 (never) or 0 or more seconds", lambda v: v == -1 or v >= 0),
 }
@@ -296,15 +313,19 @@ class KeyDoc:
 def documentation() -> list[KeyDoc]:
     """Every key in order: the fields (help and section from the RunConfig source, read once here), then
     the knobs (from their declarations, prefixed by the strategies that read them)."""
-    docs, section = [], ""
+    docs, section, continues = [], "", False
     for line in inspect.getsource(RunConfig).splitlines():
         header = re.match(r"\s+# --- (.*) ---", line)
         field = re.match(r"\s+(\w+): \w+ = .*?  # (.*)$", line)
+        more = re.match(r"\s+#\s+(.*)$", line)  # a long help goes on in comment lines right below its field
         if header:
             section = header.group(1)
         elif field and field.group(1) in FIELDS:
             name = field.group(1)
             docs.append(KeyDoc(name, FIELDS[name].default, ROLES[name], section, field.group(2).strip()))
+        elif more and continues:
+            docs[-1] = dataclasses.replace(docs[-1], help=f"{docs[-1].help} {more.group(1).strip()}")
+        continues = bool(field or (more and continues))
     return docs + [KeyDoc(name, knob.default, knob.role, "strategy knobs", help_line(name))
                    for name, knob in KNOBS.items()]
 
@@ -405,7 +426,8 @@ def parse_yaml(path: str | Path) -> tuple[dict[str, Any], yaml.Node | None]:
     try:
         text = path.read_text()
     except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a text file; give a YAML file of config fields (studylib init DIR copies examples)") from None
+        raise ConfigError(f"{path} is not a text file; give a YAML file of config fields "
+                          "(studylib init DIR copies examples)") from None
     try:
         node = yaml.compose(text)
         data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
