@@ -76,13 +76,13 @@ def main() -> None:
         _, ranks = timed(lambda: study.rank_tests)
         _, calibration = timed(measures.study_calibration_gains, study)
         _, report = timed(write_report, root, n_boot=args.n_boot, runs=study.runs)
-    print(f"{runs} runs, {len(gains)} gains, {args.seeds} seeds, {args.test_size} test images x {args.classes} classes, "
-          f"{args.n_boot} resamples")
+    print(f"{runs} runs, {len(gains)} gains, {args.seeds} seeds, {args.test_size} test images x "
+          f"{args.classes} classes, {args.n_boot} resamples")
     print("| runs | gains | read + select | gains, balanced accuracy | gains, AUROC | rank tests | calibration gains "
           "(ECE, Brier, NLL) | whole report |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {runs} | {len(gains)} | {read:.1f} s | {bacc:.1f} s | {auroc:.1f} s | {ranks:.2f} s | {calibration:.1f} s "
-          f"| {report:.1f} s |")
+    print(f"| {runs} | {len(gains)} | {read:.1f} s | {bacc:.1f} s | {auroc:.1f} s | {ranks:.2f} s "
+          f"| {calibration:.1f} s | {report:.1f} s |")
 
 
 if __name__ == "__main__":

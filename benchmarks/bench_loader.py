@@ -67,7 +67,7 @@ def main() -> None:
     loader = DataLoader(PILFiles(paths, args.size), batch_size=args.batch, num_workers=workers)
     start = time.perf_counter()
     for _ in range(args.epochs):
-        for batch in loader:
+        for _batch in loader:
             pass
     pil = len(paths) * args.epochs / (time.perf_counter() - start)
 
@@ -79,7 +79,7 @@ def main() -> None:
     start = time.perf_counter()
     batches = DeviceBatches(prepared.images, labels, args.batch, args.size, torch.device("cpu"))
     for epoch in range(args.epochs):
-        for x, _ in batches.batches(shuffle=True, generator=torch.Generator().manual_seed(epoch)):
+        for _x, _ in batches.batches(shuffle=True, generator=torch.Generator().manual_seed(epoch)):
             pass
     cached = len(paths) * args.epochs / (time.perf_counter() - start)
     print(f"PIL decode every epoch : {pil:8.0f} images/s")

@@ -83,9 +83,9 @@ def child(args) -> None:
     print(json.dumps({"mode": args.mode, "streamed": result.metrics["streamed"],
                       "images_per_s": float(history.train_images.sum()) / train_seconds,
                       "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started,
-                      "peak_rss_gb": peak_kb * 1024 / 1e9, "device": str(torch.device(args.device)
-                                                                          if args.device != "auto" else
-                                                                          ("cuda" if torch.cuda.is_available() else "cpu"))}))
+                      "peak_rss_gb": peak_kb * 1024 / 1e9,
+                      "device": str(torch.device(args.device) if args.device != "auto" else
+                                    ("cuda" if torch.cuda.is_available() else "cpu"))}))
 
 
 def disk_rates(path: Path, row_bytes: int) -> dict:
@@ -137,7 +137,7 @@ def loader_rates(path: Path, batch: int, crop: int, device: str) -> dict:
         rates[f"{name}_batches_per_s"] = seen / (time.perf_counter() - started)
     order = list(torch.randperm(len(rows), generator=torch.Generator().manual_seed(0)).split(batch))
     started = time.perf_counter()
-    for raw, release in read_ahead(rows, order, batch, pin=dev.type == "cuda"):
+    for _raw, release in read_ahead(rows, order, batch, pin=dev.type == "cuda"):
         release()
     rates["read_ahead_only_per_s"] = len(rows) / (time.perf_counter() - started)
     return rates
@@ -169,14 +169,16 @@ def stream_part(args) -> list[dict]:
     loader = loader_rates(args.dir / "scale.npy", args.batch, args.image_size, args.device)
     print(json.dumps(loader), flush=True)
     base = results[1]["images_per_s"]
-    print("\n| mode | splits streamed | images/s | vs resident | peak RSS (GB) | process total (s) |\n|---|---|---|---|---|---|")
+    print("\n| mode | splits streamed | images/s | vs resident | peak RSS (GB) | process total (s) |\n"
+          "|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['mode']} | {', '.join(r['streamed']) or 'none'} | {r['images_per_s']:.1f} | "
               f"{r['images_per_s'] / base:.2f} | {r['peak_rss_gb']:.2f} | {r['total_seconds']:.1f} |")
     print(f"\ndisk, cold: {disk['sequential_mb_per_s']:.0f} MB/s sequential, {disk['random_rows_per_s']:.0f} random "
           f"rows/s ({disk['random_mb_per_s']:.0f} MB/s) at {row_bytes / 1e3:.0f} kB per row; "
           f"from the page cache: {disk['warm_random_rows_per_s']:.0f} random rows/s")
-    print(f"input side alone (page cache, {args.image_size} px crops): resident batches {loader['resident_batches_per_s']:.0f} "
+    print(f"input side alone (page cache, {args.image_size} px crops): "
+          f"resident batches {loader['resident_batches_per_s']:.0f} "
           f"img/s, streamed batches {loader['streamed_batches_per_s']:.0f} img/s "
           f"({loader['streamed_batches_per_s'] / loader['resident_batches_per_s']:.2f}), read-ahead thread alone "
           f"{loader['read_ahead_only_per_s']:.0f} img/s")

@@ -7,9 +7,10 @@ frozen-feature shortcut for linear probing.
 
 studylib's numbers go through its real input path: uint8 images in a DeviceBatches (random
 ones in the prepared-cache format, or with --data a folder of images decoded once into the
-memory-mapped prepared cache by load_dataset, as a run does), crop and normalisation on the device, per-step gradient norms for
-layers.csv, its optimizer groups and autocast. The hand-written loop gets the same uint8
-tensors, the same crops, model, optimizer, autocast and memory format, and nothing else.
+memory-mapped prepared cache by load_dataset, as a run does), crop and normalisation on the
+device, per-step gradient norms for layers.csv, its optimizer groups and autocast. The
+hand-written loop gets the same uint8 tensors, the same crops, model, optimizer, autocast and
+memory format, and nothing else.
 """
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def main() -> None:
     parser.add_argument("--lp-epochs", type=int, default=10)
     parser.add_argument("--data", help="image folder (class folders) to load through the prepared cache")
     args = parser.parse_args()
-    defaults = (["tinycnn", "resnet18"], 32, 32, 4) if args.tiny else (["resnet50", "densenet121", "vgg19"], 224, 128, 20)
+    defaults = ((["tinycnn", "resnet18"], 32, 32, 4) if args.tiny
+                else (["resnet50", "densenet121", "vgg19"], 224, 128, 20))
     args.backbones = args.backbones or defaults[0]
     args.size, args.batch, args.steps = args.size or defaults[1], args.batch or defaults[2], args.steps or defaults[3]
     log("data")
@@ -165,11 +167,11 @@ def main() -> None:
         _, probe = studylib_rate(args, backbone, "auto_rgn", data)
         infer = inference_rate(args, backbone, data)
         epoch_seconds = args.epoch_images / ours
-        print(f"| {backbone} | {_rate(hand)} | {_rate(ours)} | {ours / hand:.2f} | {_pct(ours, l2)} | {_pct(ours, l1)} | "
-              f"{_pct(bare, ours)} | {probe:.2f} s = {100 * probe / epoch_seconds:.1f}% of a "
+        print(f"| {backbone} | {_rate(hand)} | {_rate(ours)} | {ours / hand:.2f} | {_pct(ours, l2)} | "
+              f"{_pct(ours, l1)} | {_pct(bare, ours)} | {probe:.2f} s = {100 * probe / epoch_seconds:.1f}% of a "
               f"{args.epoch_images}-image epoch | {_rate(infer)} |", flush=True)
-    print(f"\nLP, {args.lp_epochs} epochs (train {data.indices('train').size} + val {data.indices('val').size} images), "
-          "full forward vs cached features:")
+    print(f"\nLP, {args.lp_epochs} epochs (train {data.indices('train').size} + val {data.indices('val').size} "
+          "images), full forward vs cached features:")
     for backbone in args.backbones:
         full, cached = lp_speedup(args, backbone, data, args.lp_epochs)
         print(f"  {backbone}: {full:.2f} s vs {cached:.2f} s  ({full / cached:.1f}x)")

@@ -82,20 +82,23 @@ def experiment() -> None:
             'out_dir: str = "../outputs/notebook-run"  # run folder (config.json, metrics.json, history.csv, ...)',
             "overwrite: bool = True  # replace a finished run already in out_dir",
             "resume: bool = False  # keep a finished run of the same config in out_dir instead of training again",
-            "imports: list = []  # modules or .py files registering your own strategies, backbones, datasets (a grid's imports:)",
+            "imports: list = []  # modules or .py files registering your own strategies, backbones, datasets "
+            "(a grid's imports:)",
         ], TEACHING_DEFAULTS),
         new_code_cell(
             "from pathlib import Path\n\n"
             "if weights.endswith('tinycnn-synthetic-source.pt') and not Path(weights).is_file():\n"
             "    from studylib.training.pretrain import pretrain, pretrain_config\n\n"
-            "    pretrain(weights, pretrain_config(quiet=True))  # the offline stand-in for ImageNet, once (about 40 s)"),
+            "    pretrain(weights, pretrain_config(quiet=True))  # the offline stand-in for ImageNet, "
+            "once (about 40 s)"),
         new_code_cell(
             "from studylib import RunConfig, run\n"
-            "from studylib.core import plugins\n"
-            "from studylib.core.config import config_keys\n\n"
+            "from studylib.core.config import config_keys\n"
+            "from studylib.study import plugins\n\n"
             "plugins.import_all(imports)  # before the config: they declare strategies and their knobs\n"
             "# every field and strategy knob the parameters cell (or papermill) set\n"
-            "cfg = RunConfig.from_dict({k: globals()[k] for k in config_keys() if k in globals()}, source='notebook parameters')\n"
+            "cfg = RunConfig.from_dict({k: globals()[k] for k in config_keys() if k in globals()}, "
+            "source='notebook parameters')\n"
             "result = run(cfg, out_dir, overwrite=overwrite, resume=resume)\n"
             "result"),
         new_markdown_cell("## Learning curves\nValidation picks the epoch (dotted line); test is scored once, "
@@ -103,7 +106,8 @@ def experiment() -> None:
         new_code_cell("from studylib.views import runfigures\n\nrunfigures.learning_curves(result.path);"),
         new_markdown_cell("## What trained, and how fast\nLearning rate per block and epoch (blank: frozen). "
                           "Auto-RGN gives each tensor its own rate; gradual unfreezing fills the map stage by stage."),
-        new_code_cell("runfigures.block_lr_heatmap(result.path, 'lr');\nrunfigures.block_lr_heatmap(result.path, 'rel_dist_init');"),
+        new_code_cell("runfigures.block_lr_heatmap(result.path, 'lr');\n"
+                      "runfigures.block_lr_heatmap(result.path, 'rel_dist_init');"),
         new_markdown_cell("## Test confusion matrix"),
         new_code_cell("runfigures.confusion_matrix(result.path);"),
         new_markdown_cell("## Calibration on test\nWhen the network says 80%, is it right 80% of the time? Points on "
@@ -114,7 +118,8 @@ def experiment() -> None:
                           "far the block's weights moved."),
         new_code_cell("import pandas as pd\n\n"
                       "changes = result.path / 'representations.csv'\n"
-                      "pd.read_csv(changes).query('selected').round(4) if changes.is_file() else 'repr_images=0: not measured'"),
+                      "pd.read_csv(changes).query('selected').round(4) if changes.is_file() "
+                      "else 'repr_images=0: not measured'"),
         new_markdown_cell("## Validation (selected epoch) and test metrics"),
         new_code_cell("import pandas as pd\n\n"
                       "pd.DataFrame({split: result.metrics[split] for split in ('val', 'test')}).dropna().round(4)"),
@@ -135,7 +140,8 @@ def analysis() -> None:
             "is compared at its own best **validation** setting per dataset x backbone x seed (test scores never "
             "choose), and only with runs of the same protocol group (same data, budget and recipe). Gains over FT "
             "are paired per seed, with 95% intervals that carry both seed-to-seed and test-image variance, and "
-            "verdicts corrected for the number of comparisons. Every figure below is also written to `results_dir/figures/`, "
+            "verdicts corrected for the number of comparisons. "
+            "Every figure below is also written to `results_dir/figures/`, "
             "so a headless run keeps them."),
         simple_parameters([
             'results_dir: str = "../outputs/demo"  # a grid output folder holding runs/ (relative to notebooks/)',
@@ -153,7 +159,8 @@ def analysis() -> None:
                       "    print('protocol groups, compared separately:', study.protocols)"),
         new_markdown_cell("## Test score in the chosen `metric`, mean and sd over seeds"),
         new_code_cell("study.accuracy.round(3) if not study.best.empty else 'nothing finished yet'"),
-        new_markdown_cell("## Gain in the chosen `metric` over FT\nA case with no FT run shows *no baseline*, never a made-up gain."),
+        new_markdown_cell("## Gain in the chosen `metric` over FT\n"
+                          "A case with no FT run shows *no baseline*, never a made-up gain."),
         new_code_cell("gains = study.gains if not study.best.empty else None\n"
                       "if gains is not None:\n    display(Markdown('**How to read it:** ' + reading('gains', study)))\n"
                       "gains.round(3) if gains is not None else 'no gains without finished runs'"),
@@ -174,13 +181,15 @@ def analysis() -> None:
                       "if not study.best.empty:\n"
                       "    relation = measures.study_relation(study)\n"
                       "    if len(relation):\n"
-                      "        display(Markdown('### Feature change and the gain over FT\\n' + reading('relation', study)))\n"
+                      "        display(Markdown('### Feature change and the gain over FT\\n' "
+                      "+ reading('relation', study)))\n"
                       "        display(relation.round(3))\n"
                       "    calibration = measures.study_calibration_gains(study)\n"
                       "    if len(calibration):\n"
                       "        display(Markdown('### Calibration\\n' + reading('calibration', study)))\n"
                       "        display(measures.calibration_table(study.best).round(3))\n"
-                      "        display(calibration[['metric', 'protocol', 'dataset', 'backbone', 'strategy', 'seeds', 'gain',\n"
+                      "        display(calibration[['metric', 'protocol', 'dataset', 'backbone', "
+                      "'strategy', 'seeds', 'gain',\n"
                       "                             'low', 'high', 'verdict']].round(3))\n"
                       "    fraction = measures.study_efficiency(study)\n"
                       "    if len(fraction):\n"
@@ -194,7 +203,8 @@ def analysis() -> None:
         new_markdown_cell("## Explore\nPick a view, a metric and a run; study views (gain heatmap, critical-difference "
                           "diagram, accuracy, cost) ignore the run pickers. Each view is also saved as "
                           "`figures/explorer-<view>.png`."),
-        new_code_cell("from studylib.views.explorer import Explorer\n\nexplorer = Explorer(results_dir, n_boot=n_boot, correction=correction)\n"
+        new_code_cell("from studylib.views.explorer import Explorer\n\n"
+                      "explorer = Explorer(results_dir, n_boot=n_boot, correction=correction)\n"
                       "explorer"),
     ])
 
@@ -254,7 +264,8 @@ def teaching() -> None:
         simple_parameters([
             'backbone: str = "tinycnn"  # any registered backbone; tinycnn is fast on a CPU',
             "plan_epochs: int = 8  # epochs shown in the strategy plans",
-            "mini_size: int = 1000  # synthetic target images for the mini comparison (the demo's: 467 train, 83 val, 450 test)",
+            "mini_size: int = 1000  # synthetic target images for the mini comparison "
+            "(the demo's: 467 train, 83 val, 450 test)",
             "mini_epochs: int = 8  # epochs per run in the mini comparison (the demo's)",
             "mini_seeds: int = 3  # seeds per strategy: 3 is the least that shows seed-to-seed noise",
             "workers: int = 0  # runs at a time, one thread each (as the demo); 0: one per core, up to 4",
@@ -262,8 +273,10 @@ def teaching() -> None:
             'out_dir: str = "../outputs/teaching"  # where the mini comparison writes its runs',
         ]),
         new_markdown_cell("## 1. The block map\nEvery strategy talks about these blocks; so does every log."),
-        new_code_cell("from studylib.models.backbones import create_backbone\n\nbb = create_backbone(backbone, num_classes=4)\n"
-                      "print(bb)\n{block: len(names) for block, names in bb.blocks.items()}  # parameter tensors per block"),
+        new_code_cell("from studylib.models.backbones import create_backbone\n\n"
+                      "bb = create_backbone(backbone, num_classes=4)\n"
+                      "print(bb)\n"
+                      "{block: len(names) for block, names in bb.blocks.items()}  # parameter tensors per block"),
         new_markdown_cell(STRATEGY_TEXT),
         new_markdown_cell(
             "## 3. The plans: what each strategy trains, epoch by epoch\n"
@@ -271,11 +284,13 @@ def teaching() -> None:
             "blank = frozen). Pick strategies and move their settings; the plans redraw (nothing trains: each "
             "strategy is asked for its plan). L1-SP and L2-SP train everything like FT: their difference is the "
             "penalty, not the plan; pick one and its α slider redraws the figure of the penalty's pull, how hard it "
-            "draws a backbone weight back to its pretrained value. Auto-RGN's panel is an **illustration** from the initial weights; its rates "
+            "draws a backbone weight back to its pretrained value. "
+            "Auto-RGN's panel is an **illustration** from the initial weights; its rates "
             "as they ran in a real run are in section 5."),
         new_code_cell("from studylib.views.teaching import (\n    STUDY_ORDER,\n    PlanExplorer,\n    plan_figure,\n"
                       "    sp_pull_figure,\n)\n\n"
-                      "plan_figure(list(STUDY_ORDER), backbone, plan_epochs, path=f'{out_dir}/figures/strategy_maps.png')  "
+                      "plan_figure(list(STUDY_ORDER), backbone, plan_epochs, "
+                      "path=f'{out_dir}/figures/strategy_maps.png')  "
                       "# static copies, for a projected or HTML page\n"
                       "sp_pull_figure(path=f'{out_dir}/figures/sp_pull.png')\n"
                       "PlanExplorer(backbone, plan_epochs)"),
@@ -306,12 +321,16 @@ def teaching() -> None:
                "the strategies that adapt the features. Which of FT, LP-FT, G-LF wins changes with the seed: look "
                "at the intervals below before naming a winner."),
         new_code_cell("from studylib.training.pretrain import pretrain, pretrain_config\n"
-                      "from studylib.views.teaching import (\n    DEMO_SEEDS,\n    MINI_STRATEGIES,\n    mini_comparison,\n    spread_sentence,\n)\n\n"
-                      "checkpoint = pretrain(f'{out_dir}/tinycnn-source-{pretrain_size}.pt', pretrain_config(size=pretrain_size, quiet=True))\n"
+                      "from studylib.views.teaching import (\n    DEMO_SEEDS,\n"
+                      "    MINI_STRATEGIES,\n    mini_comparison,\n    spread_sentence,\n)\n\n"
+                      "checkpoint = pretrain(f'{out_dir}/tinycnn-source-{pretrain_size}.pt', "
+                      "pretrain_config(size=pretrain_size, quiet=True))\n"
                       "seeds = (list(DEMO_SEEDS) + [1, 2, 3, 4, 5])[:mini_seeds]\n"
-                      "study = mini_comparison(out_dir, checkpoint, MINI_STRATEGIES, seeds, mini_size, mini_epochs, workers)"),
+                      "study = mini_comparison(out_dir, checkpoint, MINI_STRATEGIES, seeds, "
+                      "mini_size, mini_epochs, workers)"),
         new_code_cell("from studylib.views.measurefigures import label\n\n"
-                      "table = study.accuracy.set_index('strategy')[['mean', 'std', 'count']].rename(columns={'count': 'seeds'})\n"
+                      "table = study.accuracy.set_index('strategy')[['mean', 'std', 'count']]"
+                      ".rename(columns={'count': 'seeds'})\n"
                       "gains = study.gains.set_index('strategy')[['gain', 'low', 'high', 'verdict']]\n"
                       "print(spread_sentence(study))\n"
                       "(table.join(gains).sort_values('mean', ascending=False).rename(index=label).round(3)\n"
@@ -327,7 +346,8 @@ def teaching() -> None:
             "weights moved from the pretrained ones (relative distance), epoch by epoch."),
         new_code_cell("from studylib.views import runfigures\n\n"
                       "runfigures.block_lr_heatmap(study.example_run('auto_rgn', 'layers.csv'), 'lr');\n"
-                      "runfigures.block_lr_heatmap(study.example_run('gu_last_first', 'layers.csv'), 'rel_dist_init');"),
+                      "runfigures.block_lr_heatmap(study.example_run('gu_last_first', 'layers.csv'), "
+                      "'rel_dist_init');"),
         answer("**Exercise 5.1.** Which Auto-RGN block got the highest rate, and does it stay the same every epoch?",
                "The head, usually by orders of magnitude: it starts random, so its gradient is large relative to "
                "its weights. The backbone blocks' rates change from epoch to epoch as their gradients change; which "

@@ -94,5 +94,6 @@ def run_analysis(out: Path) -> Path:
     print("3/3 executing the analysis notebook")
     target = out / "analysis.ipynb"
     papermill.execute_notebook(str(ANALYSIS), str(target), parameters={"results_dir": str(out)},
-                               progress_bar=False, cwd=str(out), kernel_name="python3", extra_arguments=KERNEL_ARGUMENTS)
+                               progress_bar=False, cwd=str(out), kernel_name="python3",
+                               extra_arguments=KERNEL_ARGUMENTS)
     return target

@@ -119,7 +119,8 @@ def test_empty_and_partial_folders_say_what_is_missing(results, tmp_path):
 def test_report_is_self_contained_and_shows_the_key_figures(results):
     markdown, page = write_report(results, n_boot=100)
     text = page.read_text()
-    assert "Gain in test balanced accuracy over FT per dataset x backbone" in text and "Auto-RGN: per-block learning rate" in text
+    assert ("Gain in test balanced accuracy over FT per dataset x backbone" in text
+            and "Auto-RGN: per-block learning rate" in text)
     assert "Critical-difference diagram (P1)" in text and text.count("How to read it:") >= 4
     assert text.count("data:image/png;base64,") >= 4
     assert "figures/gain_heatmap.png" in markdown.read_text()
@@ -197,7 +198,8 @@ def test_teaching_notebook_runs_at_its_smallest_settings(tmp_path):
     assert (tmp_path / "teach" / "figures" / "inside.png").is_file()
     text = (tmp_path / "t.ipynb").read_text()
     assert "Top block (stage3): CKA to the start" in text
-    assert "Seed-to-seed spread: between its best and worst of 2 seeds" in text and "Gains over FT, paired by seed" in text
+    assert ("Seed-to-seed spread: between its best and worst of 2 seeds" in text
+            and "Gains over FT, paired by seed" in text)
     assert len(list((tmp_path / "teach" / "runs").glob("*/metrics.json"))) == 5 * 2
     assert "Error" not in "".join(o.get("ename", "") for c in json.loads(text)["cells"] for o in c.get("outputs", []))
 

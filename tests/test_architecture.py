@@ -16,6 +16,10 @@ LAYERS = ["core", "data", "models", "training", "study", "views"]
 APPLICATION = {"cli", "demo", "__init__", "__main__"}
 
 
+# Modules that import the user's own modules by name (a grid's `imports:`), never studylib's.
+USER_IMPORTS = ("studylib.study.plugins",)
+
+
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -35,7 +39,7 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                "import_module", "__import__") and module_name(path) != "studylib":
+                "import_module", "__import__") and module_name(path) not in ("studylib", *USER_IMPORTS):
             found.add("studylib")  # a string import below the application: the walker cannot see where to
     return {name for name in found if name.split(".")[0] == "studylib"}
 

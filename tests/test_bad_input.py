@@ -176,7 +176,8 @@ CASES = [
          lambda t: write(t / "p.yaml", "# nothing\n")),
     Case("params-binary", ["run", "--params", "{tmp}/p.yaml"], 2, r"p.yaml is not a text file",
          lambda t: (t / "p.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")),
-    Case("grid-per-strategy-unused", ["grid", "{tmp}/g.yaml"], 2, r"per_strategy sets lp_ft, which this grid never runs",
+    Case("grid-per-strategy-unused", ["grid", "{tmp}/g.yaml"], 2,
+         r"per_strategy sets lp_ft, which this grid never runs",
          lambda t: write(t / "g.yaml", GRID_HEAD + "strategy: [ft]\nper_strategy:\n  lp_ft: {lr: 0.1}\n")),
     Case("workers-huge", run_flags("workers=1000000"), 2, r"workers=1000000 is out of range"),
     # data whose labels could misalign, or that cannot train
@@ -235,7 +236,8 @@ CASES = [
          lambda t: (write(t / "r" / "config.json", '{"strategy": "ft"}'), write(t / "r" / "status.json", "{}"))),
     Case("report-config-of-wrong-shape", ["report", "{tmp}"], 0, r"(?s)1 runs, 0 finished.*corrupt",
          lambda t: write(t / "r" / "config.json", "[1]")),
-    Case("report-corrupt-run", ["report", "{tmp}"], 0, r"(?s)1 runs, 0 finished.*out +ft +corrupt", corrupt_metrics_folder),
+    Case("report-corrupt-run", ["report", "{tmp}"], 0, r"(?s)1 runs, 0 finished.*out +ft +corrupt",
+         corrupt_metrics_folder),
 ]
 
 
@@ -317,8 +319,8 @@ def test_a_full_disk_is_found_before_the_cache_is_written(tmp_path, monkeypatch,
     monkeypatch.setattr(fileio.shutil, "disk_usage", lambda path: usage._replace(free=1000))
     code = main(["data", "-s", "dataset=folder", "-s", f"data_root={tmp_path / 'data'}", "-s", "quiet=true"])
     err = capsys.readouterr().err
-    assert code == 1 and re.search(r"the prepared-image cache needs \d+ MB in .*, which has 0 MB free; .*STUDYLIB_CACHE",
-                                   err), err
+    assert code == 1 and re.search(r"the prepared-image cache needs \d+ MB in .*, "
+                                   r"which has 0 MB free; .*STUDYLIB_CACHE", err), err
     assert not list(Path(os.environ["STUDYLIB_CACHE"]).glob(".*.tmp.npy"))  # nothing half-written is left
 
 

@@ -61,7 +61,8 @@ def test_blank_group_cells_are_each_their_own_group(tmp_path):
     pd.DataFrame({"path": [str(f.relative_to(tmp_path)) for f in files], "label": [f.parent.name for f in files],
                   "patient": groups}).to_csv(path, index=False)
     bundle = load_dataset(tiny_config(dataset="csv", data_root=str(path), group_column="patient"), progress=False)
-    assert len(set(bundle.groups)) == 8 + 45 and any("45 rows have an empty patient" in n for n in bundle.report["notes"])
+    assert len(set(bundle.groups)) == 8 + 45 and any("45 rows have an empty patient" in n
+                                                     for n in bundle.report["notes"])
     assert min((bundle.split == s).sum() for s in ("val", "test")) >= 6  # not all blanks in one split
 
 
@@ -110,7 +111,8 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, key):
 @pytest.mark.parametrize("damage, reason", [
     (lambda run: _edit(run / "metrics.json", lambda m: m.update(test={})), "no test balanced_accuracy"),
     (lambda run: _edit(run / "config.json", lambda c: c.pop("strategy")), "config.json lacks strategy"),
-    (lambda run: _edit(run / "metrics.json", lambda m: m["test"].update(balanced_accuracy="abc")), "is 'abc', not a number"),
+    (lambda run: _edit(run / "metrics.json", lambda m: m["test"].update(balanced_accuracy="abc")),
+     "is 'abc', not a number"),
     (lambda run: _edit(run / "metrics.json", lambda m: m["test"].update(balanced_accuracy=0.99)),
      "says test balanced accuracy 0.9900, its predictions.csv gives"),
 ], ids=["empty-test", "no-strategy", "not-a-number", "edited-score"])
@@ -227,7 +229,8 @@ def test_one_file_under_two_spellings_with_two_labels_is_refused(tmp_path):
     rows.append((f"alias/{files[0].name}", "b"))  # files[0] is in a/, listed again through the alias as b
     path = tmp_path / "m.csv"
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"1 images are listed with two different labels .*'a' on line 2 and 'b' on line 38"):
+    with pytest.raises(DataError, match=r"1 images are listed with two different labels "
+                                        r".*'a' on line 2 and 'b' on line 38"):
         load_dataset(tiny_config(dataset="csv", data_root=str(path)), progress=False)
 
 

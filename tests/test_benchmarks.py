@@ -15,7 +15,8 @@ def run_script(*args: str) -> str:
 
 
 def test_training_benchmark_runs_at_tiny_size():
-    out = run_script("benchmarks/bench_train.py", "--tiny", "--backbones", "tinycnn", "--steps", "2", "--lp-epochs", "2")
+    out = run_script("benchmarks/bench_train.py", "--tiny", "--backbones", "tinycnn", "--steps", "2",
+                     "--lp-epochs", "2")
     assert "| tinycnn |" in out and "cached features" in out
 
 

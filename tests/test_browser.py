@@ -50,7 +50,8 @@ def lab(tmp_path):
     (tmp_path / "g.yaml").write_text(GRID)
     run_grid(tmp_path / "g.yaml", tmp_path / "results", engine="inline", progress=False)
     with_parameters("analysis.ipynb", tmp_path / "analysis.ipynb",
-                    f'results_dir = "{tmp_path / "results"}"\nmetric = "balanced_accuracy"\nn_boot = 100\ncorrection = "holm"\n')
+                    f'results_dir = "{tmp_path / "results"}"\n'
+                    'metric = "balanced_accuracy"\nn_boot = 100\ncorrection = "holm"\n')
     with_parameters("teaching.ipynb", tmp_path / "teaching.ipynb",
                     'backbone = "tinycnn"\nplan_epochs = 8\nmini_size = 160\nmini_epochs = 5\nmini_seeds = 2\n'
                     f'workers = 1\npretrain_size = 200\nout_dir = "{tmp_path / "teach"}"\n')
@@ -64,10 +65,12 @@ def lab(tmp_path):
         target.write_text(json.dumps(value))
     port, token = free_port(), "studylib-test"
     server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-                               "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
+                               "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
+                               f"--ServerApp.root_dir={tmp_path}",
                                "--ServerApp.open_browser=False", "--allow-root",
                                f"--LabApp.user_settings_dir={settings}",
-                               f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"],  # no tabs restored from another run
+                               # no tabs restored from another run
+                               f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     for _ in range(120):
@@ -105,7 +108,8 @@ def open_and_run(page, url: str, ready, tmp_path: Path) -> None:
 
 def last_image_changes(page, before: str) -> None:
     page.wait_for_function("src => { const imgs = document.querySelectorAll('.widget-output img');"
-                           " return imgs.length && imgs[imgs.length - 1].src !== src && imgs[imgs.length - 1].complete; }",
+                           " return imgs.length && imgs[imgs.length - 1].src !== src"
+                           " && imgs[imgs.length - 1].complete; }",
                            arg=before, timeout=60_000)
 
 
@@ -164,8 +168,10 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_
             view.select_option(name)
             if name != views[0]:  # a new image, or a view with nothing to draw for this grid saying why
                 page.wait_for_function(
-                    "src => { const outs = document.querySelectorAll('.widget-output'); const out = outs[outs.length - 1];"
-                    " const img = out.querySelector('img'); return img ? img.src !== src : out.innerText.trim().length > 0; }",
+                    "src => { const outs = document.querySelectorAll('.widget-output');"
+                    " const out = outs[outs.length - 1];"
+                    " const img = out.querySelector('img');"
+                    " return img ? img.src !== src : out.innerText.trim().length > 0; }",
                     arg=before, timeout=60_000)
             assert explorer.locator("img").count() <= 1, name
             explorer.screenshot(path=str(SHOTS / f"explorer-{name.replace(' ', '_')}.png"))
@@ -180,7 +186,8 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_
         no_errors_or_warnings(page)
         report = write_report(tmp_path / "results", n_boot=100)[1]
         page.goto(report.as_uri())
-        for title in ("Gain in test balanced accuracy over FT per dataset x backbone", "Auto-RGN: per-block learning rate over epochs"):
+        for title in ("Gain in test balanced accuracy over FT per dataset x backbone",
+                      "Auto-RGN: per-block learning rate over epochs"):
             image = page.locator(f"img[alt='{title}']")
             assert image.evaluate("img => img.complete && img.naturalWidth > 100"), title
         page.screenshot(path=str(SHOTS / "report.png"), full_page=True)

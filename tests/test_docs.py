@@ -22,7 +22,8 @@ def test_relative_links_and_cited_files_exist(document):
 def test_nothing_points_users_outside_the_repository():
     sources = [*DOCUMENTS, *ROOT.glob("studylib/**/*.py"), *ROOT.glob("studylib/**/*.yaml"),
                *ROOT.glob("studylib/**/*.ipynb")]
-    offenders = [str(p.relative_to(ROOT)) for p in sources if re.search(r"DESIGN\.md|\.\./shared/(?!data)", p.read_text())]
+    offenders = [str(p.relative_to(ROOT)) for p in sources
+                 if re.search(r"DESIGN\.md|\.\./shared/(?!data)", p.read_text())]
     assert not offenders
 
 

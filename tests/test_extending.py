@@ -60,7 +60,8 @@ def test_a_new_backbone_and_dataset(tmp_path):
                                    lambda m: {"features": ["features"], "head": ["fc"]}, head="fc",
                                    channels_last=False))
     rng = np.random.default_rng(0)
-    parts = {f"{s}_images": rng.integers(0, 255, (n, 20, 20), dtype=np.uint8) for s, n in (("train", 40), ("val", 12), ("test", 12))}
+    parts = {f"{s}_images": rng.integers(0, 255, (n, 20, 20), dtype=np.uint8)
+             for s, n in (("train", 40), ("val", 12), ("test", 12))}
     parts.update({f"{s}_labels": rng.integers(0, 3, (n, 1)) for s, n in (("train", 40), ("val", 12), ("test", 12))})
     np.savez(tmp_path / "mine.npz", **parts)
     register_dataset(DatasetInfo("mine", "my modality", 3, "64", "me", "CC0", "-", "local file", "npz",
@@ -97,7 +98,10 @@ def test_a_strategy_that_defines_only_penalty_trains_with_it(head_decay, tmp_pat
     plain = run(tiny_config(strategy="ft", max_epochs=2, lr=0.01), tmp_path / "ft")
     history = pd.read_csv(tmp_path / "hd" / "history.csv")
     assert (history.train_penalty > 0).all()  # the engine added it to the loss
-    head = lambda path: pd.read_csv(path / "layers.csv").query("block == 'head'").weight_norm.iloc[-1]
+
+    def head(path):
+        return pd.read_csv(path / "layers.csv").query("block == 'head'").weight_norm.iloc[-1]
+
     assert head(tmp_path / "hd") < head(tmp_path / "ft")  # and it pulled the head's weights down
     assert with_penalty.metrics["test"] != plain.metrics["test"] or head(tmp_path / "hd") != head(tmp_path / "ft")
 
@@ -168,7 +172,8 @@ def test_a_strategy_with_two_knobs_in_one_file_runs_through_a_grid(head_boost_gr
     from studylib.study.grid import load_grid, run_grid
 
     grid = load_grid(head_boost_grid)  # imports the file: the knobs are config keys now
-    assert [(c.strategy, c.head_lr_factor) for c in grid.runs] == [("head_boost", 1.0), ("head_boost", 10.0), ("ft", 1.0)]
+    assert [(c.strategy, c.head_lr_factor) for c in grid.runs] == [("head_boost", 1.0), ("head_boost", 10.0),
+                                                                   ("ft", 1.0)]
     # FT never reads head_lr_factor: sweeping it gives FT one run, not two
     table = run_grid(head_boost_grid, tmp_path / "out", engine="inline", progress=False)
     assert (table.status == "finished").all() and len(table) == 3

@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 1729
 KILLS = 5
 GRID = ("dataset: synthetic\nsynthetic_size: 160\nbackbone: tinycnn\nimage_size: 16\nbatch_size: 32\n"
-        "max_epochs: 5\nlp_epochs: 2\ngu_epochs_per_stage: 1\npatience: 10\ndevice: cpu\nnum_threads: 1\nresume_every_s: 0\n")
+        "max_epochs: 5\nlp_epochs: 2\ngu_epochs_per_stage: 1\npatience: 10\ndevice: cpu\nnum_threads: 1\n"
+        "resume_every_s: 0\n")
 STRATEGIES = {"inline": "[ft, lp_ft, gu_last_first, l2_sp]",
               "papermill": "[gu_last_first, l2_sp]"}  # a kernel start per run: keep it to two
 TIMINGS = {"wall_seconds", "test_seconds", "peak_memory_mb", "resumed_from_epoch"}  # differ between A and B

@@ -41,7 +41,8 @@ def test_notebooks_are_committed_without_outputs(notebook):
 
 def test_experiment_parameters_match_the_config_fields():
     params = papermill.inspect_notebook(str(ROOT / "notebooks" / "experiment.ipynb"))
-    assert set(params) - {"out_dir", "overwrite", "resume", "imports"} == set(config_keys())  # fields and strategy knobs
+    # fields and strategy knobs
+    assert set(params) - {"out_dir", "overwrite", "resume", "imports"} == set(config_keys())
     help_text, library = field_help(), RunConfig().to_dict()
     for name in config_keys():
         value = eval(params[name]["default"])  # the cell's literal, as papermill reads it
@@ -219,7 +220,8 @@ def test_init_copies_the_shipped_templates_and_never_overwrites(tmp_path, capsys
     assert main(["init", str(tmp_path / "work")]) == 0
     assert "kept as they were (not overwritten): smoke.yaml" in capsys.readouterr().out
     assert (tmp_path / "work" / "params" / "smoke.yaml").read_text() == "# mine\n"
-    shipped = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")} | {p.name for p in (ROOT / "params").glob("*.yaml")}
+    shipped = ({p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+               | {p.name for p in (ROOT / "params").glob("*.yaml")})
     copied = {p.name for p in (tmp_path / "work").rglob("*") if p.is_file()}
     assert copied == shipped
 

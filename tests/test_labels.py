@@ -60,7 +60,8 @@ def test_a_typo_label_in_a_csv_is_refused_with_its_line_and_the_intended_class(t
     labels = ["PNEUMONIA"] * 20 + ["NORMAL"] * 15
     labels[7] = "PNUEMONIA"
     path = write_csv(tmp_path / "m.csv", labels)
-    with pytest.raises(LabelError, match=r"m\.csv: 1 label would become a class of its own: label 'PNUEMONIA' \(1 image: "
+    with pytest.raises(LabelError, match=r"m\.csv: 1 label would become a class of its own: label 'PNUEMONIA' "
+                                         r"\(1 image: "
                                          r"line 9\) differs from 'PNEUMONIA' \(19 images\) only by a typo.*Correct "
                                          r"'PNUEMONIA' to 'PNEUMONIA'; if they are real classes.*classes: "):
         from_csv(path)

@@ -111,7 +111,8 @@ def test_your_own_csv_of_real_chest_x_rays_typo_case_variant_groups_and_image_ro
     cfg = tiny_config(dataset="csv", data_root=str(path), image_root=str(images), split_column="split")
     with pytest.raises(LabelError, match=r"labels\.csv: 2 labels would become a class of their own: label "
                                          r"'(PNUEMONIA|NORMAl)' \(1 image: line 5\) differs from '(PNEUMONIA|NORMAL)'.*"
-                                         r"label 'pneumonia' \(1 image: line 72\) differs from 'PNEUMONIA'.*only by case"):
+                                         r"label 'pneumonia' \(1 image: line 72\) differs from 'PNEUMONIA'"
+                                         r".*only by case"):
         load_dataset(cfg, progress=False)
     mine.loc[mine.index[3], "label"] = manifest.label.iloc[3]
     mine.loc[mine.index[70], "label"] = "PNEUMONIA"

@@ -119,7 +119,8 @@ def test_backbones_of_one_dataset_are_one_friedman_block_and_the_report_prints_t
                 crafted_run(tmp_path / dataset, correct, labels, dataset=dataset, backbone=backbone, strategy=strategy)
     study = Study(tmp_path, n_boot=20)
     [test] = study.rank_tests.values()
-    per_case = study.best.pivot_table(index=["dataset", "backbone"], columns="strategy", values="test_balanced_accuracy")
+    per_case = study.best.pivot_table(index=["dataset", "backbone"], columns="strategy",
+                                      values="test_balanced_accuracy")
     by_dataset = per_case.groupby(level="dataset").mean()
     assert test.n_blocks == 4 and test.blocks.startswith("4 datasets (each the mean of its backbones: 12 cases)")
     expected = friedmanchisquare(*[by_dataset[c] for c in by_dataset])

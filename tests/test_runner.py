@@ -142,7 +142,8 @@ def test_resume_returns_a_finished_run_of_the_same_config_without_training(tiny,
     again = run(tiny(max_epochs=1), tmp_path, overwrite=True, resume=True)
     assert again.metrics == first.metrics and (tmp_path / "metrics.json").stat().st_mtime_ns == stamp
     changed = run(tiny(max_epochs=1, seed=9), tmp_path, overwrite=True, resume=True)  # another config: trains
-    assert (tmp_path / "metrics.json").stat().st_mtime_ns != stamp and changed.metrics["run_hash"] != first.metrics["run_hash"]
+    assert ((tmp_path / "metrics.json").stat().st_mtime_ns != stamp
+            and changed.metrics["run_hash"] != first.metrics["run_hash"])
 
 
 def test_bf16_autocast_and_channels_last_paths_train_on_cpu(tiny, tmp_path):
@@ -165,7 +166,8 @@ def test_bf16_autocast_and_channels_last_paths_train_on_cpu(tiny, tmp_path):
     with dev.autocast():
         assert backbone.model(x).dtype == torch.bfloat16
     result = run(cfg, tmp_path / "bf16")
-    assert result.metrics["test"]["loss"] < 10 and pd.read_csv(tmp_path / "bf16" / "history.csv").train_loss.notna().all()
+    assert (result.metrics["test"]["loss"] < 10
+            and pd.read_csv(tmp_path / "bf16" / "history.csv").train_loss.notna().all())
     assert json.loads((tmp_path / "bf16" / "env.json").read_text())["amp"] == "torch.bfloat16"
 
 

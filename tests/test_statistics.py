@@ -37,7 +37,8 @@ def crafted_run(root: Path, correct: np.ndarray, labels: np.ndarray, val: float 
     frame.to_csv(path / "predictions.csv", index=False)
     test = classification_metrics(p.labels, p.probs)
     (path / "config.json").write_text(json.dumps(cfg))
-    (path / "metrics.json").write_text(json.dumps({"val": {"balanced_accuracy": val}, "test": test, "classes": ["a", "b"],
+    (path / "metrics.json").write_text(json.dumps({"val": {"balanced_accuracy": val}, "test": test,
+                                                   "classes": ["a", "b"],
                                                    "test_confusion": confusion(p.labels, p.probs).tolist()}))
     return path
 
@@ -149,11 +150,13 @@ def test_seeds_sharing_their_test_images_do_not_shrink_the_test_level_variance()
     narrower by sqrt(3) as if each seed had its own test images."""
     labels = LABELS[::4]
     pair = (predictions(labels, churned(labels, 0.8, 0.02, 30)), predictions(labels, with_accuracy(labels, 0.8)))
-    one, three = stats.paired_gain([pair], "balanced_accuracy", 2000), stats.paired_gain([pair] * 3, "balanced_accuracy", 2000)
+    one, three = (stats.paired_gain([pair], "balanced_accuracy", 2000),
+                  stats.paired_gain([pair] * 3, "balanced_accuracy", 2000))
     assert three.se == pytest.approx(one.se, rel=0.1) and three.design == "crossed"
     def renamed(prefix):
         ids = np.array([f"{prefix}{i}" for i in range(len(labels))])
-        return (stats.Predictions(ids, pair[0].labels, pair[0].probs), stats.Predictions(ids, pair[1].labels, pair[1].probs))
+        return (stats.Predictions(ids, pair[0].labels, pair[0].probs),
+                stats.Predictions(ids, pair[1].labels, pair[1].probs))
 
     nested = stats.paired_gain([renamed("a"), renamed("b"), renamed("c")], "balanced_accuracy", 2000)
     assert nested.design == "nested"  # identical per-seed gains: the test-level variance of three own test sets

@@ -101,7 +101,10 @@ def test_every_fused_backward_equals_autograd_of_loss_plus_penalty(tiny):
         perturb(backbone.model)
         strategy = create_strategy(cfg, backbone)
         x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-        loss = lambda: backbone.model(x).logsumexp(1).mean()  # noqa: E731  (any differentiable loss)
+
+        def loss(backbone=backbone, x=x):  # any differentiable loss
+            return backbone.model(x).logsumexp(1).mean()
+
         params = list(backbone.model.parameters())
         Strategy.backward(strategy, loss())
         expected = [p.grad.clone() for p in params]

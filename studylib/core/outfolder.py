@@ -60,7 +60,8 @@ def claim_folder(path: str | Path, kind: str, overwrite: bool = False, what: str
 def legacy_run(path: Path) -> bool:
     """A run folder written by a studylib from before the marker: its status.json, its saved epochs
     (resume.pt, even torn) or a finished metrics.json."""
-    if read_json_dict_or_empty(path / runfiles.STATUS).get("status") in RUN_STATUSES or (path / runfiles.RESUME).is_file():
+    if (read_json_dict_or_empty(path / runfiles.STATUS).get("status") in RUN_STATUSES
+            or (path / runfiles.RESUME).is_file()):
         return True
     return isinstance(read_json_dict_or_empty(path / runfiles.METRICS).get("test"), dict)
 

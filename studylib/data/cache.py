@@ -87,7 +87,8 @@ def _entry(npy: Path, meta: Path) -> dict | None:
     if "sample_sha256" not in info:
         atomic_write(meta, json.dumps({**info, "sample_sha256": digest}))
     elif info["sample_sha256"] != digest:
-        print(f"note: the prepared-image cache entry {npy.name} was changed on disk since it was written; rebuilding it")
+        print(f"note: the prepared-image cache entry {npy.name} was changed on disk since it was written; "
+              "rebuilding it")
         return None
     return info
 

@@ -99,7 +99,8 @@ def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
     if cfg.drop_duplicates:
         keep[to_drop(split, pairs)] = False
     split = subsample_train(table.labels, split, table.groups, cfg.train_fraction, cfg.train_per_class, cfg.seed)
-    bundle = DataBundle(info.name, list(table.classes), table.images if keep.all() else select(table.images, np.flatnonzero(keep)),
+    bundle = DataBundle(info.name, list(table.classes),
+                        table.images if keep.all() else select(table.images, np.flatnonzero(keep)),
                         table.labels[keep], split[keep], [i for i, k in zip(table.ids, keep) if k],
                         None if table.groups is None else table.groups[keep], dict(table.report))
     bundle.report.update(duplicate_report(pairs, table.ids, split, int((~keep).sum())))
@@ -183,9 +184,9 @@ def probable_group_notes(groups: dict, official: bool) -> list[str]:
     if official:
         fix += " with official_split=false (the data's own split mixes them)"
     return [f"{crossing['crossing']} of {crossing['groups']} probable patient groups (file names like "
-            f"{', '.join(crossing['examples'][:3])}) have images in more than one split ({crossing['images_in_crossing']} "
-            f"images): the test score may be inflated by patients seen in training. To keep each patient in one split, "
-            f"{fix}"]
+            f"{', '.join(crossing['examples'][:3])}) have images in more than one split "
+            f"({crossing['images_in_crossing']} images): the test score may be inflated by patients seen in training. "
+            f"To keep each patient in one split, {fix}"]
 
 
 def duplicate_report(pairs: list[dict], ids: list[str], split: np.ndarray, dropped: int) -> dict:
@@ -228,8 +229,9 @@ def format_report(bundle: DataBundle) -> str:
         lines.append(f"original image sizes: {report['image_sizes']}")
     dups = report["duplicates_across_splits"]
     lines.append(f"duplicates across splits: {dups['exact']} exact, {dups['near']} near; dropped "
-                 f"{report['duplicates_dropped']}" + ("  -> drop_duplicates=true removes the val/test copies"
-                                                       if sum(dups.values()) and not report['duplicates_dropped'] else ""))
+                 f"{report['duplicates_dropped']}"
+                 + ("  -> drop_duplicates=true removes the val/test copies"
+                    if sum(dups.values()) and not report['duplicates_dropped'] else ""))
     lines += [f"  {d['kind']}: {d['a']} ({d['a_split']}) ~ {d['b']} ({d['b_split']})"
               for d in report["duplicate_examples"][:5]]
     more = sum(dups.values()) - min(5, len(report["duplicate_examples"]))
@@ -252,7 +254,7 @@ register_dataset(DatasetInfo(
     "studylib", "MIT", "-", SYNTHETIC_OBTAIN, "synthetic", {"task": "source"}))
 
 
-# --- the study's six modalities (README: "Datasets" says why these) ------------------------
+# --- the study's six modalities (docs/datasets.md says why these) ---------------------
 
 def _study(name, modality, classes, images, source, licence, citation, obtain, kind, options, root="", downloads=()):
     return register_dataset(DatasetInfo(name, modality, classes, images, source, licence, citation, obtain,
@@ -312,6 +314,6 @@ MEDMNIST_2D = {
 }
 for _flag, (_modality, _k) in MEDMNIST_2D.items():
     register_dataset(DatasetInfo(
-        _flag, f"MedMNIST+ {_modality}", _k, "28-224 px", "Yang et al., MedMNIST v2", "CC BY 4.0 (most; see medmnist.com)",
-        "Yang et al., Sci. Data 10:41, 2023", "pip install medmnist; downloads on first use (medmnist_size)",
-        "medmnist", {"flag": _flag}, "medmnist"))
+        _flag, f"MedMNIST+ {_modality}", _k, "28-224 px", "Yang et al., MedMNIST v2",
+        "CC BY 4.0 (most; see medmnist.com)", "Yang et al., Sci. Data 10:41, 2023",
+        "pip install medmnist; downloads on first use (medmnist_size)", "medmnist", {"flag": _flag}, "medmnist"))

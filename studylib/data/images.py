@@ -80,8 +80,9 @@ def image_files(folder: Path, not_regular: list[Path] | None = None) -> list[Pat
             dirs[:] = []
             continue
         if top != str(folder) and (real == root or root.startswith(real.rstrip(os.sep) + os.sep)):
-            raise LayoutError(f"{top} is a link to {real}, a folder at or above {folder}: its images would be read "
-                              f"again under {Path(folder).name}'s label. Remove the link, or link only to image folders")
+            raise LayoutError(f"{top} is a link to {real}, a folder at or above {folder}: its images would be "
+                              f"read again under {Path(folder).name}'s label. "
+                              "Remove the link, or link only to image folders")
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:

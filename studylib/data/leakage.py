@@ -102,7 +102,8 @@ def probable_groups(names: list[str], classes: int = 0) -> ProbableGroups | None
     if len(keyed) < len(names) / 2:
         return None
     sizes = pd.Series(keyed).value_counts()
-    if len(sizes) < max(MIN_GROUPS, 2 * classes) or sizes.iloc[0] > MAX_GROUP_SHARE * len(keyed) or (sizes > 1).sum() < 2:
+    if (len(sizes) < max(MIN_GROUPS, 2 * classes) or sizes.iloc[0] > MAX_GROUP_SHARE * len(keyed)
+            or (sizes > 1).sum() < 2):
         return None
     return ProbableGroups(keys, _pattern(sorted(set(templates), key=len, reverse=True), names, keys))
 

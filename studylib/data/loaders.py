@@ -104,8 +104,8 @@ def _split_dirs(root: Path) -> dict[str, Path]:
         if name is None:
             others.append(folder.name)
         elif name in split_dirs:
-            raise DataError(f"{root} has two folders for the {name} split ({split_dirs[name].name}/ and {folder.name}/); "
-                            "merge them into one")
+            raise DataError(f"{root} has two folders for the {name} split "
+                            f"({split_dirs[name].name}/ and {folder.name}/); merge them into one")
         else:
             split_dirs[name] = folder
     if split_dirs and others:
@@ -243,7 +243,8 @@ def _refuse_conflicting_labels(paths: list[Path], labels: list[str], index, sour
     for path, label, row in zip(paths, labels, index):
         first = seen.setdefault(path.resolve(), (label, row))  # one file under two spellings (a linked alias) too
         if first[0] != label:
-            conflicts.append(f"{path.name} is '{first[0]}' on line {_line(first[1])} and '{label}' on line {_line(row)}")
+            conflicts.append(f"{path.name} is '{first[0]}' on line {_line(first[1])} and '{label}' on line "
+                             f"{_line(row)}")
     if conflicts:
         raise DataError(f"{source}: {len(conflicts)} images are listed with two different labels "
                         f"({'; '.join(conflicts[:3])}); keep one label per image")
@@ -269,7 +270,8 @@ def _resolve_paths(values: list[str], rows, base: Path, csv_path: Path,
             by_stem = _files_by_stem(base) if by_stem is None else by_stem
             matches = [p for p in by_stem.get(path.name, []) if p.with_suffix("") == path or "/" not in value]
             if len(matches) > 1:
-                ambiguous.append(f"line {line}: {value!r} matches {', '.join(str(m.relative_to(base)) for m in matches[:3])}")
+                ambiguous.append(f"line {line}: {value!r} matches "
+                                 f"{', '.join(str(m.relative_to(base)) for m in matches[:3])}")
             path = matches[0] if matches else path
         found.append(path.is_file())
         if not found[-1]:

@@ -63,7 +63,8 @@ def check_groups_within_splits(split: np.ndarray, groups: np.ndarray) -> None:
         if seen.setdefault(group, name) != name:
             leaks.append(group)
     if leaks:
-        raise ValueError(f"{len(set(leaks))} groups occur in more than one split (e.g. {sorted(map(str, set(leaks)))[:3]}); "
+        raise ValueError(f"{len(set(leaks))} groups occur in more than one split "
+                         f"(e.g. {sorted(map(str, set(leaks)))[:3]}); "
                          "the official split leaks across groups. Set official_split=false to re-split by group, or "
                          "leave group_column / group_pattern empty to keep the official split as it is.")
 

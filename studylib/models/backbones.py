@@ -171,8 +171,8 @@ def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpe
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types, some with cryptic messages
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
-                           f"{str(err).strip().splitlines()[0][:120] if str(err).strip() else ''}); pass a file written by torch.save(model.state_dict()), "
-                           "or weights=none") from None
+                           f"{str(err).strip().splitlines()[0][:120] if str(err).strip() else ''}); "
+                           "pass a file written by torch.save(model.state_dict()), or weights=none") from None
     state = _unwrap_state(state, path)
     own = {k: v for k, v in model.state_dict().items() if not _under(k, [spec.head])}
     theirs = {k: v for k, v in state.items() if not _under(k, [spec.head])}
@@ -280,14 +280,16 @@ def weight_sets(spec: BackboneSpec) -> type | None:
 
 
 register_backbone(BackboneSpec("resnet50", "ResNet-50 (study backbone); 6 blocks: stem, layer1-4, head",
-                               lambda: tv().resnet50(weights=None), _resnet_blocks, "fc", lambda: tv().ResNet50_Weights))
+                               lambda: tv().resnet50(weights=None), _resnet_blocks, "fc",
+                               lambda: tv().ResNet50_Weights))
 register_backbone(BackboneSpec("densenet121", "DenseNet-121 (study backbone); 9 blocks: stem, 4 dense blocks, "
                                "3 transitions, head", lambda: tv().densenet121(weights=None), _densenet_blocks,
                                "classifier", lambda: tv().DenseNet121_Weights, channels_last=False, min_size=32))
 register_backbone(BackboneSpec("vgg19", "VGG-19 (study backbone); 6 blocks: conv1-5, classifier (last layer new)",
-                               lambda: tv().vgg19(weights=None), _vgg_blocks, "classifier.6", lambda: tv().VGG19_Weights,
-                               min_size=32))
+                               lambda: tv().vgg19(weights=None), _vgg_blocks, "classifier.6",
+                               lambda: tv().VGG19_Weights, min_size=32))
 register_backbone(BackboneSpec("resnet18", "ResNet-18 (smaller study-style backbone); same 6-block map as ResNet-50",
-                               lambda: tv().resnet18(weights=None), _resnet_blocks, "fc", lambda: tv().ResNet18_Weights))
+                               lambda: tv().resnet18(weights=None), _resnet_blocks, "fc",
+                               lambda: tv().ResNet18_Weights))
 register_backbone(BackboneSpec("tinycnn", "tiny 4-stage CNN (0.2M parameters) for CPU teaching, demo and tests",
                                TinyCNN, _tiny_blocks, "fc", None, channels_last=False))

@@ -51,12 +51,13 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
     """
     table = collect(root) if table is None else table
     if table.empty:
-        warnings.warn(f"no run folders below {root}; run a grid first (python -m studylib grid ...)", AnalysisWarning)
+        warnings.warn(f"no run folders below {root}; run a grid first (python -m studylib grid ...)", AnalysisWarning,
+                      stacklevel=2)
         return table
     unfinished = table[table.status != "finished"]
     if len(unfinished):
         warnings.warn(f"{len(unfinished)} of {len(table)} runs are not finished and are left out: "
-                      f"{', '.join(unfinished.run.head(5))}", AnalysisWarning)
+                      f"{', '.join(unfinished.run.head(5))}", AnalysisWarning, stacklevel=2)
     done = table[table.status == "finished"].copy()
     if done.empty:  # nothing to group (a row-wise agg of no rows is not a Series)
         return done.assign(protocol=pd.Series(dtype=str), method=pd.Series(dtype=str))
@@ -67,7 +68,8 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
     done["protocol"] = keys.map({key: f"P{i + 1}" for i, key in enumerate(sorted(keys.unique()))})
     if done.protocol.nunique() > 1:
         warnings.warn(f"runs from {done.protocol.nunique()} different protocols are mixed in {root}; they are "
-                      f"compared only within each group ({describe_protocols(done)})", AnalysisWarning)
+                      f"compared only within each group ({describe_protocols(done)})", AnalysisWarning,
+                      stacklevel=2)
     return done
 
 
@@ -153,7 +155,7 @@ def _drop_repeats(done: pd.DataFrame) -> pd.DataFrame:
     kept = order.drop_duplicates(subset=identity, keep="last").drop(columns="_mtime")
     if len(kept) < len(done):
         warnings.warn(f"{len(done) - len(kept)} runs repeat the configuration of another run (a grid re-run into "
-                      "new folders, or a repeated run); the newest of each is used", AnalysisWarning)
+                      "new folders, or a repeated run); the newest of each is used", AnalysisWarning, stacklevel=2)
     return kept.sort_index()
 
 
@@ -224,8 +226,9 @@ def accuracy_table(best: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.
     return (best.groupby(["protocol"] + CASE + ["strategy"])[column].agg(["mean", "std", "count"]).reset_index())
 
 
-def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft", n_boot: int = stats.N_BOOT,
-                 correction: str = "holm", strategies: list[str] | None = None) -> pd.DataFrame:
+def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft",
+                 n_boot: int = stats.N_BOOT, correction: str = "holm",
+                 strategies: list[str] | None = None) -> pd.DataFrame:
     """Per protocol x case x strategy: mean paired improvement over `baseline` on the same seeds, its
     95% interval with both seed and test-image variance (stats.py says how and why), the number of
     seeds, the p-value before and after `correction` over the whole family of comparisons in the
@@ -233,13 +236,14 @@ def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
     BatchNorm policies. A protocol group without a plain `baseline` arm but with exactly one arm of
     that strategy (e.g. a grid run wholly with bn_policy=freeze_stats) compares with that arm."""
     columns = ["protocol"] + CASE + ["strategy", "baseline", "seeds", "gain", "low", "high", "interval", "p",
-                                     "p_adjusted", "verdict", "verdict_uncorrected", "design", "bn_policy", "bn_differs"]
+                                     "p_adjusted", "verdict", "verdict_uncorrected", "design", "bn_policy",
+                                     "bn_differs"]
     if best.empty:
         return pd.DataFrame(columns=columns)
     reader = _PredictionCache()
     keys = ["protocol"] + CASE
     rows = []
-    for protocol, group in best.groupby("protocol"):
+    for _protocol, group in best.groupby("protocol"):
         base_arm = _baseline_arm(group, baseline)
         base = group[group.strategy == base_arm].set_index(keys + ["seed"])
         others = group[group.strategy != base_arm]
@@ -248,7 +252,8 @@ def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline
         for group_keys, runs in others.groupby(keys + ["strategy"]):
             row = dict(zip(keys + ["strategy"], group_keys), baseline=base_arm)
             cell = tuple(group_keys[:-1])
-            pairs = [(run.path, base.loc[cell + (run.seed,)]) for run in runs.itertuples() if cell + (run.seed,) in base.index]
+            pairs = [(run.path, base.loc[cell + (run.seed,)]) for run in runs.itertuples()
+                     if cell + (run.seed,) in base.index]
             bn_base = pairs[0][1].bn_policy if pairs else ""
             row.update(bn_policy=f"{runs.bn_policy.iloc[0]} vs {bn_base or '?'}",
                        bn_differs=bool(pairs) and runs.bn_policy.iloc[0] != bn_base)
@@ -385,8 +390,8 @@ def _corrected(row) -> str:
     return "inside the noise"
 
 
-def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int = stats.N_BOOT, correction: str = "holm",
-             gains: pd.DataFrame | None = None) -> pd.DataFrame:
+def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int = stats.N_BOOT,
+             correction: str = "holm", gains: pd.DataFrame | None = None) -> pd.DataFrame:
     """For each strategy whose BatchNorm policy differs from FT's, where the FT control under the
     strategy's policy ran: its gain over FT (the row of the gain table, `gains`) split into what
     BatchNorm explains (the control over FT) and what the strategy adds (the strategy over the
@@ -415,7 +420,8 @@ def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int 
     adjusted = stats.adjust(family.p.astype(float), correction)  # one family: every distinct part here
     key = family.protocol + "|" + family.dataset + "|" + family.backbone + "|" + family.compared
     lookup = dict(zip(key, adjusted))
-    split["p_adjusted"] = (split.protocol + "|" + split.dataset + "|" + split.backbone + "|" + split.compared).map(lookup)
+    split["p_adjusted"] = (split.protocol + "|" + split.dataset + "|" + split.backbone + "|"
+                           + split.compared).map(lookup)
     split["verdict"] = [_corrected(r) for r in split.itertuples()]
     table = pd.concat(totals + [split], ignore_index=True)
     order = {"total (over FT)": 0, "BatchNorm (control over FT)": 1, "strategy (over the control)": 2}
@@ -445,7 +451,8 @@ def _sentence(protocol: str, strategy: str, r, baseline: str = "ft") -> str:
     if n == 0:
         return f"{protocol} {strategy}: no case has a {baseline} run to compare with"
     if r["seed variance unknown"] == n:
-        return f"{protocol} {strategy}: {n} case(s), {r.seeds} seed(s) each: too few seeds for a verdict (need {stats.MIN_SEEDS})"
+        return (f"{protocol} {strategy}: {n} case(s), {r.seeds} seed(s) each: too few seeds for a verdict "
+                f"(need {stats.MIN_SEEDS})")
     return (f"{protocol} {strategy} vs {baseline} over {n} case(s): better in {r.better}, worse in {r.worse}, "
             f"inside the noise in {r['inside the noise']}"
             + (f", too few seeds in {r['seed variance unknown']}" if r["seed variance unknown"] else ""))
@@ -554,8 +561,9 @@ class Study:
         notes = []
         for protocol, group in self.budgets.groupby("protocol"):
             if group.settings_max.max() != group.settings_min.min():
-                spread = ", ".join(f"{r.strategy} {r.settings_min}" + (f"-{r.settings_max}" if r.settings_max !=
-                                                                      r.settings_min else "") for r in group.itertuples())
+                spread = ", ".join(f"{r.strategy} {r.settings_min}"
+                                   + (f"-{r.settings_max}" if r.settings_max != r.settings_min else "")
+                                   for r in group.itertuples())
                 notes.append(f"{protocol}: strategies had different tuning budgets (settings tried: {spread}); the "
                              "one with more tries can win by selection alone")
         return notes

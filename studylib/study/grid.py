@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from ..core import plugins, runfiles
+from ..core import runfiles
 from ..core.config import LIST_FIELDS, ConfigError, RunConfig, coerce, config_keys, parse_yaml, shown
 from ..core.constants import ENGINES, KERNEL_ARGUMENTS
 from ..core.fileio import LockTimeout, atomic_write, file_lock
@@ -39,6 +39,7 @@ from ..core.templates import shipped_grid, template
 from ..data.stream import RUNS_PER_HOST
 from ..training.rundir import RunDir
 from ..training.runner import check_config
+from . import plugins
 from .stale import apply as mark_stale
 from .stale import find_stale
 
@@ -188,8 +189,8 @@ def _expand(base: dict, per_strategy: dict, path: Path, allow_large: bool = Fals
     size = grid_size(base, per_strategy)
     if size > MAX_RUNS and not allow_large:
         shape = " x ".join(str(len(v)) for v in base.values() if isinstance(v, list) and len(v) > 1)
-        raise ConfigError(f"{path} expands to {size:,} runs ({shape} values); more than {MAX_RUNS:,} is almost always a "
-                          "mistake. Shorten the lists, or pass --yes (allow_large=True) if you mean it")
+        raise ConfigError(f"{path} expands to {size:,} runs ({shape} values); more than {MAX_RUNS:,} is almost "
+                          "always a mistake. Shorten the lists, or pass --yes (allow_large=True) if you mean it")
     runs, seen = [], set()
     swept = [k for k, v in base.items() if isinstance(v, list) and len(v) > 1]
     for combo in _product(base):
@@ -465,7 +466,8 @@ def status_table(todo: list, swept: list[str]) -> pd.DataFrame:
             if status.get("notebook_error"):
                 row["reason"] = f"finished, but a later notebook cell failed: {status['notebook_error']}"
         else:
-            kept = (path / runfiles.RESUME).is_file() and status["status"] != "interrupted"  # interrupted says so itself
+            # interrupted says so itself
+            kept = (path / runfiles.RESUME).is_file() and status["status"] != "interrupted"
             saved = " [saved epochs kept: the next grid run resumes]" if kept else ""
             row["reason"] = status.get("reason", "") + saved
         rows.append(row)

@@ -80,8 +80,8 @@ def damaged(row: dict, metrics: dict, path: Path) -> str:
         except (ValueError, KeyError, pd.errors.ParserError) as err:
             return f"predictions.csv cannot be read ({str(err)[:60]}); rerun it with --overwrite"
         if abs(recomputed - score) > 1e-6:
-            return (f"metrics.json says test balanced accuracy {score:.4f}, its predictions.csv gives {recomputed:.4f}: "
-                    "one was edited or torn; rerun it with --overwrite")
+            return (f"metrics.json says test balanced accuracy {score:.4f}, its predictions.csv gives "
+                    f"{recomputed:.4f}: one was edited or torn; rerun it with --overwrite")
     return ""
 
 

@@ -309,7 +309,8 @@ def rank_test(scores: pd.DataFrame, posthoc: str = "nemenyi", unit: str = "block
     note = ""
     if len(complete) < len(scores):
         if len(complete) >= 2:
-            left = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in scores.index.difference(complete.index)]
+            left = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i)
+                    for i in scores.index.difference(complete.index)]
             note = (f"{len(left)} block(s) left out, not every strategy ran there: {', '.join(left[:5])}"
                     + (" ..." if len(left) > 5 else ""))
         else:

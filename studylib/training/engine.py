@@ -219,7 +219,8 @@ class Trainer:
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
                 grad_sq += torch.stack(torch._foreach_norm(grads)).float() ** 2
             self.optimizer.step()
-            sums += torch.stack([loss.detach().float(), (penalty if penalty is not None else loss * 0).detach().float()])
+            sums += torch.stack([loss.detach().float(),
+                                 (penalty if penalty is not None else loss * 0).detach().float()])
             steps += 1
             images += len(y)
             if steps % 25 == 0:
@@ -302,7 +303,8 @@ class Trainer:
         self.result = FitResult(**{**logs["result"], "resumed_from_epoch": self.loop.next_epoch})
         self.layers.rows, self.layers.tensor_rows = logs["layers"], logs["tensors"]
         params = dict(self.model.named_parameters())
-        self.carried_state = {params[n]: {k: v if k == "step" else v.to(params[n].device) for k, v in s.items()}  # Adam's step stays on the CPU
+        # Adam's step stays on the CPU
+        self.carried_state = {params[n]: {k: v if k == "step" else v.to(params[n].device) for k, v in s.items()}
                               for n, s in state["optimizer"].items()}
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])

@@ -49,7 +49,8 @@ def check_reusable(out: Path, cfg: RunConfig) -> None:
     if not saved:
         return  # made elsewhere or by an older version: nothing records its recipe
     wanted = check_config(cfg)
-    differs = [f"{k}={saved.get(k)!r} (asked: {getattr(wanted, k)!r})" for k in RECIPE if saved.get(k) != getattr(wanted, k)]
+    differs = [f"{k}={saved.get(k)!r} (asked: {getattr(wanted, k)!r})" for k in RECIPE
+               if saved.get(k) != getattr(wanted, k)]
     if differs:
         raise ConfigError(f"{out} was pretrained with another recipe: {', '.join(differs)}; {fix}")
 

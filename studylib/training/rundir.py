@@ -55,7 +55,8 @@ class RunDir:
         a finished run whose notebook failed after it finished carries 'notebook_error'."""
         if self.finished:
             stale = self.status_record().get("stale")  # a grid found its data changed since it trained
-            return {"status": "stale", "reason": str(stale)} if stale else {"status": "finished", **self._notebook_error()}
+            return ({"status": "stale", "reason": str(stale)} if stale
+                    else {"status": "finished", **self._notebook_error()})
         if self.file(runfiles.METRICS).is_file():
             return {"status": "corrupt", "reason": f"{self.file('metrics.json')} is not a finished run's metrics; "
                                                    "a grid runs it again, or run with --overwrite"}
@@ -111,8 +112,9 @@ class RunDir:
             raise RunExistsError(f"{self.path} already holds a finished run (metrics.json). Choose another "
                                  "output folder, or pass --overwrite (overwrite=True) to replace it.")
         if self.file(runfiles.RESUME).is_file() and not (resume or overwrite):
-            raise RunExistsError(f"{self.path} holds the saved epochs of an interrupted run ({runfiles.RESUME}). Pass --resume "
-                                 "(resume=True) to go on from them, or --overwrite (overwrite=True) to discard them.")
+            raise RunExistsError(f"{self.path} holds the saved epochs of an interrupted run ({runfiles.RESUME}). "
+                                 "Pass --resume (resume=True) to go on from them, or --overwrite (overwrite=True) to "
+                                 "discard them.")
         self.path.mkdir(parents=True, exist_ok=True)
         for name in runfiles.RUN_FILES:
             self.file(name).unlink(missing_ok=True)

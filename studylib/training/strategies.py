@@ -72,7 +72,7 @@ class Strategy(abc.ABC):
         """Every config key it reads: the fields, then its knobs (`studylib strategies`, tuning budgets)."""
         return (*cls.reads, *(k.name for k in cls.all_knobs()))
 
-    @classmethod
+    @classmethod  # noqa: B027 - optional override hook
     def check(cls, cfg: RunConfig) -> None:
         """Raise ConfigError for a configuration this strategy cannot run as meant."""
 
@@ -224,7 +224,8 @@ class GradualUnfreezing(Strategy):
             fits = (cfg.max_epochs - 1) // (stages - 1)  # the longest stage that still reaches the last one
             other = f", or lower gu_epochs_per_stage to {fits}" if fits >= 1 else ""
             raise ConfigError(
-                f"{cfg.strategy} on {cfg.backbone} has {stages} stages of gu_epochs_per_stage={cfg.gu_epochs_per_stage} "
+                f"{cfg.strategy} on {cfg.backbone} has {stages} stages of "
+                f"gu_epochs_per_stage={cfg.gu_epochs_per_stage} "
                 f"epochs and needs at least {needed} epochs to train every block, but max_epochs={cfg.max_epochs}; "
                 f"raise max_epochs to {needed} or more{other}")
 

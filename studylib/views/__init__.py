@@ -1,1 +1,2 @@
-"""views: figures, the ipywidgets explorer, the report and teaching figures (imports every layer below; only notebooks, cli and demo import it)."""
+"""views: figures, the ipywidgets explorer, the report and teaching figures (imports every layer below;
+only notebooks, cli and demo import it)."""

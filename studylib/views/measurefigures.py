@@ -46,8 +46,8 @@ def cka_by_block(change: pd.DataFrame, path: Path | None = None) -> plt.Figure:
                           label=label(strategy), color=strategy_colour(strategy), linestyle="--" if i >= 10 else "-")
         axis.set_xticks(range(len(blocks)), blocks, rotation=30, ha="right")
         low = float(np.nanmin(group.cka)) if np.isfinite(group.cka).any() else 0.0
-        axis.set(ylim=(min(0.9, low - 0.05), 1.01), xlabel="block (input -> output)", ylabel="CKA to the starting network",
-                 title=_case_title(keys, several))
+        axis.set(ylim=(min(0.9, low - 0.05), 1.01), xlabel="block (input -> output)",
+                 ylabel="CKA to the starting network", title=_case_title(keys, several))
         axis.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="lower left", ncol=2, title="1 = features unchanged", title_fontsize=7)
     fig.tight_layout()
@@ -121,7 +121,8 @@ def calibration_gains(gains: pd.DataFrame, path: Path | None = None) -> plt.Figu
         axis.axvline(0, color="grey", lw=0.8)
         axis.set_yticks(y, names, fontsize=8)
         axis.invert_yaxis()
-        axis.set(xlabel=f"{metric.upper() if metric != 'brier' else 'Brier'} improvement over FT (> 0: better calibrated)")
+        axis.set(xlabel=f"{metric.upper() if metric != 'brier' else 'Brier'} improvement over FT "
+                        "(> 0: better calibrated)")
     axes[0, 0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return save(fig, path)

@@ -62,7 +62,8 @@ def headline(study: Study) -> str:
     one = len(strategies) == 1
     text = (f"{len(strategies)} fine-tuning strateg{'y' if one else 'ies'} "
             f"({', '.join(label(s) for s in sorted(strategies))}) {'was' if one else 'were'} "
-            f"compared with full fine-tuning (FT) on {len(cases)} dataset x backbone case{'s' if len(cases) != 1 else ''} "
+            f"compared with full fine-tuning (FT) on {len(cases)} dataset x backbone "
+            f"case{'s' if len(cases) != 1 else ''} "
             f"({', '.join(f'{d} / {b}' for d, b in cases.itertuples(index=False))}), {_seeds(done)}, "
             f"{len(done)} finished runs, scored by test {name}" + (f" (test images per class: {balance})" if balance
                                                                    else "") +
@@ -140,7 +141,8 @@ def methods(study: Study) -> str:
             f"{_values(done.lr)}, {_values(done.schedule)} schedule, batch {_values(done.batch_size)}, at most "
             f"{_values(done.max_epochs)} epochs with early stopping after {_values(done.patience)} epochs without "
             f"validation improvement, {_values(done.image_size)} px crops of images resized to "
-            f"{_values(done.resize_size)} px, {'with' if done.augment.astype(bool).any() else 'no'} augmentation. Seeds: {_values(done.seed)}. "
+            f"{_values(done.resize_size)} px, {'with' if done.augment.astype(bool).any() else 'no'} augmentation. "
+            f"Seeds: {_values(done.seed)}. "
             + (f"Tuned per strategy on validation: {', '.join(tuned)}. " if tuned else "")
             + f"Each run kept its best epoch on validation {_values(done.select_metric)} and was scored on test "
             f"once; the setting compared is each strategy's best on validation {metric_name(study.metric)}.")

@@ -51,14 +51,15 @@ HOW_TO_READ = {
                  "FT from the gain table. The Spearman correlation across strategies (of top-block CKA with the "
                  "gain) is descriptive, one point per strategy, not a test: negative means the strategies whose top "
                  "features moved more gained more here, positive that keeping them paid."),
-    "calibration": ("Expected calibration error (top-label, equal-width bins), Brier score and negative log-likelihood "
-                    "on test; lower is better for all three. The gains are FT's value minus the strategy's (positive: "
-                    "better calibrated) with the same intervals and correction as accuracy, each metric its own family."),
+    "calibration": ("Expected calibration error (top-label, equal-width bins), Brier score and negative "
+                    "log-likelihood on test; lower is better for all three. The gains are FT's value minus the "
+                    "strategy's (positive: better calibrated) with the same intervals and correction as accuracy, "
+                    "each metric its own family."),
     "fraction": ("Each line is a strategy's test score, mean over seeds with its 95% interval over seeds, as the "
                  "labelled share of the training split grows (log axis; validation and test untouched; smaller "
-                 "shares are subsets of larger ones; selection and early stopping use the full validation split at every "
-                 "share). Lines that cross are where the ranking changes; whether a difference at one share is beyond "
-                 "the noise is in that share's gain table (its own protocol group)."),
+                 "shares are subsets of larger ones; selection and early stopping use the full validation split at "
+                 "every share). Lines that cross are where the ranking changes; whether a difference at one share is "
+                 "beyond the noise is in that share's gain table (its own protocol group)."),
     "per_class": ("Each cell is a class's recall on test (the share of its test images recognised), mean over seeds; "
                   "for every strategy but FT, in brackets its paired gain over FT with the gain table's 95% interval "
                   "and, where the corrected verdict is one, better or worse (each case and class is its own family). "
@@ -106,7 +107,8 @@ def study_figures(study: Study) -> dict[str, Path]:
     if timeline:
         keep("Trainable blocks per epoch", "unfreezing_timeline",
              lambda p: studyfigures.unfreezing_timeline(timeline, p))
-    keep("Cost against accuracy", "cost_vs_accuracy", lambda p: studyfigures.cost_vs_accuracy(study.best, p, study.metric))
+    keep("Cost against accuracy", "cost_vs_accuracy",
+         lambda p: studyfigures.cost_vs_accuracy(study.best, p, study.metric))
     change = measures.study_change(study)
     if len(change):
         keep("Feature change per block (CKA to the starting network)", "cka_by_block",
@@ -125,7 +127,8 @@ def study_figures(study: Study) -> dict[str, Path]:
 
 
 def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = stats.N_BOOT,
-                 runs: pd.DataFrame | None = None, correction: str = "holm", overwrite: bool = False) -> tuple[Path, Path]:
+                 runs: pd.DataFrame | None = None, correction: str = "holm",
+                 overwrite: bool = False) -> tuple[Path, Path]:
     """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known.
     A report.md or report.html there that studylib did not write is refused unless `overwrite`."""
     claim_folder(root, "grid", overwrite, "the report folder")
@@ -222,11 +225,13 @@ def _beyond_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     if len(relation):
         rho = measures.change_correlation(relation)
         several = relation.protocol.nunique() > 1
-        text = "; ".join(f"{r.dataset} / {r.backbone}" + (f" ({r.protocol})" if several else "") + f": Spearman {r.spearman:+.2f} over {r.strategies} strategies"
+        text = "; ".join(f"{r.dataset} / {r.backbone}" + (f" ({r.protocol})" if several else "")
+                         + f": Spearman {r.spearman:+.2f} over {r.strategies} strategies"
                          for r in rho.itertuples() if pd.notna(r.spearman))
         note = measures.missing_note(study.best)
         sections["Feature change and the gain over FT"] = (
-            relation.round(4), reading("relation", study) + (f" Here: {text}." if text else "") + (f" {note}" if note else ""))
+            relation.round(4),
+            reading("relation", study) + (f" Here: {text}." if text else "") + (f" {note}" if note else ""))
     table = measures.calibration_table(study.best)
     gains = measures.study_calibration_gains(study)
     if len(gains):
@@ -255,7 +260,8 @@ def _labelled(table: pd.DataFrame, study: Study | None = None) -> pd.DataFrame:
 
 
 def _markdown(study: Study, sections: dict, figures: dict[str, Path]) -> str:
-    lines = [f"# studylib report: {study.root.resolve().name}", ""] + [line for p in _opening(study) for line in (p, "")]
+    lines = ([f"# studylib report: {study.root.resolve().name}", ""]
+             + [line for p in _opening(study) for line in (p, "")])
     lines += [f"> {note}" for note in study.notes]
     for title, (body, how) in sections.items():
         text = f"```text\n{_labelled(body, study).to_string(index=False)}\n```" if isinstance(body, pd.DataFrame) \
@@ -308,10 +314,12 @@ def _html(study: Study, sections: dict, figures: dict[str, Path]) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         how = _figure_reading(title, study)
         how = f"<p class='how'><b>How to read it:</b> {html.escape(how)}</p>" if how else ""
-        parts.append(f"<h2>{html.escape(title)}</h2>{how}<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+        parts.append(f"<h2>{html.escape(title)}</h2>{how}"
+                     f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
     for title, (body, how) in sections.items():
         if isinstance(body, pd.DataFrame):
-            content = ("<div class='wide'>" + _labelled(body, study).to_html(classes="table", na_rep="missing", index=False)
+            content = ("<div class='wide'>"
+                       + _labelled(body, study).to_html(classes="table", na_rep="missing", index=False)
                        + "</div>")  # a wide table scrolls by itself, the page keeps its width
         else:
             content = "<pre>" + html.escape(body) + "</pre>"

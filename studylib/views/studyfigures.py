@@ -56,7 +56,8 @@ def gain_heatmap(summary: pd.DataFrame, path: Path | None = None, title: str = "
     image = axis.imshow(table.to_numpy(dtype=float), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
         verdict = noise.iat[i, j]
-        text = "missing" if not np.isfinite(value) else f"{value:+.3f}" + ("" if verdict in ("better", "worse") else "~")
+        text = ("missing" if not np.isfinite(value)
+                else f"{value:+.3f}" + ("" if verdict in ("better", "worse") else "~"))
         dark = np.isfinite(value) and abs(value) > 0.6 * limit  # the colour map's ends are dark: white text there
         axis.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
     axis.set(xticks=range(table.shape[1]), yticks=range(table.shape[0]),
@@ -116,7 +117,8 @@ def unfreezing_timeline(runs: dict[str, str | Path], path: Path | None = None) -
         table = layers.pivot(index="block", columns="epoch", values="trainable").reindex(blocks).astype(float)
         axis.imshow(table.to_numpy(), cmap="Greens", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
         axis.set_xticks(range(table.shape[1]), table.columns)
-        axis.set(yticks=range(len(blocks)), yticklabels=blocks, xlabel="epoch", title=f"{label(name)}: trainable blocks")
+        axis.set(yticks=range(len(blocks)), yticklabels=blocks, xlabel="epoch",
+                 title=f"{label(name)}: trainable blocks")
     fig.legend(handles=[Patch(facecolor=plt.cm.Greens(1.0), edgecolor="grey", label="trains"),
                         Patch(facecolor=plt.cm.Greens(0.0), edgecolor="grey", label="frozen")],
                loc="upper right", fontsize=7, ncol=2)
@@ -185,7 +187,7 @@ def recall_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
         return save(message_figure("no per-class results: the runs' metrics.json has no class names"), path)
     cases = table.groupby(["protocol", "dataset", "backbone"], sort=False)
     fig, axes = panel_grid(len(cases))
-    for axis, ((protocol, dataset, backbone), group) in zip(axes, cases):
+    for axis, ((_protocol, dataset, backbone), group) in zip(axes, cases):
         classes = list(dict.fromkeys(group["class"]))
         strategies = _ordered(group.strategy)
         width = 0.8 / len(strategies)

@@ -8,7 +8,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .config import ConfigError
+from ..core.config import ConfigError
 
 
 def resolve(specs: list[str], base: Path) -> list[str]:
@@ -34,7 +34,8 @@ def _import_file(path: Path) -> None:
     if name in sys.modules:
         return
     if not path.is_file():
-        raise ConfigError(f"imports: {path} does not exist; give a .py file relative to the grid file, or a module name")
+        raise ConfigError(f"imports: {path} does not exist; give a .py file relative to the grid file, "
+                          "or a module name")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
