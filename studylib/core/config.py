@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import yaml
 
+from .constants import CALIBRATION_BINS, DEFAULT_METRIC, RESIZE_RATIO
 from .knobs import AT_LEAST_0, AT_LEAST_1, KNOBS, OWNERS, POSITIVE, between, help_line
 
 
@@ -44,7 +45,7 @@ class RunConfig:
     batch_size: int = 96  # training and evaluation batch size
     max_epochs: int = 30  # upper bound on training epochs (all stages together)
     patience: int = 3  # early stopping: epochs without validation improvement in the last stage
-    select_metric: str = "balanced_accuracy"  # validation metric for early stopping and checkpoint selection
+    select_metric: str = DEFAULT_METRIC  # validation metric for early stopping and checkpoint selection
     optimizer: str = "adam"  # adam, adamw or sgd
     lr: float = 1e-3  # base learning rate
     weight_decay: float = 0.0  # plain weight decay (the SP strategies use their own penalties instead)
@@ -100,8 +101,8 @@ class RunConfig:
     #   the last epoch, and after every epoch whose save costs under 5% of the time since the last save; -1: never
     quiet: bool = False  # no progress bars
     # --- measurements beyond accuracy ---
-    calibration_bins: int = 15  # bins of the expected calibration error and the reliability diagram (equal width and
-    #   equal mass)
+    calibration_bins: int = CALIBRATION_BINS  # bins of the expected calibration error and the reliability diagram
+    #   (equal width and equal mass)
     repr_images: int = 256  # validation images (a fixed, seeded subset) on which each block's features are compared
     #   with the starting network (representations.csv); 0: off
     log_representations_every: int = 0  # also compare features every this many epochs (representations.csv rows per
@@ -177,7 +178,7 @@ class RunConfig:
     @property
     def prepared_size(self) -> int:
         """Side of the stored, resized image (the 232 of 'resize 232, crop 224')."""
-        return self.resize_size or round(self.image_size * 232 / 224)
+        return self.resize_size or round(self.image_size * RESIZE_RATIO)
 
     def run_hash(self) -> str:
         """Identity of a run for resuming grids: every field that changes the result, and the knobs of its
@@ -241,7 +242,7 @@ ROLES: dict[str, str] = {
 }
 # Fields added after run folders existed: left out of the run hash while at their default, so a
 # grid re-run with a newer studylib finds its finished runs instead of training them again.
-HASHED_WHEN_SET = {"train_fraction": 1.0, "train_per_class": 0, "calibration_bins": 15, "image_root": "",
+HASHED_WHEN_SET = {"train_fraction": 1.0, "train_per_class": 0, "calibration_bins": CALIBRATION_BINS, "image_root": "",
                    "classes": "", "min_class_images": 5, "allow_missing_classes": False}
 HELD_FIXED = ("protocol", "data", "engine")  # roles whose fields define a comparable group of runs
 

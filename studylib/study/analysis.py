@@ -29,6 +29,7 @@ from ..core.config import (
     improvement_sign,
     role,
 )
+from ..core.constants import BASELINE, DEFAULT_METRIC, RESIZE_RATIO
 from ..core.fileio import read_json_dict_or_empty
 from . import stats
 from .results import collect
@@ -114,7 +115,7 @@ def _fill_defaults(done: pd.DataFrame) -> pd.DataFrame:
     if "image_size" in done:
         size = pd.to_numeric(done.image_size, errors="coerce")
         resize = pd.to_numeric(done.resize_size, errors="coerce")
-        done["resize_size"] = resize.where(resize > 0, (size * 232 / 224).round()).astype(int)
+        done["resize_size"] = resize.where(resize > 0, (size * RESIZE_RATIO).round()).astype(int)
     return done
 
 
@@ -190,7 +191,7 @@ def selection_metric(metric: str) -> str:
     return metric if metric in METRICS else "balanced_accuracy"
 
 
-def select_best(done: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
+def select_best(done: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """One row per protocol x dataset x backbone x strategy x seed: the best *validation* setting."""
     if done.empty:
         return done
@@ -220,13 +221,13 @@ def budgets(done: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def accuracy_table(best: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
+def accuracy_table(best: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Mean and standard deviation over seeds of the test metric, per case x strategy."""
     column = f"test_{metric}"
     return (best.groupby(["protocol"] + CASE + ["strategy"])[column].agg(["mean", "std", "count"]).reset_index())
 
 
-def gain_summary(best: pd.DataFrame, metric: str = "balanced_accuracy", baseline: str = "ft",
+def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str = BASELINE,
                  n_boot: int = stats.N_BOOT, correction: str = "holm",
                  strategies: list[str] | None = None) -> pd.DataFrame:
     """Per protocol x case x strategy: mean paired improvement over `baseline` on the same seeds, its
@@ -299,7 +300,7 @@ def interval_kind(seeds: int, design: str) -> str:
     return "seeds" if design == "nested" else "seeds + test images"
 
 
-def per_class_recall(best: pd.DataFrame, baseline: str = "ft", n_boot: int = stats.N_BOOT,
+def per_class_recall(best: pd.DataFrame, baseline: str = BASELINE, n_boot: int = stats.N_BOOT,
                      correction: str = "holm") -> pd.DataFrame:
     """Per protocol x case x strategy x class: the mean test recall over seeds and, for every arm but the
     baseline, its gain over the baseline with the gain table's interval, verdicts corrected over the
@@ -390,7 +391,7 @@ def _corrected(row) -> str:
     return "inside the noise"
 
 
-def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int = stats.N_BOOT,
+def bn_split(best: pd.DataFrame, metric: str = DEFAULT_METRIC, n_boot: int = stats.N_BOOT,
              correction: str = "holm", gains: pd.DataFrame | None = None) -> pd.DataFrame:
     """For each strategy whose BatchNorm policy differs from FT's, where the FT control under the
     strategy's policy ran: its gain over FT (the row of the gain table, `gains`) split into what
@@ -398,18 +399,18 @@ def bn_split(best: pd.DataFrame, metric: str = "balanced_accuracy", n_boot: int 
     control). The two parts are corrected together over every part of this table."""
     if best.empty:
         return pd.DataFrame()
-    gains = gain_summary(best, metric, "ft", n_boot, correction) if gains is None else gains
+    gains = gain_summary(best, metric, BASELINE, n_boot, correction) if gains is None else gains
     parts, totals = [], []
     for protocol, within in best.groupby("protocol"):  # controls only count in their own protocol group
-        ft_policy = within[within.strategy == "ft"].bn_policy
-        for arm, group in within[within.method != "ft"].groupby("strategy"):
+        ft_policy = within[within.strategy == BASELINE].bn_policy
+        for arm, group in within[within.method != BASELINE].groupby("strategy"):
             policy = group.bn_policy.iloc[0]
             control = f"ft [bn_policy={policy}]"
             if ft_policy.empty or policy == ft_policy.iloc[0] or control not in set(within.strategy):
                 continue
             totals.append(gains[(gains.protocol == protocol) & (gains.strategy == arm)]
                           .assign(part="total (over FT)", compared=f"{arm} - ft"))
-            for part, (which, base) in {"BatchNorm (control over FT)": (control, "ft"),
+            for part, (which, base) in {"BatchNorm (control over FT)": (control, BASELINE),
                                         "strategy (over the control)": (arm, control)}.items():
                 rows = gain_summary(within, metric, base, n_boot, correction, strategies=[which])
                 parts.append(rows[rows.baseline == base].assign(strategy=arm, part=part, compared=f"{which} - {base}"))
@@ -442,11 +443,11 @@ def win_tie_loss(summary: pd.DataFrame) -> pd.DataFrame:
     seeds = summary.groupby(["protocol", "strategy"]).seeds.agg(["min", "max"])
     counts["seeds"] = [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(seeds["min"], seeds["max"])]
     baselines = summary.groupby(["protocol", "strategy"]).baseline.first()
-    counts["sentence"] = [_sentence(p, s, r, baselines.get((p, s), "ft")) for (p, s), r in counts.iterrows()]
+    counts["sentence"] = [_sentence(p, s, r, baselines.get((p, s), BASELINE)) for (p, s), r in counts.iterrows()]
     return counts
 
 
-def _sentence(protocol: str, strategy: str, r, baseline: str = "ft") -> str:
+def _sentence(protocol: str, strategy: str, r, baseline: str = BASELINE) -> str:
     n = r.cases - r["no baseline"]
     if n == 0:
         return f"{protocol} {strategy}: no case has a {baseline} run to compare with"
@@ -458,7 +459,7 @@ def _sentence(protocol: str, strategy: str, r, baseline: str = "ft") -> str:
             + (f", too few seeds in {r['seed variance unknown']}" if r["seed variance unknown"] else ""))
 
 
-def mean_ranks(table: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
+def mean_ranks(table: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Average rank of each strategy (1 = best mean test metric) over the cases of each protocol."""
     if table.empty:
         return pd.DataFrame(columns=["protocol", "strategy", "mean rank", "cases"])
@@ -468,7 +469,7 @@ def mean_ranks(table: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.Dat
     return out.reset_index().sort_values(["protocol", "mean rank"], kind="stable").reset_index(drop=True)
 
 
-def rank_tests(best: pd.DataFrame, metric: str = "balanced_accuracy", posthoc: str = "nemenyi") -> dict:
+def rank_tests(best: pd.DataFrame, metric: str = DEFAULT_METRIC, posthoc: str = "nemenyi") -> dict:
     """Per protocol: Friedman test and post-hoc over the strategies (stats.rank_test). Blocks must be
     independent (Demsar 2006): the datasets, each the mean over its backbones, when backbones share a
     dataset's images; else the dataset x backbone cases; a protocol with one case uses its seeds as
@@ -503,7 +504,7 @@ class Study:
     """Everything the analysis derives from one results folder."""
 
     root: Path
-    metric: str = "balanced_accuracy"
+    metric: str = DEFAULT_METRIC
     n_boot: int = stats.N_BOOT  # image resamples for the test-level variance of each gain
     runs: pd.DataFrame | None = None  # collect(root), when the caller already has it
     correction: str = "holm"  # multiplicity correction over all gains: holm or fdr_bh

@@ -14,7 +14,7 @@ from scipy import stats as scipy_stats
 
 from ..core import runfiles
 from ..core.config import CALIBRATION_METRICS, improvement_sign
-from ..core.constants import N_BOOT
+from ..core.constants import DEFAULT_METRIC, N_BOOT
 from ..training.strategies import strategy_label
 from .analysis import CASE, _as_text, _grouping_columns, gain_summary
 
@@ -115,7 +115,7 @@ def calibration_gains(best: pd.DataFrame, n_boot: int = N_BOOT, correction: str 
 
 
 # --- few labels --------------------------------------------------------------------------------
-def efficiency(best: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
+def efficiency(best: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Per setting (every held-fixed field but the labelled share) x case x strategy x labelled amount:
     mean test score over seeds with a 95% t-interval over seeds, and the mean number of training images.
     Runs subsampled by share (`train_fraction`, full data included) and by count (`train_per_class`) are
@@ -147,7 +147,7 @@ def _setting(best: pd.DataFrame) -> pd.Series:
     return text.map({key: f"S{i + 1}" for i, key in enumerate(sorted(text.unique()))})
 
 
-def ranking_changes(table: pd.DataFrame, metric: str = "balanced_accuracy") -> pd.DataFrame:
+def ranking_changes(table: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Per setting x case x axis x labelled amount below the largest: each strategy's rank (1 = best mean)
     there and with the most labels, both among the strategies present at both (a missing run never
     shifts the others)."""
@@ -169,7 +169,7 @@ def ranking_changes(table: pd.DataFrame, metric: str = "balanced_accuracy") -> p
     return pd.DataFrame(rows, columns=columns)
 
 
-def ranking_sentences(table: pd.DataFrame, metric: str = "balanced_accuracy",
+def ranking_sentences(table: pd.DataFrame, metric: str = DEFAULT_METRIC,
                       gains: pd.DataFrame | None = None) -> list[str]:
     """Plain sentences: at each labelled amount below the largest, which strategies change place (by mean
     over seeds), and whether any gain over FT at that amount is beyond the noise (its protocol group's

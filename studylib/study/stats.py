@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import CALIBRATION_METRICS, improvement_sign
-from ..core.constants import N_BOOT
+from ..core.constants import CALIBRATION_BINS, N_BOOT
 from ..training.calibration import calibration_scores
 
 MIN_SEEDS = 3  # fewer seeds: the seed-to-seed variance is too poorly known, no verdict is claimed
@@ -53,7 +53,7 @@ class Predictions:
     ids: np.ndarray
     labels: np.ndarray
     probs: np.ndarray  # (n, k)
-    bins: int = 15  # the run's calibration_bins (expected calibration error)
+    bins: int = CALIBRATION_BINS  # the run's calibration_bins (expected calibration error)
     has_probs: bool = True  # False: only the predicted class was stored (one-hot stand-ins)
 
     @classmethod
@@ -65,7 +65,8 @@ class Predictions:
         else:  # written by a studylib that kept only the predicted class: one-hot "probabilities"
             probs = np.eye(int(max(frame.label.max(), frame.pred.max())) + 1)[frame.pred.to_numpy()]
         config = Path(run) / runfiles.CONFIG
-        bins = json.loads(config.read_text()).get("calibration_bins", 15) if config.is_file() else 15
+        saved = json.loads(config.read_text()) if config.is_file() else {}
+        bins = saved.get("calibration_bins", CALIBRATION_BINS)
         return cls(frame.id.astype(str).to_numpy(), frame.label.to_numpy(dtype=int), probs, int(bins),
                    bool(prob_columns))
 

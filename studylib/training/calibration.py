@@ -17,17 +17,18 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import CALIBRATION_METRICS  # lower is better for all four
+from ..core.constants import CALIBRATION_BINS
 
 EPS = 1e-12  # a probability of exactly 0 for the true class would make the log-likelihood infinite
 
 
-def calibration_metrics(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, float]:
+def calibration_metrics(labels: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, float]:
     """ECE (equal width, equal mass), Brier score and NLL of one split's predictions."""
     return {name: float(calibration_scores(name, labels, probs, None, bins)[0]) for name in CALIBRATION_METRICS}
 
 
 def calibration_scores(metric: str, labels: np.ndarray, probs: np.ndarray, weights: np.ndarray | None,
-                       bins: int = 15) -> np.ndarray:
+                       bins: int = CALIBRATION_BINS) -> np.ndarray:
     """`metric` under each row of `weights` (draws x images; None: every image once)."""
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
     weights = np.ones((1, len(labels))) if weights is None else np.atleast_2d(np.asarray(weights, dtype=float))
@@ -63,7 +64,7 @@ def bin_of(confidence: np.ndarray, bins: int, scheme: str = "width") -> np.ndarr
     return which
 
 
-def reliability_table(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> pd.DataFrame:
+def reliability_table(labels: np.ndarray, probs: np.ndarray, bins: int = CALIBRATION_BINS) -> pd.DataFrame:
     """Per scheme and bin: images, mean confidence, accuracy (the points of a reliability diagram)."""
     confidence, hit = np.asarray(probs).max(1), correct(labels, probs)
     rows = []

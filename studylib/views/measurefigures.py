@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import metric_name
+from ..core.constants import DEFAULT_METRIC
 from ..training.strategies import strategy_label
 from .runfigures import _title, save
 from .studyfigures import _ordered, message_figure, panel_grid, strategy_colour
@@ -128,7 +129,7 @@ def calibration_gains(gains: pd.DataFrame, path: Path | None = None) -> plt.Figu
     return save(fig, path)
 
 
-def labelled_fraction(table: pd.DataFrame, metric: str = "balanced_accuracy", path: Path | None = None) -> plt.Figure:
+def labelled_fraction(table: pd.DataFrame, metric: str = DEFAULT_METRIC, path: Path | None = None) -> plt.Figure:
     """Test score against the labelled share of the training split (or images per class for k-shot runs), log
     x axis, a line per strategy with its 95% interval over seeds; one panel per setting x dataset x backbone x
     axis. Tick labels give the mean number of training images actually used (whole groups can exceed a share)."""

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import metric_name
+from ..core.constants import BASELINE
 from ..study import stats
 from ..study.analysis import Study, protocol_names
 from ..training.strategies import strategy_label as label
@@ -54,7 +55,7 @@ def headline(study: Study) -> str:
     done, apart = _compared(done)
     if done.empty:
         return f"No comparison yet: {apart}."
-    strategies = [s for s in done.strategy.unique() if s != "ft"]
+    strategies = [s for s in done.strategy.unique() if s != BASELINE]
     cases = done[["dataset", "backbone"]].drop_duplicates()
     gains = study.gains.dropna(subset=["gain"]) if len(study.gains) else study.gains
     one_seed = len(gains) and (gains.interval == "test images only").any()
@@ -90,12 +91,12 @@ def _compared(done: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The runs of cases that hold FT and another strategy, and a phrase for the rest (a pretraining
     run, a case without FT): they are listed apart, never counted in the headline."""
     arms = done.groupby(["protocol", "dataset", "backbone"]).strategy.agg(lambda s: set(s))
-    compared = arms[arms.map(lambda s: "ft" in s and len(s) > 1)].index
+    compared = arms[arms.map(lambda s: BASELINE in s and len(s) > 1)].index
     keys = pd.MultiIndex.from_frame(done[["protocol", "dataset", "backbone"]])
     inside = keys.isin(compared)
     rest = done[~inside]
     apart = "; ".join(f"{len(g)} run(s) of {d} / {b} ({', '.join(sorted(map(label, set(g.strategy))))}: "
-                      + ("no FT run to compare with" if "ft" not in set(g.strategy) else "FT alone") + ")"
+                      + ("no FT run to compare with" if BASELINE not in set(g.strategy) else "FT alone") + ")"
                       for (d, b), g in rest.groupby(["dataset", "backbone"]))
     return done[inside], apart
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import metric_name
+from ..core.constants import DEFAULT_METRIC
 from ..core.fileio import atomic_write
 from ..core.outfolder import claim_folder
 from ..study import analysis, measures, stats
@@ -126,7 +127,7 @@ def study_figures(study: Study) -> dict[str, Path]:
     return made
 
 
-def write_report(root: str | Path, metric: str = "balanced_accuracy", n_boot: int = stats.N_BOOT,
+def write_report(root: str | Path, metric: str = DEFAULT_METRIC, n_boot: int = stats.N_BOOT,
                  runs: pd.DataFrame | None = None, correction: str = "holm",
                  overwrite: bool = False) -> tuple[Path, Path]:
     """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known.

@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..core import runfiles
 from ..core.config import metric_name
+from ..core.constants import DEFAULT_METRIC
 from ..core.fileio import read_json
 
 
@@ -31,7 +32,7 @@ def _figure_path(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / "figures" / f"{name}.png"
 
 
-def learning_curves(run_dir: str | Path, metric: str = "balanced_accuracy") -> plt.Figure:
+def learning_curves(run_dir: str | Path, metric: str = DEFAULT_METRIC) -> plt.Figure:
     """Training and validation loss, and the validation metric, per epoch; stage changes marked."""
     run_dir = Path(run_dir)
     history = pd.read_csv(run_dir / runfiles.HISTORY)

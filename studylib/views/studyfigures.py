@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import metric_name
+from ..core.constants import DEFAULT_METRIC
 from ..training.strategies import list_strategies
 from ..training.strategies import strategy_label as label
 from .runfigures import layer_heatmap, save
@@ -75,7 +76,7 @@ def chance_level(metric: str, classes: int | None) -> float | None:
     return {"auroc": 0.5, "kappa": 0.0}.get(metric)
 
 
-def accuracy_bars(table: pd.DataFrame, path: Path | None = None, metric: str = "balanced_accuracy",
+def accuracy_bars(table: pd.DataFrame, path: Path | None = None, metric: str = DEFAULT_METRIC,
                   classes: int | None = None) -> plt.Figure:
     """Mean +- sd over seeds of the test metric per strategy, one panel per dataset x backbone; the axis
     zoomed to the data (differences of a few points stay visible) with the chance level marked."""
@@ -126,7 +127,7 @@ def unfreezing_timeline(runs: dict[str, str | Path], path: Path | None = None) -
     return save(fig, path)
 
 
-def cost_vs_accuracy(best: pd.DataFrame, path: Path | None = None, metric: str = "balanced_accuracy") -> plt.Figure:
+def cost_vs_accuracy(best: pd.DataFrame, path: Path | None = None, metric: str = DEFAULT_METRIC) -> plt.Figure:
     """Wall time and trainable parameters against the test metric, one point per run."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     column = f"test_{metric}"
@@ -165,7 +166,7 @@ def cd_diagram(test, path: Path | None = None, title: str = "", axis: plt.Axes |
     return save(fig, path)
 
 
-def cd_diagrams(tests: dict, path: Path | None = None, metric: str = "balanced_accuracy") -> plt.Figure:
+def cd_diagrams(tests: dict, path: Path | None = None, metric: str = DEFAULT_METRIC) -> plt.Figure:
     """One critical-difference diagram per protocol group, stacked (the explorer's view)."""
     if not tests:
         return save(message_figure("a critical-difference diagram needs at least 3 strategies and 2 cases or seeds"),

@@ -11,10 +11,13 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import RunConfig, metric_name
+from ..core.constants import BASELINE, STUDY_SEEDS
+from ..core.knobs import OWNERS
 from ..data.datasets import load_dataset
 from ..models.backbones import create_backbone
 from ..training.engine import Device
 from ..training.runner import make_trainer
+from ..training.strategies import STUDY_STRATEGIES
 from .runfigures import save
 from .studyfigures import strategy_colour
 
@@ -47,18 +50,18 @@ def strategy_plan(strategy: str, backbone: str = "tinycnn", epochs: int = 8, **f
     return pd.DataFrame(rows)
 
 
-STUDY_ORDER = ("ft", "lp", "gu_last_first", "gu_first_last", "l1_sp", "l2_sp", "lp_ft", "auto_rgn")
-# The sliders of the plan explorer: config field -> (what the slider says, min, max, step, strategies it changes).
+# The sliders of the plan explorer: knob -> (what the slider says, min, max, step); the strategies a slider
+# changes are the knob's owners (core/knobs.py).
 PLAN_SETTINGS = {
-    "lp_epochs": ("LP-FT: LP epochs", 1, 6, 1, ("lp_ft",)),
-    "gu_epochs_per_stage": ("G-LF / G-FL: epochs per stage", 1, 3, 1, ("gu_last_first", "gu_first_last")),
-    "lpft_lr_factor": ("LP-FT: rate factor", -3, 0, 0.5, ("lp_ft",)),  # log10 slider
-    "dlr_decay": ("Discr. LR: decay per block", 0.1, 1.0, 0.05, ("discriminative_lr",)),
+    "lp_epochs": ("LP-FT: LP epochs", 1, 6, 1),
+    "gu_epochs_per_stage": ("G-LF / G-FL: epochs per stage", 1, 3, 1),
+    "lpft_lr_factor": ("LP-FT: rate factor", -3, 0, 0.5),  # log10 slider
+    "dlr_decay": ("Discr. LR: decay per block", 0.1, 1.0, 0.05),
 }
 # The SP strategies' alpha changes the loss, not the plan: its sliders (log10 of alpha) redraw the pull figure.
 PENALTY_SETTINGS = {
-    "l1sp_alpha": ("L1-SP: α", -6, -1, 0.5, ("l1_sp",)),
-    "l2sp_alpha": ("L2-SP: α", -4, 0, 0.5, ("l2_sp",)),
+    "l1sp_alpha": ("L1-SP: α", -6, -1, 0.5),
+    "l2sp_alpha": ("L2-SP: α", -4, 0, 0.5),
 }
 LOG_SLIDERS = ("lpft_lr_factor", *PENALTY_SETTINGS)
 # Under a panel's title: what the map alone does not show (formatted with the settings).
@@ -137,7 +140,7 @@ def sp_pull_figure(l1sp_alpha: float | None = None, l2sp_alpha: float | None = N
 
 def _relevant(strategy: str, settings: dict) -> tuple:
     """The settings that change this strategy's plan, as a hashable key."""
-    return tuple(sorted((k, v) for k, v in settings.items() if k in PLAN_SETTINGS and strategy in PLAN_SETTINGS[k][4]))
+    return tuple(sorted((k, v) for k, v in settings.items() if k in PLAN_SETTINGS and strategy in OWNERS[k]))
 
 
 @functools.lru_cache(maxsize=256)
@@ -175,13 +178,13 @@ class PlanExplorer:
 
         from ..training.strategies import STRATEGIES, strategy_label
 
-        names = list(STUDY_ORDER) + [n for n in STRATEGIES.names() if n not in STUDY_ORDER]
+        names = list(STUDY_STRATEGIES) + [n for n in STRATEGIES.names() if n not in STUDY_STRATEGIES]
         self.backbone = backbone
         self.picker = widgets.SelectMultiple(options=[(strategy_label(n), n) for n in names], value=tuple(strategies),
                                              rows=min(10, len(names)), description="strategies")
         self.epochs = widgets.IntSlider(value=epochs, min=4, max=16, description="epochs", continuous_update=False)
         self.sliders = {}
-        for field_name, (text, low, high, step, _) in {**PLAN_SETTINGS, **PENALTY_SETTINGS}.items():
+        for field_name, (text, low, high, step) in {**PLAN_SETTINGS, **PENALTY_SETTINGS}.items():
             default = getattr(RunConfig(), field_name)
             style = {"description_width": "initial"}
             if field_name in LOG_SLIDERS:
@@ -215,7 +218,7 @@ class PlanExplorer:
     def refresh(self) -> None:
         chosen = list(self.picker.value)
         self.figure = plan_figure(chosen, self.backbone, self.epochs.value, settings=self.settings) if chosen else None
-        penalised = [s for s in chosen if s in ("l1_sp", "l2_sp")]
+        penalised = [s for s in chosen if any(s in OWNERS[k] for k in PENALTY_SETTINGS)]
         self.pull_figure = (sp_pull_figure(self.settings["l1sp_alpha"], self.settings["l2sp_alpha"], penalised)
                             if penalised else None)
         show_in(self.output, self.figure, self.pull_figure)
@@ -328,10 +331,9 @@ class InsideExplorer:
 
 # --- the mini comparison: a few strategies over three seeds, the demo's protocol -------------------
 MINI_STRATEGIES = ("lp", "ft", "lp_ft", "gu_last_first", "auto_rgn")
-DEMO_SEEDS = (684, 559, 629)
 
 
-def mini_comparison(out_dir: str | Path, checkpoint: str | Path, strategies=MINI_STRATEGIES, seeds=DEMO_SEEDS,
+def mini_comparison(out_dir: str | Path, checkpoint: str | Path, strategies=MINI_STRATEGIES, seeds=STUDY_SEEDS,
                     size: int = 1000, epochs: int = 8, workers: int = 0):
     """Fine-tune `checkpoint` on the synthetic target task with each strategy and seed under the demo's
     protocol (params/demo.yaml: one thread per run), `workers` runs at a time (0: one per core, up to 4),
@@ -370,7 +372,7 @@ def spread_sentence(study) -> str:
     seeds = best.groupby("strategy").seed.nunique()
     if best.empty or seeds.max() < 2:
         return "Only one seed ran: the seed-to-seed spread is unknown, so no gain can be told from noise."
-    ft = best[best.strategy == "ft"][column]
+    ft = best[best.strategy == BASELINE][column]
     text = (f"Seed-to-seed spread: between its best and worst of {seeds.max()} seeds, a strategy's test "
             f"{metric_name(study.metric)} moved by {spread.median():.3f} (median over strategies; largest "
             f"{spread.max():.3f}, {strategy_label(spread.idxmax())})"
