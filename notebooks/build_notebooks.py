@@ -321,8 +321,9 @@ def teaching() -> None:
                "the strategies that adapt the features. Which of FT, LP-FT, G-LF wins changes with the seed: look "
                "at the intervals below before naming a winner."),
         new_code_cell("from studylib.core.constants import STUDY_SEEDS\n"
+                      "from studylib.study.mini import MINI_STRATEGIES, mini_comparison\n"
                       "from studylib.training.pretrain import pretrain, pretrain_config\n"
-                      "from studylib.views.teaching import MINI_STRATEGIES, mini_comparison, spread_sentence\n\n"
+                      "from studylib.views.teaching import spread_sentence\n\n"
                       "checkpoint = pretrain(f'{out_dir}/tinycnn-source-{pretrain_size}.pt', "
                       "pretrain_config(size=pretrain_size, quiet=True))\n"
                       "seeds = (list(STUDY_SEEDS) + [1, 2, 3, 4, 5])[:mini_seeds]\n"

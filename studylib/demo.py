@@ -56,9 +56,9 @@ def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
     then the test ECE and how
     much the top block's features changed (CKA to the start: 1 = unchanged), means over seeds."""
     from .study import measures
-    from .study.analysis import Study
+    from .study.analysis import grid_study
 
-    study = Study(out, runs=runs[runs.run_hash.isin(demo_hashes())] if "run_hash" in runs else runs)
+    study = grid_study(DEMO_GRID, out, runs)
     if study.best.empty:
         return pd.DataFrame()
     table = study.accuracy.set_index("strategy")[["mean", "std", "count"]].rename(columns={"count": "seeds"})
@@ -77,14 +77,6 @@ def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
                               + (f"; {k} classes, chance {1 / k:.2f}" if k else "") + "), paired gain over FT with "
                               "the report's 95% interval and corrected verdict, test ECE, top-block CKA to the start:")
     return table
-
-
-def demo_hashes() -> set[str]:
-    """The run hashes of the demo grid: the summary compares these only, even when other grids (such as
-    efficiency.yaml) ran into the same folder, so its verdicts are corrected over the demo's comparisons."""
-    from .study.grid import load_grid
-
-    return {cfg.run_hash() for cfg in load_grid(DEMO_GRID).runs}
 
 
 def run_analysis(out: Path) -> Path:

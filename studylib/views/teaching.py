@@ -11,20 +11,16 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import RunConfig, metric_name
-from ..core.constants import BASELINE, STUDY_SEEDS
+from ..core.constants import BASELINE
 from ..core.knobs import OWNERS
 from ..data.datasets import load_dataset
 from ..models.backbones import create_backbone
+from ..study.mini import stage_lengths
 from ..training.engine import Device
 from ..training.runner import make_trainer
 from ..training.strategies import STUDY_STRATEGIES
 from .runfigures import save
 from .studyfigures import strategy_colour
-
-
-def plan_defaults(epochs: int) -> dict:
-    """Stage lengths that fit `epochs` on a small backbone (gradual unfreezing one block per epoch)."""
-    return {"gu_epochs_per_stage": 1, "lp_epochs": max(1, min(3, epochs - 1))}
 
 
 def strategy_plan(strategy: str, backbone: str = "tinycnn", epochs: int = 8, **fields) -> pd.DataFrame:
@@ -35,7 +31,7 @@ def strategy_plan(strategy: str, backbone: str = "tinycnn", epochs: int = 8, **f
     """
     cfg = RunConfig.from_dict({"strategy": strategy, "backbone": backbone, "max_epochs": epochs, "image_size": 32,
                                "synthetic_size": 96, "batch_size": 16, "device": "cpu", "quiet": True,
-                               **plan_defaults(epochs), **fields})
+                               **stage_lengths(epochs), **fields})
     data = load_dataset(cfg, progress=False)
     bb = create_backbone(backbone, data.num_classes)
     trainer = make_trainer(cfg, bb, data, Device.resolve(cfg, bb))
@@ -150,7 +146,7 @@ def cached_plan(strategy: str, backbone: str, epochs: int, settings: tuple) -> p
 
     try:
         check_config(RunConfig.from_dict({"strategy": strategy, "backbone": backbone, "max_epochs": epochs,
-                                          **plan_defaults(epochs), **dict(settings)}))
+                                          **stage_lengths(epochs), **dict(settings)}))
     except ValueError as err:  # ConfigError: e.g. gradual-unfreezing stages that do not fit the epochs
         return f"not possible with these settings:\n{err}"
     return strategy_plan(strategy, backbone, epochs, **dict(settings))
@@ -197,7 +193,7 @@ class PlanExplorer:
                 slider = widgets.FloatSlider(value=default, min=low, max=high, step=step, description=text,
                                              continuous_update=False, style=style)
             self.sliders[field_name] = slider
-        for field_name, value in plan_defaults(epochs).items():  # stage lengths that fit the epochs
+        for field_name, value in stage_lengths(epochs).items():  # stage lengths that fit the epochs
             self.sliders[field_name].value = value
         self.output = widgets.Output()
         self.figure: plt.Figure | None = None
@@ -329,39 +325,7 @@ class InsideExplorer:
         display(widgets.HBox([self.picker, self.output]))
 
 
-# --- the mini comparison: a few strategies over three seeds, the demo's protocol -------------------
-MINI_STRATEGIES = ("lp", "ft", "lp_ft", "gu_last_first", "auto_rgn")
-
-
-def mini_comparison(out_dir: str | Path, checkpoint: str | Path, strategies=MINI_STRATEGIES, seeds=STUDY_SEEDS,
-                    size: int = 1000, epochs: int = 8, workers: int = 0):
-    """Fine-tune `checkpoint` on the synthetic target task with each strategy and seed under the demo's
-    protocol (params/demo.yaml: one thread per run), `workers` runs at a time (0: one per core, up to 4),
-    with a progress bar. Finished runs are found again when the cell runs a second time.
-    Returns the `Study` of exactly these runs."""
-    import os
-
-    import yaml
-
-    from ..core.fileio import atomic_write
-    from ..core.templates import template
-    from ..study.analysis import Study
-    from ..study.grid import load_grid, run_grid
-    from ..study.results import collect
-
-    grid = yaml.safe_load(template("params", "demo.yaml").read_text())
-    grid.update(name="teaching", weights=str(Path(checkpoint).resolve()), strategy=list(strategies), seed=list(seeds),
-                synthetic_size=size, max_epochs=epochs, lp_epochs=plan_defaults(epochs)["lp_epochs"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "mini.yaml"
-    atomic_write(path, yaml.safe_dump(grid, sort_keys=False))
-    run_grid(path, out, workers=workers or min(4, os.cpu_count() or 1), engine="inline")
-    hashes = {cfg.run_hash() for cfg in load_grid(path).runs}
-    runs = collect(out)
-    return Study(out, runs=runs[runs.run_hash.isin(hashes)])
-
-
+# --- the mini comparison's sentence (the runs: study/mini.py) ---------------------------------------
 def spread_sentence(study) -> str:
     """How far one strategy's score moves between seeds, and which gains over FT stand outside that noise."""
     from ..training.strategies import strategy_label
