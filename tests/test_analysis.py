@@ -256,3 +256,13 @@ def test_the_epoch_bar_ends_full_at_the_epochs_history_holds_when_early_stopping
     epoch_bar = next(b for b in bars if b.unit == "epoch")
     assert epoch_bar.n == epoch_bar.total == result.metrics["epochs_run"]
     assert "stopped early" in epoch_bar.postfix
+
+
+def test_the_figure_catalogue_is_what_the_report_and_the_explorer_show():
+    from studylib.views import catalogue, explorer
+    from studylib.views.report import HOW_TO_READ
+
+    assert set(explorer.STUDY_DRAW) == set(catalogue.STUDY_VIEWS)  # every study view draws, and only those
+    assert list(explorer.STUDY_VIEWS) == [catalogue.FIGURES[k].view for k in catalogue.STUDY_VIEWS]
+    for key, figure in catalogue.FIGURES.items():
+        assert (figure.reading in HOW_TO_READ) if figure.reading else figure.caption, key  # words under each

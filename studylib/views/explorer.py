@@ -15,12 +15,13 @@ from IPython.display import display
 
 from ..core import runfiles
 from ..core.config import METRICS, metric_name
-from ..core.constants import N_BOOT
+from ..core.constants import DEFAULT_METRIC, N_BOOT
 from ..core.fileio import read_json_dict_or_empty
 from ..study import measures
 from ..study.analysis import Study
 from ..study.results import collect
-from . import measurefigures, runfigures, studyfigures
+from . import catalogue, measurefigures, runfigures, studyfigures
+from .catalogue import FIGURES
 
 RUN_VIEWS = {
     "learning curves": lambda run, metric: runfigures.learning_curves(run, metric),
@@ -38,9 +39,23 @@ def _run_name(run: Path) -> str:
     return f"{config.get('strategy', Path(run).name)} seed {config.get('seed', '?')}"
 
 
-STUDY_VIEWS = ("gain over FT", "critical-difference diagram", "accuracy per strategy", "recall per class",
-               "cost vs accuracy",
-               "feature change per block", "feature change vs gain", "calibration vs FT", "labelled fraction")
+# The study views: catalogue.FIGURES' entries with a view, drawn for the chosen metric (the report draws the
+# same figures, one per group where the explorer stacks them).
+STUDY_DRAW = {
+    "gain_heatmap": lambda study, metric: studyfigures.gain_heatmap(
+        study.gains, title=f"gain in test {metric_name(metric)} over FT (~: no verdict)"),
+    "critical_difference": lambda study, metric: studyfigures.cd_diagrams(study.rank_tests, metric=metric),
+    "accuracy": lambda study, metric: studyfigures.accuracy_bars(study.accuracy, metric=metric, classes=study.classes),
+    "recall_per_class": lambda study, metric: studyfigures.recall_bars(study.per_class),
+    "cost_vs_accuracy": lambda study, metric: studyfigures.cost_vs_accuracy(study.best, metric=metric),
+    "cka_by_block": lambda study, metric: measurefigures.cka_by_block(measures.study_change(study)),
+    "cka_vs_gain": lambda study, metric: measurefigures.change_vs_gain(measures.study_relation(study)),
+    "calibration_gains": lambda study, metric: measurefigures.calibration_gains(
+        measures.study_calibration_gains(study)),
+    "labelled_fraction": lambda study, metric: measurefigures.labelled_fraction(measures.study_efficiency(study),
+                                                                                metric),
+}
+STUDY_VIEWS = {FIGURES[key].view: key for key in catalogue.STUDY_VIEWS}  # dropdown name -> catalogue key
 
 
 class Explorer:
@@ -53,7 +68,7 @@ class Explorer:
         self.n_boot, self.correction = n_boot, correction
         self.runs = collect(self.results_dir)  # read once; every view and metric reuses it
         self._studies: dict[str, Study] = {}
-        self.done = self.study("balanced_accuracy").done
+        self.done = self.study(DEFAULT_METRIC).done
         self.figure: plt.Figure | None = None
         self.current_run: Path | None = None
         self.message = ""
@@ -74,7 +89,7 @@ class Explorer:
 
         return {
             "view": dropdown("view", list(STUDY_VIEWS) + list(RUN_VIEWS), "gain over FT"),
-            "metric": dropdown("metric", [m for m in METRICS if m != "loss"], "balanced_accuracy"),
+            "metric": dropdown("metric", [m for m in METRICS if m != "loss"], DEFAULT_METRIC),
             "dataset": dropdown("dataset", self._options("dataset")),
             "backbone": dropdown("backbone", self._options("backbone")),
             "strategy": dropdown("strategy", studyfigures._ordered(self._options("strategy")) if not self.done.empty
@@ -134,25 +149,10 @@ class Explorer:
         return self._studies[metric]
 
     def _study_view(self, view: str, metric: str) -> plt.Figure:
-        study = self.study(metric)
-        if view == "gain over FT":
-            return studyfigures.gain_heatmap(study.gains, title=f"gain in test {metric_name(metric)} over FT "
-                                                                 "(~: no verdict)")
-        if view == "recall per class":
-            return studyfigures.recall_bars(study.per_class)
-        if view == "critical-difference diagram":
-            return studyfigures.cd_diagrams(study.rank_tests, metric=metric)
-        if view == "accuracy per strategy":
-            return studyfigures.accuracy_bars(study.accuracy, metric=metric, classes=study.classes)
-        if view == "feature change per block":
-            return measurefigures.cka_by_block(measures.study_change(study))
-        if view == "feature change vs gain":
-            return measurefigures.change_vs_gain(measures.study_relation(study))
-        if view == "calibration vs FT":
-            return measurefigures.calibration_gains(measures.study_calibration_gains(self.study("balanced_accuracy")))
-        if view == "labelled fraction":
-            return measurefigures.labelled_fraction(measures.study_efficiency(study), metric)
-        return studyfigures.cost_vs_accuracy(study.best, metric=metric)
+        key = STUDY_VIEWS[view]
+        # calibration is measured on test whatever the metric: its gains come from the default study
+        study = self.study(DEFAULT_METRIC if key == "calibration_gains" else metric)
+        return STUDY_DRAW[key](study, metric)
 
     def widget(self) -> widgets.Widget:
         top = widgets.HBox([self.controls["view"], self.controls["metric"]])

@@ -17,7 +17,8 @@ from ..study import analysis, measures, stats
 from ..study.analysis import Study
 from ..study.results import failures
 from ..training.strategies import strategy_label as label
-from . import measurefigures, prose, studyfigures
+from . import measurefigures, prose, runfigures, studyfigures
+from .catalogue import FIGURES
 
 # How to read each part, in two sentences; the report, the analysis notebook and the README use these.
 HOW_TO_READ = {
@@ -71,59 +72,55 @@ HOW_TO_READ = {
 
 
 def study_figures(study: Study) -> dict[str, Path]:
-    """Write the headline figures of `study` into ROOT/figures; returns title -> PNG path."""
-    out = study.root / "figures"
-    made: dict[str, Path] = {}
+    """Write the headline figures of `study` (catalogue.FIGURES, in its order) into ROOT/figures; returns
+    title -> PNG path."""
+    return {title: path for _, title, path in _drawn(study)}
 
-    def keep(title: str, name: str, draw) -> None:
-        made[title] = out / f"{name}.png"
-        plt.close(draw(made[title]))
+
+def _drawn(study: Study) -> list[tuple[str, str, Path]]:
+    """(catalogue key, title, PNG) of every figure drawn for `study`."""
+    out, made = study.root / "figures", []
+
+    def keep(key: str, draw, where: str = "", suffix: str = "") -> None:
+        title = FIGURES[key].title.format(metric=metric_name(study.metric), where=where)
+        made.append((key, title, out / f"{key}{suffix}.png"))
+        plt.close(draw(made[-1][2]))
 
     if study.best.empty:
         return made
-    name = metric_name(study.metric)
-    keep(f"Gain in test {name} over FT per dataset x backbone", "gain_heatmap", lambda p: studyfigures.gain_heatmap(
-        study.gains, p, title=f"gain in test {name} over FT (~: no verdict: inside the noise or too few seeds)"))
+    keep("gain_heatmap", lambda p: studyfigures.gain_heatmap(
+        study.gains, p, title=f"gain in test {metric_name(study.metric)} over FT (~: no verdict: inside the noise "
+                              "or too few seeds)"))
     for protocol, test in study.rank_tests.items():
-        keep(f"Critical-difference diagram ({protocol})", f"critical_difference_{protocol}",
-             lambda p, t=test: studyfigures.cd_diagram(t, p))
-    keep(f"Mean test {name} per strategy (+- sd over seeds)", "accuracy",
-         lambda p: studyfigures.accuracy_bars(study.accuracy, p, study.metric, study.classes))
+        keep("critical_difference", lambda p, t=test: studyfigures.cd_diagram(t, p), protocol, f"_{protocol}")
+    keep("accuracy", lambda p: studyfigures.accuracy_bars(study.accuracy, p, study.metric, study.classes))
     if len(study.per_class):
-        keep("Test recall per class and strategy", "recall_per_class",
-             lambda p: studyfigures.recall_bars(study.per_class, p))
+        keep("recall_per_class", lambda p: studyfigures.recall_bars(study.per_class, p))
     for number, ((protocol, dataset, backbone), matrices) in enumerate(analysis.summed_confusions(study.best).items()):
         classes = analysis.run_classes(study.example_run(next(iter(matrices))) or "")
         several = study.done.protocol.nunique() > 1
         where = f"{dataset} / {backbone}" + (f", {protocol}" if several else "")
-        keep(f"Test confusion matrices summed over seeds ({where})", f"confusion_{number}",
-             lambda p, m=matrices, c=classes, w=where: studyfigures.confusion_grid(
-                 m, c or [str(i) for i in range(len(next(iter(m.values()))))], f"{w}: test images, all seeds", p))
+        keep("confusion", lambda p, m=matrices, c=classes, w=where: studyfigures.confusion_grid(
+            m, c or [str(i) for i in range(len(next(iter(m.values()))))], f"{w}: test images, all seeds", p),
+            where, f"_{number}")
     rgn = study.example_run("auto_rgn", runfiles.LAYERS)
     if rgn is not None:
-        keep("Auto-RGN: per-block learning rate over epochs", "auto_rgn_block_lr",
-             lambda p: studyfigures.run_layers(rgn, "lr", p))
+        keep("auto_rgn_block_lr", lambda p: runfigures.block_lr_heatmap(rgn, "lr", p))
     timeline = {s: study.example_run(s, runfiles.LAYERS) for s in ("gu_last_first", "gu_first_last", "lp_ft")}
     timeline = {s: r for s, r in timeline.items() if r is not None}
     if timeline:
-        keep("Trainable blocks per epoch", "unfreezing_timeline",
-             lambda p: studyfigures.unfreezing_timeline(timeline, p))
-    keep("Cost against accuracy", "cost_vs_accuracy",
-         lambda p: studyfigures.cost_vs_accuracy(study.best, p, study.metric))
+        keep("unfreezing_timeline", lambda p: studyfigures.unfreezing_timeline(timeline, p))
+    keep("cost_vs_accuracy", lambda p: studyfigures.cost_vs_accuracy(study.best, p, study.metric))
     change = measures.study_change(study)
     if len(change):
-        keep("Feature change per block (CKA to the starting network)", "cka_by_block",
-             lambda p: measurefigures.cka_by_block(change, p))
-        keep("Feature change against the gain over FT", "cka_vs_gain",
-             lambda p: measurefigures.change_vs_gain(measures.study_relation(study), p))
+        keep("cka_by_block", lambda p: measurefigures.cka_by_block(change, p))
+        keep("cka_vs_gain", lambda p: measurefigures.change_vs_gain(measures.study_relation(study), p))
     calibration = measures.study_calibration_gains(study)
     if len(calibration):
-        keep("Calibration: improvement over FT", "calibration_gains",
-             lambda p: measurefigures.calibration_gains(calibration, p))
+        keep("calibration_gains", lambda p: measurefigures.calibration_gains(calibration, p))
     fraction = measures.study_efficiency(study)
     if len(fraction):
-        keep("Test score against the labelled fraction", "labelled_fraction",
-             lambda p: measurefigures.labelled_fraction(fraction, study.metric, p))
+        keep("labelled_fraction", lambda p: measurefigures.labelled_fraction(fraction, study.metric, p))
     return made
 
 
@@ -135,7 +132,7 @@ def write_report(root: str | Path, metric: str = DEFAULT_METRIC, n_boot: int = s
     claim_folder(root, "grid", overwrite, "the report folder")
     study = Study(Path(root), metric, n_boot, runs, correction=correction)
     sections = _sections(study)
-    figures = study_figures(study)
+    figures = _drawn(study)
     markdown = _markdown(study, sections, figures)
     page = _html(study, sections, figures)
     atomic_write(study.root / "report.md", markdown)
@@ -260,7 +257,7 @@ def _labelled(table: pd.DataFrame, study: Study | None = None) -> pd.DataFrame:
     return out
 
 
-def _markdown(study: Study, sections: dict, figures: dict[str, Path]) -> str:
+def _markdown(study: Study, sections: dict, figures: list[tuple[str, str, Path]]) -> str:
     lines = ([f"# studylib report: {study.root.resolve().name}", ""]
              + [line for p in _opening(study) for line in (p, "")])
     lines += [f"> {note}" for note in study.notes]
@@ -268,38 +265,17 @@ def _markdown(study: Study, sections: dict, figures: dict[str, Path]) -> str:
         text = f"```text\n{_labelled(body, study).to_string(index=False)}\n```" if isinstance(body, pd.DataFrame) \
             else body
         lines += [f"## {title}", ""] + ([f"*How to read it:* {how}", ""] if how else []) + [text, ""]
-    for title, path in figures.items():
-        how = _figure_reading(title, study)
+    for key, title, path in figures:
+        how = figure_reading(key, study)
         lines += [f"## {title}", ""] + ([f"*How to read it:* {how}", ""] if how else []) + \
             [f"![{title}]({path.relative_to(study.root)})", ""]
     return "\n".join(lines)
 
 
-CAPTIONS = {  # title start -> one sentence under the figure (figures with a reading get that instead)
-    "Gain in test": "Each cell is a strategy's mean gain over FT on one dataset x backbone (blue: better, red: worse); "
-                    "a ~ marks gains without a verdict (inside the noise after correction, or too few seeds).",
-    "Test recall per class": "Mean test recall of each class per strategy over seeds: which classes a strategy "
-                             "gains or loses on.",
-    "Test confusion": "Counts of test images by true (rows) and predicted (columns) class, added over the seeds of "
-                      "each strategy's selected runs; the colour is the share of the true class.",
-    "Mean test": "Mean test score of each strategy over seeds with the seed-to-seed sd; the dashed "
-                                  "line is what guessing scores.",
-    "Auto-RGN": "Auto-RGN's learning rate per block and epoch in one run: each tensor's rate follows its relative "
-                "gradient norm, so the map changes from epoch to epoch.",
-    "Trainable blocks": "Which blocks trained in each epoch, one run per strategy: gradual unfreezing adds a block per "
-                        "stage, LP-FT trains the head alone first.",
-    "Cost against accuracy": "One point per run: its wall time and its largest number of trainable parameters against "
-                             "its test score.",
-}
-READINGS = {"Critical-difference": "cd", "Feature change per": "cka", "Feature change against": "relation",
-            "Calibration": "calibration", "Test score against": "fraction"}
-
-
-def _figure_reading(title: str, study: Study) -> str:
-    for start, part in READINGS.items():
-        if title.startswith(start):
-            return reading(part, study)
-    return next((text for start, text in CAPTIONS.items() if title.startswith(start)), "")
+def figure_reading(key: str, study: Study | None = None) -> str:
+    """The words under a catalogued figure: its reading (two sentences) or its caption."""
+    figure = FIGURES[key]
+    return reading(figure.reading, study) if figure.reading else figure.caption
 
 
 def _opening(study: Study) -> list[str]:
@@ -307,13 +283,13 @@ def _opening(study: Study) -> list[str]:
     return [prose.headline(study)] + ([f"Methods. {prose.methods(study)}"] if not study.done.empty else [])
 
 
-def _html(study: Study, sections: dict, figures: dict[str, Path]) -> str:
+def _html(study: Study, sections: dict, figures: list[tuple[str, str, Path]]) -> str:
     parts = [f"<h1>studylib report: {html.escape(study.root.resolve().name)}</h1>"]
     parts += [f"<p>{html.escape(paragraph)}</p>" for paragraph in _opening(study)]
     parts += [f"<p class='note'>{html.escape(note)}</p>" for note in study.notes]
-    for title, path in figures.items():
+    for key, title, path in figures:
         data = base64.b64encode(path.read_bytes()).decode()
-        how = _figure_reading(title, study)
+        how = figure_reading(key, study)
         how = f"<p class='how'><b>How to read it:</b> {html.escape(how)}</p>" if how else ""
         parts.append(f"<h2>{html.escape(title)}</h2>{how}"
                      f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")

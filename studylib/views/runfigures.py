@@ -60,11 +60,12 @@ def _mark_stages(axis: plt.Axes, history: pd.DataFrame) -> None:
         axis.axvline(history.epoch[index] - 0.5, color="k", alpha=0.15)
 
 
-def block_lr_heatmap(run_dir: str | Path, value: str = "lr") -> plt.Figure:
-    """Per-block learning rate (or RGN, grad norm, distance) over epochs; frozen blocks blank."""
+def block_lr_heatmap(run_dir: str | Path, value: str = "lr", path: Path | None = None) -> plt.Figure:
+    """Per-block learning rate (or RGN, grad norm, distance) over epochs; frozen blocks blank. Saved to `path`,
+    by default the run's figures/blocks_<value>.png."""
     run_dir = Path(run_dir)
     layers = pd.read_csv(run_dir / runfiles.LAYERS)
-    return save(layer_heatmap(layers, value, _title(run_dir)), _figure_path(run_dir, f"blocks_{value}"))
+    return save(layer_heatmap(layers, value, _title(run_dir)), path or _figure_path(run_dir, f"blocks_{value}"))
 
 
 def tensor_heatmap(run_dir: str | Path, value: str = "lr") -> plt.Figure:

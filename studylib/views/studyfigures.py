@@ -16,7 +16,7 @@ from ..core.config import metric_name
 from ..core.constants import DEFAULT_METRIC
 from ..training.strategies import list_strategies
 from ..training.strategies import strategy_label as label
-from .runfigures import layer_heatmap, save
+from .runfigures import save
 
 PANELS_PER_ROW = 4  # at 4.2 in a panel and 110 dpi a row stays under 2,000 px, whatever the number of cases
 
@@ -99,12 +99,6 @@ def accuracy_bars(table: pd.DataFrame, path: Path | None = None, metric: str = D
                  ylabel=f"test {metric_name(metric)}", ylim=(low - margin, high + margin))
     fig.tight_layout()
     return save(fig, path)
-
-
-def run_layers(run: str | Path, value: str = "lr", path: Path | None = None) -> plt.Figure:
-    """Per-block `value` over epochs of one run (Auto-RGN learning rates, RGN, distance moved)."""
-    layers = pd.read_csv(Path(run) / runfiles.LAYERS)
-    return save(layer_heatmap(layers, value, Path(run).name), path)
 
 
 def unfreezing_timeline(runs: dict[str, str | Path], path: Path | None = None) -> plt.Figure:
