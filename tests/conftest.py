@@ -39,6 +39,32 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True)
+def processes_only_in_slow_tests(request, monkeypatch):
+    """A test that starts a process (a subprocess, a notebook kernel, a browser, a worker pool) must be marked
+    `slow`, so `pytest -m "not slow"` stays the quick, in-process suite; this fails the ones that do not say so."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    import multiprocessing.process
+    import subprocess
+
+    started: list[str] = []
+
+    def spy(real):
+        def record(self, *args, **kwargs):
+            started.append(str(args[0] if args else kwargs.get("args", type(self).__name__))[:80])
+            return real(self, *args, **kwargs)
+        return record
+
+    from studylib.training.runner import git_commit
+    git_commit()  # asked once per process (env.json), before the spy: not a process this test starts
+    monkeypatch.setattr(subprocess.Popen, "__init__", spy(subprocess.Popen.__init__))
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", spy(multiprocessing.process.BaseProcess.start))
+    yield
+    assert not started, f"this test starts a process ({started[0]}): mark it @pytest.mark.slow"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):
     """Prepared-image cache in a temporary folder, shared by the whole session."""

@@ -175,6 +175,7 @@ def test_explorer_on_an_empty_folder(tmp_path):
     assert explorer.figure is None and "no finished runs" in explorer.message
 
 
+@pytest.mark.slow
 def test_analysis_notebook_runs_headless_and_writes_figures(results, tmp_path):
     out = tmp_path / "analysis.ipynb"
     papermill.execute_notebook(str(ROOT / "notebooks" / "analysis.ipynb"), str(out), kernel_name="python3",
@@ -183,12 +184,14 @@ def test_analysis_notebook_runs_headless_and_writes_figures(results, tmp_path):
     assert (results / "figures" / "explorer-gain_over_FT.png").is_file()
 
 
+@pytest.mark.slow
 def test_analysis_notebook_on_an_empty_folder(tmp_path):
     papermill.execute_notebook(str(ROOT / "notebooks" / "analysis.ipynb"), str(tmp_path / "a.ipynb"),
                                kernel_name="python3", parameters={"results_dir": str(tmp_path)}, progress_bar=False)
     assert "no run folders" in (tmp_path / "a.ipynb").read_text()
 
 
+@pytest.mark.slow
 def test_teaching_notebook_runs_at_its_smallest_settings(tmp_path):
     papermill.execute_notebook(str(ROOT / "notebooks" / "teaching.ipynb"), str(tmp_path / "t.ipynb"),
                                kernel_name="python3", progress_bar=False,

@@ -439,6 +439,7 @@ def _die(job):
     os._exit(1)  # a decoding worker killed (by the OOM killer, say)
 
 
+@pytest.mark.slow
 def test_a_dead_cache_worker_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch, capsys):
     import studylib.data.cache as cache
     write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=20, splits=())

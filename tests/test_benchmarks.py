@@ -14,16 +14,19 @@ def run_script(*args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_training_benchmark_runs_at_tiny_size():
     out = run_script("benchmarks/bench_train.py", "--tiny", "--backbones", "tinycnn", "--steps", "2",
                      "--lp-epochs", "2")
     assert "| tinycnn |" in out and "cached features" in out
 
 
+@pytest.mark.slow
 def test_paper_estimate_covers_the_432_runs():
     assert "all (432 runs)" in run_script("benchmarks/estimate_paper.py")
 
 
+@pytest.mark.slow
 def test_runs_log_their_speed_and_the_paper_estimate_uses_it(tiny, tmp_path):
     import pandas as pd
 
@@ -41,22 +44,26 @@ def test_runs_log_their_speed_and_the_paper_estimate_uses_it(tiny, tmp_path):
     assert "measured tinycnn: 1 runs" in out and "| tinycnn |" in out and "resnet50" not in out
 
 
+@pytest.mark.slow
 def test_resume_benchmark_runs_at_tiny_size():
     assert "| tinycnn |" in run_script("benchmarks/bench_resume.py", "--backbones", "tinycnn")
 
 
+@pytest.mark.slow
 def test_training_benchmark_runs_on_real_images_through_the_prepared_cache(shared_data):
     out = run_script("benchmarks/bench_train.py", "--data", str(shared_data / "brain-mri-nickparvar"),
                      "--backbones", "tinycnn", "--size", "32", "--batch", "16", "--steps", "2", "--lp-epochs", "2")
     assert "data: DataBundle(" in out and "| tinycnn |" in out
 
 
+@pytest.mark.slow
 def test_analysis_benchmark_runs_at_tiny_size():
     out = run_script("benchmarks/bench_analysis.py", "--cases", "2", "--strategies", "3", "--test-size", "60",
                      "--classes", "3", "--n-boot", "20")
     assert "| 18 | 4 |" in out
 
 
+@pytest.mark.slow
 def test_interval_calibration_runs_at_tiny_size():
     out = run_script("benchmarks/calibrate_intervals.py", "--reps", "2", "--images", "60")
     assert "| crossed |" in out and "| nested |" in out
@@ -70,6 +77,7 @@ def test_scale_benchmark_runs_at_tiny_size(tmp_path):
     assert "read-ahead thread alone" in out and "| with the index (after) | cold |" in out
 
 
+@pytest.mark.slow
 def test_grid_benchmark_runs_at_tiny_size():
     out = run_script("benchmarks/bench_grid.py", "--workers", "1", "--runs", "4")
     assert "| 1 |" in out and "runs/min" in out

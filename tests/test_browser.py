@@ -149,6 +149,7 @@ def run_all_cells(page) -> None:
     raise AssertionError("JupyterLab never ran the notebook's cells")
 
 
+@pytest.mark.slow
 def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
@@ -195,6 +196,7 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_
     assert (tmp_path / "results" / "figures" / "explorer-per-block_learning_rate.png").is_file()
 
 
+@pytest.mark.slow
 def test_teaching_notebook_plans_redraw_when_a_slider_moves(lab, tmp_path):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)

@@ -97,6 +97,7 @@ def test_every_field_has_exactly_one_role_and_the_run_hash_follows_them():
             assert base.replace(**{name: not getattr(base, name)}).run_hash() == base.run_hash(), name
 
 
+@pytest.mark.slow
 def test_a_lock_held_elsewhere_times_out_with_a_message_that_says_what_to_do(tmp_path):
     import subprocess
     import sys

@@ -154,6 +154,7 @@ def test_exact_duplicate_across_splits_is_reported_and_dropped(tmp_path):
     assert "test/a/copy.png" not in dropped.ids and f"train/a/{source.name}" in dropped.ids
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_matches_fresh_decoding(tmp_path):
     root = write_image_folder(tmp_path / "d", splits=())
     files = sorted(root.rglob("*.png"))
@@ -165,6 +166,7 @@ def test_cache_is_reused_and_matches_fresh_decoding(tmp_path):
     assert not other_size.reused
 
 
+@pytest.mark.slow
 def test_two_processes_preparing_at_once_agree(tmp_path):
     root = write_image_folder(tmp_path / "d", per_class=30, splits=())
     script = ("import sys, numpy as np; from pathlib import Path; from studylib.data.cache import prepare_files;"
@@ -189,6 +191,7 @@ REAL = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REAL)
 def test_a_run_completes_on_each_real_dataset(shared_data, tmp_path, name):
     options = dict(REAL[name], data_root=str(shared_data / REAL[name]["data_root"]))
@@ -198,6 +201,7 @@ def test_a_run_completes_on_each_real_dataset(shared_data, tmp_path, name):
     assert (tmp_path / "predictions.csv").is_file()
 
 
+@pytest.mark.slow
 def test_ham10000_lesions_never_span_two_splits(shared_data):
     for seed in (684, 559, 629):
         bundle = load_dataset(tiny_config(dataset="ham10000", data_root=str(shared_data / "ham10000-small"),
@@ -207,6 +211,7 @@ def test_ham10000_lesions_never_span_two_splits(shared_data):
         assert frame.lesion.nunique() > 3000
 
 
+@pytest.mark.slow
 def test_chest_xray_patients_never_span_two_splits(shared_data):
     bundle = load_dataset(tiny_config(**dict(REAL["chest"], data_root=str(shared_data / "chest-xray-kermany"))),
                           progress=False)

@@ -86,6 +86,7 @@ def test_bad_grids_fail_before_any_run(tmp_path, body, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_smoke_grid_through_papermill_then_skip_when_finished(tmp_path, capfd):
     table = run_grid(ROOT / "params" / "smoke.yaml", tmp_path, progress=False)
     assert list(table.status) == ["finished", "finished"]
@@ -107,6 +108,7 @@ def test_smoke_grid_through_papermill_then_skip_when_finished(tmp_path, capfd):
     assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_failing_cell_marks_the_run_failed_and_the_grid_goes_on(tmp_path):
     path = write_grid(tmp_path, "strategy: [ft, surgical]\nsurgical_block: nowhere\n")
     table = run_grid(path, tmp_path / "out", progress=False)
@@ -119,6 +121,7 @@ def test_failing_cell_marks_the_run_failed_and_the_grid_goes_on(tmp_path):
     assert list(retried.action).count("run") == 1  # the failed one is retried next time
 
 
+@pytest.mark.slow
 def test_kill_dash_nine_then_resume_runs_everything_exactly_once(tmp_path):
     path = write_grid(tmp_path, "strategy: [ft, lp, l2_sp, gu_last_first]\npatience: 5\n"
                             "per_strategy:\n  gu_last_first: {gu_epochs_per_stage: 1, max_epochs: 5}\n")
@@ -141,6 +144,7 @@ def test_kill_dash_nine_then_resume_runs_everything_exactly_once(tmp_path):
         assert (out / "runs" / name / "metrics.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_results_table(tmp_path):
     local = run_grid(ROOT / "params" / "smoke.yaml", tmp_path / "local", engine="inline", progress=False)
     dask = run_grid(ROOT / "params" / "smoke.yaml", tmp_path / "dask", workers=2, progress=False)  # papermill
@@ -174,6 +178,7 @@ def write_notebook(path: Path, body: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_dying_kernel_marks_the_run_failed(tmp_path):
     from studylib.study.grid import execute_run
     write_notebook(tmp_path / "dies.ipynb", "import os\nos._exit(1)")
@@ -232,6 +237,7 @@ def test_a_shipped_grid_runs_by_its_name_from_any_folder(tmp_path, monkeypatch):
     assert len(plan) == len(load_grid(ROOT / "params" / "smoke.yaml").runs) and set(plan.action) == {"run"}
 
 
+@pytest.mark.slow
 def test_a_grid_runs_the_notebook_it_is_given(tmp_path):
     write_notebook(tmp_path / "mine.ipynb", "open(out_dir + '/mine.txt', 'w').write('ran')")
     path = write_grid(tmp_path, "strategy: ft\n")

@@ -169,6 +169,7 @@ def _peak(path, budget: int | None) -> int:
     return int(out[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads peak memory from /proc")
 def test_a_streamed_pass_stays_within_its_budget_while_a_resident_one_does_not(tmp_path):
     """What streaming promises: memory that does not grow with the split, and no resident copy.

@@ -143,6 +143,15 @@ def _build(paths: list[Path], size: int, npy: Path, meta: Path, workers: int, pr
         tmp.unlink(missing_ok=True)  # after a failure (or a kill of a worker), nothing half-built stays
 
 
+AUTO_CHUNKS_PER_WORKER = 4  # below 4 chunks of 64 images per worker, starting worker processes costs more than it saves
+
+
+def auto_workers(chunks: int) -> int:
+    """workers=0: one process per core up to 8, but no more than the work keeps busy; a few hundred images
+    decode in this process."""
+    return max(1, min(8, os.cpu_count() or 1, chunks // AUTO_CHUNKS_PER_WORKER))
+
+
 def _fill(paths: list[Path], size: int, tmp: Path, workers: int, progress: bool) -> dict:
     """Decode every file into the array at `tmp`; returns the entry's metadata."""
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, size, size))
@@ -152,7 +161,7 @@ def _fill(paths: list[Path], size: int, tmp: Path, workers: int, progress: bool)
                                                            "on a larger disk")
     chunks = [list(range(i, min(i + 64, len(paths)))) for i in range(0, len(paths), 64)]
     jobs = [(str(tmp), [str(paths[i]) for i in chunk], chunk, size) for chunk in chunks]
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or auto_workers(len(chunks))
     results = []
     bar = tqdm(total=len(paths), desc="preparing images", disable=not progress, leave=False)
     try:

@@ -1,6 +1,7 @@
 """One experiment end to end: data, backbone, strategy, fit, a single test evaluation, the run folder."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -332,8 +333,10 @@ def _studylib_version(version, missing) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The checkout's commit; None for an installed wheel (git would name whatever repository encloses it)."""
+    """The checkout's commit; None for an installed wheel (git would name whatever repository encloses it).
+    Asked once per process: a grid of many runs in one process starts git once."""
     checkout = Path(__file__).resolve().parents[2]
     if not (checkout / "pyproject.toml").is_file():
         return None
