@@ -84,7 +84,8 @@ class RunConfig:
     #   nested: a smaller share is a subset of a larger one for the same seed); validation and test untouched
     train_per_class: int = 0  # few labels, k-shot: train on about this many images per class (whole groups); 0: off
     #   (use train_fraction)
-    workers: int = 0  # processes that decode images into the cache; 0: one per core up to 8, none below 256 images per core
+    workers: int = 0  # processes that decode images into the cache; 0: one per core up to 8, none below 256
+    #   images per core
     # --- engine ---
     device: str = "auto"  # auto, cpu, cuda or cuda:N
     amp: str = "auto"  # auto (bf16 on CUDA), bf16 or off

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 SPLITS = ("train", "val", "test")
 
@@ -34,9 +33,13 @@ def _hold_out(labels: np.ndarray, groups: np.ndarray | None, fraction: float, se
     index = np.arange(len(labels))
     if groups is None:
         stratify = labels if np.bincount(labels).min(initial=2) >= 2 else None
+        from sklearn.model_selection import train_test_split  # on first use: a second off every start
+
         _, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
     else:
         n_splits = max(2, round(1 / fraction))
+        from sklearn.model_selection import StratifiedGroupKFold
+
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         held = _fold_with_every_class(folds.split(index, labels, groups), labels)
     mask = np.zeros(len(labels), dtype=bool)

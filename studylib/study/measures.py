@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from ..core import runfiles
 from ..core.config import CALIBRATION_METRICS, improvement_sign
@@ -90,7 +89,7 @@ def change_correlation(relation: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for keys, group in relation.dropna(subset=["cka_top", "gain"]).groupby(["protocol"] + CASE):
         varies = len(group) >= 3 and group.cka_top.nunique() > 1 and group.gain.nunique() > 1
-        rho = scipy_stats.spearmanr(group.cka_top, group.gain).statistic if varies else np.nan  # else undefined
+        rho = _scipy_stats().spearmanr(group.cka_top, group.gain).statistic if varies else np.nan  # else undefined
         rows.append(dict(zip(["protocol"] + CASE, keys), strategies=len(group), spearman=float(rho)))
     return pd.DataFrame(rows, columns=["protocol"] + CASE + ["strategies", "spearman"])
 
@@ -134,7 +133,7 @@ def efficiency(best: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame
     for keys, runs in frame[varied].groupby(["setting"] + CASE + ["strategy", "axis", "labelled"]):
         scores = runs[f"test_{metric}"].astype(float).dropna()
         mean, k = float(scores.mean()), len(scores)
-        half = float(scipy_stats.t.ppf(0.975, k - 1) * scores.std() / np.sqrt(k)) if k >= 2 else np.nan
+        half = float(_scipy_stats().t.ppf(0.975, k - 1) * scores.std() / np.sqrt(k)) if k >= 2 else np.nan
         rows.append(dict(zip(["setting"] + CASE + ["strategy", "axis", "labelled"], keys), mean=mean,
                          low=mean - half, high=mean + half, seeds=k, train_images=runs.train_images.mean(),
                          protocols=",".join(sorted(runs.protocol.unique()))))
@@ -232,3 +231,8 @@ def study_calibration_gains(study) -> pd.DataFrame:
 
 def study_efficiency(study) -> pd.DataFrame:
     return study.cached("efficiency", lambda: efficiency(study.best, study.metric))
+
+
+def _scipy_stats():
+    from scipy import stats  # on first use: scipy.stats costs half a second at every start
+    return stats

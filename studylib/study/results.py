@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score
 
 from ..core import runfiles
 from ..core.config import CALIBRATION_METRICS, METRICS
@@ -76,6 +75,8 @@ def damaged(row: dict, metrics: dict, path: Path) -> str:
     if predictions.is_file():
         try:
             frame = pd.read_csv(predictions, usecols=["label", "pred"])
+            from sklearn.metrics import balanced_accuracy_score
+
             recomputed = float(balanced_accuracy_score(frame.label, frame.pred))
         except (ValueError, KeyError, pd.errors.ParserError) as err:
             return f"predictions.csv cannot be read ({str(err)[:60]}); rerun it with --overwrite"
