@@ -47,6 +47,7 @@ def processes_only_in_slow_tests(request, monkeypatch):
         yield
         return
     import multiprocessing.process
+    import platform
     import subprocess
 
     started: list[str] = []
@@ -59,6 +60,7 @@ def processes_only_in_slow_tests(request, monkeypatch):
 
     from studylib.training.runner import git_commit
     git_commit()  # asked once per process (env.json), before the spy: not a process this test starts
+    platform.processor()  # the same (uname -p, cached by platform)
     monkeypatch.setattr(subprocess.Popen, "__init__", spy(subprocess.Popen.__init__))
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", spy(multiprocessing.process.BaseProcess.start))
     yield

@@ -16,7 +16,7 @@ from studylib.study.grid import run_grid
 from studylib.views.explorer import Explorer
 from studylib.views.report import write_report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRID = """dataset: synthetic
 synthetic_size: 160
 backbone: tinycnn
@@ -132,6 +132,7 @@ def test_report_is_self_contained_and_shows_the_key_figures(results):
     assert "<td>LP-FT</td>" in text and "<td>lp_ft</td>" not in text  # labels, not registry ids, in the tables
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 def test_report_plots_a_few_labels_grid_and_says_where_the_ranking_changes(results, tmp_path):
     root = copy_results(results, tmp_path)
     for run in list((root / "runs").iterdir()):  # the same runs again at 10% of the labels, LP now best
@@ -218,6 +219,7 @@ def figure_text(figure) -> str:
     return " ".join(parts)
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 def test_every_explorer_view_draws_one_figure_labelled_with_the_metric(results, tmp_path):
     from studylib.views.explorer import RUN_VIEWS, STUDY_VIEWS
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "studylib"
+PACKAGE = Path(__file__).resolve().parents[2] / "studylib"
 LAYERS = ["core", "data", "models", "training", "study", "views"]
 APPLICATION = {"cli", "demo", "__init__", "__main__"}
 

@@ -43,7 +43,7 @@ import pytest
 from studylib.study.grid import NOTEBOOK_PENDING, run_grid
 from studylib.study.results import collect
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED = 1729
 KILLS = 5
 GRID = ("dataset: synthetic\nsynthetic_size: 160\nbackbone: tinycnn\nimage_size: 16\nbatch_size: 32\n"

@@ -239,6 +239,7 @@ def test_multiplicity_correction_can_overturn_a_marginal_verdict(tmp_path):
     assert (gains.verdict_uncorrected == "better").sum() > (gains.verdict == "better").sum()
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 def test_runs_of_different_data_or_budget_are_never_pooled_and_the_report_names_the_groups(tmp_path):
     case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029), medmnist_size=28)
     case(tmp_path, "tinycnn", 0.70, (-0.05, -0.06, -0.04), medmnist_size=64)
@@ -251,6 +252,7 @@ def test_runs_of_different_data_or_budget_are_never_pooled_and_the_report_names_
     assert "Protocol groups" in markdown and "medmnist_size=28" in markdown and "medmnist_size=64" in markdown
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 def test_batchnorm_is_flagged_and_split_by_the_control(tmp_path):
     case(tmp_path, "tinycnn", 0.80, (0.05, 0.052, 0.049))  # lp_ft (freeze_stats) over ft (train)
     for seed in (684, 559, 629):  # the control: FT with frozen statistics, most of the gain

@@ -126,6 +126,7 @@ def test_cli_params_yaml(tmp_path):
     assert json.loads((tmp_path / "r" / "config.json").read_text())["strategy"] == "l1_sp"
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 @pytest.mark.parametrize("backbone", ["resnet50", "densenet121", "vgg19"])
 def test_study_backbones_smoke(tiny, tmp_path, backbone):
     cfg = tiny(backbone=backbone, image_size=32, synthetic_size=64, max_epochs=1, max_steps_per_epoch=1,

@@ -19,7 +19,7 @@ from studylib.core.config import ConfigError, RunConfig, config_keys, field_help
 from studylib.study.grid import duration, load_grid, run_grid
 from studylib.study.results import collect
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 TINY = ("dataset: synthetic\nsynthetic_size: 120\nbackbone: tinycnn\nimage_size: 16\nbatch_size: 32\n"
         "max_epochs: 1\ndevice: cpu\nnum_threads: 1\n")

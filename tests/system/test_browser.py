@@ -18,7 +18,7 @@ import pytest
 from studylib.study.grid import run_grid
 from studylib.views.report import write_report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "outputs" / "browser"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
@@ -219,7 +219,7 @@ def test_teaching_notebook_plans_redraw_when_a_slider_moves(lab, tmp_path):
         plans.screenshot(path=str(SHOTS / "teaching-plans-after-lp-epochs-5.png"))
         page.locator(".widget-select-multiple select").first.select_option(label=["FT", "L2-SP"])
         pull = plans.locator("img").nth(1)  # picking an SP strategy adds the figure of its pull back to w0
-        pull.wait_for(timeout=60_000)  # (its alpha sliders are driven in tests/test_teaching.py)
+        pull.wait_for(timeout=60_000)  # (its alpha sliders are driven in tests/views/test_teaching.py)
         page.wait_for_function("() => [...document.querySelectorAll('.widget-output')[0].querySelectorAll('img')]"
                                ".every(img => img.complete && img.naturalHeight > 0)", timeout=60_000)
         pull.scroll_into_view_if_needed()

@@ -28,6 +28,7 @@ def headings(markdown: str) -> list[str]:
     return [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 @pytest.mark.parametrize("metric, name", [("balanced_accuracy", "balanced accuracy"), ("accuracy", "accuracy")])
 def test_every_heading_and_the_headline_name_the_metric_and_the_test_balance(tmp_path, metric, name):
     case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029))
@@ -77,6 +78,7 @@ def test_seeds_are_counted_per_case(tmp_path):
     assert "1-3 seeds per case" in prose.headline(Study(tmp_path, n_boot=50))
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 def test_per_class_recall_shows_where_a_gain_comes_from(tmp_path):
     case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029))  # all of the gain on the minority class b
     study = Study(with_data_reports(tmp_path), n_boot=200)
@@ -92,6 +94,7 @@ def test_per_class_recall_shows_where_a_gain_comes_from(tmp_path):
     assert "Test confusion matrices summed over seeds (synthetic / tinycnn)" in markdown
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 def test_an_eighteen_case_study_has_figures_under_2000_px_and_no_template_text(tmp_path):
     labels = LABELS[::10]
     datasets = ("synthetic", "synthetic_source", "chest_xray_pneumonia", "brain_tumor_mri", "nct_crc_he", "ham10000")
@@ -107,6 +110,7 @@ def test_an_eighteen_case_study_has_figures_under_2000_px_and_no_template_text(t
     assert "{r." not in markdown_path.read_text() and "{" not in html_path.read_text().split("<style>")[0]
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 def test_backbones_of_one_dataset_are_one_friedman_block_and_the_report_prints_the_statistic(tmp_path):
     from scipy.stats import friedmanchisquare, studentized_range
     labels = LABELS[::10]
@@ -152,6 +156,7 @@ def test_runs_outside_any_comparison_are_listed_apart_not_counted(tmp_path):
             "synthetic_source / resnet18 (FT: FT alone).") in text
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 def test_the_win_tie_loss_table_has_no_stray_header(tmp_path):
     case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029))
     page = write_report(tmp_path, n_boot=20)[1].read_text()

@@ -210,6 +210,7 @@ def test_pretrain_reuses_only_a_checkpoint_of_the_same_recipe(tmp_path, capsys):
     assert "is not a checkpoint studylib can load" in capsys.readouterr().err and text.read_text() == "not weights"
 
 
+@pytest.mark.slow  # seconds in-process: out of the quick suite
 def test_a_garbage_representations_csv_costs_that_run_its_feature_change_not_the_report(tmp_path):
     from test_statistics import case
 
