@@ -3,6 +3,7 @@ import json
 import re
 import shutil
 import warnings
+from importlib.util import find_spec
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -192,7 +193,13 @@ def test_analysis_notebook_on_an_empty_folder(tmp_path):
     assert "no run folders" in (tmp_path / "a.ipynb").read_text()
 
 
+# tests/system/test_browser.py runs the teaching notebook end to end in Chromium with these checks and more;
+# headless, it runs here only where no browser can
+BROWSER = bool(shutil.which("chromium") or shutil.which("chromium-browser")) and bool(find_spec("playwright"))
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(BROWSER, reason="tests/system/test_browser.py runs this notebook in Chromium with these checks")
 def test_teaching_notebook_runs_at_its_smallest_settings(tmp_path):
     papermill.execute_notebook(str(ROOT / "notebooks" / "teaching.ipynb"), str(tmp_path / "t.ipynb"),
                                kernel_name="python3", progress_bar=False,

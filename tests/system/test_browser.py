@@ -228,5 +228,10 @@ def test_teaching_notebook_plans_redraw_when_a_slider_moves(lab, tmp_path):
         page.screenshot(path=str(SHOTS / "teaching-after-run-all.png"), full_page=True)
         text = page.locator(".jp-Notebook").inner_text()
         assert "Seed-to-seed spread" in text and "Top block (stage3)" in text
+        assert "Gains over FT, paired by seed" in text
         no_errors_or_warnings(page)
         browser.close()
+    # what tests/study/test_analysis.py checks of a headless run, where no browser is
+    teach = tmp_path / "teach"
+    assert (teach / "figures" / "strategy_maps.png").is_file() and (teach / "figures" / "inside.png").is_file()
+    assert len(list((teach / "runs").glob("*/metrics.json"))) == 5 * 2
