@@ -22,6 +22,17 @@ def tiny_config(**changes) -> RunConfig:
     return RunConfig.from_dict({**base, **changes})
 
 
+def trainer_for(cfg, data):
+    """A Trainer for `cfg` on prepared `data`, its backbone seeded by the config (no run folder)."""
+    from studylib.models.backbones import create_backbone
+    from studylib.training.engine import Device
+    from studylib.training.runner import make_trainer
+
+    torch.manual_seed(cfg.seed)
+    backbone = create_backbone(cfg.backbone, data.num_classes)
+    return make_trainer(cfg, backbone, data, Device.resolve(cfg, backbone))
+
+
 @pytest.fixture
 def tiny():
     return tiny_config

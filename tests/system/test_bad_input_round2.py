@@ -117,7 +117,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, key):
      "says test balanced accuracy 0.9900, its predictions.csv gives"),
 ], ids=["empty-test", "no-strategy", "not-a-number", "edited-score"])
 def test_a_damaged_run_beside_finished_ones_is_listed_and_left_out(tmp_path, damage, reason):
-    from test_statistics import case
+    from crafted import case
 
     from studylib.study.analysis import Study
     from studylib.study.results import collect
@@ -143,7 +143,7 @@ def _edit(path, change):
 
 
 def test_a_stray_config_json_in_a_hidden_folder_is_not_a_run(tmp_path):
-    from test_statistics import case
+    from crafted import case
 
     from studylib.study.results import find_runs
     case(tmp_path, "tinycnn", 0.80, (0.03,), seeds=(684,))
@@ -212,7 +212,7 @@ def test_pretrain_reuses_only_a_checkpoint_of_the_same_recipe(tmp_path, capsys):
 
 @pytest.mark.slow  # seconds in-process: out of the quick suite
 def test_a_garbage_representations_csv_costs_that_run_its_feature_change_not_the_report(tmp_path):
-    from test_statistics import case
+    from crafted import case
 
     from studylib.views.report import write_report
     case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029))
@@ -259,7 +259,7 @@ def test_report_options_are_range_checked(tmp_path, capsys, argv, message):
 
 
 def test_a_torn_config_is_listed_and_a_failed_report_leaves_results_csv_as_it_was(tmp_path, monkeypatch, capsys):
-    from test_statistics import case
+    from crafted import case
 
     import studylib.views.report as report_module
     from studylib.cli import main

@@ -4,10 +4,10 @@ import copy
 import pandas as pd
 import pytest
 import torch
+from conftest import trainer_for
 
 from studylib.models.backbones import create_backbone
-from studylib.training.engine import Device
-from studylib.training.runner import make_trainer, run
+from studylib.training.runner import run
 from studylib.training.strategies import (
     STRATEGIES,
     STUDY_STRATEGIES,
@@ -19,10 +19,6 @@ from studylib.training.strategies import (
 BN_STATS = ("running_mean", "running_var")
 
 
-def trainer_for(cfg, data):
-    torch.manual_seed(cfg.seed)
-    backbone = create_backbone(cfg.backbone, data.num_classes)
-    return make_trainer(cfg, backbone, data, Device.resolve(cfg, backbone))
 
 
 def backbone_state(trainer):

@@ -7,8 +7,8 @@ import re
 
 import numpy as np
 import pytest
+from crafted import LABELS, case, churned, crafted_run, with_accuracy
 from PIL import Image
-from test_statistics import LABELS, case, churned, crafted_run, with_accuracy
 
 from studylib.study.analysis import Study
 from studylib.views import prose

@@ -1,0 +1,67 @@
+"""BitFit and norm-only tuning against their definitions, on every study backbone: the trainable set is
+exactly the bias terms (or the normalisation scales and shifts) plus the new head, and nothing else moves."""
+import pytest
+import torch
+from conftest import trainer_for
+from torch import nn
+
+from studylib import RunConfig
+from studylib.core.config import ConfigError
+from studylib.models.backbones import create_backbone
+from studylib.training.runner import check_config
+from studylib.training.strategies import BitFit, NormTune
+
+NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+
+
+@pytest.fixture(scope="module", params=["tinycnn", "resnet50", "densenet121", "vgg19"])
+def backbone(request):
+    return create_backbone(request.param, 3)
+
+
+def parameters_where(model: nn.Module, keep) -> set[str]:
+    """Parameter names of modules for which keep(module, parameter name within it) holds."""
+    return {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+            for name, _ in module.named_parameters(recurse=False) if keep(module, name)}
+
+
+def trainable(cls, backbone) -> set[str]:
+    cfg = RunConfig(strategy=cls.name, backbone=backbone.spec.name)
+    return set(cls(cfg, backbone).plan(0, probe=None).trainable)
+
+
+def test_bitfit_trains_every_bias_and_the_head_only(backbone):
+    biases = parameters_where(backbone.model, lambda module, name: name == "bias")
+    head = set(backbone.head_params)
+    assert trainable(BitFit, backbone) == biases | head
+    convolution_biases = parameters_where(backbone.model, lambda m, n: n == "bias" and isinstance(m, nn.Conv2d))
+    if backbone.spec.name in ("resnet50", "densenet121"):  # no convolution bias: BatchNorm's shift it is
+        assert not convolution_biases and biases - head <= parameters_where(backbone.model,
+                                                                           lambda m, n: isinstance(m, NORMS))
+    if backbone.spec.name == "vgg19":  # no BatchNorm: the convolution and classifier biases
+        assert convolution_biases and not parameters_where(backbone.model, lambda m, n: isinstance(m, NORMS))
+
+
+def test_norm_tune_trains_the_normalisation_layers_and_the_head_only(backbone):
+    norms = parameters_where(backbone.model, lambda module, name: isinstance(module, NORMS))
+    if not norms:  # VGG-19: only the head would train, which is linear probing
+        with pytest.raises(ValueError, match="has no normalisation layers.*use strategy lp"):
+            trainable(NormTune, backbone)
+        return
+    assert trainable(NormTune, backbone) == norms | set(backbone.head_params)
+
+
+def test_norm_tune_refuses_the_policy_that_freezes_what_it_trains():
+    with pytest.raises(ConfigError, match="norm_tune with bn_policy=freeze"):
+        check_config(RunConfig(strategy="norm_tune", bn_policy="freeze"))
+
+
+@pytest.mark.parametrize("strategy", ["bitfit", "norm_tune"])
+def test_only_the_chosen_tensors_move_in_a_run(tiny, tiny_data, strategy):
+    trainer = trainer_for(tiny(strategy=strategy, max_epochs=2, lr=0.01), tiny_data)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    allowed = trainable(type(trainer.strategy), trainer.backbone)
+    trainer.fit()
+    moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and moved <= allowed
+    assert set(trainer.backbone.head_params) <= moved
