@@ -63,7 +63,8 @@ LOG_SLIDERS = ("lpft_lr_factor", *PENALTY_SETTINGS)
 # Under a panel's title: what the map alone does not show (formatted with the settings).
 PANEL_NOTES = {"auto_rgn": "illustration: rates at the initial weights", "auto_snr": "illustration: initial weights",
                "l1_sp": "all train, + α·Σ|w − w0|, α = {l1sp_alpha:.2g}",
-               "l2_sp": "all train, + α/2·‖w − w0‖², α = {l2sp_alpha:.2g}"}
+               "l2_sp": "all train, + α/2·‖w − w0‖², α = {l2sp_alpha:.2g}",
+               "bitfit": "in each block only the biases train", "norm_tune": "in each block only the norm layers train"}
 
 
 def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 8, path=None,
