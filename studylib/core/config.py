@@ -98,7 +98,7 @@ class RunConfig:
     #   shared by the STUDYLIB_RUNS_PER_HOST runs on this machine
     log_tensors: bool = False  # also write tensors.csv: the layers.csv columns for every parameter tensor
     save_checkpoint: bool = False  # also write best.pt (the best-validation weights) into the run folder
-    resume_every_s: float = 300  # write resume.pt after an epoch when this many seconds passed since the last, after
+    resume_every_s: float = 300.0  # write resume.pt after an epoch when this many seconds passed since the last, after
     #   the last epoch, and after every epoch whose save costs under 5% of the time since the last save; -1: never
     quiet: bool = False  # no progress bars
     # --- measurements beyond accuracy ---

@@ -28,7 +28,8 @@ RUN_STATUSES = ("running", "failed", "finished", "interrupted")
 OWN_HIDDEN = {MARKER, ".lock", ".notebook-pending"}  # files studylib itself leaves in a folder
 # What a grid folder's top-level files start with when studylib wrote them (older versions left no marker).
 GRID_FILES = {"results.csv": "run,path", "report.md": "# studylib report", "report.html": "<!doctype html><html><head>"
-              "<meta charset='utf-8'><title>studylib report", "analysis.ipynb": "{"}
+              "<meta charset='utf-8'><title>studylib report", "analysis.ipynb": "{",
+              "imports.json": "["}
 
 
 def claim_folder(path: str | Path, kind: str, overwrite: bool = False, what: str = "the output folder") -> Path:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import (
+    FIELDS,
     HELD_FIXED,
     METRICS,
     RunConfig,
@@ -31,6 +32,7 @@ from ..core.config import (
 )
 from ..core.constants import BASELINE, DEFAULT_METRIC, RESIZE_RATIO
 from ..core.fileio import read_json_dict_or_empty
+from ..core.knobs import KNOBS, OWNERS
 from . import stats
 from .results import collect
 
@@ -50,6 +52,7 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
     resolves by default (e.g. "ft [bn_policy=freeze_stats]", the BatchNorm control); the registry
     name stays in `method`. Repeated runs of one configuration count once (the newest).
     """
+    _import_grid_modules(root)
     table = collect(root) if table is None else table
     if table.empty:
         warnings.warn(f"no run folders below {root}; run a grid first (python -m studylib grid ...)", AnalysisWarning,
@@ -72,6 +75,18 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
                       f"compared only within each group ({describe_protocols(done)})", AnalysisWarning,
                       stacklevel=2)
     return done
+
+
+def _import_grid_modules(root: str | Path) -> None:
+    """The strategies a grid imported (its `imports:`): registered here too, so their knobs are compared."""
+    from .plugins import import_recorded
+
+    try:
+        import_recorded(root)
+    except Exception as err:  # a moved or broken file: say so, compare what can be compared
+        warnings.warn(f"the grid's imports could not be imported here ({type(err).__name__}: {err}); runs of the "
+                      "strategies they register are compared without their own settings", AnalysisWarning,
+                      stacklevel=3)
 
 
 def _grouping_columns(done: pd.DataFrame) -> list[str]:
@@ -150,10 +165,15 @@ def _resolve_variants(done: pd.DataFrame) -> pd.DataFrame:
 def _drop_repeats(done: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: a grid re-run into new folders (or a run repeated by hand) must not
     give its strategy extra tries at the best validation score. The newest finished copy is kept."""
-    identity = [f for f in config_keys() if role(f) != "runtime" and f in done] + ["strategy"] + \
-        [c for c in ("precision",) if c in done]
-    order = done.assign(_mtime=[_mtime(p) for p in done.path]).sort_values("_mtime", kind="stable")
-    kept = order.drop_duplicates(subset=identity, keep="last").drop(columns="_mtime")
+    fields = [f for f in FIELDS if role(f) != "runtime" and f in done] + [c for c in ("precision",) if c in done]
+    knobs = [k for k in KNOBS if k in done]
+    text = _as_text(done[fields + knobs])
+    # as the run hash: the fields, and only the knobs of the run's own strategy (FT ignores lp_epochs)
+    identity = [tuple(row[c] for c in fields) + tuple((k, row[k]) for k in knobs if method in OWNERS[k])
+                for (_, row), method in zip(text.iterrows(), done.method)]
+    order = done.assign(_mtime=[_mtime(p) for p in done.path], _identity=[str(key) for key in identity])
+    order = order.sort_values("_mtime", kind="stable")
+    kept = order.drop_duplicates(subset="_identity", keep="last").drop(columns=["_mtime", "_identity"])
     if len(kept) < len(done):
         warnings.warn(f"{len(done) - len(kept)} runs repeat the configuration of another run (a grid re-run into "
                       "new folders, or a repeated run); the newest of each is used", AnalysisWarning, stacklevel=2)

@@ -319,6 +319,7 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
             print(f"note: {note}")
     tidy_finished([path for _, path in finished])
     atomic_write(out / "grid.yaml", grid.path.read_text() + _overrides_note(overrides))
+    plugins.record(out, grid.imports)  # `studylib report OUT` imports them too: their knobs are compared
     jobs = [dict(config={**cfg.to_dict(), "quiet": True}, run_dir=str(path), engine=engine, cwd=os.getcwd(),
                  gpu=_gpu_for(i), notebook=str(notebook), imports=tuple(grid.imports))
             for i, (cfg, path) in enumerate(pending)]

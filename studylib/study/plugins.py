@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 from ..core.config import ConfigError
+from ..core.fileio import atomic_write
+
+RECORD = "imports.json"  # in a grid folder: the imports its runs used, so a report reads their knobs too
 
 
 def resolve(specs: list[str], base: Path) -> list[str]:
@@ -27,6 +31,25 @@ def import_all(specs: list[str]) -> None:
             except ImportError as err:
                 raise ConfigError(f"imports: cannot import {spec!r} ({err}); give a module on the Python path "
                                   "or a .py file (relative to the grid file)") from None
+
+
+def record(folder: Path, specs: list[str]) -> None:
+    """Remember a grid's imports in its folder (absolute paths), for the report and the notebooks."""
+    if specs:
+        atomic_write(Path(folder) / RECORD, json.dumps(specs))
+
+
+def import_recorded(folder: str | Path) -> list[str]:
+    """Import what a grid folder's runs imported (nothing when it records none); returns the specs."""
+    path = Path(folder) / RECORD
+    try:
+        specs = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError):
+        raise ConfigError(f"{path} is not readable JSON; delete it or run the grid again") from None
+    if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+        raise ConfigError(f"{path} should list module names or .py paths; delete it or run the grid again")
+    import_all(specs)
+    return specs
 
 
 def _import_file(path: Path) -> None:

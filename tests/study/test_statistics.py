@@ -310,3 +310,16 @@ def test_batchnorm_split_only_where_the_control_ran(tmp_path):
     case(tmp_path, "tinycnn", 0.70, (0.05, 0.05, 0.05), medmnist_size=64)  # another protocol, no control
     split = Study(tmp_path, n_boot=50).bn_split
     assert set(split.protocol) == {"P1"} and len(split) == 3
+
+
+def test_an_ft_run_recorded_with_another_lp_epochs_is_a_repeat_not_a_second_try(tmp_path):
+    """FT never reads lp_epochs (the run hash leaves it out): two FT folders that differ only there are one
+    configuration run twice, counted once, not two settings to pick the better validation score from."""
+    crafted_run(tmp_path / "a", with_accuracy(LABELS, 0.70), LABELS, val=0.70, lp_epochs=3)
+    crafted_run(tmp_path / "b", with_accuracy(LABELS, 0.75), LABELS, val=0.75, lp_epochs=5)
+    crafted_run(tmp_path / "c", with_accuracy(LABELS, 0.75), LABELS, val=0.75, strategy="lp_ft", lp_epochs=3)
+    crafted_run(tmp_path / "d", with_accuracy(LABELS, 0.75), LABELS, val=0.75, strategy="lp_ft", lp_epochs=5)
+    with pytest.warns(analysis.AnalysisWarning, match="1 runs repeat the configuration"):
+        done = analysis.load_results(tmp_path)
+    assert len(done[done.method == "ft"]) == 1 and len(done[done.method == "lp_ft"]) == 2  # LP-FT reads it
+    assert analysis.budgets(done).set_index("strategy").loc["lp_ft", "tuned"] == "lp_epochs"
