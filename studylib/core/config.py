@@ -184,9 +184,9 @@ class RunConfig:
     def run_hash(self) -> str:
         """Identity of a run for resuming grids: every field that changes the result, and the knobs of its
         own strategy (an FT run is the same run whatever lp_epochs says)."""
-        items = {k: getattr(self, k) for k in FIELDS if ROLES[k] != "runtime"
-                 and not (k in HASHED_WHEN_SET and getattr(self, k) == HASHED_WHEN_SET[k])}
-        items.update({k: getattr(self, k) for k in KNOBS if self.strategy in OWNERS[k]})
+        items = {k: getattr(self, k) for k in identity_fields()
+                 if not (k in HASHED_WHEN_SET and getattr(self, k) == HASHED_WHEN_SET[k])}
+        items.update({k: getattr(self, k) for k in own_knobs(self.strategy)})
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -256,6 +256,16 @@ def role(name: str) -> str:
 def fields_with_role(*roles: str) -> list[str]:
     """Fields, then declared knobs, whose role is one of `roles` (read at call time: knobs come with strategies)."""
     return [name for name in (*FIELDS, *KNOBS) if role(name) in roles]
+
+
+def identity_fields() -> list[str]:
+    """The fields that make two runs different runs (all but the runtime ones); with `own_knobs`, a run's identity."""
+    return [name for name in FIELDS if ROLES[name] != "runtime"]
+
+
+def own_knobs(strategy: str) -> list[str]:
+    """The knobs `strategy` reads: the only ones in its runs' identity (FT's runs ignore lp_epochs)."""
+    return [name for name in KNOBS if strategy in OWNERS[name]]
 
 
 def default_of(name: str) -> Any:

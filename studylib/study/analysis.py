@@ -20,19 +20,19 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import (
-    FIELDS,
     HELD_FIXED,
     METRICS,
     RunConfig,
     config_keys,
     default_of,
     fields_with_role,
+    identity_fields,
     improvement_sign,
-    role,
+    own_knobs,
 )
 from ..core.constants import BASELINE, DEFAULT_METRIC, RESIZE_RATIO
 from ..core.fileio import read_json_dict_or_empty
-from ..core.knobs import KNOBS, OWNERS
+from ..core.knobs import KNOBS
 from . import stats
 from .results import collect
 
@@ -165,11 +165,10 @@ def _resolve_variants(done: pd.DataFrame) -> pd.DataFrame:
 def _drop_repeats(done: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: a grid re-run into new folders (or a run repeated by hand) must not
     give its strategy extra tries at the best validation score. The newest finished copy is kept."""
-    fields = [f for f in FIELDS if role(f) != "runtime" and f in done] + [c for c in ("precision",) if c in done]
-    knobs = [k for k in KNOBS if k in done]
-    text = _as_text(done[fields + knobs])
+    fields = [f for f in identity_fields() if f in done] + [c for c in ("precision",) if c in done]
+    text = _as_text(done[fields + [k for k in KNOBS if k in done]])
     # as the run hash: the fields, and only the knobs of the run's own strategy (FT ignores lp_epochs)
-    identity = [tuple(row[c] for c in fields) + tuple((k, row[k]) for k in knobs if method in OWNERS[k])
+    identity = [tuple(row[c] for c in fields) + tuple((k, row[k]) for k in own_knobs(method) if k in row)
                 for (_, row), method in zip(text.iterrows(), done.method)]
     order = done.assign(_mtime=[_mtime(p) for p in done.path], _identity=[str(key) for key in identity])
     order = order.sort_values("_mtime", kind="stable")
