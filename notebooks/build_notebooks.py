@@ -189,7 +189,7 @@ def analysis() -> None:
                       "        display(Markdown('### Calibration\\n' + reading('calibration', study)))\n"
                       "        display(measures.calibration_table(study.best).round(3))\n"
                       "        display(calibration[['metric', 'protocol', 'dataset', 'backbone', "
-                      "'strategy', 'seeds', 'gain',\n"
+                      "'arm', 'seeds', 'gain',\n"
                       "                             'low', 'high', 'verdict']].round(3))\n"
                       "    fraction = measures.study_efficiency(study)\n"
                       "    if len(fraction):\n"
@@ -330,9 +330,9 @@ def teaching() -> None:
                       "study = mini_comparison(out_dir, checkpoint, MINI_STRATEGIES, seeds, "
                       "mini_size, mini_epochs, workers)"),
         new_code_cell("from studylib.views.measurefigures import label\n\n"
-                      "table = study.accuracy.set_index('strategy')[['mean', 'std', 'count']]"
+                      "table = study.accuracy.set_index('arm')[['mean', 'std', 'count']]"
                       ".rename(columns={'count': 'seeds'})\n"
-                      "gains = study.gains.set_index('strategy')[['gain', 'low', 'high', 'verdict']]\n"
+                      "gains = study.gains.set_index('arm')[['gain', 'low', 'high', 'verdict']]\n"
                       "print(spread_sentence(study))\n"
                       "(table.join(gains).sort_values('mean', ascending=False).rename(index=label).round(3)\n"
                       " .fillna({'verdict': '(baseline)'}))"),

@@ -61,16 +61,16 @@ def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
     study = grid_study(DEMO_GRID, out, runs)
     if study.best.empty:
         return pd.DataFrame()
-    table = study.accuracy.set_index("strategy")[["mean", "std", "count"]].rename(columns={"count": "seeds"})
-    gains = study.gains.set_index("strategy")[["seeds", "gain", "low", "high", "verdict"]]
+    table = study.accuracy.set_index("arm")[["mean", "std", "count"]].rename(columns={"count": "seeds"})
+    gains = study.gains.set_index("arm")[["seeds", "gain", "low", "high", "verdict"]]
     table = table.join(gains.rename(columns={"gain": "gain_over_ft", "seeds": "pairs"}))  # paired seeds only
     table["pairs"] = table["pairs"].astype("Int64")
     calibration = measures.calibration_table(study.best)
     if "ece" in calibration:
-        table = table.join(calibration.set_index("strategy")["ece"])
+        table = table.join(calibration.set_index("arm")["ece"])
     relation = measures.study_relation(study)
     if len(relation):
-        table = table.join(relation.set_index("strategy")["cka_top"])
+        table = table.join(relation.set_index("arm")["cka_top"])
     table = table.sort_values("mean", ascending=False).round(3).fillna({"verdict": "(baseline)"})
     k = study.classes
     table.attrs["caption"] = (f"test {metric_name(study.metric)} per strategy (mean, sd over seeds"

@@ -23,14 +23,12 @@ from ..core.config import (
     HELD_FIXED,
     METRICS,
     RunConfig,
-    config_keys,
-    default_of,
     fields_with_role,
     identity_fields,
     improvement_sign,
     own_knobs,
 )
-from ..core.constants import BASELINE, DEFAULT_METRIC, RESIZE_RATIO
+from ..core.constants import BASELINE, DEFAULT_METRIC
 from ..core.fileio import read_json_dict_or_empty
 from ..core.knobs import KNOBS
 from . import stats
@@ -45,12 +43,12 @@ class AnalysisWarning(UserWarning):
 
 
 def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Finished runs below `root` (or in `table`, collected from it) with `protocol` and `strategy`
-    (the compared arm) columns; warns about what is missing or mixed.
+    """Finished runs below `root` (or in `table`, collected from it) with `protocol` and `arm` (what is
+    compared) columns; warns about what is missing or mixed.
 
-    `strategy` names the strategy plus every variant field it reads that differs from what it
-    resolves by default (e.g. "ft [bn_policy=freeze_stats]", the BatchNorm control); the registry
-    name stays in `method`. Repeated runs of one configuration count once (the newest).
+    `arm` names the strategy plus every variant field it reads that differs from what it resolves by
+    default (e.g. "ft [bn_policy=freeze_stats]", the BatchNorm control); `strategy` stays the registry
+    name, as in config.json. Repeated runs of one configuration count once (the newest).
     """
     _import_grid_modules(root)
     table = collect(root) if table is None else table
@@ -64,9 +62,8 @@ def load_results(root: str | Path, table: pd.DataFrame | None = None) -> pd.Data
                       f"{', '.join(unfinished.run.head(5))}", AnalysisWarning, stacklevel=2)
     done = table[table.status == "finished"].copy()
     if done.empty:  # nothing to group (a row-wise agg of no rows is not a Series)
-        return done.assign(protocol=pd.Series(dtype=str), method=pd.Series(dtype=str))
-    done = _fill_defaults(done)
-    done = _resolve_variants(done)
+        return done.assign(protocol=pd.Series(dtype=str), arm=pd.Series(dtype=str))
+    done = _name_arms(done)
     done = _drop_repeats(done)
     keys = _keys(done, _grouping_columns(done))
     done["protocol"] = keys.map({key: f"P{i + 1}" for i, key in enumerate(sorted(keys.unique()))})
@@ -116,50 +113,24 @@ def _canonical(value) -> object:
     return value
 
 
-def _fill_defaults(done: pd.DataFrame) -> pd.DataFrame:
-    """Fields a run folder lacks (written before the field existed) get the value that reproduces
-    what that studylib did; resize_size 0 becomes the side it means, so equal protocols compare equal."""
-    defaults = RunConfig().to_dict()
-    legacy = {"dropout": "train", "rgn_max_over": "all"}  # before these fields, dropout always trained
-    for name in config_keys():
-        value = legacy.get(name, defaults[name])
-        column = done[name] if name in done else pd.Series(np.nan, index=done.index)
-        if column.isna().any():
-            filled = column.astype(object).where(column.notna(), value)
-            done[name] = filled.map(_canonical) if isinstance(value, (int, float)) else filled
-    if "image_size" in done:
-        size = pd.to_numeric(done.image_size, errors="coerce")
-        resize = pd.to_numeric(done.resize_size, errors="coerce")
-        done["resize_size"] = resize.where(resize > 0, (size * RESIZE_RATIO).round()).astype(int)
-    return done
-
-
-def _resolve_variants(done: pd.DataFrame) -> pd.DataFrame:
-    """Resolve what a strategy decides ('auto' in runs written before config.json recorded it) and
-    name each arm by the variant fields it reads that differ from its defaults."""
+def _name_arms(done: pd.DataFrame) -> pd.DataFrame:
+    """`arm`: the strategy plus every variant field it reads that differs from what it resolves by default
+    ("ft [bn_policy=freeze_stats]", the BatchNorm control). results.run_config already resolved each 'auto'."""
     from ..training.strategies import STRATEGIES
 
     variants = [f for f in fields_with_role("method") if f != "strategy"]  # bn_policy, dropout, rgn_max_over...
-    done["method"] = done.strategy
-    resolved = {name: [] for name in variants}
+    defaults, reads = {}, {}
+    for name in done.strategy.unique():
+        cls = STRATEGIES.get(name) if name in STRATEGIES else None
+        resolved = cls.resolve(RunConfig(strategy=name)) if cls else RunConfig()
+        defaults[name] = {f: getattr(resolved, f) for f in variants}
+        reads[name] = set(cls.settings() if cls else ()) | {"bn_policy", "dropout"}
     labels = []
     for row in done[["strategy"] + variants].itertuples(index=False):
-        cls = STRATEGIES.get(row.strategy) if row.strategy in STRATEGIES else None
-        own = {**{name: default_of(name) for name in variants}, "bn_policy": getattr(cls, "default_bn", "train"),
-               "dropout": getattr(cls, "default_dropout", "train")}
-        reads = set(cls.settings() if cls else ()) | {"bn_policy", "dropout"}
-        extra = []
-        for name in variants:
-            value = getattr(row, name)
-            value = own[name] if value == "auto" else value
-            resolved[name].append(value)
-            if name in reads and value != own[name]:
-                extra.append(f"{name}={value}")
+        extra = [f"{name}={getattr(row, name)}" for name in variants
+                 if name in reads[row.strategy] and getattr(row, name) != defaults[row.strategy][name]]
         labels.append(f"{row.strategy} [{', '.join(extra)}]" if extra else row.strategy)
-    for name, values in resolved.items():
-        done[name] = values
-    done["strategy"] = labels
-    return done
+    return done.assign(arm=labels)
 
 
 def _drop_repeats(done: pd.DataFrame) -> pd.DataFrame:
@@ -168,8 +139,8 @@ def _drop_repeats(done: pd.DataFrame) -> pd.DataFrame:
     fields = [f for f in identity_fields() if f in done] + [c for c in ("precision",) if c in done]
     text = _as_text(done[fields + [k for k in KNOBS if k in done]])
     # as the run hash: the fields, and only the knobs of the run's own strategy (FT ignores lp_epochs)
-    identity = [tuple(row[c] for c in fields) + tuple((k, row[k]) for k in own_knobs(method) if k in row)
-                for (_, row), method in zip(text.iterrows(), done.method)]
+    identity = [tuple(row[c] for c in fields) + tuple((k, row[k]) for k in own_knobs(strategy) if k in row)
+                for (_, row), strategy in zip(text.iterrows(), done.strategy)]
     order = done.assign(_mtime=[_mtime(p) for p in done.path], _identity=[str(key) for key in identity])
     order = order.sort_values("_mtime", kind="stable")
     kept = order.drop_duplicates(subset="_identity", keep="last").drop(columns=["_mtime", "_identity"])
@@ -214,7 +185,7 @@ def select_best(done: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFram
     """One row per protocol x dataset x backbone x strategy x seed: the best *validation* setting."""
     if done.empty:
         return done
-    keys = ["protocol"] + CASE + ["strategy", "seed"]
+    keys = ["protocol"] + CASE + ["arm", "seed"]
     by = selection_metric(metric)
     ranked = done.sort_values(f"val_{by}", ascending=by == "loss", kind="stable")
     return ranked.groupby(keys, sort=True).head(1).sort_values(keys).reset_index(drop=True)
@@ -226,16 +197,16 @@ def budgets(done: pd.DataFrame) -> pd.DataFrame:
     from ..training.strategies import STRATEGIES
 
     if done.empty:
-        return pd.DataFrame(columns=["protocol", "strategy", "settings_min", "settings_max", "tuned"])
+        return pd.DataFrame(columns=["protocol", "arm", "settings_min", "settings_max", "tuned"])
     rows = []
-    for (protocol, arm), group in done.groupby(["protocol", "strategy"]):
-        method = group.method.iloc[0]
-        own = (*(STRATEGIES.get(method).settings() if method in STRATEGIES else ("lr",)), "momentum")
+    for (protocol, arm), group in done.groupby(["protocol", "arm"]):
+        name = group.strategy.iloc[0]
+        own = (*(STRATEGIES.get(name).settings() if name in STRATEGIES else ("lr",)), "momentum")
         tuned = [f for f in fields_with_role("tuned") if f in own and f in group]
         per_cell = group.groupby(CASE + ["seed"])[tuned].apply(lambda g: len(g.drop_duplicates())) if tuned else \
             group.groupby(CASE + ["seed"]).size().clip(upper=1)
         swept = [f for f in tuned if group[f].nunique() > 1]
-        rows.append({"protocol": protocol, "strategy": arm, "settings_min": int(per_cell.min()),
+        rows.append({"protocol": protocol, "arm": arm, "settings_min": int(per_cell.min()),
                      "settings_max": int(per_cell.max()), "tuned": ", ".join(swept) or "none"})
     return pd.DataFrame(rows)
 
@@ -243,7 +214,7 @@ def budgets(done: pd.DataFrame) -> pd.DataFrame:
 def accuracy_table(best: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Mean and standard deviation over seeds of the test metric, per case x strategy."""
     column = f"test_{metric}"
-    return (best.groupby(["protocol"] + CASE + ["strategy"])[column].agg(["mean", "std", "count"]).reset_index())
+    return (best.groupby(["protocol"] + CASE + ["arm"])[column].agg(["mean", "std", "count"]).reset_index())
 
 
 def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str = BASELINE,
@@ -255,7 +226,7 @@ def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str
     table, the verdict (from the corrected p-value) and whether the two ran under different
     BatchNorm policies. A protocol group without a plain `baseline` arm but with exactly one arm of
     that strategy (e.g. a grid run wholly with bn_policy=freeze_stats) compares with that arm."""
-    columns = ["protocol"] + CASE + ["strategy", "baseline", "seeds", "gain", "low", "high", "interval", "p",
+    columns = ["protocol"] + CASE + ["arm", "baseline", "seeds", "gain", "low", "high", "interval", "p",
                                      "p_adjusted", "verdict", "verdict_uncorrected", "design", "bn_policy",
                                      "bn_differs"]
     if best.empty:
@@ -265,12 +236,12 @@ def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str
     rows = []
     for _protocol, group in best.groupby("protocol"):
         base_arm = _baseline_arm(group, baseline)
-        base = group[group.strategy == base_arm].set_index(keys + ["seed"])
-        others = group[group.strategy != base_arm]
+        base = group[group.arm == base_arm].set_index(keys + ["seed"])
+        others = group[group.arm != base_arm]
         if strategies is not None:
-            others = others[others.strategy.isin(strategies)]
-        for group_keys, runs in others.groupby(keys + ["strategy"]):
-            row = dict(zip(keys + ["strategy"], group_keys), baseline=base_arm)
+            others = others[others.arm.isin(strategies)]
+        for group_keys, runs in others.groupby(keys + ["arm"]):
+            row = dict(zip(keys + ["arm"], group_keys), baseline=base_arm)
             cell = tuple(group_keys[:-1])
             pairs = [(run.path, base.loc[cell + (run.seed,)]) for run in runs.itertuples()
                      if cell + (run.seed,) in base.index]
@@ -324,7 +295,7 @@ def per_class_recall(best: pd.DataFrame, baseline: str = BASELINE, n_boot: int =
     """Per protocol x case x strategy x class: the mean test recall over seeds and, for every arm but the
     baseline, its gain over the baseline with the gain table's interval, verdicts corrected over the
     strategies of one class (a family per case and class)."""
-    columns = ["protocol"] + CASE + ["class", "strategy", "recall", "seeds", "gain", "low", "high", "interval",
+    columns = ["protocol"] + CASE + ["class", "arm", "recall", "seeds", "gain", "low", "high", "interval",
                                      "verdict"]
     rows = []
     reader = _PredictionCache()
@@ -332,10 +303,10 @@ def per_class_recall(best: pd.DataFrame, baseline: str = BASELINE, n_boot: int =
         names = run_classes(group.path.iloc[0])
         for c, name in enumerate(names):
             metric = f"recall:{c}"
-            recall = {s: _mean_score(metric, runs.path, reader) for s, runs in group.groupby("strategy")}
-            gains = gain_summary(group, metric, baseline, n_boot, correction).set_index("strategy")
+            recall = {s: _mean_score(metric, runs.path, reader) for s, runs in group.groupby("arm")}
+            gains = gain_summary(group, metric, baseline, n_boot, correction).set_index("arm")
             for strategy, value in recall.items():
-                row = dict(zip(["protocol"] + CASE, keys), **{"class": name, "strategy": strategy, "recall": value})
+                row = dict(zip(["protocol"] + CASE, keys), **{"class": name, "arm": strategy, "recall": value})
                 if strategy in gains.index:
                     row.update(gains.loc[strategy, ["seeds", "gain", "low", "high", "interval", "verdict"]].to_dict())
                 rows.append(row)
@@ -366,7 +337,7 @@ def summed_confusions(best: pd.DataFrame) -> dict[tuple, dict[str, np.ndarray]]:
     """(protocol, dataset, backbone) -> strategy -> the test confusion matrix summed over the seeds."""
     out: dict[tuple, dict[str, np.ndarray]] = {}
     for keys, group in best.groupby(["protocol"] + CASE):
-        for strategy, runs in group.groupby("strategy"):
+        for strategy, runs in group.groupby("arm"):
             matrices = [read_json_dict_or_empty(Path(p) / runfiles.METRICS).get("test_confusion") for p in runs.path]
             matrices = [np.asarray(m) for m in matrices if m]
             if matrices and len({m.shape for m in matrices}) == 1:
@@ -375,9 +346,9 @@ def summed_confusions(best: pd.DataFrame) -> dict[tuple, dict[str, np.ndarray]]:
 
 
 def _baseline_arm(group: pd.DataFrame, baseline: str) -> str:
-    if baseline in set(group.strategy):
+    if baseline in set(group.arm):
         return baseline
-    same = sorted(set(group.strategy[group.method == baseline.split(" [")[0]]))
+    same = sorted(set(group.arm[group.strategy == baseline.split(" [")[0]]))
     return same[0] if len(same) == 1 else baseline
 
 
@@ -421,18 +392,18 @@ def bn_split(best: pd.DataFrame, metric: str = DEFAULT_METRIC, n_boot: int = sta
     gains = gain_summary(best, metric, BASELINE, n_boot, correction) if gains is None else gains
     parts, totals = [], []
     for protocol, within in best.groupby("protocol"):  # controls only count in their own protocol group
-        ft_policy = within[within.strategy == BASELINE].bn_policy
-        for arm, group in within[within.method != BASELINE].groupby("strategy"):
+        ft_policy = within[within.arm == BASELINE].bn_policy
+        for arm, group in within[within.strategy != BASELINE].groupby("arm"):
             policy = group.bn_policy.iloc[0]
             control = f"ft [bn_policy={policy}]"
-            if ft_policy.empty or policy == ft_policy.iloc[0] or control not in set(within.strategy):
+            if ft_policy.empty or policy == ft_policy.iloc[0] or control not in set(within.arm):
                 continue
-            totals.append(gains[(gains.protocol == protocol) & (gains.strategy == arm)]
+            totals.append(gains[(gains.protocol == protocol) & (gains.arm == arm)]
                           .assign(part="total (over FT)", compared=f"{arm} - ft"))
             for part, (which, base) in {"BatchNorm (control over FT)": (control, BASELINE),
                                         "strategy (over the control)": (arm, control)}.items():
                 rows = gain_summary(within, metric, base, n_boot, correction, strategies=[which])
-                parts.append(rows[rows.baseline == base].assign(strategy=arm, part=part, compared=f"{which} - {base}"))
+                parts.append(rows[rows.baseline == base].assign(arm=arm, part=part, compared=f"{which} - {base}"))
     if not parts:
         return pd.DataFrame()
     split = pd.concat(parts, ignore_index=True)
@@ -445,8 +416,8 @@ def bn_split(best: pd.DataFrame, metric: str = DEFAULT_METRIC, n_boot: int = sta
     split["verdict"] = [_corrected(r) for r in split.itertuples()]
     table = pd.concat(totals + [split], ignore_index=True)
     order = {"total (over FT)": 0, "BatchNorm (control over FT)": 1, "strategy (over the control)": 2}
-    table = table.assign(_order=table.part.map(order)).sort_values(["protocol"] + CASE + ["strategy", "_order"])
-    return table[["protocol"] + CASE + ["strategy", "part", "compared", "seeds", "gain", "low", "high", "p_adjusted",
+    table = table.assign(_order=table.part.map(order)).sort_values(["protocol"] + CASE + ["arm", "_order"])
+    return table[["protocol"] + CASE + ["arm", "part", "compared", "seeds", "gain", "low", "high", "p_adjusted",
                                         "verdict"]].reset_index(drop=True)
 
 
@@ -455,13 +426,13 @@ def win_tie_loss(summary: pd.DataFrame) -> pd.DataFrame:
     baseline (corrected verdicts), with a sentence."""
     if summary.empty:
         return summary
-    counts = summary.pivot_table(index=["protocol", "strategy"], columns="verdict", values="seeds", aggfunc="size",
+    counts = summary.pivot_table(index=["protocol", "arm"], columns="verdict", values="seeds", aggfunc="size",
                                  fill_value=0)
     counts = counts.reindex(columns=list(VERDICTS), fill_value=0).rename_axis(columns=None)  # no empty 'verdict' header
     counts["cases"] = counts.sum(axis=1)
-    seeds = summary.groupby(["protocol", "strategy"]).seeds.agg(["min", "max"])
+    seeds = summary.groupby(["protocol", "arm"]).seeds.agg(["min", "max"])
     counts["seeds"] = [f"{a}" if a == b else f"{a}-{b}" for a, b in zip(seeds["min"], seeds["max"])]
-    baselines = summary.groupby(["protocol", "strategy"]).baseline.first()
+    baselines = summary.groupby(["protocol", "arm"]).baseline.first()
     counts["sentence"] = [_sentence(p, s, r, baselines.get((p, s), BASELINE)) for (p, s), r in counts.iterrows()]
     return counts
 
@@ -481,9 +452,9 @@ def _sentence(protocol: str, strategy: str, r, baseline: str = BASELINE) -> str:
 def mean_ranks(table: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Average rank of each strategy (1 = best mean test metric) over the cases of each protocol."""
     if table.empty:
-        return pd.DataFrame(columns=["protocol", "strategy", "mean rank", "cases"])
+        return pd.DataFrame(columns=["protocol", "arm", "mean rank", "cases"])
     ranks = table.groupby(["protocol"] + CASE)["mean"].rank(ascending=improvement_sign(metric) < 0, method="average")
-    out = ranks.groupby([table.protocol, table.strategy]).agg(["mean", "size"])
+    out = ranks.groupby([table.protocol, table.arm]).agg(["mean", "size"])
     out.columns = ["mean rank", "cases"]
     return out.reset_index().sort_values(["protocol", "mean rank"], kind="stable").reset_index(drop=True)
 
@@ -497,20 +468,20 @@ def rank_tests(best: pd.DataFrame, metric: str = DEFAULT_METRIC, posthoc: str = 
     sign = improvement_sign(metric)
     column = f"test_{metric}"
     for protocol, group in best.groupby("protocol"):
-        plain = group[~group.strategy.str.contains("[", regex=False)]
-        group = plain if plain.strategy.nunique() >= 3 else group  # controls and variants are not strategies
+        plain = group[~group.arm.str.contains("[", regex=False)]
+        group = plain if plain.arm.nunique() >= 3 else group  # controls and variants are not strategies
         cases = group.groupby(CASE).ngroups
         datasets = group.dataset.nunique()
         if datasets >= 2 and cases > datasets:  # backbones share a dataset's images: one block per dataset
-            per_case = group.pivot_table(index=CASE, columns="strategy", values=column, aggfunc="mean")
+            per_case = group.pivot_table(index=CASE, columns="arm", values=column, aggfunc="mean")
             scores = per_case.groupby(level="dataset").agg(lambda cells: cells.mean(skipna=False))
             unit = f"datasets (each the mean of its backbones: {cases} cases)"
         elif cases >= 2:
-            scores = group.pivot_table(index=CASE, columns="strategy", values=column, aggfunc="mean")
+            scores = group.pivot_table(index=CASE, columns="arm", values=column, aggfunc="mean")
             unit = "dataset x backbone cases" + (" of one dataset (not independent: read as descriptive)"
                                                  if datasets == 1 else "")
         else:
-            scores = group.pivot_table(index="seed", columns="strategy", values=column, aggfunc="mean")
+            scores = group.pivot_table(index="seed", columns="arm", values=column, aggfunc="mean")
             unit = "seeds of one case (its conclusion holds for this case only)"
         test = stats.rank_test(sign * scores, posthoc, unit)
         if test is not None:
@@ -581,7 +552,7 @@ class Study:
         notes = []
         for protocol, group in self.budgets.groupby("protocol"):
             if group.settings_max.max() != group.settings_min.min():
-                spread = ", ".join(f"{r.strategy} {r.settings_min}"
+                spread = ", ".join(f"{r.arm} {r.settings_min}"
                                    + (f"-{r.settings_max}" if r.settings_max != r.settings_min else "")
                                    for r in group.itertuples())
                 notes.append(f"{protocol}: strategies had different tuning budgets (settings tried: {spread}); the "
@@ -616,7 +587,7 @@ class Study:
 
     def example_run(self, strategy: str, needs: str = "") -> Path | None:
         """The first best-validation run of `strategy` (holding the file `needs`, for per-layer figures)."""
-        rows = self.best[self.best.strategy == strategy] if not self.best.empty else self.best
+        rows = self.best[self.best.arm == strategy] if not self.best.empty else self.best
         paths = [Path(p) for p in rows.path if not needs or (Path(p) / needs).is_file()]
         return paths[0] if paths else None
 

@@ -211,11 +211,6 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.dataset}-{cfg.backbone}-{cfg.strategy}-{cfg.run_hash()[:10]}"
 
 
-def has_results(run_dir: Path, cfg: RunConfig) -> bool:
-    metrics = RunDir(run_dir).metrics()  # None for an unfinished or corrupt run: it runs (again)
-    return metrics is not None and metrics.get("run_hash") == cfg.run_hash()
-
-
 def _not_done(todo: list, finished: list) -> list:
     """The cells to (re)run: no results of their config, or a notebook cut short after its results were
     written (a kill in the plotting cells leaves the results but an unfinished notebook)."""
@@ -305,7 +300,7 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     if not dry_run:
         claim_folder(out, "grid", overwrite, "the grid folder (--out)")
     todo = [(cfg, out / "runs" / run_name(cfg)) for cfg in grid.runs]
-    finished = [(cfg, path) for cfg, path in todo if has_results(path, cfg)]  # each metrics.json read once
+    finished = [(cfg, path) for cfg, path in todo if RunDir(path).finished(cfg.run_hash())]
     changed, notes = find_stale(finished)
     if dry_run:
         return plan_table(todo, _not_done(todo, finished), changed)
@@ -417,7 +412,7 @@ def plan_table(todo: list, pending: list, changed: dict | None = None) -> pd.Dat
             return "stale (data changed): kept, or retrained with --stale retrain"
         if str(path) not in waiting:
             return "skip (finished)"
-        if has_results(path, cfg):
+        if RunDir(path).finished(cfg.run_hash()):
             return "finish its notebook (results kept)"
         return "resume (saved epochs)" if (path / runfiles.RESUME).is_file() else "run"
 
@@ -435,7 +430,7 @@ def remaining_time(finished: list, pending: list) -> str:
         wall = (RunDir(path).metrics() or {}).get("wall_seconds")
         if wall is not None:
             seconds.setdefault((cfg.dataset, cfg.backbone), []).append(wall)
-    resume = sum((path / runfiles.RESUME).is_file() or has_results(path, cfg) for cfg, path in pending)
+    resume = sum((path / runfiles.RESUME).is_file() or RunDir(path).finished(cfg.run_hash()) for cfg, path in pending)
     text = f"{len(finished)} finished, {resume} to resume, {len(pending) - resume} to run"
     estimates = [np.median(seconds[(c.dataset, c.backbone)]) for c, _ in pending if (c.dataset, c.backbone) in seconds]
     if pending and estimates:

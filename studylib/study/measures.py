@@ -37,8 +37,8 @@ def read_representations(best: pd.DataFrame) -> pd.DataFrame:
         except (ValueError, KeyError, AttributeError, pd.errors.ParserError, UnicodeDecodeError):
             continue  # a damaged file: that run has no feature change, like one without the file
         frames.append(rows.assign(protocol=run.protocol, dataset=run.dataset, backbone=run.backbone,
-                                  strategy=run.strategy, seed=run.seed, order=range(len(rows))))
-    columns = ["protocol"] + CASE + ["strategy", "seed", "block", "order", "cka", "rel_dist_init"]
+                                  arm=run.arm, seed=run.seed, order=range(len(rows))))
+    columns = ["protocol"] + CASE + ["arm", "seed", "block", "order", "cka", "rel_dist_init"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
@@ -57,18 +57,18 @@ def feature_change(best: pd.DataFrame) -> pd.DataFrame:
     """Per protocol x case x strategy x block (input to output): CKA to the starting network and the
     relative weight distance, mean and sd over seeds."""
     rows = read_representations(best)
-    keys = ["protocol"] + CASE + ["strategy", "block"]
+    keys = ["protocol"] + CASE + ["arm", "block"]
     if rows.empty:
         return pd.DataFrame(columns=keys + ["order", "cka", "cka_sd", "rel_dist_init", "seeds"])
     table = rows.groupby(keys, sort=False).agg(order=("order", "first"), cka=("cka", "mean"), cka_sd=("cka", "std"),
                                                rel_dist_init=("rel_dist_init", "mean"), seeds=("seed", "nunique"))
-    return table.reset_index().sort_values(["protocol"] + CASE + ["strategy", "order"], kind="stable")
+    return table.reset_index().sort_values(["protocol"] + CASE + ["arm", "order"], kind="stable")
 
 
 def change_vs_gain(change: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     """Per protocol x case x strategy: CKA of the top backbone block and averaged over blocks, beside the
     paired gain over FT (FT itself at 0), to relate how much the features moved to what it bought."""
-    keys = ["protocol"] + CASE + ["strategy"]
+    keys = ["protocol"] + CASE + ["arm"]
     if change.empty:
         return pd.DataFrame(columns=keys + ["top_block", "cka_top", "cka_mean", "gain", "verdict"])
     ordered = change.sort_values("order")
@@ -78,7 +78,7 @@ def change_vs_gain(change: pd.DataFrame, gains: pd.DataFrame) -> pd.DataFrame:
     gain = gains[keys + ["gain", "verdict"]] if len(gains) else pd.DataFrame(columns=keys + ["gain", "verdict"])
     out = per.merge(gain, on=keys, how="left")
     baselines = set(zip(gains.protocol, gains.baseline)) if len(gains) else set()
-    is_base = [(p, s) in baselines for p, s in zip(out.protocol, out.strategy)]
+    is_base = [(p, s) in baselines for p, s in zip(out.protocol, out.arm)]
     out.loc[is_base, ["gain", "verdict"]] = [0.0, "(baseline)"]
     return out.sort_values(["protocol"] + CASE + ["cka_top"], kind="stable").reset_index(drop=True)
 
@@ -99,8 +99,8 @@ def calibration_table(best: pd.DataFrame) -> pd.DataFrame:
     """Mean (and sd) over seeds of each calibration metric, per protocol x case x strategy."""
     columns = [f"test_{m}" for m in CALIBRATION_METRICS if f"test_{m}" in best]
     if best.empty or not columns:
-        return pd.DataFrame(columns=["protocol"] + CASE + ["strategy"])
-    table = best.groupby(["protocol"] + CASE + ["strategy"])[columns].agg(["mean", "std"])
+        return pd.DataFrame(columns=["protocol"] + CASE + ["arm"])
+    table = best.groupby(["protocol"] + CASE + ["arm"])[columns].agg(["mean", "std"])
     table.columns = [f"{c.removeprefix('test_')}_{s}".replace("_mean", "") for c, s in table.columns]
     return table.reset_index()
 
@@ -119,7 +119,7 @@ def efficiency(best: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame
     mean test score over seeds with a 95% t-interval over seeds, and the mean number of training images.
     Runs subsampled by share (`train_fraction`, full data included) and by count (`train_per_class`) are
     two axes, never mixed on one. Empty unless some setting has at least two labelled amounts."""
-    columns = ["setting"] + CASE + ["strategy", "axis", "labelled", "mean", "low", "high", "seeds", "train_images",
+    columns = ["setting"] + CASE + ["arm", "axis", "labelled", "mean", "low", "high", "seeds", "train_images",
                                     "protocols"]
     if best.empty or not any(f in best for f in FEW_LABEL_FIELDS):
         return pd.DataFrame(columns=columns)
@@ -130,11 +130,11 @@ def efficiency(best: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame
                         train_images=pd.to_numeric(best.get("train_images", np.nan), errors="coerce"))
     varied = frame.groupby(["setting", "axis"]).labelled.transform("nunique") >= 2
     rows = []
-    for keys, runs in frame[varied].groupby(["setting"] + CASE + ["strategy", "axis", "labelled"]):
+    for keys, runs in frame[varied].groupby(["setting"] + CASE + ["arm", "axis", "labelled"]):
         scores = runs[f"test_{metric}"].astype(float).dropna()
         mean, k = float(scores.mean()), len(scores)
         half = float(_scipy_stats().t.ppf(0.975, k - 1) * scores.std() / np.sqrt(k)) if k >= 2 else np.nan
-        rows.append(dict(zip(["setting"] + CASE + ["strategy", "axis", "labelled"], keys), mean=mean,
+        rows.append(dict(zip(["setting"] + CASE + ["arm", "axis", "labelled"], keys), mean=mean,
                          low=mean - half, high=mean + half, seeds=k, train_images=runs.train_images.mean(),
                          protocols=",".join(sorted(runs.protocol.unique()))))
     return pd.DataFrame(rows, columns=columns)
@@ -151,19 +151,19 @@ def ranking_changes(table: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.Dat
     there and with the most labels, both among the strategies present at both (a missing run never
     shifts the others)."""
     keys = ["setting"] + CASE + ["axis"]
-    columns = keys + ["labelled", "strategy", "rank", "rank_full", "moved", "absent"]
+    columns = keys + ["labelled", "arm", "rank", "rank_full", "moved", "absent"]
     rows = []
     for group_keys, group in table.groupby(keys):
         top = group.labelled.max()
-        full = group[group.labelled == top].set_index("strategy")["mean"]
+        full = group[group.labelled == top].set_index("arm")["mean"]
         for amount, at in group[group.labelled < top].groupby("labelled"):
-            here = at.set_index("strategy")["mean"]
+            here = at.set_index("arm")["mean"]
             common = sorted(set(here.index) & set(full.index))
             absent = ", ".join(sorted(set(here.index) ^ set(full.index)))
             ascending = improvement_sign(metric) < 0
             rank = here[common].rank(ascending=ascending, method="min")
             rank_full = full[common].rank(ascending=ascending, method="min")
-            rows += [dict(zip(keys, group_keys), labelled=amount, strategy=s, rank=rank[s], rank_full=rank_full[s],
+            rows += [dict(zip(keys, group_keys), labelled=amount, arm=s, rank=rank[s], rank_full=rank_full[s],
                           moved=rank[s] - rank_full[s], absent=absent) for s in common]
     return pd.DataFrame(rows, columns=columns)
 
@@ -183,10 +183,10 @@ def ranking_sentences(table: pd.DataFrame, metric: str = DEFAULT_METRIC,
         where = f"{dataset} / {backbone}" + (f" ({setting})" if several else "")
         moved = group[group.moved != 0].sort_values("rank")
         if moved.empty:
-            order = group.sort_values("rank").strategy.map(strategy_label)
+            order = group.sort_values("rank").arm.map(strategy_label)
             text = f"at {_share(amount, axis)} the ranking is the one with {_share(top, axis)} ({' > '.join(order)})"
         else:
-            changes = ", ".join(f"{strategy_label(r.strategy)} {int(r.rank_full)} -> {int(r.rank)}"
+            changes = ", ".join(f"{strategy_label(r.arm)} {int(r.rank_full)} -> {int(r.rank)}"
                                 for r in moved.itertuples())
             text = (f"at {_share(amount, axis)} the ranking changes from the one with {_share(top, axis)} "
                     f"({changes}; ranks of the mean over seeds)")
@@ -208,7 +208,7 @@ def _noise_note(table: pd.DataFrame, gains: pd.DataFrame | None, keys: tuple) ->
     decided = here[here.verdict.isin(["better", "worse"])]
     if decided.empty:
         return "; no gain over FT at this amount is beyond the noise"
-    return "; beyond the noise at this amount: " + ", ".join(f"{strategy_label(r.strategy)} {r.verdict}"
+    return "; beyond the noise at this amount: " + ", ".join(f"{strategy_label(r.arm)} {r.verdict}"
                                                              for r in decided.itertuples())
 
 

@@ -28,10 +28,14 @@ def run_row(path: Path) -> dict:
     rundir = RunDir(path)
     row = {"run": path.name, "path": str(path)}
     try:
-        row.update(read_json_dict(path / runfiles.CONFIG))
+        recorded = read_json_dict(path / runfiles.CONFIG)
         status = rundir.status()
     except CorruptFileError as err:
-        status = {"status": "corrupt", "reason": f"{err}; delete the folder or rerun it with --overwrite"}
+        recorded, status = {}, {"status": "corrupt", "reason": f"{err}; delete the folder or rerun it with --overwrite"}
+    config, problem = run_config(recorded)
+    row.update(config)
+    if problem:
+        status = {"status": "corrupt", "reason": problem}
     row["status"] = status["status"]
     row["reason"] = status.get("reason") or status.get("notebook_error", "")
     metrics = rundir.metrics() if status["status"] == "finished" else None
@@ -49,19 +53,45 @@ def run_row(path: Path) -> dict:
         env = read_json_dict_or_empty(path / runfiles.ENV)
         row.update({"device_name": env.get("device_name"), "precision": _precision(env.get("amp")),
                     **speeds(path / runfiles.HISTORY)})
-        damage = damaged(row, metrics, path)
+        damage = damaged(recorded, metrics, path)
         if damage:  # listed with the reason, and out of every table: its numbers cannot be trusted
             row.update({k: None for k in row if k.startswith(("val_", "test_"))}, status="damaged", reason=damage)
     return row
 
 
 IDENTITY = ("dataset", "backbone", "strategy", "seed")  # what a run must say about itself to be compared
+LEGACY = {"dropout": "train", "rgn_max_over": "all"}  # what studylib did before these fields existed
 
 
-def damaged(row: dict, metrics: dict, path: Path) -> str:
+def run_config(recorded: dict) -> tuple[dict, str]:
+    """The configuration a run folder ran, read back through RunConfig, and what stops that ('' when nothing).
+
+    A key the folder lacks (written before the field existed) gets the value that reproduces what that studylib
+    did (LEGACY, else the default); what the strategy decides by 'auto' is resolved as the strategy resolves it
+    (surgical's block, bn_policy); resize_size is the side the run used. So defaults, types and strategy
+    resolution happen here, once. Keys no registered code declares (a plugin strategy whose module is not
+    imported) are kept as recorded.
+    """
+    from ..core.config import ConfigError, RunConfig, config_keys
+    from ..training.strategies import STRATEGIES
+
+    if not recorded:
+        return {}, ""
+    known = {**{k: v for k, v in LEGACY.items() if k not in recorded},
+             **{k: v for k, v in recorded.items() if k in config_keys()}}
+    try:
+        cfg = RunConfig.from_dict(known, source="config.json")
+        if cfg.strategy in STRATEGIES:
+            cfg = STRATEGIES.get(cfg.strategy).resolve(cfg)
+    except ConfigError as err:
+        return dict(recorded), f"{err}; rerun it with --overwrite"
+    return {**recorded, **cfg.to_dict(), "resize_size": cfg.prepared_size}, ""
+
+
+def damaged(recorded: dict, metrics: dict, path: Path) -> str:
     """Why a finished run's files disagree with each other ('' when they agree): an incomplete config,
     a metric that is not a number, a test score that its own predictions.csv does not give."""
-    missing = [k for k in IDENTITY if row.get(k) in (None, "")]
+    missing = [k for k in IDENTITY if recorded.get(k) in (None, "")]
     if missing:
         return f"config.json lacks {', '.join(missing)}; rerun it with --overwrite"
     for split in ("val", "test"):

@@ -46,14 +46,16 @@ class RunDir:
             return None
         return metrics if isinstance(metrics.get("test"), dict) else None
 
-    @property
-    def finished(self) -> bool:
-        return self.metrics() is not None
+    def finished(self, run_hash: str | None = None) -> bool:
+        """The one test of "finished": a readable metrics.json with test scores (and, given `run_hash`, written
+        by that configuration: a grid reruns a folder whose config changed)."""
+        metrics = self.metrics()
+        return metrics is not None and (run_hash is None or metrics.get("run_hash") == run_hash)
 
     def status(self) -> dict:
         """{'status': finished | stale | running | interrupted | failed | incomplete | corrupt | missing, ...};
         a finished run whose notebook failed after it finished carries 'notebook_error'."""
-        if self.finished:
+        if self.finished():
             stale = self.status_record().get("stale")  # a grid found its data changed since it trained
             return ({"status": "stale", "reason": str(stale)} if stale
                     else {"status": "finished", **self._notebook_error()})
@@ -99,7 +101,7 @@ class RunDir:
         (a kill between those writes leaves them behind)."""
         for tmp in self.path.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
-        if not self.finished:
+        if not self.finished():
             return
         self.file(runfiles.RESUME).unlink(missing_ok=True)
         if self.status_record().get("status") != "finished":
@@ -108,7 +110,7 @@ class RunDir:
     def prepare(self, overwrite: bool = False, resume: bool = False) -> None:
         """Refuse a finished run unless `overwrite`, and saved epochs unless `resume` or `overwrite`;
         clear the files of an unfinished one."""
-        if self.finished and not overwrite:
+        if self.finished() and not overwrite:
             raise RunExistsError(f"{self.path} already holds a finished run (metrics.json). Choose another "
                                  "output folder, or pass --overwrite (overwrite=True) to replace it.")
         if self.file(runfiles.RESUME).is_file() and not (resume or overwrite):

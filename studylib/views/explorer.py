@@ -92,7 +92,7 @@ class Explorer:
             "metric": dropdown("metric", [m for m in METRICS if m != "loss"], DEFAULT_METRIC),
             "dataset": dropdown("dataset", self._options("dataset")),
             "backbone": dropdown("backbone", self._options("backbone")),
-            "strategy": dropdown("strategy", studyfigures._ordered(self._options("strategy")) if not self.done.empty
+            "strategy": dropdown("strategy", studyfigures._ordered(self._options("arm")) if not self.done.empty
                                  else [], "auto_rgn"),
             "seed": dropdown("seed", self._options("seed")),
         }
@@ -106,7 +106,7 @@ class Explorer:
             return None
         best = self.study(self.value("metric")).best
         match = best[(best.dataset == self.value("dataset")) & (best.backbone == self.value("backbone"))
-                     & (best.strategy == self.value("strategy")) & (best.seed == self.value("seed"))]
+                     & (best.arm == self.value("strategy")) & (best.seed == self.value("seed"))]
         return Path(match.path.iloc[0]) if len(match) else None
 
     def refresh(self) -> None:

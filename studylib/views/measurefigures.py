@@ -41,8 +41,8 @@ def cka_by_block(change: pd.DataFrame, path: Path | None = None) -> plt.Figure:
     several = change.protocol.nunique() > 1
     for axis, (keys, group) in zip(axes, cases):
         blocks = list(dict.fromkeys(group.sort_values("order").block))
-        for i, strategy in enumerate(_ordered(group.strategy)):
-            part = group[group.strategy == strategy].set_index("block").reindex(blocks)
+        for i, strategy in enumerate(_ordered(group.arm)):
+            part = group[group.arm == strategy].set_index("block").reindex(blocks)
             axis.errorbar(range(len(blocks)), part.cka, yerr=part.cka_sd.fillna(0), marker="o", capsize=2,
                           label=label(strategy), color=strategy_colour(strategy), linestyle="--" if i >= 10 else "-")
         axis.set_xticks(range(len(blocks)), blocks, rotation=30, ha="right")
@@ -61,8 +61,8 @@ def change_vs_gain(relation: pd.DataFrame, path: Path | None = None) -> plt.Figu
     if relation.empty:
         return save(message_figure("no strategy has both feature change and a gain over FT"), path)
     fig, axis = plt.subplots(figsize=(5.6, 3.8))
-    for strategy in _ordered(relation.strategy):
-        part = relation[relation.strategy == strategy]
+    for strategy in _ordered(relation.arm):
+        part = relation[relation.arm == strategy]
         axis.scatter(part.cka_top, part.gain, color=strategy_colour(strategy), label=label(strategy))
     axis.axhline(0, color="grey", lw=0.8)
     axis.set(xlabel="CKA of the top backbone block to the start (1 = unchanged)", ylabel="gain over FT",
@@ -110,7 +110,7 @@ def calibration_gains(gains: pd.DataFrame, path: Path | None = None) -> plt.Figu
     for axis, metric in zip(axes[0], metrics):
         part = gains[gains.metric == metric].reset_index(drop=True)
         keys = [k for k in ("protocol", "dataset", "backbone") if part[k].nunique() > 1]
-        names = [label(r.strategy) + (f" ({', '.join(str(getattr(r, k)) for k in keys)})" if keys else "")
+        names = [label(r.arm) + (f" ({', '.join(str(getattr(r, k)) for k in keys)})" if keys else "")
                  for r in part.itertuples()]
         y = np.arange(len(part))
         decided = part.verdict.isin(["better", "worse"]).to_numpy()
@@ -139,8 +139,8 @@ def labelled_fraction(table: pd.DataFrame, metric: str = DEFAULT_METRIC, path: P
     fig, axes = panel_grid(len(cases), width=4.4, height=3.9)
     for axis, ((setting, dataset, backbone, kind), group) in zip(axes, cases):
         share = kind == "train_fraction"
-        for strategy in _ordered(group.strategy):
-            part = group[group.strategy == strategy].sort_values("labelled")
+        for strategy in _ordered(group.arm):
+            part = group[group.arm == strategy].sort_values("labelled")
             axis.plot(part.labelled, part["mean"], marker="o", color=strategy_colour(strategy), label=label(strategy))
             axis.fill_between(part.labelled, part.low, part.high, color=strategy_colour(strategy), alpha=0.12)
         axis.set_xscale("log")

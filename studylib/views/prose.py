@@ -55,7 +55,7 @@ def headline(study: Study) -> str:
     done, apart = _compared(done)
     if done.empty:
         return f"No comparison yet: {apart}."
-    strategies = [s for s in done.strategy.unique() if s != BASELINE]
+    strategies = [s for s in done.arm.unique() if s != BASELINE]
     cases = done[["dataset", "backbone"]].drop_duplicates()
     gains = study.gains.dropna(subset=["gain"]) if len(study.gains) else study.gains
     one_seed = len(gains) and (gains.interval == "test images only").any()
@@ -76,7 +76,7 @@ def headline(study: Study) -> str:
         return text + " No gain over FT could be computed (FT and another strategy must share seeds)."
     decided = gains[gains.verdict.isin(["better", "worse"])]
     if len(decided):
-        parts = [f"{label(r.strategy)} {r.verdict} than FT on {_where(r, study)} ({_gain(r)})"
+        parts = [f"{label(r.arm)} {r.verdict} than FT on {_where(r, study)} ({_gain(r)})"
                  for r in decided.sort_values("gain", ascending=False).itertuples()]
         text += " Beyond the noise: " + "; ".join(parts) + "."
     else:
@@ -90,13 +90,13 @@ def headline(study: Study) -> str:
 def _compared(done: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The runs of cases that hold FT and another strategy, and a phrase for the rest (a pretraining
     run, a case without FT): they are listed apart, never counted in the headline."""
-    arms = done.groupby(["protocol", "dataset", "backbone"]).strategy.agg(lambda s: set(s))
+    arms = done.groupby(["protocol", "dataset", "backbone"]).arm.agg(lambda s: set(s))
     compared = arms[arms.map(lambda s: BASELINE in s and len(s) > 1)].index
     keys = pd.MultiIndex.from_frame(done[["protocol", "dataset", "backbone"]])
     inside = keys.isin(compared)
     rest = done[~inside]
-    apart = "; ".join(f"{len(g)} run(s) of {d} / {b} ({', '.join(sorted(map(label, set(g.strategy))))}: "
-                      + ("no FT run to compare with" if BASELINE not in set(g.strategy) else "FT alone") + ")"
+    apart = "; ".join(f"{len(g)} run(s) of {d} / {b} ({', '.join(sorted(map(label, set(g.arm))))}: "
+                      + ("no FT run to compare with" if BASELINE not in set(g.arm) else "FT alone") + ")"
                       for (d, b), g in rest.groupby(["dataset", "backbone"]))
     return done[inside], apart
 
@@ -108,7 +108,7 @@ def _extremes(gains: pd.DataFrame, study: Study) -> str:
     worst = down.loc[down.gain.idxmin()] if len(down) else None
 
     def said(row) -> str:
-        return f"{label(row.strategy)}'s on {_where(row, study)} ({_gain(row)})"
+        return f"{label(row.arm)}'s on {_where(row, study)} ({_gain(row)})"
     if best is not None and worst is not None:
         return f"The largest mean gain is {said(best)}, the largest mean loss {said(worst)}."
     if best is not None:

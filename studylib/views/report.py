@@ -146,7 +146,7 @@ def reading(part: str, study: Study | None = None) -> str:
     return HOW_TO_READ[part].format(correction=correction, min_seeds=stats.MIN_SEEDS)
 
 
-GAIN_COLUMNS = ["protocol", "dataset", "backbone", "strategy", "baseline", "seeds", "gain", "low", "high", "interval",
+GAIN_COLUMNS = ["protocol", "dataset", "backbone", "arm", "baseline", "seeds", "gain", "low", "high", "interval",
                 "p", "p_adjusted", "verdict", "design", "bn_differs"]
 
 
@@ -158,7 +158,7 @@ def per_class_table(table: pd.DataFrame) -> pd.DataFrame:
         mark = {"better": " better", "worse": " worse"}.get(row.verdict, "")
         return f"{row.recall:.3f} ({row.gain:+.3f} [{row.low:+.3f}, {row.high:+.3f}]{mark})"
     frame = table.assign(cell=[cell(r) for r in table.itertuples()])
-    wide = frame.pivot_table(index=["protocol", "dataset", "backbone", "strategy"], columns="class", values="cell",
+    wide = frame.pivot_table(index=["protocol", "dataset", "backbone", "arm"], columns="class", values="cell",
                              aggfunc="first", sort=False)
     return wide.reset_index().rename_axis(columns=None)
 
@@ -188,7 +188,7 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
                 "strategy with the BatchNorm policy. Run the control (params/paper_bn.yaml: FT with "
                 "bn_policy=freeze_stats and freeze) to split them.", "")
         wtl = analysis.win_tie_loss(gains).reset_index()
-        columns = ["protocol", "strategy", "cases", "better", "inside the noise", "worse", "seed variance unknown",
+        columns = ["protocol", "arm", "cases", "better", "inside the noise", "worse", "seed variance unknown",
                    "seeds"]
         sections[f"Win / tie / loss against FT in test {name}, per protocol group"] = \
             (wtl[columns], reading("wtl", study))
@@ -234,7 +234,7 @@ def _beyond_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     gains = measures.study_calibration_gains(study)
     if len(gains):
         sections["Calibration on test (mean, sd over seeds)"] = (table.round(4), reading("calibration", study))
-        columns = ["metric", "protocol", "dataset", "backbone", "strategy", "seeds", "gain", "low", "high",
+        columns = ["metric", "protocol", "dataset", "backbone", "arm", "seeds", "gain", "low", "high",
                    "p_adjusted", "verdict"]
         sections["Calibration: improvement over FT, 95% interval, corrected verdict"] = (gains[columns].round(4), "")
     fraction = measures.study_efficiency(study)
@@ -251,7 +251,7 @@ def _labelled(table: pd.DataFrame, study: Study | None = None) -> pd.DataFrame:
     out = table.reset_index(drop=True)
     if study is not None and "protocol" in out and study.done.protocol.nunique() > 1:
         out["protocol"] = out.protocol.map(analysis.protocol_names(study.done))
-    for column in ("strategy", "baseline"):
+    for column in ("arm", "baseline"):
         if column in out:
             out[column] = out[column].map(label)
     return out

@@ -45,9 +45,9 @@ def gain_heatmap(summary: pd.DataFrame, path: Path | None = None, title: str = "
     frame = summary.assign(case=summary.dataset + "\n" + summary.backbone)
     if summary.protocol.nunique() > 1:  # groups are compared apart: one column per group and case
         frame["case"] = frame.case + "\n" + frame.protocol
-    table = frame.pivot_table(index="strategy", columns="case", values="gain", aggfunc="mean")
+    table = frame.pivot_table(index="arm", columns="case", values="gain", aggfunc="mean")
     table = table.reindex(_ordered(table.index)).rename(index=label)
-    noise = frame.pivot_table(index="strategy", columns="case", values="verdict", aggfunc="first")
+    noise = frame.pivot_table(index="arm", columns="case", values="verdict", aggfunc="first")
     noise = noise.reindex(_ordered(noise.index)).rename(index=label)
     if table.shape[1] > table.shape[0]:  # many cases: one row each, so the figure grows down, not across
         table, noise = table.T, noise.T
@@ -85,7 +85,7 @@ def accuracy_bars(table: pd.DataFrame, path: Path | None = None, metric: str = D
     chance = chance_level(metric, classes)
     fig, axes = panel_grid(len(cases))
     for axis, ((protocol, dataset, backbone), group) in zip(axes, cases):
-        group = group.set_index("strategy").reindex(_ordered(group.strategy))
+        group = group.set_index("arm").reindex(_ordered(group.arm))
         spread = group["std"].fillna(0)
         axis.errorbar(range(len(group)), group["mean"], yerr=spread, fmt="o", color="C0", capsize=3)
         low, high = np.nanmin(group["mean"] - spread), np.nanmax(group["mean"] + spread)
@@ -125,8 +125,8 @@ def cost_vs_accuracy(best: pd.DataFrame, path: Path | None = None, metric: str =
     """Wall time and trainable parameters against the test metric, one point per run."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     column = f"test_{metric}"
-    for strategy in _ordered(best.strategy):
-        part = best[best.strategy == strategy]
+    for strategy in _ordered(best.arm):
+        part = best[best.arm == strategy]
         left.scatter(part.wall_seconds, part[column], label=label(strategy), color=strategy_colour(strategy))
         right.scatter(part.trainable_params, part[column], color=strategy_colour(strategy))
     left.set(xlabel="wall time (s)", ylabel=f"test {metric_name(metric)}", title="time")
@@ -184,10 +184,10 @@ def recall_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
     fig, axes = panel_grid(len(cases))
     for axis, ((_protocol, dataset, backbone), group) in zip(axes, cases):
         classes = list(dict.fromkeys(group["class"]))
-        strategies = _ordered(group.strategy)
+        strategies = _ordered(group.arm)
         width = 0.8 / len(strategies)
         for i, strategy in enumerate(strategies):
-            values = group[group.strategy == strategy].set_index("class").recall.reindex(classes)
+            values = group[group.arm == strategy].set_index("class").recall.reindex(classes)
             axis.bar(np.arange(len(classes)) + (i - (len(strategies) - 1) / 2) * width, values, width,
                      label=label(strategy), color=strategy_colour(strategy))
         axis.set_xticks(range(len(classes)), classes, rotation=30 if len(classes) > 4 else 0, ha="right"

@@ -333,11 +333,11 @@ def spread_sentence(study) -> str:
 
     best = study.best
     column = f"test_{study.metric}"
-    spread = best.groupby("strategy")[column].agg(lambda v: v.max() - v.min())
-    seeds = best.groupby("strategy").seed.nunique()
+    spread = best.groupby("arm")[column].agg(lambda v: v.max() - v.min())
+    seeds = best.groupby("arm").seed.nunique()
     if best.empty or seeds.max() < 2:
         return "Only one seed ran: the seed-to-seed spread is unknown, so no gain can be told from noise."
-    ft = best[best.strategy == BASELINE][column]
+    ft = best[best.arm == BASELINE][column]
     text = (f"Seed-to-seed spread: between its best and worst of {seeds.max()} seeds, a strategy's test "
             f"{metric_name(study.metric)} moved by {spread.median():.3f} (median over strategies; largest "
             f"{spread.max():.3f}, {strategy_label(spread.idxmax())})"
@@ -345,7 +345,7 @@ def spread_sentence(study) -> str:
     gains = study.gains.dropna(subset=["gain"])
     if gains.empty:
         return text + "No gain over FT could be computed (FT missing?)."
-    parts = [f"{strategy_label(r.strategy)} {r.gain:+.3f} [{r.low:+.3f}, {r.high:+.3f}] {r.verdict}"
+    parts = [f"{strategy_label(r.arm)} {r.gain:+.3f} [{r.low:+.3f}, {r.high:+.3f}] {r.verdict}"
              for r in gains.sort_values("gain", ascending=False).itertuples()]
     inside = int((gains.verdict == "inside the noise").sum())
     return (text + "Gains over FT, paired by seed (95% interval over seeds and test images; verdict after Holm "

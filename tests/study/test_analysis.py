@@ -79,7 +79,7 @@ def test_selection_uses_validation_only(results, tmp_path):
 def test_bootstrap_interval_contains_the_point_estimate(results):
     best = analysis.select_best(analysis.load_results(results))
     summary = analysis.gain_summary(best, n_boot=300)
-    assert set(summary.strategy) == {"lp", "lp_ft", "auto_rgn", "gu_last_first"}
+    assert set(summary.arm) == {"lp", "lp_ft", "auto_rgn", "gu_last_first"}
     assert (summary.low <= summary.gain + 1e-12).all() and (summary.gain <= summary.high + 1e-12).all()
     assert set(summary.verdict) == {"seed variance unknown"}  # two seeds: no verdict is claimed
     assert (summary.seeds == 2).all()
@@ -114,7 +114,7 @@ def test_empty_and_partial_folders_say_what_is_missing(results, tmp_path):
     (run / "metrics.json").unlink()
     study = Study(root, n_boot=50)
     assert any("not finished" in note for note in study.notes)
-    assert "lp_ft" in set(study.best.strategy)  # the other seed still counts
+    assert "lp_ft" in set(study.best.arm)  # the other seed still counts
 
 
 def test_report_is_self_contained_and_shows_the_key_figures(results):

@@ -194,8 +194,8 @@ def test_batchnorm_is_flagged_and_split_by_the_control(tmp_path):
     for seed in (684, 559, 629):  # the control: FT with frozen statistics, most of the gain
         crafted_run(tmp_path, with_accuracy(LABELS, 0.84), LABELS, seed=seed, bn_policy="freeze_stats")
     study = Study(tmp_path, n_boot=200)
-    assert set(study.best.strategy) == {"ft", "lp_ft", "ft [bn_policy=freeze_stats]"}
-    row = study.gains.set_index("strategy").loc["lp_ft"]
+    assert set(study.best.arm) == {"ft", "lp_ft", "ft [bn_policy=freeze_stats]"}
+    row = study.gains.set_index("arm").loc["lp_ft"]
     assert row.bn_differs and row.bn_policy == "freeze_stats vs train"
     split = study.bn_split.set_index("part")
     assert split.loc["total (over FT)", "gain"] == pytest.approx(0.0503, abs=1e-3)
@@ -216,7 +216,7 @@ def test_unequal_tuning_budgets_are_reported_and_warned(tmp_path):
         for lr in (1e-2, 1e-4):
             crafted_run(tmp_path, with_accuracy(LABELS, 0.7), LABELS, seed=seed, strategy="lp_ft", lr=lr, val=0.1)
     study = Study(tmp_path, n_boot=100)
-    budgets = study.budgets.set_index("strategy")
+    budgets = study.budgets.set_index("arm")
     assert budgets.loc["lp_ft", "settings_max"] == 3 and budgets.loc["ft", "settings_max"] == 1
     assert budgets.loc["lp_ft", "tuned"] == "lr"
     assert any("different tuning budgets" in note for note in study.notes)
@@ -256,16 +256,16 @@ def test_old_folders_are_read_as_what_they_ran_and_repeats_count_once(tmp_path):
     again = tmp_path / "runs" / "again"  # the same FT configuration run a second time (a re-run grid)
     crafted_run(tmp_path / "x", with_accuracy(LABELS, 0.9), LABELS, seed=684).rename(again)
     study = Study(tmp_path, n_boot=50)
-    assert "auto_rgn [dropout=train]" in set(study.done.strategy)
-    assert (study.done.bn_policy[study.done.method == "auto_rgn"] == "freeze").all()
-    assert len(study.done[(study.done.strategy == "ft") & (study.done.seed == 684)]) == 1
+    assert "auto_rgn [dropout=train]" in set(study.done.arm)
+    assert (study.done.bn_policy[study.done.strategy == "auto_rgn"] == "freeze").all()
+    assert len(study.done[(study.done.arm == "ft") & (study.done.seed == 684)]) == 1
     assert any("repeat the configuration" in note for note in study.notes)
 
 
 def test_variant_fields_a_strategy_does_not_read_never_rename_it(tmp_path):
     case(tmp_path, "tinycnn", 0.80, (0.03, 0.03, 0.03), rgn_max_over="backbone")
     study = Study(tmp_path, n_boot=50)
-    assert set(study.best.strategy) == {"ft", "lp_ft"} and (study.gains.verdict == "better").all()
+    assert set(study.best.arm) == {"ft", "lp_ft"} and (study.gains.verdict == "better").all()
 
 
 def test_a_grid_run_wholly_under_another_batchnorm_policy_still_has_its_baseline(tmp_path):
@@ -321,5 +321,5 @@ def test_an_ft_run_recorded_with_another_lp_epochs_is_a_repeat_not_a_second_try(
     crafted_run(tmp_path / "d", with_accuracy(LABELS, 0.75), LABELS, val=0.75, strategy="lp_ft", lp_epochs=5)
     with pytest.warns(analysis.AnalysisWarning, match="1 runs repeat the configuration"):
         done = analysis.load_results(tmp_path)
-    assert len(done[done.method == "ft"]) == 1 and len(done[done.method == "lp_ft"]) == 2  # LP-FT reads it
-    assert analysis.budgets(done).set_index("strategy").loc["lp_ft", "tuned"] == "lp_epochs"
+    assert len(done[done.strategy == "ft"]) == 1 and len(done[done.strategy == "lp_ft"]) == 2  # LP-FT reads it
+    assert analysis.budgets(done).set_index("arm").loc["lp_ft", "tuned"] == "lp_epochs"

@@ -82,7 +82,7 @@ def test_seeds_are_counted_per_case(tmp_path):
 def test_per_class_recall_shows_where_a_gain_comes_from(tmp_path):
     case(tmp_path, "tinycnn", 0.80, (0.03, 0.032, 0.029))  # all of the gain on the minority class b
     study = Study(with_data_reports(tmp_path), n_boot=200)
-    table = study.per_class.set_index(["class", "strategy"])
+    table = study.per_class.set_index(["class", "arm"])
     assert table.loc[("a", "ft"), "recall"] == pytest.approx(0.80, abs=1e-3)
     assert table.loc[("b", "lp_ft"), "recall"] == pytest.approx(0.80 + 2 * np.mean([0.03, 0.032, 0.029]), abs=2e-3)
     assert table.loc[("b", "lp_ft"), "gain"] == pytest.approx(2 * np.mean([0.03, 0.032, 0.029]), abs=2e-3)
@@ -123,7 +123,7 @@ def test_backbones_of_one_dataset_are_one_friedman_block_and_the_report_prints_t
                 crafted_run(tmp_path / dataset, correct, labels, dataset=dataset, backbone=backbone, strategy=strategy)
     study = Study(tmp_path, n_boot=20)
     [test] = study.rank_tests.values()
-    per_case = study.best.pivot_table(index=["dataset", "backbone"], columns="strategy",
+    per_case = study.best.pivot_table(index=["dataset", "backbone"], columns="arm",
                                       values="test_balanced_accuracy")
     by_dataset = per_case.groupby(level="dataset").mean()
     assert test.n_blocks == 4 and test.blocks.startswith("4 datasets (each the mean of its backbones: 12 cases)")
