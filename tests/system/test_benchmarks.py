@@ -1,14 +1,33 @@
 """The benchmark scripts run at CI size (their numbers are recorded in benchmarks/README.md, never asserted)."""
+import contextlib
+import io
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_script(*args: str) -> str:
+def run_script(script: str, *args: str) -> str:
+    """Run a benchmark as `python script args` would, in this process (no interpreter and torch start-up per
+    script); its printed output."""
+    out, argv, threads = io.StringIO(), sys.argv, torch.get_num_threads()
+    sys.argv = [str(ROOT / script), *args]
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        sys.argv = argv
+        torch.set_num_threads(threads)
+    return out.getvalue()
+
+
+def run_process(*args: str) -> str:
+    """A benchmark that measures processes of its own (cold caches, decode workers) runs as one."""
     done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -71,7 +90,7 @@ def test_interval_calibration_runs_at_tiny_size():
 
 @pytest.mark.slow
 def test_scale_benchmark_runs_at_tiny_size(tmp_path):
-    out = run_script("benchmarks/bench_scale.py", "--image-size", "16", "--budget-gb", "0.002", "--steps", "2",
+    out = run_process("benchmarks/bench_scale.py", "--image-size", "16", "--budget-gb", "0.002", "--steps", "2",
                      "--batch", "8", "--files", "30", "--workers", "1", "--dir", str(tmp_path))
     assert "| warm | train |" in out and "| cold | train |" in out and "| resident | none |" in out
     assert "read-ahead thread alone" in out and "| with the index (after) | cold |" in out

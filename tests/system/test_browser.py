@@ -43,10 +43,11 @@ def with_parameters(name: str, target: Path, source: str) -> None:
     target.write_text(json.dumps(notebook))
 
 
-@pytest.fixture
-def lab(tmp_path):
-    """JupyterLab serving tmp_path (the analysis notebook on a small grid, the teaching notebook at small
-    settings); yields a function from a notebook's name to its URL."""
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """JupyterLab serving one folder (the analysis notebook on a small grid, the teaching notebook at small
+    settings), started once for both tests; yields (the folder, a function from a notebook's name to its URL)."""
+    tmp_path = tmp_path_factory.mktemp("lab")
     (tmp_path / "g.yaml").write_text(GRID)
     run_grid(tmp_path / "g.yaml", tmp_path / "results", engine="inline", progress=False)
     with_parameters("analysis.ipynb", tmp_path / "analysis.ipynb",
@@ -80,7 +81,8 @@ def lab(tmp_path):
         except OSError:
             time.sleep(0.5)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    yield lambda notebook: f"{base}/lab/tree/{notebook}?token={token}"
+    # a workspace per notebook: the second test's page shows its notebook alone, not the first one's tab too
+    yield tmp_path, lambda notebook: f"{base}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}?token={token}"
     server.terminate()
     server.wait(timeout=30)
 
@@ -150,7 +152,8 @@ def run_all_cells(page) -> None:
 
 
 @pytest.mark.slow
-def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_path):
+def test_analysis_notebook_widgets_render_and_respond_and_report_opens(served):
+    tmp_path, lab = served
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -197,7 +200,8 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(lab, tmp_
 
 
 @pytest.mark.slow
-def test_teaching_notebook_plans_redraw_when_a_slider_moves(lab, tmp_path):
+def test_teaching_notebook_plans_redraw_when_a_slider_moves(served):
+    tmp_path, lab = served
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
