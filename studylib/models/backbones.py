@@ -70,6 +70,12 @@ class Backbone:
         """Parameter name -> block name."""
         return {p: b for b, names in self.blocks.items() for p in names}
 
+    def block_ends(self) -> dict[str, str]:
+        """Block -> the module whose output ends it (the last its map lists), every block before the head's."""
+        prefixes = self.spec.blocks(self.model)
+        *body, _ = prefixes
+        return {block: prefixes[block][-1] for block in body}
+
     def norm_modules(self, block: str) -> list[nn.Module]:
         """Normalisation layers of a block, found by module type (never by name)."""
         return self._norms[block]

@@ -84,6 +84,35 @@ class LoopState:
     best_state: dict | None = None  # best-validation weights
 
 
+class TrainingProbe:
+    """What a strategy may measure before it plans an epoch (strategies.Probe): gradients of a few training
+    batches, or the batches themselves. Normalisation layers run in eval mode so a probe never moves running
+    statistics, and a generator of its own keeps the training batch order untouched."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer = trainer
+
+    def batches(self, n_batches: int):
+        trainer = self.trainer
+        generator = torch.Generator().manual_seed(trainer.cfg.seed + 7919 * len(trainer.layers.rows))
+        return trainer.train_data.batches(True, generator, trainer.cfg.augment, n_batches)
+
+    def __call__(self, names: list[str], n_batches: int, on_grads) -> None:
+        """Forward/backward `n_batches` training batches without stepping (Auto-RGN, Auto-SNR)."""
+        trainer, wanted = self.trainer, set(names)
+        params = dict(trainer.model.named_parameters())
+        for name, param in params.items():
+            param.requires_grad_(name in wanted)
+        trainer.set_modes(set())
+        for x, y in self.batches(n_batches):
+            trainer.model.zero_grad(set_to_none=True)
+            with trainer.dev.autocast():
+                loss = trainer.loss(trainer.model(x), y)
+            loss.backward()
+            on_grads({n: params[n].grad for n in names if params[n].grad is not None})
+        trainer.model.zero_grad(set_to_none=True)
+
+
 class Trainer:
     """Holds the moving parts of one fit: model, strategy, optimizer, data, logs."""
 
@@ -102,6 +131,7 @@ class Trainer:
         self.track_grads = True  # per-step gradient norms for layers.csv (off only to measure its cost)
         self.loop, self.result = LoopState(), FitResult()
         self.carried_state: dict = {}  # optimizer state restored from a checkpoint, by parameter
+        self.probe = TrainingProbe(self)
 
     # --- plan ---------------------------------------------------------------------------
     def apply(self, plan: EpochPlan) -> None:
@@ -160,26 +190,6 @@ class Trainer:
                     new.state[p] = previous[p]
         self.carried_state = {}
         return new
-
-    def probe(self, names: list[str], n_batches: int, on_grads) -> None:
-        """Forward/backward a few training batches without stepping (Auto-RGN, Auto-SNR).
-
-        Normalisation layers run in eval mode so the probe never moves running statistics,
-        and a separate generator keeps the training batch order untouched.
-        """
-        wanted = set(names)
-        params = dict(self.model.named_parameters())
-        for name, param in params.items():
-            param.requires_grad_(name in wanted)
-        self.set_modes(set())
-        generator = torch.Generator().manual_seed(self.cfg.seed + 7919 * len(self.layers.rows))
-        for x, y in self.train_data.batches(True, generator, self.cfg.augment, n_batches):
-            self.model.zero_grad(set_to_none=True)
-            with self.dev.autocast():
-                loss = self.loss(self.model(x), y)
-            loss.backward()
-            on_grads({n: params[n].grad for n in names if params[n].grad is not None})
-        self.model.zero_grad(set_to_none=True)
 
     # --- one epoch ----------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -82,9 +82,8 @@ class BlockFeatures:
 
     def __init__(self, backbone: Backbone, batches: DeviceBatches, autocast):
         self.backbone, self.batches, self.autocast = backbone, batches, autocast
-        prefixes = backbone.spec.blocks(backbone.model)
-        *body, last = prefixes
-        self.points = {block: (prefixes[block][-1], "output") for block in body}
+        self.points = {block: (name, "output") for block, name in backbone.block_ends().items()}
+        last = backbone.block_names[-1]
         if len(backbone.blocks[last]) > len(backbone.head_params):
             self.points[last] = (backbone.spec.head, "input")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator, Protocol
 
 import torch
 
@@ -18,9 +18,16 @@ from ...core.knobs import Knob
 from ...core.registry import Registry
 from ...models.backbones import Backbone
 
-# probe(names, n_batches, on_grads): runs n training batches forward/backward with only
-# `names` requiring grad and calls on_grads({name: grad}) after each one.
-Probe = Callable[[list[str], int, Callable[[dict[str, torch.Tensor]], None]], None]
+
+class Probe(Protocol):
+    """What a strategy may measure on the training data before it plans an epoch (the engine's TrainingProbe)."""
+
+    def __call__(self, names: list[str], n_batches: int, on_grads: Callable[[dict[str, torch.Tensor]], None]) -> None:
+        """Run n training batches forward/backward with only `names` requiring grad; on_grads({name: grad})
+        after each (Auto-RGN, Auto-SNR)."""
+
+    def batches(self, n_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """n training batches (images on the device, labels), drawn without moving the batch order (DELTA)."""
 
 
 @dataclass
