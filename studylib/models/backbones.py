@@ -70,6 +70,10 @@ class Backbone:
         """Parameter name -> block name."""
         return {p: b for b, names in self.blocks.items() for p in names}
 
+    def reindex(self) -> None:
+        """Rebuild the block map after a strategy added or removed parameters inside the blocks (SSF, LoRA)."""
+        self.blocks = _index(self.spec, self.model).blocks
+
     def block_ends(self) -> dict[str, str]:
         """Block -> the module whose output ends it (the last its map lists), every block before the head's."""
         prefixes = self.spec.blocks(self.model)

@@ -127,6 +127,7 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     if dev.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev.device)
     fit = trainer.fit()
+    trainer.strategy.merge()  # SSF, LoRA: folded into the backbone's layers; the same outputs
     test = split_batches(data, "test", cfg, dev, budget=budget)
     test_started = time.perf_counter()
     test_loss, probs, labels = evaluate(backbone.model, test, dev, trainer.loss)  # the one test evaluation

@@ -1,5 +1,7 @@
-"""BitFit and norm-only tuning against their definitions, on every study backbone: the trainable set is
+"""BitFit, norm-only tuning and SSF against their definitions, on every study backbone: the trainable set is
 exactly the bias terms (or the normalisation scales and shifts) plus the new head, and nothing else moves."""
+import copy
+
 import pytest
 import torch
 from conftest import trainer_for
@@ -9,7 +11,7 @@ from studylib import RunConfig
 from studylib.core.config import ConfigError
 from studylib.models.backbones import create_backbone
 from studylib.training.runner import check_config
-from studylib.training.strategies import BitFit, NormTune
+from studylib.training.strategies import SSF, BitFit, NormTune
 
 NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
@@ -65,3 +67,37 @@ def test_only_the_chosen_tensors_move_in_a_run(tiny, tiny_data, strategy):
     moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
     assert moved and moved <= allowed
     assert set(trainer.backbone.head_params) <= moved
+
+
+@pytest.mark.parametrize("name", ["tinycnn", "resnet50", "densenet121"])
+def test_ssf_adds_a_scale_and_shift_per_norm_channel_and_trains_only_them_and_the_head(name):
+    backbone = create_backbone(name, 3)
+    norms = [m for m in backbone.model.modules() if isinstance(m, NORMS)]
+    strategy = SSF(RunConfig(strategy="ssf", backbone=name), backbone)
+    added = parameters_where(backbone.model, lambda module, n: n in ("ssf_scale", "ssf_shift"))
+    assert set(strategy.plan(0, probe=None).trainable) == added | set(backbone.head_params)
+    assert sum(backbone.model.get_parameter(n).numel() for n in added) == 2 * sum(m.num_features for m in norms)
+    assert {n for names in backbone.blocks.values() for n in names} >= added  # each in its norm layer's block
+
+
+def test_ssf_is_refused_on_a_backbone_without_normalisation():
+    with pytest.raises(ConfigError, match="ssf .* vgg19 has none"):
+        check_config(RunConfig(strategy="ssf", backbone="vgg19"))
+
+
+def test_ssf_folded_into_the_norm_layers_gives_the_unfolded_outputs(tiny, tiny_data):
+    trainer = trainer_for(tiny(strategy="ssf", max_epochs=2, lr=0.05), tiny_data)
+    original = {n for n, _ in create_backbone("tinycnn", tiny_data.num_classes).model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit()
+    moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved <= set(trainer.strategy.plan(0, probe=None).trainable) and any("ssf_shift" in n for n in moved)
+    model = trainer.model
+    x = torch.randn(5, 3, tiny_data.images.shape[-1], tiny_data.images.shape[-1])
+    unfolded_eval = model.eval()(x).detach()
+    unfolded_train = copy.deepcopy(model).train()(x).detach()  # batch statistics: the fold holds there too
+    trainer.strategy.merge()
+    assert {n for n, _ in model.named_parameters()} == original  # the plain backbone again
+    assert torch.allclose(model.eval()(x), unfolded_eval, atol=1e-5)
+    assert torch.allclose(copy.deepcopy(model).train()(x), unfolded_train, atol=1e-5)
+    assert not any("ssf" in n for names in trainer.backbone.blocks.values() for n in names)

@@ -120,6 +120,10 @@ class Strategy(abc.ABC):
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
         """Which parameters train in `epoch`, at which rates (`probe` measures gradients when needed)."""
 
+    def merge(self) -> None:  # noqa: B027 - optional hook
+        """After training, before the test: fold what the strategy added to the network into its own layers
+        (SSF, LoRA), so the tested and saved network has the backbone's architecture and the same outputs."""
+
     def penalty(self) -> torch.Tensor | None:
         """Extra loss term added to the cross-entropy (differentiable), or None."""
         return None

@@ -1,7 +1,12 @@
-"""Parameter-efficient strategies: a small subset of the pretrained network trains beside the new head."""
+"""Parameter-efficient strategies: a small subset of the pretrained network, or a few parameters added to it,
+trains beside the new head."""
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from ...core.config import ConfigError, RunConfig
+from ...models.backbones import NORM_TYPES, Backbone
 from .base import EpochPlan, Probe, Strategy, register_strategy
 
 
@@ -59,3 +64,62 @@ class NormTune(ParameterSubset):
             raise ValueError(f"norm_tune: {self.backbone.spec.name} has no normalisation layers, so only the head "
                              "would train; use strategy lp for that, or a backbone with BatchNorm")
         return names
+
+
+def _scale_shift(norm: nn.Module, _args, out: torch.Tensor) -> torch.Tensor:
+    """SSF after a normalisation layer: y * scale + shift per channel (channels second, last for LayerNorm)."""
+    if isinstance(norm, nn.LayerNorm):
+        return out * norm.ssf_scale + norm.ssf_shift
+    shape = (1, -1) + (1,) * (out.dim() - 2)
+    return out * norm.ssf_scale.view(shape) + norm.ssf_shift.view(shape)
+
+
+@register_strategy
+class SSF(ParameterSubset):
+    """Lian, Zhou, Feng, Wang (NeurIPS 2022), "Scaling & Shifting Your Features": a learnable per-channel scale
+    (from 1) and shift (from 0) after every normalisation layer of the backbone, plus the new head, train; the
+    pretrained weights stay. The scale and shift are parameters of the norm layer (`<norm>.ssf_scale`,
+    `<norm>.ssf_shift`), so they sit in its block. After training, `merge` folds them into the norm layer's own
+    affine (gamma' = s gamma, beta' = s beta + t: the same outputs in train and eval mode), so the tested and
+    saved network is the plain backbone. A backbone without normalisation layers (VGG-19) is refused."""
+
+    name, label, subset = "ssf", "SSF", "scale-shift"
+    description = "a per-channel scale and shift after every normalisation layer, and the new head, train; " \
+                  "folded into the norm layers for the test"
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        if cfg.backbone == "vgg19":
+            raise ConfigError("ssf scales and shifts after normalisation layers and vgg19 has none; use a backbone "
+                              "with BatchNorm (resnet50, densenet121) or strategy bitfit")
+
+    def __init__(self, cfg: RunConfig, backbone: Backbone):
+        super().__init__(cfg, backbone)
+        head = set(backbone.head_params)
+        self.norms = [m for name, m in backbone.model.named_modules() if isinstance(m, NORM_TYPES)
+                      and getattr(m, "weight", None) is not None and not any(n.startswith(name + ".") for n in head)]
+        if not self.norms:
+            raise ValueError(f"ssf: {backbone.spec.name} has no normalisation layers with an affine to fold into; "
+                             "use strategy bitfit, or a backbone with BatchNorm")
+        if any(hasattr(norm, "ssf_scale") for norm in self.norms):
+            raise ValueError("ssf: this backbone already carries SSF parameters; build a new backbone per run")
+        self.handles = []
+        for norm in self.norms:  # shaped as the layer's affine: per channel, or LayerNorm's normalised shape
+            norm.register_parameter("ssf_scale", nn.Parameter(torch.ones_like(norm.weight, requires_grad=True)))
+            norm.register_parameter("ssf_shift", nn.Parameter(torch.zeros_like(norm.weight, requires_grad=True)))
+            self.handles.append(norm.register_forward_hook(_scale_shift))
+        backbone.reindex()
+
+    def chosen(self) -> list[str]:
+        return [n for n, _ in self.backbone.model.named_parameters() if n.endswith((".ssf_scale", ".ssf_shift"))]
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        for norm, handle in zip(self.norms, self.handles):
+            scale, shift = norm.ssf_scale, norm.ssf_shift
+            norm.bias.mul_(scale).add_(shift)
+            norm.weight.mul_(scale)
+            handle.remove()
+            del norm.ssf_scale, norm.ssf_shift
+        self.handles, self.norms = [], []
+        self.backbone.reindex()
