@@ -127,7 +127,9 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     if dev.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev.device)
     fit = trainer.fit()
-    trainer.strategy.merge()  # SSF, LoRA: folded into the backbone's layers; the same outputs
+    renamed = trainer.strategy.merge()  # SSF, LoRA: folded into the backbone's layers; the same outputs
+    if features is not None and renamed:
+        features.initial = {renamed.get(name, name): weights for name, weights in features.initial.items()}
     test = split_batches(data, "test", cfg, dev, budget=budget)
     test_started = time.perf_counter()
     test_loss, probs, labels = evaluate(backbone.model, test, dev, trainer.loss)  # the one test evaluation

@@ -65,6 +65,7 @@ PANEL_NOTES = {"auto_rgn": "illustration: rates at the initial weights", "auto_s
                "l1_sp": "all train, + α·Σ|w − w0|, α = {l1sp_alpha:.2g}",
                "l2_sp": "all train, + α/2·‖w − w0‖², α = {l2sp_alpha:.2g}",
                "bitfit": "in each block only the biases train", "norm_tune": "in each block only the norm layers train",
+               "lora": "in each block only rank-{lora_rank} updates of its layers train",
                "ssf": "in each block only an added scale and shift per norm channel train",
                "bss": "all train, + η·(smallest σ² of the batch's features)",
                "delta": "all train, + α·Σ W_c‖FM_c − FM⁰_c‖² per block end"}

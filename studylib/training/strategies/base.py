@@ -120,9 +120,11 @@ class Strategy(abc.ABC):
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
         """Which parameters train in `epoch`, at which rates (`probe` measures gradients when needed)."""
 
-    def merge(self) -> None:  # noqa: B027 - optional hook
+    def merge(self) -> dict[str, str]:
         """After training, before the test: fold what the strategy added to the network into its own layers
-        (SSF, LoRA), so the tested and saved network has the backbone's architecture and the same outputs."""
+        (SSF, LoRA), so the tested and saved network has the backbone's architecture and the same outputs.
+        Returns the parameters it renamed (name while training -> name after), for measures keyed by name."""
+        return {}
 
     def penalty(self) -> torch.Tensor | None:
         """Extra loss term added to the cross-entropy (differentiable), or None."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...core.config import ConfigError, RunConfig
+from ...core.config import ConfigError, RunConfig, names_of
+from ...core.knobs import AT_LEAST_1, POSITIVE, Knob, between
 from ...models.backbones import NORM_TYPES, Backbone
 from .base import EpochPlan, Probe, Strategy, register_strategy
 
@@ -114,7 +115,7 @@ class SSF(ParameterSubset):
         return [n for n, _ in self.backbone.model.named_parameters() if n.endswith((".ssf_scale", ".ssf_shift"))]
 
     @torch.no_grad()
-    def merge(self) -> None:
+    def merge(self) -> dict[str, str]:
         for norm, handle in zip(self.norms, self.handles):
             scale, shift = norm.ssf_scale, norm.ssf_shift
             norm.bias.mul_(scale).add_(shift)
@@ -123,3 +124,83 @@ class SSF(ParameterSubset):
             del norm.ssf_scale, norm.ssf_shift
         self.handles, self.norms = [], []
         self.backbone.reindex()
+        return {}
+
+
+@register_strategy
+class LoRA(ParameterSubset):
+    """Hu et al. (ICLR 2022), low-rank adaptation, on convolutions as well as linear layers (as peft implements
+    it): each chosen layer W gains a trainable update (alpha / r) * B A of rank r (A from a Kaiming draw, B from 0,
+    so training starts from the pretrained network), with dropout on the update's input; W stays frozen. The
+    chosen layers are every Conv2d and Linear of `lora_blocks` except the new head, which trains fully. The
+    adapters come from the `peft` library; after training, `merge` adds B A into W and removes the adapters, so
+    the tested and saved network is the plain backbone (same outputs)."""
+
+    name, label, subset = "lora", "LoRA", "low-rank updates"
+    description = "rank-r updates of every convolution and linear layer of lora_blocks, and the new head, " \
+                  "train; merged into the weights for the test"
+    knobs = (Knob("lora_rank", 8, "rank r of each layer's update", AT_LEAST_1),
+             Knob("lora_alpha", 16.0, "the update is scaled by lora_alpha / lora_rank", POSITIVE),
+             Knob("lora_dropout", 0.0, "dropout on the input of each update",
+                  ("from 0 to below 1", between(0, 1, high_open=True))),
+             Knob("lora_blocks", "all", "comma-separated blocks whose layers get updates; all: every block"))
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        from ...models.backbones import BACKBONES, block_names
+
+        if cfg.lora_blocks != "all" and cfg.backbone in BACKBONES:
+            unknown = sorted(set(names_of(cfg.lora_blocks)) - set(block_names(cfg.backbone)))
+            if unknown:
+                raise ConfigError(f"lora_blocks names {unknown}, not blocks of {cfg.backbone}; choose from "
+                                  f"{', '.join(block_names(cfg.backbone))} or all")
+
+    def __init__(self, cfg: RunConfig, backbone: Backbone):
+        super().__init__(cfg, backbone)
+        peft = _peft()
+        self.targets = self.target_layers()
+        if not self.targets:
+            raise ValueError(f"lora: no convolution or linear layer in lora_blocks={cfg.lora_blocks!r} besides the "
+                             "head; choose other blocks")
+        config = peft.LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules=self.targets)
+        peft.inject_adapter_in_model(config, backbone.model)
+        backbone.reindex()
+
+    def target_layers(self) -> list[str]:
+        """Full names of the Conv2d and Linear layers of the chosen blocks, the head left out."""
+        prefixes = self.backbone.spec.blocks(self.backbone.model)
+        chosen = self.all_blocks if self.cfg.lora_blocks == "all" else names_of(self.cfg.lora_blocks)
+        head = self.backbone.spec.head
+        return [name for name, module in self.backbone.model.named_modules()
+                if isinstance(module, (nn.Conv2d, nn.Linear)) and name != head
+                and any(name == p or name.startswith(p + ".") for block in chosen for p in prefixes[block])]
+
+    def chosen(self) -> list[str]:
+        return [n for n, _ in self.backbone.model.named_parameters() if ".lora_A." in n or ".lora_B." in n]
+
+    @torch.no_grad()
+    def merge(self) -> dict[str, str]:
+        from ...models.backbones import swap_module
+
+        layers = [(name, module) for name, module in self.backbone.model.named_modules()
+                  if isinstance(module, _peft().tuners.lora.LoraLayer)]
+        renamed = {}
+        for name, module in layers:
+            module.merge()
+            base = module.get_base_layer()
+            renamed.update({f"{name}.base_layer.{p}": f"{name}.{p}" for p, _ in base.named_parameters()})
+            swap_module(self.backbone.model, name, base)
+        self.backbone.reindex()
+        return renamed
+
+
+def _peft():
+    """The peft library, imported when LoRA is used (it brings transformers: seconds to import)."""
+    try:
+        import peft
+        import peft.tuners.lora  # noqa: F401 - merge finds its layer type there
+    except ImportError:
+        raise ConfigError("strategy lora needs the peft library: pip install 'studylib[lora]' (or pip install peft)"
+                          ) from None
+    return peft
