@@ -174,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="write into FOLDER even where files of the names the report writes are not studylib's")
 
+    p = add("wise", cmd_wise, "WiSE-FT from a grid's finished runs (no training): each fine-tuned run interpolated "
+                              "with its linear probe at the validation-best alpha, written as derived runs")
+    p.add_argument("folder", help="grid folder whose runs kept their weights (save_checkpoint: true) and include lp")
+
+    p = add("soup", cmd_soup, "model soups from a grid's finished runs (no training): uniform and greedy averages of "
+                              "runs that differ only in tuned settings, written as derived runs")
+    p.add_argument("folder", help="grid folder whose runs kept their weights (save_checkpoint: true)")
+    p.add_argument("--strategy", help="soup only this strategy's runs")
+
     p = add("demo", cmd_demo, "the main job, offline: pretrain on synthetic source, run params/demo.yaml, analyse")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--engine", default="inline", choices=ENGINES,
@@ -281,6 +290,24 @@ def cmd_report(args) -> int:
     if len(failed):
         print("not finished:\n" + failed.to_string(index=False))
     print(f"report: {page} (and {markdown.name})")
+    return 0
+
+
+def cmd_wise(args) -> int:
+    from .study.derived import wise
+
+    written = wise(args.folder)
+    print(f"{len(written)} WiSE-FT runs written under {Path(args.folder) / 'derived'}; "
+          f"python -m studylib report {args.folder} compares them")
+    return 0
+
+
+def cmd_soup(args) -> int:
+    from .study.derived import soup
+
+    written = soup(args.folder, args.strategy)
+    print(f"{len(written)} soups written under {Path(args.folder) / 'derived'}; "
+          f"python -m studylib report {args.folder} compares them")
     return 0
 
 

@@ -124,7 +124,7 @@ def _name_arms(done: pd.DataFrame) -> pd.DataFrame:
         cls = STRATEGIES.get(name) if name in STRATEGIES else None
         resolved = cls.resolve(RunConfig(strategy=name)) if cls else RunConfig()
         defaults[name] = {f: getattr(resolved, f) for f in variants}
-        reads[name] = set(cls.settings() if cls else ()) | {"bn_policy", "dropout"}
+        reads[name] = set(cls.settings()) | {"bn_policy", "dropout"} if cls else set()  # unknown: name alone
     labels = []
     for row in done[["strategy"] + variants].itertuples(index=False):
         extra = [f"{name}={getattr(row, name)}" for name in variants

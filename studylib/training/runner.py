@@ -142,10 +142,7 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     if cfg.save_checkpoint:
         save_torch(rundir.file(runfiles.CHECKPOINT), backbone.model.state_dict())
     metrics = {
-        "val": fit.best_val, "test": {"loss": test_loss, **classification_metrics(labels, probs),
-                                                **calibration_metrics(labels, probs, cfg.calibration_bins)},
-        "test_confusion": confusion(labels, probs).tolist(), "classes": data.classes,
-        "test_per_class": per_class_metrics(labels, probs, data.classes),
+        "val": fit.best_val, **test_scores(cfg, data, test_loss, probs, labels),
         "best_epoch": fit.best_epoch, "epochs_run": len(fit.history), "stopped_early": fit.stopped_early,
         "resumed_from_epoch": fit.resumed_from_epoch,
         "wall_seconds": time.perf_counter() - started, "test_seconds": test_seconds,
@@ -293,6 +290,14 @@ def write_data_files(rundir: RunDir, data: DataBundle) -> None:
         frame["probable_group"] = data.probable_groups
     write_csv(rundir.file(runfiles.SPLITS), frame)
     write_json(rundir.file(runfiles.DATA_REPORT), data.report)
+
+
+def test_scores(cfg: RunConfig, data: DataBundle, loss: float, probs: np.ndarray, labels: np.ndarray) -> dict:
+    """metrics.json's test part: every metric, calibration, the confusion matrix and per-class scores."""
+    return {"test": {"loss": loss, **classification_metrics(labels, probs),
+                     **calibration_metrics(labels, probs, cfg.calibration_bins)},
+            "test_confusion": confusion(labels, probs).tolist(), "classes": data.classes,
+            "test_per_class": per_class_metrics(labels, probs, data.classes)}
 
 
 def write_predictions(rundir: RunDir, data: DataBundle, probs: np.ndarray, labels: np.ndarray) -> None:

@@ -165,8 +165,15 @@ def strategy_label(arm: str) -> str:
     if not isinstance(arm, str):
         return "?"
     name, _, rest = arm.partition(" ")
+    for prefix, kind in DERIVED_KINDS.items():  # a weight-space ensemble of another strategy's runs
+        if name.startswith(prefix) and name[len(prefix):] in STRATEGIES:
+            return f"{kind}({strategy_label(name[len(prefix):])}) {rest}".strip()
     short = STRATEGIES.get(name).label if name in STRATEGIES else ""
     return f"{short or name} {rest}".strip()
+
+
+# Derived arms (study/derived.py: no training, weights combined) are named <prefix><the strategy combined>.
+DERIVED_KINDS = {"wise_": "WiSE-FT", "soup_uniform_": "Soup", "soup_greedy_": "Greedy soup"}
 
 
 def create_strategy(cfg: RunConfig, backbone: Backbone) -> Strategy:
