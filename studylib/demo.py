@@ -71,11 +71,14 @@ def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
     relation = measures.study_relation(study)
     if len(relation):
         table = table.join(relation.set_index("arm")["cka_top"])
+    params = study.best.groupby("arm").trainable_params.median()
+    table["trainable"] = params.reindex(table.index).astype("Int64")
     table = table.sort_values("mean", ascending=False).round(3).fillna({"verdict": "(baseline)"})
     k = study.classes
     table.attrs["caption"] = (f"test {metric_name(study.metric)} per strategy (mean, sd over seeds"
                               + (f"; {k} classes, chance {1 / k:.2f}" if k else "") + "), paired gain over FT with "
-                              "the report's 95% interval and corrected verdict, test ECE, top-block CKA to the start:")
+                              "the report's 95% interval and corrected verdict, test ECE, top-block CKA to the start, "
+                              "trainable parameters:")
     return table
 
 

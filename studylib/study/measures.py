@@ -94,6 +94,40 @@ def change_correlation(relation: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["protocol"] + CASE + ["strategies", "spearman"])
 
 
+# --- cost --------------------------------------------------------------------------------------
+COSTS = {"trainable_params": "trainable parameters", "seconds_per_epoch": "seconds per epoch",
+         "peak_memory_mb": "peak memory (MB)"}
+
+
+def frontier(best: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
+    """Per protocol x case x strategy: the mean test metric over seeds and the median of each cost (trainable
+    parameters at most, wall seconds per epoch run, peak memory), and for each cost whether the strategy is on
+    the Pareto frontier of its case: no other strategy scores at least as well for less of that cost (or better
+    for as little)."""
+    keys = ["protocol"] + CASE + ["arm"]
+    if best.empty:
+        return pd.DataFrame(columns=keys + ["mean"] + list(COSTS) + [f"frontier_{c}" for c in COSTS])
+    frame = best.assign(seconds_per_epoch=pd.to_numeric(best.wall_seconds, errors="coerce")
+                        / pd.to_numeric(best.epochs_run, errors="coerce").where(lambda e: e > 0))
+    sign = improvement_sign(metric)
+    table = frame.groupby(keys).agg(mean=(f"test_{metric}", "mean"),
+                                    **{c: (c, "median") for c in COSTS if c in frame}).reset_index()
+    for cost in COSTS:
+        if cost not in table:
+            table[cost] = np.nan
+        table[f"frontier_{cost}"] = False
+        for _, case in table.groupby(["protocol"] + CASE):
+            for i, row in case.iterrows():
+                if pd.isna(row[cost]) or pd.isna(row["mean"]):
+                    continue
+                others = case.drop(index=i).dropna(subset=[cost, "mean"])
+                as_good = sign * others["mean"] >= sign * row["mean"]
+                cheaper = others[cost] <= row[cost]
+                strictly = (sign * others["mean"] > sign * row["mean"]) | (others[cost] < row[cost])
+                table.loc[i, f"frontier_{cost}"] = not (as_good & cheaper & strictly).any()
+    return table
+
+
 # --- calibration -------------------------------------------------------------------------------
 def calibration_table(best: pd.DataFrame) -> pd.DataFrame:
     """Mean (and sd) over seeds of each calibration metric, per protocol x case x strategy."""

@@ -48,10 +48,12 @@ FIGURES: dict[str, StudyFigure] = {  # key -> figure, in report order; the key n
         "Trainable blocks per epoch",
         "Which blocks trained in each epoch, one run per strategy: gradual unfreezing adds a block per stage, LP-FT "
         "trains the head alone first."),
-    "cost_vs_accuracy": StudyFigure(
-        "Cost against accuracy",
-        "One point per run: its wall time and its largest number of trainable parameters against its test score.",
-        view="cost vs accuracy"),
+    "cost_frontier": StudyFigure(
+        "Cost against accuracy: the frontier",
+        "One point per strategy and case: its mean test score against the median of each cost (trainable "
+        "parameters, seconds per epoch, peak memory). Ringed points are on the case's frontier for that cost: no "
+        "other strategy scores as well for less; the grey steps join them.",
+        view="cost frontier"),
     "cka_by_block": StudyFigure("Feature change per block (CKA to the starting network)", reading="cka",
                                 view="feature change per block"),
     "cka_vs_gain": StudyFigure("Feature change against the gain over FT", reading="relation",

@@ -47,7 +47,8 @@ STUDY_DRAW = {
     "critical_difference": lambda study, metric: studyfigures.cd_diagrams(study.rank_tests, metric=metric),
     "accuracy": lambda study, metric: studyfigures.accuracy_bars(study.accuracy, metric=metric, classes=study.classes),
     "recall_per_class": lambda study, metric: studyfigures.recall_bars(study.per_class),
-    "cost_vs_accuracy": lambda study, metric: studyfigures.cost_vs_accuracy(study.best, metric=metric),
+    "cost_frontier": lambda study, metric: studyfigures.cost_frontier(measures.frontier(study.best, metric),
+                                                                    metric=metric),
     "cka_by_block": lambda study, metric: measurefigures.cka_by_block(measures.study_change(study)),
     "cka_vs_gain": lambda study, metric: measurefigures.change_vs_gain(measures.study_relation(study)),
     "calibration_gains": lambda study, metric: measurefigures.calibration_gains(

@@ -68,6 +68,10 @@ HOW_TO_READ = {
                   "Balanced accuracy is the mean of these recalls; a class a strategy sacrifices shows here first."),
     "budget": ("Settings tried per strategy (per case and seed) before the best on validation was kept. Unequal "
                "budgets favour the strategy with more tries, so compare strategies with equal counts."),
+    "frontier": ("Mean test score over seeds beside the median of each cost per run: trainable parameters (the most "
+                 "in any epoch), wall seconds per epoch run and peak memory, all as measured on the machine that "
+                 "ran it. A strategy is on a cost's frontier when no other strategy of its case scores as well for "
+                 "less of that cost; the means ignore the noise, so read them with the gain table's verdicts."),
 }
 
 
@@ -110,7 +114,8 @@ def _drawn(study: Study) -> list[tuple[str, str, Path]]:
     timeline = {s: r for s, r in timeline.items() if r is not None}
     if timeline:
         keep("unfreezing_timeline", lambda p: studyfigures.unfreezing_timeline(timeline, p))
-    keep("cost_vs_accuracy", lambda p: studyfigures.cost_vs_accuracy(study.best, p, study.metric))
+    keep("cost_frontier", lambda p: studyfigures.cost_frontier(measures.frontier(study.best, study.metric), p,
+                                                               study.metric))
     change = measures.study_change(study)
     if len(change):
         keep("cka_by_block", lambda p: measurefigures.cka_by_block(change, p))
@@ -209,11 +214,22 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         sections["Test recall per class: mean over seeds, gain over FT [95% interval]"] = \
             (per_class_table(study.per_class), reading("per_class", study))
     sections.update(_beyond_sections(study))
+    cost = measures.frontier(study.best, study.metric)
+    if cost[list(measures.COSTS)].notna().any().any():
+        sections[f"Cost and test {name}: who is on the frontier"] = (_frontier_text(cost), reading("frontier", study))
     sections["Tuning budget per strategy"] = (study.budgets, reading("budget", study))
     failed = failures(study.runs)
     if len(failed):
         sections["Runs that did not finish"] = (failed, "")
     return sections
+
+
+def _frontier_text(cost: pd.DataFrame) -> pd.DataFrame:
+    """The frontier table with one readable column naming the costs on whose frontier a strategy is."""
+    on = [", ".join(name for c, name in measures.COSTS.items() if row[f"frontier_{c}"]) or "-"
+          for _, row in cost.iterrows()]
+    shown = cost.drop(columns=[f"frontier_{c}" for c in measures.COSTS]).assign(on_the_frontier_of=on)
+    return shown.round({"mean": 4, "seconds_per_epoch": 2, "peak_memory_mb": 0})
 
 
 def _beyond_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:

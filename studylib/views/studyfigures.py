@@ -121,19 +121,32 @@ def unfreezing_timeline(runs: dict[str, str | Path], path: Path | None = None) -
     return save(fig, path)
 
 
-def cost_vs_accuracy(best: pd.DataFrame, path: Path | None = None, metric: str = DEFAULT_METRIC) -> plt.Figure:
-    """Wall time and trainable parameters against the test metric, one point per run."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    column = f"test_{metric}"
-    for strategy in _ordered(best.arm):
-        part = best[best.arm == strategy]
-        left.scatter(part.wall_seconds, part[column], label=label(strategy), color=strategy_colour(strategy))
-        right.scatter(part.trainable_params, part[column], color=strategy_colour(strategy))
-    left.set(xlabel="wall time (s)", ylabel=f"test {metric_name(metric)}", title="time")
-    right.set(xlabel="trainable parameters (max over epochs)", title="parameters")
-    if (pd.to_numeric(best.get("trainable_params"), errors="coerce") > 0).any():
-        right.set_xscale("log")
-    left.legend(fontsize=7, ncol=2)
+def cost_frontier(table: pd.DataFrame, path: Path | None = None, metric: str = DEFAULT_METRIC) -> plt.Figure:
+    """Test metric against each cost (measures.frontier), one point per strategy and case; the strategies on a
+    case's Pareto frontier are ringed and joined: the cheapest way to each level of accuracy."""
+    from ..study.measures import COSTS
+
+    fig, axes = plt.subplots(1, len(COSTS), figsize=(12, 3.8), squeeze=False)
+    for axis, (cost, name) in zip(axes[0], COSTS.items()):
+        for _, case in table.dropna(subset=[cost]).groupby(["protocol", "dataset", "backbone"]):
+            edge = case[case[f"frontier_{cost}"]].sort_values(cost)
+            axis.plot(edge[cost], edge["mean"], color="0.6", lw=1, zorder=1, drawstyle="steps-post")
+            for row in case.itertuples():
+                on = getattr(row, f"frontier_{cost}")
+                axis.scatter(getattr(row, cost), row.mean, color=strategy_colour(row.arm), zorder=2, s=36,
+                             edgecolors="black" if on else "none", linewidths=1.2,
+                             label=label(row.arm) if axis is axes[0][0] else None)
+        if (pd.to_numeric(table[cost], errors="coerce") > 0).any() and cost != "peak_memory_mb":
+            axis.set_xscale("log")
+        axis.set(xlabel=name, title=f"{name}: ringed = on the frontier")
+        axis.title.set_fontsize(9)
+    axes[0][0].set_ylabel(f"test {metric_name(metric)} (mean over seeds)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if unique:
+        fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=min(len(unique), 7), fontsize=8,
+                   frameon=False)
+    fig.tight_layout(rect=(0, 0.08 + 0.04 * (len(unique) // 8), 1, 1))
     return save(fig, path)
 
 

@@ -422,3 +422,20 @@ def test_ft_changes_the_deeper_blocks_more(transfer):
 def test_lp_ft_moves_the_top_block_less_than_ft(transfer):
     assert transfer["lp_ft"].cka["stage3"] > transfer["ft"].cka["stage3"]
     assert transfer["lp_ft"].rel_dist_init["stage3"] < transfer["ft"].rel_dist_init["stage3"]
+
+
+# --- the cost frontier ---------------------------------------------------------------------------------------
+def test_the_frontier_marks_the_strategies_no_other_beats_for_less():
+    from studylib.study.measures import frontier
+
+    rows = [("a", 0.80, 100, 10.0), ("b", 0.85, 1000, 10.0), ("c", 0.79, 500, 1.0), ("d", 0.80, 100, 20.0)]
+    best = pd.DataFrame([{"protocol": "P1", "dataset": "x", "backbone": "y", "arm": arm, "seed": seed,
+                          "test_balanced_accuracy": score, "test_loss": 1 - score, "trainable_params": params,
+                          "wall_seconds": seconds * 4, "epochs_run": 4, "peak_memory_mb": 50.0}
+                         for arm, score, params, seconds in rows for seed in (1, 2)])
+    table = frontier(best).set_index("arm")
+    assert table.frontier_trainable_params.to_dict() == {"a": True, "b": True, "c": False, "d": True}  # a = d: both
+    assert table.frontier_seconds_per_epoch.to_dict() == {"a": False, "b": True, "c": True, "d": False}  # b beats a
+    assert table.seconds_per_epoch.to_dict() == {"a": 10.0, "b": 10.0, "c": 1.0, "d": 20.0}
+    by_loss = frontier(best, metric="loss").set_index("arm")  # lower is better: the same order
+    assert by_loss.frontier_trainable_params.to_dict() == table.frontier_trainable_params.to_dict()
