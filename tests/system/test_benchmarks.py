@@ -15,13 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_script(script: str, *args: str) -> str:
     """Run a benchmark as `python script args` would, in this process (no interpreter and torch start-up per
     script); its printed output."""
-    out, argv, threads = io.StringIO(), sys.argv, torch.get_num_threads()
+    out, argv, path, threads = io.StringIO(), sys.argv, list(sys.path), torch.get_num_threads()
     sys.argv = [str(ROOT / script), *args]
+    sys.path.insert(0, str((ROOT / script).parent))  # as `python script` does: a benchmark imports its siblings
     try:
         with contextlib.redirect_stdout(out):
             runpy.run_path(str(ROOT / script), run_name="__main__")
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, path
         torch.set_num_threads(threads)
     return out.getvalue()
 
@@ -38,6 +39,16 @@ def test_training_benchmark_runs_at_tiny_size():
     out = run_script("benchmarks/bench_train.py", "--tiny", "--backbones", "tinycnn", "--steps", "2",
                      "--lp-epochs", "2")
     assert "| tinycnn |" in out and "cached features" in out
+
+
+@pytest.mark.slow
+def test_strategy_benchmark_runs_every_strategy_at_tiny_size():
+    out = run_script("benchmarks/bench_strategies.py", "--backbone", "tinycnn", "--size", "16", "--batch", "16",
+                     "--steps", "1", "--epoch-images", "160")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    from studylib.training.strategies import list_strategies
+    assert [row.split(" | ")[0].strip("| ") for row in rows] == list_strategies()
+    assert "DELTA channel attention: 208 channels" in out
 
 
 @pytest.mark.slow
