@@ -177,7 +177,14 @@ class DiskSpaceError(OSError):
 
 def reserve_space(path: Path, nbytes: int, what: str, fix: str) -> None:
     """Allocate `nbytes` for the open file `path` now, so a full disk fails here with a message
-    instead of later (a memory-mapped write to a full disk kills the process with SIGBUS)."""
+    instead of later (a memory-mapped write to a full disk kills the process with SIGBUS).
+
+    Args:
+        path: the file, already created (opened in place to allocate).
+        nbytes: bytes to reserve.
+        what: what needs the space, as messages name it (e.g. "the prepared-image cache").
+        fix: what to do about too little space, ending the message.
+    """
     free = shutil.disk_usage(Path(path).parent).free
     if free < nbytes:
         raise DiskSpaceError(f"{what} needs {nbytes / 2**20:,.0f} MB in {Path(path).parent}, which has "

@@ -14,6 +14,14 @@ Range = tuple[str, Callable[[Any], bool]]  # (the words a message gives, the tes
 
 
 def between(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[float], bool]:
+    """A range test: low <= v <= high, either end open when asked.
+
+    Args:
+        low: lower bound.
+        high: upper bound.
+        low_open: exclude `low` itself.
+        high_open: exclude `high` itself.
+    """
     def inside(v: float) -> bool:
         return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
     return inside

@@ -38,7 +38,14 @@ def claim_folder(path: str | Path, kind: str, overwrite: bool = False, what: str
     A run folder must be new, empty or studylib's (its marker, or a run's status.json or metrics.json from
     an older version). A grid folder may hold other files, but none of the names studylib writes there
     (results.csv, report.md, ...) unless studylib wrote them (their first bytes say so). Anything else is
-    refused with a one-line reason and the fix."""
+    refused with a one-line reason and the fix.
+
+    Args:
+        path: the folder to create or take.
+        kind: "run" or "grid" (the rules differ; the marker records it).
+        overwrite: take any folder, whatever it holds.
+        what: how messages name the folder (e.g. "the run folder (--out)").
+    """
     path = ensure_folder(Path(path), what)
     if overwrite:
         return _mark(path, kind)

@@ -123,7 +123,14 @@ class DeviceBatches:
 
     def batches(self, shuffle: bool = False, generator: torch.Generator | None = None,
                 augment: bool = False, max_batches: int = 0):
-        """Yields (inputs, labels) on the device."""
+        """Yields (inputs, labels) on the device.
+
+        Args:
+            shuffle: shuffle (or draw class-balanced, when balanced) instead of keeping the order.
+            generator: random generator of the order and the augmentation.
+            augment: random crop and horizontal flip; else the centre crop.
+            max_batches: stop after this many batches; 0: all.
+        """
         order = batch_indices(len(self.labels), self.batch_size, shuffle, self.weights, generator, max_batches)
         if self.streamed:
             yield from self._streamed(list(order), augment, generator)
@@ -158,6 +165,14 @@ def batch_indices(n: int, batch_size: int, shuffle: bool, weights: torch.Tensor 
     """Index tensors, one per batch: in order, shuffled, or drawn class-balanced (with `weights`).
 
     Shared by DeviceBatches and FrozenFeatures, so both see the same order for the same generator.
+
+    Args:
+        n: images in the split.
+        batch_size: images per batch (the last may have fewer).
+        shuffle: shuffle (or draw, with `weights`) instead of keeping the order.
+        weights: per-image sampling weights; with `shuffle`, n indices are drawn with replacement; None: a permutation.
+        generator: random generator of the shuffle or draw.
+        max_batches: stop after this many batches; 0: all.
     """
     if shuffle and weights is not None:
         order = torch.multinomial(weights, n, replacement=True, generator=generator)

@@ -50,7 +50,15 @@ class CacheError(RuntimeError):
 
 def prepare_files(paths: list[Path], size: int, cache_dir: Path | None = None, workers: int = 0,
                   progress: bool = True) -> Prepared:
-    """Decode `paths` at `size` into the cache (or reuse the entry); never raises for a bad image."""
+    """Decode `paths` at `size` into the cache (or reuse the entry); never raises for a bad image.
+
+    Args:
+        paths: image files, in order (the entry's rows).
+        size: side of the prepared square images, in pixels (prepared_size).
+        cache_dir: cache folder; None: cache_home() (STUDYLIB_CACHE, else ~/.cache/studylib).
+        workers: decoding processes; 0: automatic (auto_workers).
+        progress: show progress bars.
+    """
     cache_dir = Path(cache_dir or cache_home())
     cache_dir.mkdir(parents=True, exist_ok=True)
     hashes = hash_files(paths, cache_dir, progress)  # reads only files changed since they were last hashed

@@ -165,7 +165,15 @@ def splits_from_file(path: Path, ids: list[str]) -> np.ndarray:
 
 def group_report(groups: np.ndarray, split: np.ndarray, source: str, crossing: dict | None = None,
                  pattern: str = "") -> dict:
-    """Groups per split; for probable groups, those found in more than one split and the pattern that fixes it."""
+    """Groups per split; for probable groups, those found in more than one split and the pattern that fixes it.
+
+    Args:
+        groups: group id per image ("": none).
+        split: split name per image.
+        source: where the groups come from, as the report says it.
+        crossing: for probable groups, ProbableGroups.crossing (groups in more than one split); None: given groups.
+        pattern: a group_pattern giving the probable groups ("": none does).
+    """
     frame = pd.DataFrame({"group": groups, "split": split})
     frame = frame[frame.group != ""]
     report = {"source": source, "per_split": {s: int(frame.group[frame.split == s].nunique()) for s in SPLITS_SHOWN},
@@ -190,6 +198,14 @@ def probable_group_notes(groups: dict, official: bool) -> list[str]:
 
 
 def duplicate_report(pairs: list[dict], ids: list[str], split: np.ndarray, dropped: int) -> dict:
+    """The data report's duplicate part: counts by kind, the first 20 pairs by id and split, images dropped.
+
+    Args:
+        pairs: find_duplicates' pairs (indices into `ids`).
+        ids: image identifiers.
+        split: split name per image, before any was dropped.
+        dropped: images dropped (drop_duplicates).
+    """
     def show(p):
         return {"kind": p["kind"], "bits": p["bits"], "a": ids[p["a"]], "a_split": str(split[p["a"]]),
                 "b": ids[p["b"]], "b_split": str(split[p["b"]])}

@@ -30,7 +30,15 @@ class DownloadError(RuntimeError):
 def download(url: str, dest: str | Path, sha256: str = "", progress: bool = True, timeout: float = 60) -> Path:
     """Fetch `url` to `dest`: bytes go to `dest.part` (resumed with an HTTP Range request when it
     exists), the SHA-256 is checked when given, and only then is the file renamed to `dest`. One
-    process at a time per file: two downloads of one archive would append to one .part."""
+    process at a time per file: two downloads of one archive would append to one .part.
+
+    Args:
+        url: the file's URL.
+        dest: where the finished file goes (its folder is created).
+        sha256: expected SHA-256 of the file; "": not checked.
+        progress: show a progress bar.
+        timeout: socket timeout, in seconds.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(_lock_for(dest)):
@@ -162,7 +170,14 @@ def _move_missing(source: Path, into: Path) -> None:
 
 
 def fetch_dataset(info: DatasetInfo, root: Path, progress: bool = True, merge: bool = False) -> Path:
-    """Download and extract every archive of a registered dataset into `root` (see `extract` for `merge`)."""
+    """Download and extract every archive of a registered dataset into `root` (see `extract` for `merge`).
+
+    Args:
+        info: the registered dataset (its downloads: URL, SHA-256, subfolder).
+        root: the dataset folder to extract into.
+        progress: show download progress.
+        merge: add missing files to existing folders instead of requiring new or empty ones.
+    """
     if not info.downloads:
         raise DownloadError(f"{info.name} has no direct download. How to obtain it: {info.obtain}")
     targets = [root / subfolder if subfolder else root for _, _, subfolder in info.downloads]

@@ -14,7 +14,14 @@ _DROP_ORDER = {"test": 0, "val": 1, "train": 2}
 
 def find_duplicates(split: np.ndarray, file_hashes: list[str] | None, image_hashes: list[int] | None,
                     max_bits: int) -> list[dict]:
-    """Pairs (i, j) in different splits: same file bytes ('exact') or perceptual hashes <= max_bits apart ('near')."""
+    """Pairs (i, j) in different splits: same file bytes ('exact') or perceptual hashes <= max_bits apart ('near').
+
+    Args:
+        split: split name per image.
+        file_hashes: hash of each file's bytes (exact duplicates); None: not checked.
+        image_hashes: 64-bit perceptual hash per image (near duplicates); None: not checked.
+        max_bits: most differing hash bits of a near duplicate; below 0: near duplicates off.
+    """
     pairs = []
     if file_hashes is not None:
         first: dict[str, int] = {}

@@ -51,11 +51,27 @@ LOADERS: Registry[Loader] = Registry("loader kind")
 
 
 def load(info, root: Path, cfg: RunConfig, progress: bool = True) -> Table:
+    """Load a dataset with the loader its `kind` names, given its loader options.
+
+    Args:
+        info: the dataset's registry entry (kind and options).
+        root: where its files are (data_root, or its default folder).
+        cfg: the run's config (preparation, column and class settings).
+        progress: show progress bars.
+    """
     return LOADERS.get(info.kind)(root=root, cfg=cfg, progress=progress, **info.options)
 
 
 @LOADERS.register("synthetic")
 def load_synthetic(root: Path, cfg: RunConfig, progress: bool, task: str) -> Table:
+    """The synthetic `task`'s images, generated at the prepared size.
+
+    Args:
+        root: unused (nothing is read).
+        cfg: the run's config (synthetic_size, prepared_size).
+        progress: unused.
+        task: "source" or "target".
+    """
     # Generated at the prepared size directly; the seed of the *data* is fixed so that
     # different run seeds see the same images (seeds vary splits and training only).
     images, labels, classes = make_synthetic(task, cfg.synthetic_size, cfg.prepared_size, seed=0)
@@ -66,7 +82,14 @@ def load_synthetic(root: Path, cfg: RunConfig, progress: bool, task: str) -> Tab
 
 @LOADERS.register("folder")
 def load_folder(root: Path, cfg: RunConfig, progress: bool, group_pattern: str = "") -> Table:
-    """root/[train|val|test/]CLASS/**/image; classes are the folder names."""
+    """root/[train|val|test/]CLASS/**/image; classes are the folder names.
+
+    Args:
+        root: the data folder: class folders, optionally below train/val/test folders.
+        cfg: the run's config (classes, min_class_images, group_pattern, preparation).
+        progress: show progress bars.
+        group_pattern: regex taking a group (patient) id from each file name; "": cfg.group_pattern.
+    """
     _require_dir(root)
     split_dirs = _split_dirs(root)
     layout = split_dirs or {"": root}
@@ -153,7 +176,19 @@ def _groups_from_names(paths: list[Path], pattern: str) -> np.ndarray:
 def load_csv(root: Path, cfg: RunConfig, progress: bool, file: str = "", path_column: str = "",
              label_column: str = "", group_column: str = "", split_column: str = "",
              classes: tuple[str, ...] = ()) -> Table:
-    """A manifest with path and label columns, optional group and split columns."""
+    """A manifest with path and label columns, optional group and split columns.
+
+    Args:
+        root: the CSV file, or the folder that holds `file`.
+        cfg: the run's config; its column fields apply where an argument here is empty.
+        progress: show progress bars.
+        file: the manifest's file name inside `root` (when root is a folder).
+        path_column: column of image paths (relative to image_root or the CSV's folder); "": cfg.path_column.
+        label_column: column of class labels; "": cfg.label_column.
+        group_column: column of group (patient) ids; "": cfg.group_column (none when that is empty too).
+        split_column: column of official splits (train/val/test or empty); "": cfg.split_column.
+        classes: the dataset's fixed class names in label order, used when cfg.classes is empty; (): the labels found.
+    """
     csv_path = root if root.suffix.lower() == ".csv" else root / file
     if not csv_path.is_file():
         raise DataError(f"manifest {csv_path} does not exist; set data_root to the CSV file (or its folder)")
@@ -353,7 +388,15 @@ def _stats(values: np.ndarray) -> dict:
 
 @LOADERS.register("npz")
 def load_npz(root: Path, cfg: RunConfig, progress: bool, file: str = "", classes: tuple[str, ...] = ()) -> Table:
-    """A MedMNIST-format .npz: {train,val,test}_images and _labels (official splits)."""
+    """A MedMNIST-format .npz: {train,val,test}_images and _labels (official splits).
+
+    Args:
+        root: the .npz file, or the folder that holds `file`.
+        cfg: the run's config (prepared_size).
+        progress: show a progress bar while resizing.
+        file: the .npz's file name inside `root` (when root is a folder).
+        classes: names of labels 0, 1, ...; (): the label indices as names.
+    """
     path = root if root.suffix == ".npz" else root / file
     parts = _read_npz(path)
     labels = np.concatenate([lab for _, lab in parts.values()])
@@ -415,7 +458,14 @@ def _single_label(labels: np.ndarray, path: Path) -> np.ndarray:
 
 @LOADERS.register("medmnist")
 def load_medmnist(root: Path, cfg: RunConfig, progress: bool, flag: str) -> Table:
-    """A MedMNIST+ 2D dataset through the `medmnist` package (downloads on first use)."""
+    """A MedMNIST+ 2D dataset through the `medmnist` package (downloads on first use).
+
+    Args:
+        root: folder that holds (or receives) the MedMNIST .npz files.
+        cfg: the run's config (medmnist_size, prepared_size).
+        progress: show a progress bar while resizing.
+        flag: MedMNIST dataset flag, e.g. "pneumoniamnist".
+    """
     name = f"{flag}.npz" if cfg.medmnist_size == 28 else f"{flag}_{cfg.medmnist_size}.npz"
     path = root / name
     labels: tuple[str, ...] = ()

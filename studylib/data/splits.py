@@ -14,6 +14,14 @@ def assign_splits(labels: np.ndarray, split: np.ndarray | None, groups: np.ndarr
 
     `split` holds 'train', 'val', 'test' or '' (unassigned, treated as train) per item.
     With `groups` (patient or lesion ids) no group lands in two splits.
+
+    Args:
+        labels: class index per image (stratifies the held-out parts).
+        split: official split per image ("train", "val", "test" or ""); None: no official split.
+        groups: group (patient, lesion) id per image; None: each image on its own.
+        val_fraction: share of the training images held out as val, when no image is officially val.
+        test_fraction: share of the training images held out as test, when no image is officially test.
+        seed: seed of the split.
     """
     labels = np.asarray(labels)
     out = np.array(split if split is not None else [""] * len(labels), dtype=object)
@@ -85,6 +93,14 @@ def subsample_train(labels: np.ndarray, split: np.ndarray, groups: np.ndarray | 
     head of its queue that reaches its target. So for one seed a smaller share is always a subset of a
     larger one (nested), every class keeps at least one group (a class that is no group's majority keeps the
     first group in the queue that holds it), and no group is split.
+
+    Args:
+        labels: class index per image.
+        split: split name per image (assign_splits' output).
+        groups: group id per image, kept whole; None: each image on its own.
+        fraction: share of each class's training images to keep (train_fraction; 1: all).
+        per_class: training images to keep per class instead (train_per_class; 0: use `fraction`).
+        seed: seed of the queue (for one seed a smaller share is a subset of a larger one).
     """
     if fraction >= 1 and not per_class:
         return split

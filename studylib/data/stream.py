@@ -97,6 +97,13 @@ def read_ahead(rows: Rows, order: list[torch.Tensor], batch_size: int, pin: bool
     `event` (a CUDA event recorded after the copy to the device, or None) is waited on before
     the buffer is filled again, so an asynchronous copy never reads a half-overwritten batch.
     Host memory: depth + 1 batch buffers, whatever the split's size.
+
+    Args:
+        rows: the split's rows of the prepared-image cache.
+        order: index tensor of each batch, in the order they are yielded.
+        batch_size: largest batch (the size of each buffer).
+        pin: allocate the buffers in pinned memory (CUDA, for asynchronous copies).
+        depth: batches read ahead of the one in use.
     """
     shape = (batch_size, *rows.shape[1:])
     free: queue.Queue = queue.Queue()

@@ -20,7 +20,14 @@ TARGET_CLASSES = ("striped-small", "striped-large", "spotted-small", "spotted-la
 
 
 def make_synthetic(task: str, n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Images (n, 3, size, size) uint8, labels (n,) int64 and class names; same inputs, same bytes."""
+    """Images (n, 3, size, size) uint8, labels (n,) int64 and class names; same inputs, same bytes.
+
+    Args:
+        task: "source" (16 shape x texture classes) or "target" (4 texture x size classes).
+        n: images to generate (classes balanced).
+        size: image side, in pixels.
+        seed: data seed.
+    """
     if task not in ("source", "target"):
         raise ValueError(f"synthetic task must be 'source' or 'target', got {task!r}")
     rng = np.random.default_rng([seed, 0 if task == "source" else 1, n, size])

@@ -101,7 +101,15 @@ def _under(name: str, prefixes: list[str]) -> bool:
 
 def create_backbone(name: str, num_classes: int, weights: str = "none", sha256: str = "",
                     progress: bool = True) -> Backbone:
-    """Build `name` with `weights` and a new `num_classes` head."""
+    """Build `name` with `weights` and a new `num_classes` head.
+
+    Args:
+        name: registered backbone name.
+        num_classes: outputs of the new head.
+        weights: "none" (random init), a torchvision weight set (e.g. IMAGENET1K_V1) or a checkpoint file path.
+        sha256: expected SHA-256 of a checkpoint file; "": not checked.
+        progress: show torchvision's download progress.
+    """
     spec = get_backbone_spec(name)
     model = spec.build()
     if weights.lower() != "none" and not _is_path(weights):
@@ -170,7 +178,14 @@ def _torchvision_state(spec: BackboneSpec, weights: str, progress: bool) -> dict
 
 
 def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpec) -> None:
-    """Load every non-head weight from a local file (weights_only=True), checking shapes."""
+    """Load every non-head weight from a local file (weights_only=True), checking shapes.
+
+    Args:
+        model: the built network, new head in place; loaded in place.
+        path: checkpoint file: a state dict (also under "state_dict" or "model").
+        sha256: expected SHA-256 of the file; "": not checked.
+        spec: the backbone's spec (the head's weights are left out).
+    """
     if not path.is_file():
         raise WeightsError(f"checkpoint file {path} does not exist; pass an existing file or weights=none")
     actual = sha256_file(path) if sha256 else ""

@@ -225,7 +225,16 @@ def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str
     seeds, the p-value before and after `correction` over the whole family of comparisons in the
     table, the verdict (from the corrected p-value) and whether the two ran under different
     BatchNorm policies. A protocol group without a plain `baseline` arm but with exactly one arm of
-    that strategy (e.g. a grid run wholly with bn_policy=freeze_stats) compares with that arm."""
+    that strategy (e.g. a grid run wholly with bn_policy=freeze_stats) compares with that arm.
+
+    Args:
+        best: select_best's table: each arm's selected run per protocol, case and seed.
+        metric: the test metric compared (also recall:<class index>).
+        baseline: the arm every gain is measured against.
+        n_boot: test-image bootstrap resamples per gain.
+        correction: multiplicity correction over the table's p-values: "holm" or "fdr_bh".
+        strategies: arms to compare with the baseline; None: every other arm.
+    """
     columns = ["protocol"] + CASE + ["arm", "baseline", "seeds", "gain", "low", "high", "interval", "p",
                                      "p_adjusted", "verdict", "verdict_uncorrected", "design", "bn_policy",
                                      "bn_differs"]
@@ -274,7 +283,14 @@ UNBOUNDED = ("loss", "nll")
 
 def within_range(metric: str, base_mean: float, low: float, high: float) -> tuple[float, float]:
     """A gain's interval cut to the gains the metric allows: a strategy cannot score below the metric's
-    minimum, so a balanced-accuracy gain over a baseline at 0.6 is at least -0.6 (a t-interval can reach past)."""
+    minimum, so a balanced-accuracy gain over a baseline at 0.6 is at least -0.6 (a t-interval can reach past).
+
+    Args:
+        metric: the gain's metric (its range: METRIC_RANGE, else [0, 1]; loss and nll unbounded).
+        base_mean: the baseline's mean score.
+        low: lower end of the gain's interval.
+        high: upper end of the gain's interval.
+    """
     if metric in UNBOUNDED or not np.isfinite(base_mean):
         return low, high
     lowest, highest = METRIC_RANGE.get(metric, (0.0, 1.0))
@@ -294,7 +310,14 @@ def per_class_recall(best: pd.DataFrame, baseline: str = BASELINE, n_boot: int =
                      correction: str = "holm") -> pd.DataFrame:
     """Per protocol x case x strategy x class: the mean test recall over seeds and, for every arm but the
     baseline, its gain over the baseline with the gain table's interval, verdicts corrected over the
-    strategies of one class (a family per case and class)."""
+    strategies of one class (a family per case and class).
+
+    Args:
+        best: select_best's table: each arm's selected run per protocol, case and seed.
+        baseline: the arm the gains are measured against.
+        n_boot: test-image bootstrap resamples per gain.
+        correction: "holm" or "fdr_bh", over the arms of one case and class.
+    """
     columns = ["protocol"] + CASE + ["class", "arm", "recall", "seeds", "gain", "low", "high", "interval",
                                      "verdict"]
     rows = []
@@ -386,7 +409,15 @@ def bn_split(best: pd.DataFrame, metric: str = DEFAULT_METRIC, n_boot: int = sta
     """For each strategy whose BatchNorm policy differs from FT's, where the FT control under the
     strategy's policy ran: its gain over FT (the row of the gain table, `gains`) split into what
     BatchNorm explains (the control over FT) and what the strategy adds (the strategy over the
-    control). The two parts are corrected together over every part of this table."""
+    control). The two parts are corrected together over every part of this table.
+
+    Args:
+        best: select_best's table: each arm's selected run per protocol, case and seed.
+        metric: the test metric compared.
+        n_boot: test-image bootstrap resamples per gain.
+        correction: "holm" or "fdr_bh", over every part of this table.
+        gains: gain_summary's table for `metric` (the totals); None: computed here.
+    """
     if best.empty:
         return pd.DataFrame()
     gains = gain_summary(best, metric, BASELINE, n_boot, correction) if gains is None else gains

@@ -112,7 +112,17 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 def write_derived(folder: Path, cfg: RunConfig, scorer: Scorer, state: dict, val: dict, record: dict,
                   started: float) -> Path:
     """A derived run folder: scored on test once, with what it came from. The training environment and data
-    report are its first source's (the precision it trained in is part of its protocol)."""
+    report are its first source's (the precision it trained in is part of its protocol).
+
+    Args:
+        folder: the derived run's folder (created).
+        cfg: its config (the strategy renamed, e.g. wise_ft or soup_greedy_ft).
+        scorer: loads `state`, scores it on test and holds the data.
+        state: the network's weights (a state dict).
+        val: validation scores of `state` (metrics.json's val).
+        record: derived.json: kind, derived_from (source run folders; the first gives env and data report), choices.
+        started: time.perf_counter() when the derivation began (wall_seconds).
+    """
     rundir = RunDir(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in (runfiles.ENV, runfiles.DATA_REPORT):

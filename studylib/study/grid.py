@@ -289,7 +289,22 @@ def run_grid(grid_path: str | Path, out: str | Path, workers: int = 1, scheduler
     """Run every unfinished cell of a grid into `out`; returns the status table. `overwrite` lets it write
     into a folder that holds files of the names it writes (grid.yaml, results.csv, report.md) it did not write.
     Finished runs whose data changed since they trained are marked stale and kept out of the report
-    (`stale="keep"`) or trained again (`stale="retrain"`)."""
+    (`stale="keep"`) or trained again (`stale="retrain"`).
+
+    Args:
+        grid_path: the grid YAML file, or the name of a grid shipped with studylib (e.g. smoke).
+        out: the grid folder; runs go to OUT/runs/<run name>.
+        workers: runs at once; more than 1: a local Dask cluster of processes.
+        scheduler: address of an existing Dask scheduler that runs them; "": none.
+        engine: "papermill" (each run executes the experiment notebook) or "inline" (in-process).
+        dry_run: only return the plan (what each run would do); nothing runs and the folder is not claimed.
+        progress: print the remaining-time estimate and show progress bars.
+        overrides: config fields fixed on top of the grid file (e.g. from the command line).
+        notebook: the experiment notebook papermill executes.
+        overwrite: take a folder holding files studylib did not write under the names it writes.
+        stale: what to do with finished runs whose data changed: "keep" (out of the report) or "retrain".
+        allow_large: allow a grid of more than MAX_RUNS runs.
+    """
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} is not valid; choose one of {', '.join(ENGINES)}")
     grid = load_grid(grid_path, overrides, allow_large)

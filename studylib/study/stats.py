@@ -175,7 +175,14 @@ def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boo
                 seed: int = 0) -> Gain:
     """Improvement of the first of each (strategy, baseline) pair over the second, one pair per seed,
     with the interval described at the top of this module (`n_boot` image resamples estimate the
-    test-level variance)."""
+    test-level variance).
+
+    Args:
+        pairs: (strategy, baseline) test predictions, one pair per seed, both on the same images.
+        metric: the metric compared (e.g. balanced_accuracy, ece, or recall:<class index>).
+        n_boot: test-image bootstrap resamples for the test-level variance (at most 1: none).
+        seed: seed of the resampling.
+    """
     from scipy import stats as scipy_stats
 
     for a, b in pairs:

@@ -29,7 +29,15 @@ def calibration_metrics(labels: np.ndarray, probs: np.ndarray, bins: int = CALIB
 
 def calibration_scores(metric: str, labels: np.ndarray, probs: np.ndarray, weights: np.ndarray | None,
                        bins: int = CALIBRATION_BINS) -> np.ndarray:
-    """`metric` under each row of `weights` (draws x images; None: every image once)."""
+    """`metric` under each row of `weights` (draws x images; None: every image once).
+
+    Args:
+        metric: one of CALIBRATION_METRICS: "ece" (equal-width bins), "ece_mass" (equal-mass bins), "brier" or "nll".
+        labels: true class index of each image, shape (n,).
+        probs: predicted class probabilities, shape (n, k).
+        weights: image weights, draws x images (a bootstrap draw's image counts); None: every image once.
+        bins: confidence bins of the two expected calibration errors.
+    """
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
     weights = np.ones((1, len(labels))) if weights is None else np.atleast_2d(np.asarray(weights, dtype=float))
     total = weights.sum(1)

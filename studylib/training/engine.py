@@ -212,6 +212,14 @@ class Trainer:
         return self.head, *self.frozen
 
     def train_epoch(self, epoch: int, plan: EpochPlan, forward: nn.Module, data) -> dict:
+        """One training pass over `data` under `plan`; returns the epoch's training statistics (history.csv).
+
+        Args:
+            epoch: epoch index, from 0 (progress bar and error messages).
+            plan: this epoch's plan, already applied (trainable parameters, optimizer); its stage labels the bar.
+            forward: module called on each batch: the model, or its head on cached features.
+            data: training batches: DeviceBatches, or FrozenFeatures when features are cached.
+        """
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         grad_sq = torch.zeros(len(trainable), device=self.dev.device)
@@ -325,6 +333,17 @@ class Trainer:
         """Hook for the runner to write logs after every epoch."""
 
     def history_row(self, epoch, plan, train_stats, val, n_trainable, improved, started) -> dict:
+        """One row of history.csv: the epoch's plan, training statistics and validation scores.
+
+        Args:
+            epoch: epoch index, from 0.
+            plan: the epoch's plan (its stage and max_tensor are recorded).
+            train_stats: train_epoch's statistics, plus the validation images and seconds.
+            val: validation scores (loss and classification metrics), written as val_<name>.
+            n_trainable: parameters that required grad this epoch.
+            improved: whether this epoch set a new best validation score.
+            started: time.perf_counter() at the epoch's start (the row's seconds).
+        """
         lrs = [g["lr"] for g in self.optimizer.param_groups]
         return {"epoch": epoch, "stage": plan.stage, "lr_max": max(lrs), "trainable_params": n_trainable,
                 "max_tensor": plan.max_tensor,
@@ -349,7 +368,14 @@ def check_finite(sums: torch.Tensor, epoch: int, step: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: DeviceBatches, dev: Device, loss_fn=None) -> tuple[float, np.ndarray, np.ndarray]:
-    """Mean loss, class probabilities (n, k) and labels of one split, in order."""
+    """Mean loss, class probabilities (n, k) and labels of one split, in order.
+
+    Args:
+        model: module to run: the network, or its head alone on cached features.
+        data: the split's batches (DeviceBatches or FrozenFeatures), taken in order.
+        dev: device and autocast settings.
+        loss_fn: (logits, labels) -> mean loss; None: the returned loss is 0.
+    """
     model.eval()
     probs, labels, total = [], [], torch.zeros((), dtype=torch.float64, device=dev.device)
     for x, y in data.batches():  # everything stays on the device until the end: no sync per batch

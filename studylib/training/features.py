@@ -45,7 +45,14 @@ class FrozenFeatures:
 
     def batches(self, shuffle: bool = False, generator: torch.Generator | None = None, augment: bool = False,
                 max_batches: int = 0):
-        """Same order as DeviceBatches.batches for the same generator state."""
+        """Same order as DeviceBatches.batches for the same generator state.
+
+        Args:
+            shuffle: shuffle (or draw class-balanced, when the split has sampling weights) instead of keeping the order.
+            generator: random generator that orders the batches.
+            augment: ignored: the features are fixed (kept for DeviceBatches' interface).
+            max_batches: stop after this many batches; 0: all.
+        """
         order = batch_indices(len(self.labels), self.batch_size, shuffle, self.weights, generator, max_batches)
         for index in indices_on(order, self.features.device):
             yield self.features[index], self.labels[index]

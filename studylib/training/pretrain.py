@@ -13,7 +13,16 @@ DEFAULT_CHECKPOINT = Path("outputs/pretrained/tinycnn-synthetic-source.pt")
 
 def pretrain_config(backbone: str = "tinycnn", image_size: int = 32, size: int = 4000, epochs: int = 8,
                     seed: int = 0, quiet: bool = False) -> RunConfig:
-    """Full fine-tuning from random init on the 16-class source task, protocol otherwise default."""
+    """Full fine-tuning from random init on the 16-class source task, protocol otherwise default.
+
+    Args:
+        backbone: registered backbone to pretrain.
+        image_size: training crop side, in pixels.
+        size: images generated for the synthetic source task (synthetic_size).
+        epochs: training epochs (also the patience, so early stopping never cuts the recipe short).
+        seed: run seed (split, head initialisation, batch order).
+        quiet: no progress bars or messages.
+    """
     return RunConfig(dataset="synthetic_source", backbone=backbone, weights="none", strategy="ft",
                      image_size=image_size, synthetic_size=size, max_epochs=epochs, patience=epochs,
                      batch_size=64, seed=seed, save_checkpoint=True, quiet=quiet)

@@ -76,6 +76,13 @@ def run(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False, data: Data
 
     With `resume`, a folder that already holds a finished run of the same configuration is
     returned as it is (grids use this, so two grid processes never train one cell twice).
+
+    Args:
+        cfg: the configuration to run (checked, and its `auto` values resolved, first).
+        out_dir: the run folder: new, empty, or one studylib wrote.
+        overwrite: replace a finished run there, and write into a folder holding files studylib did not write.
+        data: an already loaded dataset to use; None: loaded from cfg.
+        resume: go on from saved epochs (resume.pt); a finished run of the same configuration is returned as it is.
     """
     cfg = check_config(cfg)
     rundir = RunDir(out_dir)
@@ -160,7 +167,16 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
 
 def split_batches(data: DataBundle, split: str, cfg: RunConfig, dev: Device, balanced: bool = False,
                   budget: MemoryBudget | None = None) -> DeviceBatches:
-    """One split's batches: resident while it fits `budget` (claimed in turn), otherwise streamed."""
+    """One split's batches: resident while it fits `budget` (claimed in turn), otherwise streamed.
+
+    Args:
+        data: the prepared dataset.
+        split: "train", "val" or "test".
+        cfg: the run's config (batch_size, image_size as the crop, memory_gb).
+        dev: device and memory format.
+        balanced: draw training batches class-balanced (balanced_sampling).
+        budget: memory budget shared with the other splits; None: a new one from cfg.memory_gb.
+    """
     index = data.indices(split)
     if len(index) == 0:
         raise ValueError(f"dataset {data.name} has no {split} images; check the split column or the fractions")
@@ -171,7 +187,15 @@ def split_batches(data: DataBundle, split: str, cfg: RunConfig, dev: Device, bal
 
 def start_representations(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device,
                    trainer: Trainer) -> Representations | None:
-    """CKA per block against the starting network on `repr_images` validation images (None when 0)."""
+    """CKA per block against the starting network on `repr_images` validation images (None when 0).
+
+    Args:
+        cfg: the run's config (repr_images, batch_size, image_size, seed).
+        backbone: the network, still at its starting weights.
+        data: the prepared dataset; the probe images come from its validation split.
+        dev: device, autocast and memory format.
+        trainer: the run's trainer (its layer log holds the starting weights).
+    """
     if not cfg.repr_images:
         return None
     index = probe_subset(data, cfg.repr_images, cfg.seed)
@@ -182,6 +206,15 @@ def start_representations(cfg: RunConfig, backbone: Backbone, data: DataBundle, 
 
 def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device,
                  budget: MemoryBudget | None = None) -> Trainer:
+    """A Trainer for `cfg`: its strategy, class weights (class_weighted_loss) and the train and val batches.
+
+    Args:
+        cfg: the run's config.
+        backbone: the network, already on the device.
+        data: the prepared dataset (its train and val splits are used).
+        dev: device, autocast and memory format.
+        budget: memory budget the train split, then the val split, claim in turn; None: a new one from cfg.memory_gb.
+    """
     if data.images.shape[-1] < cfg.image_size:
         raise ValueError(f"prepared images are {data.images.shape[-1]} px but image_size={cfg.image_size}; "
                          "lower image_size or raise resize_size")
@@ -231,7 +264,14 @@ SAVE_SHARE = 0.05  # an epoch is saved whenever saving costs at most this share 
 def resume_due(since_last: float, save_seconds: float, every: float, training_over: bool) -> bool:
     """Whether to write resume.pt after this epoch: never with every = -1; otherwise after the last
     epoch (an interrupt during the test pass keeps the trained weights), once `every` seconds passed,
-    and whenever a save is cheap against the epochs since the last one (short runs: every epoch)."""
+    and whenever a save is cheap against the epochs since the last one (short runs: every epoch).
+
+    Args:
+        since_last: seconds since the last save (or since the run started).
+        save_seconds: seconds the last save took (0 before the first).
+        every: resume_every_s: save at least this often, in seconds; -1: never.
+        training_over: no epoch is left to train (early stopping fired or max_epochs reached).
+    """
     if every < 0:
         return False
     return training_over or since_last >= every or save_seconds <= SAVE_SHARE * since_last
@@ -239,7 +279,15 @@ def resume_due(since_last: float, save_seconds: float, every: float, training_ov
 
 def restore(trainer: Trainer, rundir: RunDir, identity: dict, quiet: bool,
             features: Representations | None = None) -> None:
-    """Continue from resume.pt when it belongs to this configuration and data; else start afresh."""
+    """Continue from resume.pt when it belongs to this configuration and data; else start afresh.
+
+    Args:
+        trainer: the freshly built trainer the saved state is loaded into.
+        rundir: the run folder that may hold resume.pt.
+        identity: run_hash and data fingerprint; resume.pt must record the same values.
+        quiet: no "resuming ..." message.
+        features: the run's CKA log, whose per-epoch rows up to the resumed epoch are read back; None: off.
+    """
     path = rundir.file(runfiles.RESUME)
     if not path.is_file():
         return
@@ -293,7 +341,15 @@ def write_data_files(rundir: RunDir, data: DataBundle) -> None:
 
 
 def test_scores(cfg: RunConfig, data: DataBundle, loss: float, probs: np.ndarray, labels: np.ndarray) -> dict:
-    """metrics.json's test part: every metric, calibration, the confusion matrix and per-class scores."""
+    """metrics.json's test part: every metric, calibration, the confusion matrix and per-class scores.
+
+    Args:
+        cfg: the run's config (calibration_bins).
+        data: the dataset (its class names).
+        loss: mean test loss.
+        probs: test class probabilities, shape (n, k).
+        labels: test labels, shape (n,).
+    """
     return {"test": {"loss": loss, **classification_metrics(labels, probs),
                      **calibration_metrics(labels, probs, cfg.calibration_bins)},
             "test_confusion": confusion(labels, probs).tolist(), "classes": data.classes,
@@ -301,6 +357,14 @@ def test_scores(cfg: RunConfig, data: DataBundle, loss: float, probs: np.ndarray
 
 
 def write_predictions(rundir: RunDir, data: DataBundle, probs: np.ndarray, labels: np.ndarray) -> None:
+    """predictions.csv: id, label, predicted class and one probability column per class, per test image.
+
+    Args:
+        rundir: the run folder.
+        data: the dataset (test ids and class names).
+        probs: test class probabilities, shape (n, k), in the test split's order.
+        labels: test labels, shape (n,), in the same order.
+    """
     index = data.indices("test")
     frame = pd.DataFrame({"id": [data.ids[i] for i in index], "label": labels, "pred": probs.argmax(1)})
     for k, name in enumerate(data.classes):
@@ -315,6 +379,14 @@ def peak_memory_mb(dev: Device) -> float:
 
 
 def environment(cfg: RunConfig, backbone: Backbone, dev: Device, fingerprint: str) -> dict:
+    """env.json: versions, device, precision, git commit, weights (their SHA-256 when a file), data fingerprint.
+
+    Args:
+        cfg: the run's config (its weights).
+        backbone: the network (recorded as its repr).
+        dev: device, autocast dtype and memory format.
+        fingerprint: the data's content hash (DataBundle.fingerprint).
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     import sklearn

@@ -86,6 +86,14 @@ def _drawn(study: Study) -> list[tuple[str, str, Path]]:
     out, made = study.root / "figures", []
 
     def keep(key: str, draw, where: str = "", suffix: str = "") -> None:
+        """Draw one figure into ROOT/figures and record (key, title, PNG).
+
+        Args:
+            key: the figure's catalogue key (FIGURES); also the PNG's name.
+            draw: draws the figure into the PNG path it is given and returns the figure.
+            where: what fills the title's {where} (a protocol or a case).
+            suffix: added to the file name, to tell several figures of one key apart.
+        """
         title = FIGURES[key].title.format(metric=metric_name(study.metric), where=where)
         made.append((key, title, out / f"{key}{suffix}.png"))
         plt.close(draw(made[-1][2]))
@@ -133,7 +141,16 @@ def write_report(root: str | Path, metric: str = DEFAULT_METRIC, n_boot: int = s
                  runs: pd.DataFrame | None = None, correction: str = "holm",
                  overwrite: bool = False) -> tuple[Path, Path]:
     """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known.
-    A report.md or report.html there that studylib did not write is refused unless `overwrite`."""
+    A report.md or report.html there that studylib did not write is refused unless `overwrite`.
+
+    Args:
+        root: the grid folder; report.md, report.html and figures/ are written there.
+        metric: the test metric compared (default balanced_accuracy).
+        n_boot: test-image bootstrap resamples for each gain's interval.
+        runs: the runs table collect(root) returns, when the caller has it; None: collected here.
+        correction: multiplicity correction over the gains: "holm" or "fdr_bh".
+        overwrite: write even where report.md or report.html were not written by studylib.
+    """
     claim_folder(root, "grid", overwrite, "the report folder")
     study = Study(Path(root), metric, n_boot, runs, correction=correction)
     sections = _sections(study)

@@ -76,6 +76,14 @@ def tensor_heatmap(run_dir: str | Path, value: str = "lr") -> plt.Figure:
 
 
 def layer_heatmap(layers: pd.DataFrame, value: str = "lr", title: str = "", row: str = "block") -> plt.Figure:
+    """Per-`row` `value` over epochs as a heatmap, frozen cells blank; returns the figure unsaved.
+
+    Args:
+        layers: layers.csv (or tensors.csv) rows: `row`, epoch, trainable and `value` columns.
+        value: column to show (lr, rgn, grad_norm, ...); lr, lr_max, rgn and grad_norm on a log10 scale.
+        title: first line of the title (the run).
+        row: column naming the rows: "block" (layers.csv) or "tensor" (tensors.csv).
+    """
     blocks = list(dict.fromkeys(layers[row]))
     table = layers.pivot(index=row, columns="epoch", values=value).reindex(blocks)
     trainable = layers.pivot(index=row, columns="epoch", values="trainable").reindex(blocks).astype(bool)

@@ -79,7 +79,14 @@ def chance_level(metric: str, classes: int | None) -> float | None:
 def accuracy_bars(table: pd.DataFrame, path: Path | None = None, metric: str = DEFAULT_METRIC,
                   classes: int | None = None) -> plt.Figure:
     """Mean +- sd over seeds of the test metric per strategy, one panel per dataset x backbone; the axis
-    zoomed to the data (differences of a few points stay visible) with the chance level marked."""
+    zoomed to the data (differences of a few points stay visible) with the chance level marked.
+
+    Args:
+        table: accuracy_table's output: mean and std over seeds per protocol, dataset, backbone and arm.
+        path: PNG file the figure is saved to; None: not saved.
+        metric: the test metric in `table` (axis label and chance level).
+        classes: number of classes, for balanced accuracy's chance level 1/k; None: no such line.
+    """
     cases = table.groupby(["protocol", "dataset", "backbone"])
     several = table.protocol.nunique() > 1
     chance = chance_level(metric, classes)
@@ -153,7 +160,14 @@ def cost_frontier(table: pd.DataFrame, path: Path | None = None, metric: str = D
 def cd_diagram(test, path: Path | None = None, title: str = "", axis: plt.Axes | None = None) -> plt.Figure:
     """Critical-difference diagram (Demsar 2006) of a stats.RankTest: mean ranks on an axis, 1 = best;
     a bar joins strategies the post-hoc test cannot tell apart at 0.05 (drawn by scikit-posthocs).
-    When the Friedman test finds no difference, no post-hoc is read and one bar joins them all."""
+    When the Friedman test finds no difference, no post-hoc is read and one bar joins them all.
+
+    Args:
+        test: a stats.RankTest: mean ranks, pairwise p-values, the Friedman p-value.
+        path: PNG file the figure is saved to; None: not saved.
+        title: the title; "": one naming the blocks, the Friedman p-value and the verdict.
+        axis: axes to draw on, in a figure of the caller's (that figure is saved); None: a new figure.
+    """
     import scikit_posthocs as sp
 
     fig = None
@@ -213,7 +227,14 @@ def recall_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
 
 def confusion_grid(matrices: dict[str, np.ndarray], classes: list[str], title: str,
                    path: Path | None = None) -> plt.Figure:
-    """One confusion matrix per strategy (counts summed over seeds; colour: share of the true class)."""
+    """One confusion matrix per strategy (counts summed over seeds; colour: share of the true class).
+
+    Args:
+        matrices: arm -> confusion matrix of counts (rows: true class), summed over seeds.
+        classes: class names, in label order.
+        title: the figure's title.
+        path: PNG file the figure is saved to; None: not saved.
+    """
     names = _ordered(matrices)
     fig, axes = panel_grid(len(names), width=3.4, height=3.2)
     for axis, name in zip(axes, names):

@@ -77,6 +77,14 @@ def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 
 
     `settings` (config fields such as lp_epochs) apply to the strategies that use them. A strategy whose
     settings cannot run in `epochs` (gradual unfreezing with too long stages) shows the reason instead.
+
+    Args:
+        strategies: strategy names, one panel each.
+        backbone: backbone whose blocks make the rows.
+        epochs: epochs planned (the columns of each map).
+        path: PNG file the figure is saved to; None: not saved.
+        settings: config fields (e.g. lp_epochs) applied to the strategies that read them.
+        columns: panels per row, at most.
     """
     from ..training.strategies import strategy_label
 
@@ -117,7 +125,14 @@ def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 
 def sp_pull_figure(l1sp_alpha: float | None = None, l2sp_alpha: float | None = None,
                    strategies=("l1_sp", "l2_sp"), path=None) -> plt.Figure:
     """How hard each SP penalty pulls a backbone weight back to its pretrained value w0, by how far the
-    weight moved: the penalty's gradient, α for L1-SP whatever the distance, α·|w − w0| for L2-SP."""
+    weight moved: the penalty's gradient, α for L1-SP whatever the distance, α·|w − w0| for L2-SP.
+
+    Args:
+        l1sp_alpha: L1-SP's α; None: the RunConfig default.
+        l2sp_alpha: L2-SP's α; None: the RunConfig default.
+        strategies: which curves to draw: "l1_sp", "l2_sp" or both.
+        path: PNG file the figure is saved to; None: not saved.
+    """
     defaults = RunConfig()
     l1 = defaults.l1sp_alpha if l1sp_alpha is None else l1sp_alpha
     l2 = defaults.l2sp_alpha if l2sp_alpha is None else l2sp_alpha
@@ -146,7 +161,14 @@ def _relevant(strategy: str, settings: dict) -> tuple:
 
 @functools.lru_cache(maxsize=256)
 def cached_plan(strategy: str, backbone: str, epochs: int, settings: tuple) -> pd.DataFrame | str:
-    """strategy_plan, remembered (a slider redraws only what changed); a refused setting returns its message."""
+    """strategy_plan, remembered (a slider redraws only what changed); a refused setting returns its message.
+
+    Args:
+        strategy: strategy name.
+        backbone: backbone name.
+        epochs: epochs planned.
+        settings: (field, value) pairs that change this plan, hashable for the cache (see _relevant).
+    """
     from ..training.runner import check_config
 
     try:
