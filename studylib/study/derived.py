@@ -45,7 +45,8 @@ def finished_with_weights(root: str | Path) -> pd.DataFrame:
     table = collect(root)
     if table.empty:
         raise DerivedError(f"no run folders below {root}; run a grid first")
-    table = table[(table.status == "finished") & ~table.path.map(lambda p: DERIVED in Path(p).parts)]
+    inside = table.path.map(lambda p: DERIVED in Path(p).resolve().relative_to(Path(root).resolve()).parts)
+    table = table[(table.status == "finished") & ~inside]
     kept = table[table.path.map(lambda p: (Path(p) / runfiles.CHECKPOINT).is_file())]
     if kept.empty:
         raise DerivedError(f"no finished run below {root} kept its weights ({runfiles.CHECKPOINT}); run the grid with "
@@ -54,7 +55,7 @@ def finished_with_weights(root: str | Path) -> pd.DataFrame:
 
 
 def protocol_key(row) -> tuple:
-    """What two runs must share to be combined: the held-fixed protocol fields, the case and the seed."""
+    """What two runs must share to be combined: the held-fixed protocol fields, the case and the weights."""
     names = [f for f in fields_with_role(*HELD_FIXED)] + ["dataset", "backbone", "weights"]
     return tuple(str(row.get(f)) for f in dict.fromkeys(names))
 
@@ -191,8 +192,10 @@ def soup(root: str | Path, strategy: str | None = None) -> list[Path]:
     if strategy:
         runs = runs[runs.strategy == strategy]
     groups = {}
+    method = [f for f in fields_with_role("method") if f != "strategy"]  # ft and ft [bn_policy=freeze] never mix
     for row in runs.to_dict("records"):
-        groups.setdefault((row["strategy"], row["seed"], protocol_key(row)), []).append(row)
+        key = (row["strategy"], row["seed"], protocol_key(row), tuple(str(row.get(f)) for f in method))
+        groups.setdefault(key, []).append(row)
     pots = [members for members in groups.values() if len(members) >= 2]
     if not pots:
         raise DerivedError("a soup needs two or more runs of one strategy, seed, case and protocol that differ in "

@@ -92,9 +92,10 @@ class TrainingProbe:
     def __init__(self, trainer: "Trainer"):
         self.trainer = trainer
 
-    def batches(self, n_batches: int):
+    def batches(self, n_batches: int, seed: int | None = None):
         trainer = self.trainer
-        generator = torch.Generator().manual_seed(trainer.cfg.seed + 7919 * len(trainer.layers.rows))
+        seed = trainer.cfg.seed + 7919 * len(trainer.layers.rows) if seed is None else seed
+        generator = torch.Generator().manual_seed(seed)
         return trainer.train_data.batches(True, generator, trainer.cfg.augment, n_batches)
 
     def __call__(self, names: list[str], n_batches: int, on_grads) -> None:

@@ -76,7 +76,7 @@ class Batches:
         generator = torch.Generator().manual_seed(3)
         self.data = [(torch.randn(8, 3, 16, 16, generator=generator), torch.arange(8) % n_classes) for _ in range(2)]
 
-    def batches(self, n):
+    def batches(self, n, seed=None):
         return iter(self.data[:n])
 
 
@@ -119,3 +119,41 @@ def test_delta_compares_each_blocks_maps_with_the_untouched_pretrained_network()
     assert penalty.item() == pytest.approx(expected, rel=1e-4)
     penalty.backward()  # the distance pulls the backbone, not only the head
     assert backbone.model.get_submodule("stem")[0].weight.grad.abs().sum() > 0
+
+
+def test_delta_attention_is_the_softmax_of_standardised_loss_rises_over_5():
+    """Recomputed here for the last block end: zero each channel of the pretrained network's block output (the
+    test's own hook on its own copy), the rise of the fitted classifier's loss, standardised (ddof 0), softmax / 5."""
+    torch.manual_seed(0)
+    backbone = create_backbone("tinycnn", 3)
+    original = copy.deepcopy(backbone.model).eval()
+    strategy = DELTA(RunConfig(strategy="delta", backbone="tinycnn"), backbone)
+    batches = Batches(3).data
+    strategy.plan(0, Batches(3))
+    classifier = strategy._fit_classifier(batches)  # the same seeded fit the attention used
+    name = list(backbone.block_ends().values())[-1]
+    head = original.get_submodule(backbone.spec.head)
+
+    def loss(channel=None):
+        total = []
+        for x, y in batches:
+            seen = []
+            hooks = [head.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))]
+            if channel is not None:
+                def zero(_m, _a, out):
+                    out = out.clone()
+                    out[:, channel] = 0
+                    return out
+                hooks.append(original.get_submodule(name).register_forward_hook(zero))
+            with torch.no_grad():
+                original(x)
+                total.append(torch.nn.functional.cross_entropy(classifier(seen[0]), y).item())
+            for h in hooks:
+                h.remove()
+        return np.mean(total)
+
+    base = loss()
+    rises = np.array([loss(c) - base for c in range(strategy.attention[-1].numel())])
+    scores = (rises - rises.mean()) / rises.std()
+    expected = np.exp(scores / 5) / np.exp(scores / 5).sum()
+    assert strategy.attention[-1].numpy() == pytest.approx(expected, rel=2e-3)  # float32 losses, differenced

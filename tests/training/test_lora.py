@@ -62,3 +62,16 @@ def test_merged_lora_gives_the_unmerged_outputs_on_the_plain_backbone(tiny, tiny
     assert set(renamed.values()) <= original and all(".base_layer." in n for n in renamed)
     assert torch.allclose(trainer.model(x), unmerged, atol=1e-5)
     assert not any("lora" in n for names in trainer.backbone.blocks.values() for n in names)
+
+
+def test_lora_starts_as_the_plain_backbone_with_the_update_scaled_alpha_over_r():
+    import copy
+
+    torch.manual_seed(0)
+    backbone = create_backbone("tinycnn", 3)
+    plain = copy.deepcopy(backbone.model).eval()
+    LoRA(RunConfig(strategy="lora", backbone="tinycnn", lora_rank=4, lora_alpha=6.0), backbone)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(backbone.model.eval()(x), plain(x))  # B starts at 0
+    layers = [m for m in backbone.model.modules() if hasattr(m, "scaling") and isinstance(m.scaling, dict)]
+    assert layers and all(m.scaling["default"] == pytest.approx(6.0 / 4) for m in layers)

@@ -101,3 +101,22 @@ def test_ssf_folded_into_the_norm_layers_gives_the_unfolded_outputs(tiny, tiny_d
     assert torch.allclose(model.eval()(x), unfolded_eval, atol=1e-5)
     assert torch.allclose(copy.deepcopy(model).train()(x), unfolded_train, atol=1e-5)
     assert not any("ssf" in n for names in trainer.backbone.blocks.values() for n in names)
+
+
+def test_ssf_starts_as_the_plain_backbone_scale_1_shift_0():
+    torch.manual_seed(0)
+    backbone = create_backbone("tinycnn", 3)
+    plain = copy.deepcopy(backbone.model).eval()
+    SSF(RunConfig(strategy="ssf", backbone="tinycnn"), backbone)
+    x = torch.randn(4, 3, 16, 16)
+    assert torch.equal(backbone.model.eval()(x), plain(x))
+
+
+@pytest.mark.parametrize("name, refused", [("resnet50", True), ("tinycnn", True), ("vgg19", False)])
+def test_bitfit_refuses_a_frozen_policy_where_every_bias_is_a_batchnorm_shift(name, refused):
+    cfg = RunConfig(strategy="bitfit", backbone=name, bn_policy="freeze")
+    if refused:
+        with pytest.raises(ConfigError, match="bitfit with bn_policy=freeze .* trains only the head"):
+            check_config(cfg)
+    else:
+        check_config(cfg)  # VGG-19's convolution biases are not normalisation parameters: they still train

@@ -26,8 +26,9 @@ class Probe(Protocol):
         """Run n training batches forward/backward with only `names` requiring grad; on_grads({name: grad})
         after each (Auto-RGN, Auto-SNR)."""
 
-    def batches(self, n_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """n training batches (images on the device, labels), drawn without moving the batch order (DELTA)."""
+    def batches(self, n_batches: int, seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """n training batches (images on the device, labels), drawn without moving the batch order; a `seed`
+        draws the same batches whenever it is asked (DELTA measures once per run, and again after a resume)."""
 
 
 @dataclass

@@ -38,6 +38,24 @@ class BitFit(ParameterSubset):
     name, label, subset = "bitfit", "BitFit", "biases"
     description = "only bias terms (BatchNorm shifts included) and the new head train"
 
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        """bn_policy=freeze freezes BatchNorm's shifts: where they are the only biases, nothing but the head trains."""
+        from ...models.backbones import BACKBONES, get_backbone_spec
+
+        if cfg.bn_policy != "freeze" or cfg.backbone not in BACKBONES:
+            return
+        spec = get_backbone_spec(cfg.backbone)
+        with torch.device("meta"):
+            model = spec.build()
+        outside_norms = [n for name, m in model.named_modules() if not isinstance(m, NORM_TYPES)
+                         and not name.startswith(spec.head) for n, _ in m.named_parameters(recurse=False)
+                         if n == "bias"]
+        if not outside_norms:
+            raise ConfigError(f"bitfit with bn_policy=freeze on {cfg.backbone} trains only the head (its biases are "
+                              "all BatchNorm shifts, which freeze freezes): linear probing under another name; use "
+                              "bn_policy=auto, train or freeze_stats")
+
     def chosen(self) -> list[str]:
         head = set(self.head)
         return [n for n, _ in self.backbone.model.named_parameters() if n.endswith("bias") and n not in head]
@@ -69,10 +87,11 @@ class NormTune(ParameterSubset):
 
 def _scale_shift(norm: nn.Module, _args, out: torch.Tensor) -> torch.Tensor:
     """SSF after a normalisation layer: y * scale + shift per channel (channels second, last for LayerNorm)."""
+    scale, shift = norm.ssf_scale.to(out.dtype), norm.ssf_shift.to(out.dtype)  # bf16 activations stay bf16
     if isinstance(norm, nn.LayerNorm):
-        return out * norm.ssf_scale + norm.ssf_shift
+        return out * scale + shift
     shape = (1, -1) + (1,) * (out.dim() - 2)
-    return out * norm.ssf_scale.view(shape) + norm.ssf_shift.view(shape)
+    return out * scale.view(shape) + shift.view(shape)
 
 
 @register_strategy
@@ -147,8 +166,13 @@ class LoRA(ParameterSubset):
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:
+        import importlib.util
+
         from ...models.backbones import BACKBONES, block_names
 
+        if importlib.util.find_spec("peft") is None:
+            raise ConfigError("strategy lora needs the peft library: pip install 'studylib[lora]' (or pip install "
+                              "peft)")
         if cfg.lora_blocks != "all" and cfg.backbone in BACKBONES:
             unknown = sorted(set(names_of(cfg.lora_blocks)) - set(block_names(cfg.backbone)))
             if unknown:

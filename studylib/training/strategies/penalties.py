@@ -85,8 +85,9 @@ class BSS(Strategy):
 
     def penalty(self) -> torch.Tensor:
         features = self.features.take()
-        return self.cfg.bss_eta * bss_penalty(features, min(self.cfg.bss_k, min(features.shape[0],
-                                                                                 features[0].numel())))
+        if min(features.shape[0], features[0].numel()) <= self.cfg.bss_k:
+            return features.new_zeros(())  # a batch this small has no small directions: shrinking would hit the top
+        return self.cfg.bss_eta * bss_penalty(features, self.cfg.bss_k)
 
 
 @register_strategy
@@ -122,7 +123,11 @@ class DELTA(Strategy):
 
     def plan(self, epoch: int, probe: Probe) -> EpochPlan:
         if self.cfg.delta_attention == "channel" and self.attention is None:
-            self.attention = self.channel_attention(list(probe.batches(self.cfg.delta_attention_batches)))
+            # seeded batches and a forked RNG: a resumed run measures the same attention and draws the same
+            # random numbers afterwards as the run it continues
+            batches = list(probe.batches(self.cfg.delta_attention_batches, seed=self.cfg.seed))
+            with torch.random.fork_rng(devices=[]):
+                self.attention = self.channel_attention(batches)
         names = self.params_of(self.all_blocks)
         return EpochPlan(names, self.uniform(names), "all", self.whole_run(epoch), weight_decay=0.0)
 
@@ -131,7 +136,8 @@ class DELTA(Strategy):
         current = [c.take() for c in self.current]
         for copy_, module in zip(self.pretrained.modules(), self.backbone.model.modules()):
             copy_.training = module.training  # the same BatchNorm and dropout behaviour: at w = w0 the distance is 0
-        with torch.no_grad():
+        dtype = current[0].dtype  # under bf16 autocast the pretrained maps are bf16 too: at w = w0 the distance is 0
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
             pretrained = self.pretrained_maps(x)
         behaviour = delta_penalty(current, pretrained, self.attention)
         head = self.cfg.delta_beta / 2 * sum(w.pow(2).sum() for w in self.head_w)
@@ -181,7 +187,7 @@ class DELTA(Strategy):
                 losses = [F.cross_entropy(classifier(self._pretrained_forward(x, (index, channel))[1].float()), y)
                           for x, y in batches]
                 rises[channel] = torch.stack(losses).mean() - torch.stack(base).mean()
-            spread = rises.std()
+            spread = rises.std(correction=0)  # np.std, as TLlib
             scores = (rises - rises.mean()) / spread if spread > 0 else torch.zeros_like(rises)
             attention.append(torch.softmax(scores / 5, 0).to(maps.device))
         return attention
