@@ -138,9 +138,9 @@ def test_delta_attention_is_the_softmax_of_standardised_loss_rises_over_5():
         total = []
         for x, y in batches:
             seen = []
-            hooks = [head.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))]
+            hooks = [head.register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0]))]
             if channel is not None:
-                def zero(_m, _a, out):
+                def zero(_m, _a, out, channel=channel):
                     out = out.clone()
                     out[:, channel] = 0
                     return out
