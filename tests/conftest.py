@@ -18,7 +18,7 @@ torch.set_num_threads(2)
 def tiny_config(**changes) -> RunConfig:
     """Seconds-long runs: tinycnn, 16 px crops, a few hundred synthetic images."""
     base = dict(backbone="tinycnn", image_size=16, synthetic_size=160, batch_size=32, max_epochs=3,
-                patience=10, quiet=True, device="cpu")
+                patience=10, quiet=True, device="cpu", delta_attention_batches=1)  # DELTA: one ablation pass
     return RunConfig.from_dict({**base, **changes})
 
 

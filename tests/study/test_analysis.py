@@ -177,7 +177,13 @@ def test_explorer_on_an_empty_folder(tmp_path):
     assert explorer.figure is None and "no finished runs" in explorer.message
 
 
+# tests/system/test_browser.py runs the analysis and teaching notebooks end to end in Chromium with these checks
+# and more; headless, they run here only where no browser can
+BROWSER = bool(shutil.which("chromium") or shutil.which("chromium-browser")) and bool(find_spec("playwright"))
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(BROWSER, reason="tests/system/test_browser.py runs this notebook in Chromium with these checks")
 def test_analysis_notebook_runs_headless_and_writes_figures(results, tmp_path):
     out = tmp_path / "analysis.ipynb"
     papermill.execute_notebook(str(ROOT / "notebooks" / "analysis.ipynb"), str(out), kernel_name="python3",
@@ -191,11 +197,6 @@ def test_analysis_notebook_on_an_empty_folder(tmp_path):
     papermill.execute_notebook(str(ROOT / "notebooks" / "analysis.ipynb"), str(tmp_path / "a.ipynb"),
                                kernel_name="python3", parameters={"results_dir": str(tmp_path)}, progress_bar=False)
     assert "no run folders" in (tmp_path / "a.ipynb").read_text()
-
-
-# tests/system/test_browser.py runs the teaching notebook end to end in Chromium with these checks and more;
-# headless, it runs here only where no browser can
-BROWSER = bool(shutil.which("chromium") or shutil.which("chromium-browser")) and bool(find_spec("playwright"))
 
 
 @pytest.mark.slow

@@ -1,10 +1,5 @@
 """Grids: validation before any run, papermill execution, resume after kill -9, Dask."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -119,29 +114,6 @@ def test_failing_cell_marks_the_run_failed_and_the_grid_goes_on(tmp_path):
     assert (table.status == "finished").sum() == 1, status
     retried = run_grid(path, tmp_path / "out", dry_run=True, progress=False)
     assert list(retried.action).count("run") == 1  # the failed one is retried next time
-
-
-@pytest.mark.slow
-def test_kill_dash_nine_then_resume_runs_everything_exactly_once(tmp_path):
-    path = write_grid(tmp_path, "strategy: [ft, lp, l2_sp, gu_last_first]\npatience: 5\n"
-                            "per_strategy:\n  gu_last_first: {gu_epochs_per_stage: 1, max_epochs: 5}\n")
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "studylib", "grid", str(path), "--out", str(out), "--engine", "inline"]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("runs/*/metrics.json"))) < 1:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    finished_before = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.json")}
-    assert 1 <= len(finished_before) < 4
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
-    table = collect(out)
-    assert len(table) == 4 and set(table.status) == {"finished"}
-    assert table.run.is_unique
-    for name, stamp in finished_before.items():  # finished runs were not run again
-        assert (out / "runs" / name / "metrics.json").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow

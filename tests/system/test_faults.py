@@ -4,10 +4,10 @@ For each engine the same tiny grid runs twice:
 
   A  uninterrupted, in this process: the reference;
   B  `python -m studylib grid` started in a session of its own and killed with SIGKILL (the grid and
-     every notebook kernel it started) KILLS times at random moments while it works, then run once
+     every notebook kernel it started) KILLS[engine] times at random moments while it works, then run once
      more to completion, in this process.
 
-The kill moments are seeded, one in each fifth of A's timeline (5%..80% of its wall time, so that B
+The kill moments are seeded, one in each fifth (papermill: third) of A's timeline (5%..80% of its wall time, so that B
 cannot end before its last kill). B is killed where A stood at such a moment: when B has reached the
 milestone A had reached then (a run's notebook started, its status 'running', an epoch logged, a run
 finished) and spent as many seconds past it, or sooner, at A's next milestone, should B run faster.
@@ -45,7 +45,7 @@ from studylib.study.results import collect
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 1729
-KILLS = 5
+KILLS = {"inline": 5, "papermill": 3}  # a papermill attempt pays a kernel start: fewer, still spread over the grid
 GRID = ("dataset: synthetic\nsynthetic_size: 160\nbackbone: tinycnn\nimage_size: 16\nbatch_size: 32\n"
         "max_epochs: 5\nlp_epochs: 2\ngu_epochs_per_stage: 1\npatience: 10\ndevice: cpu\nnum_threads: 1\n"
         "resume_every_s: 0\n")
@@ -117,12 +117,13 @@ def run_reference(grid: Path, out: Path, engine: str) -> tuple[float, list[tuple
     return time.monotonic() - started, timeline
 
 
-def kill_targets(seconds: float, timeline: list[tuple[float, int]], rng: random.Random) -> list[tuple[int, float, int]]:
-    """Where to kill: one seeded moment in each KILLS-th of 5%..80% of the reference grid's time, said as
+def kill_targets(seconds: float, timeline: list[tuple[float, int]], rng: random.Random,
+                 kills: int) -> list[tuple[int, float, int]]:
+    """Where to kill: one seeded moment in each kills-th of 5%..80% of the reference grid's time, said as
     the milestone the reference had reached then, the seconds it had spent past it, and its next milestone."""
-    width = 0.75 / KILLS
+    width = 0.75 / kills
     targets = []
-    for k in range(KILLS):
+    for k in range(kills):
         moment = seconds * (0.05 + width * (k + rng.random()))
         before = [point for point in timeline if point[0] <= moment]
         after = [point for point in timeline if point[0] > moment] or [(seconds, timeline[-1][1] + 1)]
@@ -236,13 +237,13 @@ def test_random_sigkills_lose_nothing_and_repeat_nothing(tmp_path, engine):
     reference, interrupted = tmp_path / "A", tmp_path / "B"
 
     seconds, timeline = run_reference(grid, reference, engine)
-    targets = kill_targets(seconds, timeline, random.Random(SEED))
+    targets = kill_targets(seconds, timeline, random.Random(SEED), KILLS[engine])
 
     command = [sys.executable, "-m", "studylib", "grid", str(grid), "--out", str(interrupted), "--engine", engine]
     attempts = interrupt_repeatedly(command, interrupted, targets, tmp_path)
     story = "\n  ".join([f"{engine}: reference grid {seconds:.1f} s, {timeline[-1][1]} milestones", *attempts])
     print(story)
-    assert len(attempts) == KILLS and all("killed" in a for a in attempts), story
+    assert len(attempts) == KILLS[engine] and all("killed" in a for a in attempts), story
     stamps = finished_files(interrupted)
     final = run_grid(grid, interrupted, engine=engine, progress=False)  # the last go, never killed
     assert set(final.status) == {"finished"}, final

@@ -176,7 +176,7 @@ def test_bf16_autocast_and_channels_last_paths_train_on_cpu(tiny, tmp_path):
 def test_a_run_stopped_mid_way_resumes_and_trains_exactly_as_one_that_never_stopped(tiny, tmp_path, monkeypatch,
                                                                                   strategy):
     cfg = tiny(strategy=strategy, max_epochs=6, lp_epochs=2, gu_epochs_per_stage=1, patience=6, resume_every_s=0,
-               lr=0.01, delta_attention_batches=1)
+               lr=0.01)
     whole = run(cfg, tmp_path / "whole").metrics
 
     undo = stop_training_at(monkeypatch, 3)
