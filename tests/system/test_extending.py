@@ -215,12 +215,20 @@ def test_a_new_strategys_knobs_reach_config_help_the_parameters_cell_and_set(hea
 
 
 @pytest.mark.slow
-def test_a_papermill_grid_imports_the_strategy_file_in_its_kernel(head_boost_grid, tmp_path):
+def test_a_papermill_grid_imports_the_strategy_file_in_its_kernel_and_goes_on_past_a_failing_cell(
+        head_boost_grid, tmp_path):
+    """One papermill grid, two kernels: a cell that fails (surgical_block names no block) marks its run failed with
+    the reason and the grid goes on to the plugin strategy, which its kernel imported from the grid's `imports:`."""
     from studylib.study.grid import run_grid
 
-    grid = head_boost_grid.read_text().replace("strategy: [head_boost, ft]", "strategy: head_boost")
-    head_boost_grid.write_text(grid.replace("head_lr_factor: [1, 10]", "head_lr_factor: 5"))
+    grid = head_boost_grid.read_text().replace("strategy: [head_boost, ft]", "strategy: [surgical, head_boost]")
+    head_boost_grid.write_text(grid.replace("head_lr_factor: [1, 10]", "head_lr_factor: 5\nsurgical_block: nowhere"))
     table = run_grid(head_boost_grid, tmp_path / "out", progress=False)
-    assert table.status.tolist() == ["finished"], table.reason.tolist()
-    config = json.loads(next((tmp_path / "out" / "runs").glob("*/config.json")).read_text())
+    assert table.status.tolist() == ["failed", "finished"], table.reason.tolist()
+    failed = table[table.status == "failed"]
+    assert "surgical" in failed.run.iloc[0] and "surgical_block='nowhere'" in failed.reason.iloc[0]
+    assert "notebook cell" in failed.reason.iloc[0]
+    config = json.loads(next((tmp_path / "out" / "runs").glob("*head_boost*/config.json")).read_text())
     assert config["strategy"] == "head_boost" and config["head_lr_factor"] == 5.0
+    retried = run_grid(head_boost_grid, tmp_path / "out", dry_run=True, progress=False)
+    assert list(retried.action).count("run") == 1  # the failed one is retried next time

@@ -7,7 +7,7 @@ For each engine the same tiny grid runs twice:
      every notebook kernel it started) KILLS[engine] times at random moments while it works, then run once
      more to completion, in this process.
 
-The kill moments are seeded, one in each fifth (papermill: third) of A's timeline (5%..80% of its wall time, so that B
+The kill moments are seeded, one in each quarter (papermill: third) of A's timeline (5%..80% of its wall time, so that B
 cannot end before its last kill). B is killed where A stood at such a moment: when B has reached the
 milestone A had reached then (a run's notebook started, its status 'running', an epoch logged, a run
 finished) and spent as many seconds past it, or sooner, at A's next milestone, should B run faster.
@@ -45,7 +45,7 @@ from studylib.study.results import collect
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 1729
-KILLS = {"inline": 5, "papermill": 3}  # a papermill attempt pays a kernel start: fewer, still spread over the grid
+KILLS = {"inline": 4, "papermill": 3}  # a papermill attempt pays a kernel start: fewer, still spread over the grid
 GRID = ("dataset: synthetic\nsynthetic_size: 160\nbackbone: tinycnn\nimage_size: 16\nbatch_size: 32\n"
         "max_epochs: 5\nlp_epochs: 2\ngu_epochs_per_stage: 1\npatience: 10\ndevice: cpu\nnum_threads: 1\n"
         "resume_every_s: 0\n")

@@ -277,9 +277,14 @@ def test_cached_features_give_the_same_training_as_the_full_forward(tiny, tmp_pa
 def test_head_only_epochs_run_the_frozen_backbone_in_eval_mode_dropout_included(tiny, tiny_data):
     """LP's backbone is a fixed feature extractor: VGG-19's frozen classifier dropout is off, so
     cached features and the full forward train alike; FT keeps that dropout on."""
-    modes = {}
+    from studylib.models.backbones import create_backbone
+    from studylib.training.engine import Device
+    from studylib.training.runner import make_trainer
+
+    backbone, modes = create_backbone("vgg19", tiny_data.num_classes), {}  # one VGG-19: neither plan changes it
     for strategy in ("lp", "ft"):
-        trainer = trainer_for(tiny(strategy=strategy, backbone="vgg19"), tiny_data)
+        cfg = tiny(strategy=strategy, backbone="vgg19")
+        trainer = make_trainer(cfg, backbone, tiny_data, Device.resolve(cfg, backbone))
         trainer.apply(trainer.strategy.plan(0, trainer.probe))
         modes[strategy] = {name: m.training for name, m in trainer.model.named_modules()
                            if isinstance(m, torch.nn.Dropout)}
