@@ -22,6 +22,8 @@ with it, each from a warm and a cold page cache.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -156,11 +158,17 @@ def stream_part(args) -> list[dict]:
     for mode in ("model", "resident", "warm", "cold"):
         if mode == "warm":  # read the file once so it is in the page cache
             subprocess.run(["cat", str(args.dir / "scale.npy")], stdout=subprocess.DEVNULL, check=True)
-        command = [sys.executable, __file__, "--child", mode, "--dir", str(args.dir), "--image-size",
-                   str(args.image_size), "--budget-gb",
-                   str(args.budget_gb), "--steps", str(args.steps), "--batch", str(args.batch), "--backbone",
-                   args.backbone, "--device", args.device, "--threads", str(args.threads)]
-        line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        if args.in_process:  # the code path without its measurement: peak RSS then adds up over the modes
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                child(argparse.Namespace(**{**vars(args), "mode": mode}))
+            line = printed.getvalue().strip().splitlines()[-1]
+        else:
+            command = [sys.executable, __file__, "--child", mode, "--dir", str(args.dir), "--image-size",
+                       str(args.image_size), "--budget-gb",
+                       str(args.budget_gb), "--steps", str(args.steps), "--batch", str(args.batch), "--backbone",
+                       args.backbone, "--device", args.device, "--threads", str(args.threads)]
+            line = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         results.append(json.loads(line))
         print(json.dumps(results[-1]), flush=True)
     disk = disk_rates(args.dir / "scale.npy", row_bytes)
@@ -245,6 +253,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("stream", "index"), default=None)
     parser.add_argument("--dir", type=Path, default=Path("outputs/bench_scale"))
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--in-process", action="store_true",
+                        help="run each mode in this process (a smoke test of the code: RSS and start-up not measured)")
     args = parser.parse_args()
     args.mode = args.child
     if args.child:

@@ -2,7 +2,6 @@
 import contextlib
 import io
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,13 +24,6 @@ def run_script(script: str, *args: str) -> str:
         sys.argv, sys.path[:] = argv, path
         torch.set_num_threads(threads)
     return out.getvalue()
-
-
-def run_process(*args: str) -> str:
-    """A benchmark that measures processes of its own (cold caches, decode workers) runs as one."""
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 @pytest.mark.slow
@@ -101,8 +93,8 @@ def test_interval_calibration_runs_at_tiny_size():
 
 @pytest.mark.slow
 def test_scale_benchmark_runs_at_tiny_size(tmp_path):
-    out = run_process("benchmarks/bench_scale.py", "--image-size", "16", "--budget-gb", "0.002", "--steps", "2",
-                     "--batch", "8", "--files", "30", "--workers", "1", "--dir", str(tmp_path))
+    out = run_script("benchmarks/bench_scale.py", "--image-size", "16", "--budget-gb", "0.002", "--steps", "2",
+                     "--batch", "8", "--files", "30", "--workers", "1", "--dir", str(tmp_path), "--in-process")
     assert "| warm | train |" in out and "| cold | train |" in out and "| resident | none |" in out
     assert "read-ahead thread alone" in out and "| with the index (after) | cold |" in out
 
