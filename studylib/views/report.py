@@ -162,6 +162,12 @@ def write_report(root: str | Path, metric: str = DEFAULT_METRIC, n_boot: int = s
     return study.root / "report.md", study.root / "report.html"
 
 
+def report_words(study: Study) -> str:
+    """The report's Markdown without drawing a figure: headline, methods, notes and every table section, as
+    write_report writes them (a quick look, or a test of the words)."""
+    return _markdown(study, _sections(study), [])
+
+
 def reading(part: str, study: Study | None = None) -> str:
     """The two sentences on how to read `part` (gains, bn, wtl, cd, budget)."""
     correction = stats.CORRECTIONS[study.correction if study else "holm"]

@@ -13,7 +13,7 @@ from sklearn.metrics import balanced_accuracy_score
 from studylib.study import analysis, stats
 from studylib.study.analysis import Study
 from studylib.training.metrics import classification_metrics
-from studylib.views.report import write_report
+from studylib.views.report import report_words
 
 
 @pytest.mark.parametrize("classes", [2, 3, 5])
@@ -184,7 +184,7 @@ def test_runs_of_different_data_or_budget_are_never_pooled_and_the_report_names_
     assert len(study.best) == 12  # 2 protocols x 2 strategies x 3 seeds: nothing picked across groups
     verdicts = study.gains.set_index("protocol").verdict
     assert sorted(verdicts) == ["better", "worse"]
-    markdown = write_report(tmp_path, n_boot=200)[0].read_text()
+    markdown = report_words(study)
     assert "Protocol groups" in markdown and "medmnist_size=28" in markdown and "medmnist_size=64" in markdown
 
 
@@ -201,7 +201,7 @@ def test_batchnorm_is_flagged_and_split_by_the_control(tmp_path):
     assert split.loc["total (over FT)", "gain"] == pytest.approx(0.0503, abs=1e-3)
     assert split.loc["BatchNorm (control over FT)", "gain"] == pytest.approx(0.04, abs=1e-9)
     assert split.loc["strategy (over the control)", "gain"] == pytest.approx(0.0103, abs=1e-3)
-    assert "BatchNorm or strategy?" in write_report(tmp_path, n_boot=200)[0].read_text()
+    assert "BatchNorm or strategy?" in report_words(study)
 
 
 def test_old_runs_with_auto_batchnorm_are_resolved_from_the_registry(tmp_path):

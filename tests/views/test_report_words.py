@@ -12,7 +12,7 @@ from PIL import Image
 
 from studylib.study.analysis import Study
 from studylib.views import prose
-from studylib.views.report import write_report
+from studylib.views.report import report_words, write_report
 
 
 def with_data_reports(root):
@@ -51,7 +51,7 @@ def test_a_one_seed_case_prints_no_interval_as_if_it_covered_seed_variance(tmp_p
     assert re.search(r"\+0\.050 \[\+0\.0\d\d, \+0\.0\d\d\] \(test images only\), 1 paired seed\b", text)
     assert "a case with one seed has an interval of test-image variance only" in text
     assert "1 seed each" in text
-    markdown = write_report(tmp_path, n_boot=50)[0].read_text()
+    markdown = report_words(study)
     assert "test images only" in markdown.split("## Gain in test")[1].split("## ")[0]
 
 
@@ -131,7 +131,7 @@ def test_backbones_of_one_dataset_are_one_friedman_block_and_the_report_prints_t
     assert test.statistic == pytest.approx(expected.statistic) and test.friedman_p == pytest.approx(expected.pvalue)
     assert test.critical_difference == pytest.approx(studentized_range.ppf(0.95, 3, np.inf) / np.sqrt(2)
                                                      * np.sqrt(3 * 4 / (6 * 4)))
-    markdown = write_report(tmp_path, n_boot=20)[0].read_text()
+    markdown = report_words(study)
     assert re.search(rf"Friedman chi2 = {test.statistic:.2f}, df = 2, N = 4 datasets .*p = .*; Nemenyi critical "
                      rf"difference = {test.critical_difference:.2f} mean ranks", markdown)
 
