@@ -16,7 +16,7 @@ from .core.config import (
     load_yaml,
     parse_assignment,
 )
-from .core.constants import ENGINES, N_BOOT
+from .core.constants import ENGINES, N_BOOT, ROPE
 from .core.fileio import DiskSpaceError, Terminated
 from .core.templates import shipped_grids
 
@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder")
     p.add_argument("--out", help="CSV path (default FOLDER/results.csv)")
     p.add_argument("--metric", default="balanced_accuracy", choices=METRICS, help="metric for selection and gains")
+    p.add_argument("--rope", type=float, default=ROPE,
+                   help=f"gains within +-ROPE of the metric count as practically equivalent (default {ROPE}: one point "
+                        "of balanced accuracy)")
     p.add_argument("--boot", type=resamples, default=N_BOOT,
                    help=f"test-image resamples for the gain intervals (at least {MIN_BOOT}; default {N_BOOT})")
     p.add_argument("--overwrite", action="store_true",
@@ -275,6 +278,8 @@ def cmd_report(args) -> int:
 
     if not Path(args.folder).is_dir():
         raise ConfigError(f"{args.folder} is not a folder; give a grid's output folder (the --out of grid or demo)")
+    if not args.rope >= 0:
+        raise ConfigError(f"--rope {args.rope} must be 0 or more (a half-width of the metric, e.g. 0.01)")
     table = collect(args.folder)  # read every run folder once, for the table, failures and report
     if table.empty:
         raise ConfigError(f"{args.folder} holds no run folders (none has a config.json); give a grid's output "
@@ -282,7 +287,7 @@ def cmd_report(args) -> int:
     from .core.outfolder import claim_folder
     from .views.report import write_report
     claim_folder(args.folder, "grid", args.overwrite, "the report folder")
-    markdown, page = write_report(args.folder, args.metric, args.boot, table, overwrite=args.overwrite)
+    markdown, page = write_report(args.folder, args.metric, args.boot, table, overwrite=args.overwrite, rope=args.rope)
     path = write_results(args.folder, args.out, table)  # after the report: a failed report leaves both as they were
     print(f"{len(table)} runs, {int((table.status == 'finished').sum()) if len(table) else 0} finished; "
           f"results table: {path}")

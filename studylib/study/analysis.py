@@ -28,7 +28,7 @@ from ..core.config import (
     improvement_sign,
     own_knobs,
 )
-from ..core.constants import BASELINE, DEFAULT_METRIC
+from ..core.constants import BASELINE, DEFAULT_METRIC, PRACTICAL, ROPE
 from ..core.fileio import read_json_dict_or_empty
 from ..core.knobs import KNOBS
 from . import stats
@@ -219,7 +219,7 @@ def accuracy_table(best: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataF
 
 def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str = BASELINE,
                  n_boot: int = stats.N_BOOT, correction: str = "holm",
-                 strategies: list[str] | None = None) -> pd.DataFrame:
+                 strategies: list[str] | None = None, rope: float = ROPE) -> pd.DataFrame:
     """Per protocol x case x strategy: mean paired improvement over `baseline` on the same seeds, its
     95% interval with both seed and test-image variance (stats.py says how and why), the number of
     seeds, the p-value before and after `correction` over the whole family of comparisons in the
@@ -236,8 +236,8 @@ def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str
         strategies: arms to compare with the baseline; None: every other arm.
     """
     columns = ["protocol"] + CASE + ["arm", "baseline", "seeds", "gain", "low", "high", "interval", "p",
-                                     "p_adjusted", "verdict", "verdict_uncorrected", "design", "bn_policy",
-                                     "bn_differs"]
+                                     "p_adjusted", "verdict", "verdict_uncorrected", "p_worse", "p_equivalent",
+                                     "p_better", "practical", "design", "bn_policy", "bn_differs"]
     if best.empty:
         return pd.DataFrame(columns=columns)
     reader = _PredictionCache()
@@ -267,10 +267,14 @@ def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str
                 continue
             base_mean = float(np.mean([_score(metric, reader(b.path)) for _, b in pairs]))
             low, high = within_range(metric, base_mean, result.low, result.high)
+            worse, equivalent, better = (stats.rope_probabilities(result.gain, result.se, result.df, rope)
+                                         if result.seeds >= stats.MIN_SEEDS else (np.nan,) * 3)
             rows.append({**row, "seeds": result.seeds, "gain": result.gain, "low": low, "high": high,
                          "p": result.p if result.seeds >= stats.MIN_SEEDS else np.nan, "design": result.design,
                          "interval": interval_kind(result.seeds, result.design),
-                         "verdict_uncorrected": _verdict(result.low, result.high, result.seeds)})
+                         "verdict_uncorrected": _verdict(result.low, result.high, result.seeds),
+                         "p_worse": worse, "p_equivalent": equivalent, "p_better": better,
+                         "practical": _practical(worse, equivalent, better, result.seeds)})
     summary = pd.DataFrame(rows).reindex(columns=columns)
     summary["p_adjusted"] = stats.adjust(summary.p.astype(float), correction)
     summary["verdict"] = [_corrected(r) for r in summary.itertuples()]
@@ -392,6 +396,17 @@ def _verdict(low: float, high: float, seeds: int) -> str:
     if high < 0:
         return "worse"
     return "inside the noise"
+
+
+def _practical(worse: float, equivalent: float, better: float, seeds: int) -> str:
+    """The Bayesian decision: practically equivalent, better or worse where its posterior probability passes
+    PRACTICAL; otherwise undecided (more seeds would tell)."""
+    if seeds < stats.MIN_SEEDS or not np.isfinite(equivalent):
+        return "seed variance unknown" if seeds < stats.MIN_SEEDS else "undefined"
+    for name, probability in (("practically equivalent", equivalent), ("better", better), ("worse", worse)):
+        if probability > PRACTICAL:
+            return name
+    return "undecided"
 
 
 def _corrected(row) -> str:
@@ -530,6 +545,7 @@ class Study:
     runs: pd.DataFrame | None = None  # collect(root), when the caller already has it
     correction: str = "holm"  # multiplicity correction over all gains: holm or fdr_bh
     posthoc: str = "nemenyi"  # after the Friedman test: nemenyi or wilcoxon (with Holm)
+    rope: float = ROPE  # gains within +-rope are practically equivalent (the Bayesian decision)
     done: pd.DataFrame = field(init=False)
     best: pd.DataFrame = field(init=False)
     notes: list[str] = field(init=False, default_factory=list)
@@ -561,7 +577,7 @@ class Study:
     @property
     def gains(self) -> pd.DataFrame:
         return self.cached("gains", lambda: gain_summary(self.best, self.metric, n_boot=self.n_boot,
-                                                          correction=self.correction))
+                                                          correction=self.correction, rope=self.rope))
 
     @property
     def bn_split(self) -> pd.DataFrame:

@@ -171,6 +171,24 @@ class Gain:
     design: str = ""  # crossed (the seeds share their test images), nested (disjoint), or partly shared
 
 
+def rope_probabilities(gain: float, se: float, df: float, rope: float) -> tuple[float, float, float]:
+    """(p worse, p practically equivalent, p better) under the Bayesian correlated t-test's posterior of the mean
+    gain (Corani & Benavoli 2015; Benavoli et al. 2017, JMLR 18(77)): Student t with the paired gain's degrees of
+    freedom, centred on the mean gain, scaled by its standard error. That standard error already carries both
+    sources of variance (seeds, and the test images the seeds share, whose correlation is what the correlated
+    t-test corrects for), so the posterior is the frequentist interval's own distribution read as a belief.
+    `rope`: gains within +-rope count as practically equivalent."""
+    from scipy import stats as scipy_stats
+
+    if not (np.isfinite(gain) and np.isfinite(se)):
+        return float("nan"), float("nan"), float("nan")
+    if se == 0:
+        return float(gain < -rope), float(abs(gain) <= rope), float(gain > rope)
+    worse = float(scipy_stats.t.cdf((-rope - gain) / se, df))
+    better = float(scipy_stats.t.sf((rope - gain) / se, df))
+    return worse, max(0.0, 1.0 - worse - better), better
+
+
 def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boot: int = N_BOOT,
                 seed: int = 0) -> Gain:
     """Improvement of the first of each (strategy, baseline) pair over the second, one pair per seed,

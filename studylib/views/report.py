@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import metric_name
-from ..core.constants import DEFAULT_METRIC
+from ..core.constants import DEFAULT_METRIC, ROPE
 from ..core.fileio import atomic_write
 from ..core.outfolder import claim_folder
 from ..study import analysis, measures, stats
@@ -29,7 +29,10 @@ HOW_TO_READ = {
               "(crossed, partly shared). The verdict comes from p-values corrected for every "
               "comparison in the table ({correction}): *better* or *worse* only when the corrected p < 0.05, *seed "
               "variance unknown* with fewer than {min_seeds} seeds, and `bn_differs` flags a pair that ran under "
-              "different BatchNorm policies."),
+              "different BatchNorm policies. `practical` is the Bayesian decision beside it (the correlated t-test's "
+              "posterior of the gain): *practically equivalent* when the gain lies within +-{rope} of FT with "
+              "probability `p_equivalent` > 0.95, *better* or *worse* when it lies beyond that band with "
+              "probability > 0.95, else *undecided*: inside the noise is not the same as equivalent."),
     "bn": ("When a strategy ran under another BatchNorm policy than FT and the FT control under that policy ran "
            "too, its gain over FT is split into the control's gain over FT (what BatchNorm explains) and the "
            "strategy's gain over the control (what the strategy adds). The total is the gain table's row; the two "
@@ -139,7 +142,7 @@ def _drawn(study: Study) -> list[tuple[str, str, Path]]:
 
 def write_report(root: str | Path, metric: str = DEFAULT_METRIC, n_boot: int = stats.N_BOOT,
                  runs: pd.DataFrame | None = None, correction: str = "holm",
-                 overwrite: bool = False) -> tuple[Path, Path]:
+                 overwrite: bool = False, rope: float = ROPE) -> tuple[Path, Path]:
     """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known.
     A report.md or report.html there that studylib did not write is refused unless `overwrite`.
 
@@ -150,9 +153,10 @@ def write_report(root: str | Path, metric: str = DEFAULT_METRIC, n_boot: int = s
         runs: the runs table collect(root) returns, when the caller has it; None: collected here.
         correction: multiplicity correction over the gains: "holm" or "fdr_bh".
         overwrite: write even where report.md or report.html were not written by studylib.
+        rope: gains within +-rope of the metric are practically equivalent (the Bayesian decision column).
     """
     claim_folder(root, "grid", overwrite, "the report folder")
-    study = Study(Path(root), metric, n_boot, runs, correction=correction)
+    study = Study(Path(root), metric, n_boot, runs, correction=correction, rope=rope)
     sections = _sections(study)
     figures = _drawn(study)
     markdown = _markdown(study, sections, figures)
@@ -171,11 +175,12 @@ def report_words(study: Study) -> str:
 def reading(part: str, study: Study | None = None) -> str:
     """The two sentences on how to read `part` (gains, bn, wtl, cd, budget)."""
     correction = stats.CORRECTIONS[study.correction if study else "holm"]
-    return HOW_TO_READ[part].format(correction=correction, min_seeds=stats.MIN_SEEDS)
+    return HOW_TO_READ[part].format(correction=correction, min_seeds=stats.MIN_SEEDS,
+                                    rope=study.rope if study else ROPE)
 
 
 GAIN_COLUMNS = ["protocol", "dataset", "backbone", "arm", "baseline", "seeds", "gain", "low", "high", "interval",
-                "p", "p_adjusted", "verdict", "design", "bn_differs"]
+                "p", "p_adjusted", "verdict", "p_equivalent", "practical", "design", "bn_differs"]
 
 
 def per_class_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -323,3 +323,28 @@ def test_an_ft_run_recorded_with_another_lp_epochs_is_a_repeat_not_a_second_try(
         done = analysis.load_results(tmp_path)
     assert len(done[done.strategy == "ft"]) == 1 and len(done[done.strategy == "lp_ft"]) == 2  # LP-FT reads it
     assert analysis.budgets(done).set_index("arm").loc["lp_ft", "tuned"] == "lp_epochs"
+
+
+# --- practical equivalence (the Bayesian decision beside the verdict) -------------------------------------------
+def test_rope_probabilities_are_the_student_posterior_of_the_gain():
+    from scipy.stats import t
+
+    worse, equivalent, better = stats.rope_probabilities(0.004, 0.003, 4, rope=0.01)
+    assert better == pytest.approx(t.sf((0.01 - 0.004) / 0.003, 4))
+    assert worse == pytest.approx(t.cdf((-0.01 - 0.004) / 0.003, 4))
+    assert worse + equivalent + better == pytest.approx(1.0)
+
+
+def test_equal_within_a_hair_on_many_seeds_is_practically_equivalent_and_noise_decides_nothing(tmp_path):
+    seeds = tuple(range(100, 110))
+    hair = (0.001, -0.001, 0.002, 0.0, 0.001, -0.002, 0.001, 0.0, -0.001, 0.001)
+    case(tmp_path / "same", "tinycnn", 0.80, hair, seeds=seeds)
+    case(tmp_path / "better", "tinycnn", 0.80, (0.05, 0.052, 0.049))
+    case(tmp_path / "noisy", "tinycnn", 0.80, (0.03, -0.02, 0.01))
+    decisions = {name: Study(tmp_path / name, n_boot=200).gains.set_index("arm").loc["lp_ft"]
+                 for name in ("same", "better", "noisy")}
+    assert decisions["same"].practical == "practically equivalent" and decisions["same"].p_equivalent > 0.95
+    assert decisions["same"].verdict == "inside the noise"  # what the frequentist verdict alone can say
+    assert decisions["better"].practical == "better" and decisions["better"].p_better > 0.95
+    assert decisions["noisy"].practical == "undecided" and max(
+        decisions["noisy"][["p_worse", "p_equivalent", "p_better"]]) < 0.95
