@@ -323,6 +323,28 @@ def nemenyi_cd(strategies: int, blocks: int) -> float:
     return float(q * np.sqrt(strategies * (strategies + 1) / (6 * blocks)))
 
 
+def pool_stability(scores: pd.DataFrame, posthoc: str = "nemenyi") -> pd.DataFrame:
+    """Which pairwise post-hoc verdicts depend on the pool (Benavoli, Corani & Mangili 2016): every pair's verdict
+    (different at 0.05 or not) recomputed with each other strategy left out once. One row per pair: `different` in
+    the full pool, and `flips_without`, the strategies whose removal alone turns that verdict around."""
+    from itertools import combinations
+
+    full = rank_test(scores, posthoc)
+    columns = ["a", "b", "different", "flips_without", "depends_on_pool"]
+    if full is None:
+        return pd.DataFrame(columns=columns)
+    names = list(full.ranks.index)
+    reduced = {other: rank_test(full.scores.drop(columns=other), posthoc) for other in names}
+    rows = []
+    for a, b in combinations(names, 2):
+        different = bool(full.pairwise_p.loc[a, b] < 1 - LEVEL)
+        flips = [str(other) for other, test in reduced.items() if other not in (a, b) and test is not None
+                 and bool(test.pairwise_p.loc[a, b] < 1 - LEVEL) != different]
+        rows.append({"a": a, "b": b, "different": different, "flips_without": ", ".join(flips),
+                     "depends_on_pool": bool(flips)})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def rank_test(scores: pd.DataFrame, posthoc: str = "nemenyi", unit: str = "blocks") -> RankTest | None:
     """Friedman test and post-hoc (Nemenyi, or Wilcoxon signed-rank with Holm as Benavoli et al.
     2016 recommend) over the blocks where every strategy ran; None with fewer than 2 such blocks or

@@ -348,3 +348,18 @@ def test_equal_within_a_hair_on_many_seeds_is_practically_equivalent_and_noise_d
     assert decisions["better"].practical == "better" and decisions["better"].p_better > 0.95
     assert decisions["noisy"].practical == "undecided" and max(
         decisions["noisy"][["p_worse", "p_equivalent", "p_better"]]) < 0.95
+
+
+def test_a_nemenyi_verdict_that_flips_when_a_strategy_leaves_the_pool_is_flagged():
+    """A leads everywhere; B is second in 8 of 12 blocks, C in the other 4; D is always last. With four strategies
+    A - B (mean ranks 1 and 2.33) is inside Nemenyi's critical difference (1.35); without D the difference is the
+    same and the critical difference shrinks (0.96): a verdict on A vs B that depends on D being in the pool."""
+    rows = []
+    for block in range(12):
+        b_second = block < 8
+        rows.append({"A": 0.9, "B": 0.8 if b_second else 0.7, "C": 0.7 if b_second else 0.8, "D": 0.5})
+    scores = pd.DataFrame(rows)
+    table = stats.pool_stability(scores).set_index(["a", "b"])
+    row = table.loc[("A", "B")]
+    assert not row.different and row.depends_on_pool and "D" in row.flips_without.split(", ")
+    assert table.loc[("A", "D")].different and not table.loc[("A", "D")].depends_on_pool  # robust: any pool
