@@ -26,10 +26,10 @@ from ..core.config import HELD_FIXED, RunConfig, fields_with_role
 from ..core.fileio import atomic_write, read_json_dict, write_json
 from ..data.datasets import load_dataset
 from ..models.backbones import create_backbone
-from ..training.engine import Device, evaluate
+from ..training.engine import Device, cross_entropy, evaluate, selection_score
 from ..training.metrics import classification_metrics
 from ..training.rundir import RunDir
-from ..training.runner import split_batches, test_scores, write_predictions
+from ..training.runner import class_weights, split_batches, test_scores, write_predictions
 from .results import collect, run_config
 
 ALPHAS = tuple(round(a / 10, 1) for a in range(11))  # WiSE-FT's grid: 0 (the linear probe) .. 1 (the fine-tuned)
@@ -81,20 +81,18 @@ class Scorer:
         self.dev = Device.resolve(cfg, self.backbone)
         self.dev.place(self.backbone.model)
         self.batches = {split: split_batches(self.data, split, cfg, self.dev) for split in ("val", "test")}
+        self.class_weights = class_weights(cfg, self.data)
 
     def evaluate(self, state: dict, split: str) -> tuple[float, np.ndarray, np.ndarray]:
+        """The loss (the runs' own: class-weighted when they were), probabilities and labels of `split`."""
         self.backbone.model.load_state_dict(state)
-        return evaluate(self.backbone.model, self.batches[split], self.dev, _loss)
+        return evaluate(self.backbone.model, self.batches[split], self.dev,
+                        lambda logits, labels: cross_entropy(logits, labels, self.class_weights))
 
     def val_score(self, state: dict) -> tuple[float, dict]:
         loss, probs, labels = self.evaluate(state, "val")
         val = {"loss": loss, **classification_metrics(labels, probs)}
-        metric = self.cfg.select_metric
-        return (-loss if metric == "loss" else val[metric]), val
-
-
-def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.cross_entropy(logits.float(), labels)
+        return selection_score(self.cfg, val), val
 
 
 def config_of(path: str | Path) -> RunConfig:

@@ -194,8 +194,7 @@ class Trainer:
 
     # --- one epoch ----------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
-        return F.cross_entropy(logits.float(), labels, weight=weight)
+        return cross_entropy(logits, labels, self.class_weights)
 
     def uses_cached_features(self, plan: EpochPlan) -> bool:
         """True when the epoch can train the head on cached features (same result, far less work)."""
@@ -268,7 +267,7 @@ class Trainer:
             val_loss, probs, labels = evaluate(forward, val_data, self.dev, self.loss)
             train_stats.update(val_images=len(labels), val_seconds=time.perf_counter() - val_started)
             val = {"loss": val_loss, **classification_metrics(labels, probs)}
-            score = -val_loss if self.cfg.select_metric == "loss" else val[self.cfg.select_metric]
+            score = selection_score(self.cfg, val)
             improved = bool(np.nan_to_num(score, nan=-np.inf) > loop.best_score)
             if improved:
                 loop.best_score, loop.stale, result.best_epoch, result.best_val = score, 0, epoch, val
@@ -351,6 +350,19 @@ class Trainer:
                 "cached_features": self.frozen is not None,
                 **train_stats, **{f"val_{k}": v for k, v in val.items()}, "best": improved,
                 "seconds": time.perf_counter() - started}
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                  class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The run's loss, in fp32, weighted per class when the config asks (class_weighted_loss)."""
+    weight = None if class_weights is None else class_weights.to(logits.device)
+    return F.cross_entropy(logits.float(), labels, weight=weight)
+
+
+def selection_score(cfg: RunConfig, val: dict) -> float:
+    """What picks the best epoch (and a derived run's alpha or soup), higher is better: the validation
+    select_metric, or minus the validation loss."""
+    return -val["loss"] if cfg.select_metric == "loss" else val[cfg.select_metric]
 
 
 def make_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:

@@ -204,6 +204,14 @@ def start_representations(cfg: RunConfig, backbone: Backbone, data: DataBundle, 
     return Representations(backbone, batches, dev.autocast, trainer.layers.initial)
 
 
+def class_weights(cfg: RunConfig, data: DataBundle) -> torch.Tensor | None:
+    """Per-class loss weights inverse to the training counts when class_weighted_loss, else None."""
+    if not cfg.class_weighted_loss:
+        return None
+    counts = np.bincount(data.labels[data.indices("train")], minlength=data.num_classes).astype(np.float64)
+    return torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+
+
 def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device,
                  budget: MemoryBudget | None = None) -> Trainer:
     """A Trainer for `cfg`: its strategy, class weights (class_weighted_loss) and the train and val batches.
@@ -219,10 +227,7 @@ def make_trainer(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Devi
         raise ValueError(f"prepared images are {data.images.shape[-1]} px but image_size={cfg.image_size}; "
                          "lower image_size or raise resize_size")
     strategy = create_strategy(cfg, backbone)
-    weights = None
-    if cfg.class_weighted_loss:
-        counts = np.bincount(data.labels[data.indices("train")], minlength=data.num_classes).astype(np.float64)
-        weights = torch.tensor(counts.sum() / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+    weights = class_weights(cfg, data)
     budget = budget or MemoryBudget.for_run(cfg.memory_gb)
     return Trainer(cfg, backbone, strategy, split_batches(data, "train", cfg, dev, cfg.balanced_sampling, budget),
                    split_batches(data, "val", cfg, dev, budget=budget), dev, weights)

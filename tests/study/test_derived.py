@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import tiny_config, write_image_folder
 
 from studylib.core import runfiles
 from studylib.study import analysis
@@ -77,3 +77,17 @@ def test_what_cannot_be_combined_is_refused_with_the_reason(tmp_path):
     run(tiny_config(strategy="lp", save_checkpoint=False), tmp_path / "other" / "lp")
     with pytest.raises(DerivedError, match="save_checkpoint: true"):
         wise(tmp_path / "other")
+
+
+def test_wise_scores_with_the_runs_own_loss_when_it_is_class_weighted(tmp_path):
+    data = write_image_folder(tmp_path / "images", classes=("a", "b"), per_class=24, splits=())
+    for extra in sorted((data / "b").glob("*.png"))[8:]:
+        extra.unlink()  # 24 a, 8 b: class weights 0.67 and 2
+    settings = dict(SETTINGS, dataset="folder", data_root=str(data), class_weighted_loss=True, val_fraction=0.3)
+    for strategy in ("ft", "lp"):
+        run(tiny_config(strategy=strategy, **settings), tmp_path / "grid" / "runs" / strategy)
+    [folder] = wise(tmp_path / "grid")
+    record = json.loads((folder / "derived.json").read_text())
+    tuned, probe = (metrics(tmp_path / "grid" / "runs" / name) for name in ("ft", "lp"))
+    assert record["val_by_alpha"]["0.0"] == pytest.approx(-probe["val"]["loss"], rel=1e-4)
+    assert record["val_by_alpha"]["1.0"] == pytest.approx(-tuned["val"]["loss"], rel=1e-4)
