@@ -124,9 +124,14 @@ def create_backbone(name: str, num_classes: int, weights: str = "none", sha256: 
 def block_names(name: str) -> tuple[str, ...]:
     """The block map's names of backbone `name`, input to output, without weights or memory (built on
     the meta device), so configurations can be checked before anything is built."""
-    spec = get_backbone_spec(name)
+    return tuple(get_backbone_spec(name).blocks(meta_model(name)))
+
+
+def meta_model(name: str) -> nn.Module:
+    """Backbone `name`'s architecture (its original head) without weights or memory, on the meta device: what a
+    config check may inspect before anything is built."""
     with torch.device("meta"):
-        return tuple(spec.blocks(spec.build()))
+        return get_backbone_spec(name).build()
 
 
 def _index(spec: BackboneSpec, model: nn.Module) -> Backbone:

@@ -7,7 +7,7 @@ from torch import nn
 
 from ...core.config import ConfigError, RunConfig, names_of
 from ...core.knobs import AT_LEAST_1, POSITIVE, Knob, between
-from ...models.backbones import NORM_TYPES, Backbone
+from ...models.backbones import NORM_TYPES, Backbone, meta_model
 from .base import EpochPlan, Probe, Strategy, register_strategy
 
 
@@ -45,12 +45,9 @@ class BitFit(ParameterSubset):
 
         if cfg.bn_policy != "freeze" or cfg.backbone not in BACKBONES:
             return
-        spec = get_backbone_spec(cfg.backbone)
-        with torch.device("meta"):
-            model = spec.build()
-        outside_norms = [n for name, m in model.named_modules() if not isinstance(m, NORM_TYPES)
-                         and not name.startswith(spec.head) for n, _ in m.named_parameters(recurse=False)
-                         if n == "bias"]
+        head = get_backbone_spec(cfg.backbone).head
+        outside_norms = [n for name, m in meta_model(cfg.backbone).named_modules() if not isinstance(m, NORM_TYPES)
+                         and not name.startswith(head) for n, _ in m.named_parameters(recurse=False) if n == "bias"]
         if not outside_norms:
             raise ConfigError(f"bitfit with bn_policy=freeze on {cfg.backbone} trains only the head (its biases are "
                               "all BatchNorm shifts, which freeze freezes): linear probing under another name; use "
@@ -109,9 +106,12 @@ class SSF(ParameterSubset):
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:
-        if cfg.backbone == "vgg19":
-            raise ConfigError("ssf scales and shifts after normalisation layers and vgg19 has none; use a backbone "
-                              "with BatchNorm (resnet50, densenet121) or strategy bitfit")
+        from ...models.backbones import BACKBONES
+
+        if cfg.backbone in BACKBONES and not any(isinstance(m, NORM_TYPES)
+                                                 for m in meta_model(cfg.backbone).modules()):
+            raise ConfigError(f"ssf scales and shifts after normalisation layers and {cfg.backbone} has none; use a "
+                              "backbone with BatchNorm (resnet50, densenet121) or strategy bitfit")
 
     def __init__(self, cfg: RunConfig, backbone: Backbone):
         super().__init__(cfg, backbone)
