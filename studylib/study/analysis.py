@@ -237,7 +237,8 @@ def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str
     """
     columns = ["protocol"] + CASE + ["arm", "baseline", "seeds", "gain", "low", "high", "interval", "p",
                                      "p_adjusted", "verdict", "verdict_uncorrected", "p_worse", "p_equivalent",
-                                     "p_better", "practical", "design", "bn_policy", "bn_differs"]
+                                     "p_better", "practical", "design", "bn_policy", "bn_differs", "seed_sd",
+                                     "test_var"]
     if best.empty:
         return pd.DataFrame(columns=columns)
     reader = _PredictionCache()
@@ -274,7 +275,9 @@ def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str
                          "interval": interval_kind(result.seeds, result.design),
                          "verdict_uncorrected": _verdict(result.low, result.high, result.seeds),
                          "p_worse": worse, "p_equivalent": equivalent, "p_better": better,
-                         "practical": _practical(worse, equivalent, better, result.seeds)})
+                         "practical": _practical(worse, equivalent, better, result.seeds),
+                         "seed_sd": float(np.std(result.per_seed, ddof=1)) if result.seeds > 1 else np.nan,
+                         "test_var": result.test_var})
     summary = pd.DataFrame(rows).reindex(columns=columns)
     summary["p_adjusted"] = stats.adjust(summary.p.astype(float), correction)
     summary["verdict"] = [_corrected(r) for r in summary.itertuples()]
@@ -590,6 +593,29 @@ class Study:
     @property
     def budgets(self) -> pd.DataFrame:
         return budgets(self.done)
+
+    # the decisions (study.decisions): what to do with the comparison
+    @property
+    def which_strategy(self) -> pd.DataFrame:
+        from .decisions import which_strategy
+        return self.cached("which", lambda: which_strategy(self.best, self.metric, self.rope, self.n_boot))
+
+    @property
+    def across_cases(self) -> pd.DataFrame:
+        from .decisions import across_cases
+        return self.cached("across", lambda: across_cases(self.gains, self.rope))
+
+    @property
+    def improvement(self) -> pd.DataFrame:
+        from .decisions import probability_of_improvement
+        return self.cached("poi", lambda: probability_of_improvement(self.best, self.metric))
+
+    @property
+    def pool_stability(self) -> dict[str, pd.DataFrame]:
+        """Per protocol: stats.pool_stability of the rank test's blocks (each pairwise verdict with every other
+        strategy left out once)."""
+        return self.cached("pool", lambda: {protocol: stats.pool_stability(test.scores, self.posthoc)
+                                            for protocol, test in self.rank_tests.items()})
 
     @property
     def protocols(self) -> str:

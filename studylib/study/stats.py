@@ -169,24 +169,23 @@ class Gain:
     se: float = float("nan")  # standard error of the mean gain, both sources of variance
     df: float = float("nan")
     design: str = ""  # crossed (the seeds share their test images), nested (disjoint), or partly shared
+    test_var: float = 0.0  # V, the test-image part of se^2 (0 when nested: the seeds' spread already carries it)
 
 
 def rope_probabilities(gain: float, se: float, df: float, rope: float) -> tuple[float, float, float]:
     """(p worse, p practically equivalent, p better) under the Bayesian correlated t-test's posterior of the mean
-    gain (Corani & Benavoli 2015; Benavoli et al. 2017, JMLR 18(77)): Student t with the paired gain's degrees of
-    freedom, centred on the mean gain, scaled by its standard error. That standard error already carries both
-    sources of variance (seeds, and the test images the seeds share, whose correlation is what the correlated
-    t-test corrects for), so the posterior is the frequentist interval's own distribution read as a belief.
-    `rope`: gains within +-rope count as practically equivalent."""
-    from scipy import stats as scipy_stats
+    gain (Corani & Benavoli 2015; Benavoli et al. 2017, JMLR 18(77); baycomp's single-data-set posterior): Student t
+    with the paired gain's degrees of freedom, centred on the mean gain, scaled by its standard error. That standard
+    error already carries both sources of variance (seeds, and the test images the seeds share, whose correlation
+    is what the correlated t-test corrects for), so the posterior is the frequentist interval's own distribution
+    read as a belief. `rope`: gains within +-rope count as practically equivalent."""
+    from baycomp.single import Posterior
 
     if not (np.isfinite(gain) and np.isfinite(se)):
         return float("nan"), float("nan"), float("nan")
-    if se == 0:
-        return float(gain < -rope), float(abs(gain) <= rope), float(gain > rope)
-    worse = float(scipy_stats.t.cdf((-rope - gain) / se, df))
-    better = float(scipy_stats.t.sf((rope - gain) / se, df))
-    return worse, max(0.0, 1.0 - worse - better), better
+    worse, equivalent, better = Posterior(gain, se ** 2, df, rope).probs() if rope > 0 else \
+        Posterior(gain, se ** 2, df, 1e-12).probs()
+    return float(worse), max(0.0, float(equivalent)), float(better)
 
 
 def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boot: int = N_BOOT,
@@ -225,13 +224,14 @@ def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boo
         variance = seed_var + test_var
         df = variance ** 2 / (seed_var ** 2 / (k - 1)) if seed_var > 0 else float("inf")
     se = float(np.sqrt(variance)) if np.isfinite(variance) else float("nan")
+    counted = 0.0 if design == "nested" and k > 1 and seed_var > 0 else test_var  # V's share of se^2
     if not np.isfinite(gain) or not np.isfinite(se):
-        return Gain(gain, np.nan, np.nan, np.nan, k, per_seed.tolist(), se, df, design)
+        return Gain(gain, np.nan, np.nan, np.nan, k, per_seed.tolist(), se, df, design, counted)
     if se == 0:  # identical runs, or a difference no resample can move
-        return Gain(gain, gain, gain, 1.0 if gain == 0 else 0.0, k, per_seed.tolist(), 0.0, df, design)
+        return Gain(gain, gain, gain, 1.0 if gain == 0 else 0.0, k, per_seed.tolist(), 0.0, df, design, counted)
     half = float(scipy_stats.t.ppf(0.5 + LEVEL / 2, df)) * se
     p = float(2 * scipy_stats.t.sf(abs(gain) / se, df))
-    return Gain(gain, gain - half, gain + half, p, k, per_seed.tolist(), se, float(df), design)
+    return Gain(gain, gain - half, gain + half, p, k, per_seed.tolist(), se, float(df), design, counted)
 
 
 def _test_draws(pairs, metric: str, n_boot: int, rng: np.random.Generator) -> tuple[str, np.ndarray]:

@@ -22,12 +22,16 @@ class StudyFigure:
 
 
 FIGURES: dict[str, StudyFigure] = {  # key -> figure, in report order; the key names the PNG
+    "which_strategy": StudyFigure("Which strategy for my data: each strategy against the best", reading="which",
+                                  view="which strategy for my data"),
     "gain_heatmap": StudyFigure(
         "Gain in test {metric} over FT per dataset x backbone",
         "Each cell is a strategy's mean gain over FT on one dataset x backbone (blue: better, red: worse); a ~ "
         "marks gains without a verdict (inside the noise after correction, or too few seeds).", view="gain over FT"),
     "critical_difference": StudyFigure("Critical-difference diagram ({where})", reading="cd",
                                        view="critical-difference diagram"),
+    "performance_profile": StudyFigure("Performance profile of the gains in test {metric} over FT",
+                                       reading="profile", view="performance profile"),
     "accuracy": StudyFigure(
         "Mean test {metric} per strategy (+- sd over seeds)",
         "Mean test score of each strategy over seeds with the seed-to-seed sd; the dashed line is what guessing "

@@ -17,10 +17,10 @@ from ..core import runfiles
 from ..core.config import METRICS, metric_name
 from ..core.constants import DEFAULT_METRIC, N_BOOT
 from ..core.fileio import read_json_dict_or_empty
-from ..study import measures
+from ..study import decisions, measures
 from ..study.analysis import Study
 from ..study.results import collect
-from . import catalogue, measurefigures, runfigures, studyfigures
+from . import catalogue, decisionfigures, measurefigures, runfigures, studyfigures
 from .catalogue import FIGURES
 
 RUN_VIEWS = {
@@ -42,6 +42,10 @@ def _run_name(run: Path) -> str:
 # The study views: catalogue.FIGURES' entries with a view, drawn for the chosen metric (the report draws the
 # same figures, one per group where the explorer stacks them).
 STUDY_DRAW = {
+    "which_strategy": lambda study, metric: decisionfigures.which_strategy(study.which_strategy, metric=metric,
+                                                                         rope=study.rope),
+    "performance_profile": lambda study, metric: decisionfigures.performance_profile(
+        decisions.performance_profile(study.gains), metric=metric),
     "gain_heatmap": lambda study, metric: studyfigures.gain_heatmap(
         study.gains, title=f"gain in test {metric_name(metric)} over FT (~: no verdict)"),
     "critical_difference": lambda study, metric: studyfigures.cd_diagrams(study.rank_tests, metric=metric),

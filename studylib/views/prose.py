@@ -7,7 +7,7 @@ import pandas as pd
 
 from ..core.config import metric_name
 from ..core.constants import BASELINE
-from ..study import stats
+from ..study import decisions, stats
 from ..study.analysis import Study, protocol_names
 from ..training.strategies import strategy_label as label
 
@@ -84,7 +84,8 @@ def headline(study: Study) -> str:
     text += " " + _extremes(gains, study)
     if gains.seeds.min() < stats.MIN_SEEDS:
         text += f" Cases with fewer than {stats.MIN_SEEDS} paired seeds get no verdict."
-    return text + (f" Not part of any comparison: {apart}." if apart else "")
+    decision = decisions.headline(study.which_strategy)
+    return text + (f" {decision}" if decision else "") + (f" Not part of any comparison: {apart}." if apart else "")
 
 
 def _compared(done: pd.DataFrame) -> tuple[pd.DataFrame, str]:

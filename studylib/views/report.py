@@ -13,11 +13,11 @@ from ..core.config import metric_name
 from ..core.constants import DEFAULT_METRIC, ROPE
 from ..core.fileio import atomic_write
 from ..core.outfolder import claim_folder
-from ..study import analysis, measures, stats
+from ..study import analysis, decisions, measures, stats
 from ..study.analysis import Study
 from ..study.results import failures
 from ..training.strategies import strategy_label as label
-from . import measurefigures, prose, runfigures, studyfigures
+from . import decisionfigures, measurefigures, prose, runfigures, studyfigures
 from .catalogue import FIGURES
 
 # How to read each part, in two sentences; the report, the analysis notebook and the README use these.
@@ -71,6 +71,33 @@ HOW_TO_READ = {
                   "Balanced accuracy is the mean of these recalls; a class a strategy sacrifices shows here first."),
     "budget": ("Settings tried per strategy (per case and seed) before the best on validation was kept. Unequal "
                "budgets favour the strategy with more tries, so compare strategies with equal counts."),
+    "which": ("For each protocol group (label budget and recipe), modality and backbone, the strategy with the best "
+              "mean test score, and every other strategy's paired gain over it on the same seeds: `p_equivalent` is "
+              "the posterior probability that it lies within +-{rope} of the best (the correlated t-test of the gain "
+              "table), `p_worse` that it is worse beyond that, on the group's least favourable case. A strategy is "
+              "*as good* when p_equivalent (or p(better)) > 0.95 on every case; the cheapest of those and the best, "
+              "by trainable parameters then seconds per epoch, is `recommended`. *undecided* means more evidence is "
+              "needed: `seeds_needed` is how many seeds per strategy would decide it if the mean difference and the "
+              "seed-to-seed spread stayed as observed (inf: more seeds alone would not, the test set's own noise is "
+              "too large)."),
+    "across": ("Beyond single cases: the Bayesian signed-rank test (Benavoli et al. 2014, 2017; baycomp) on each "
+               "strategy's mean gain over FT per independent block (a dataset when several backbones share its "
+               "images) gives p(worse), p(practically equivalent: within +-{rope}), p(better) for the pool of "
+               "datasets; a decision needs one of them above 0.95 and at least 3 blocks. It answers 'does this "
+               "strategy beat FT on data like these', where the per-case table answers 'on this data set'."),
+    "poi": ("The probability of improvement (Agarwal et al. 2021): in each case, the chance that a run of the "
+            "strategy scores above a run of FT (ties one half), averaged over the cases; 0.5 means no tendency. "
+            "[low, high] is a 95% stratified-bootstrap interval: each arm's seeds resampled within each case. With 3 "
+            "seeds a case can only give 0, 1/9, ... 1, so read it over many cases."),
+    "pool": ("Each pairwise verdict of the post-hoc test beside the rank diagram was recomputed with every other "
+             "strategy left out once (Benavoli, Corani & Mangili 2016: mean-rank tests compare A and B through the "
+             "others). A verdict that flips when a strategy leaves the pool depends on which strategies were "
+             "compared, not only on A and B: prefer the pairwise gains (and, across cases, the signed-rank test) "
+             "for it."),
+    "profile": ("Each line is a strategy: for every threshold t on the x axis, the share of cases whose mean gain over "
+                "FT is above t. A line that stays high further right gains more often and by more; where it crosses "
+                "0.5 is its median gain over the cases, and its value at t = 0 the share of cases it gained at all "
+                "(means, without the noise: the gain table has the intervals)."),
     "frontier": ("Mean test score over seeds beside the median of each cost per run: trainable parameters (the most "
                  "in any epoch), wall seconds per epoch run and peak memory, all as measured on the machine that "
                  "ran it. A strategy is on a cost's frontier when no other strategy of its case scores as well for "
@@ -103,11 +130,17 @@ def _drawn(study: Study) -> list[tuple[str, str, Path]]:
 
     if study.best.empty:
         return made
+    if len(study.which_strategy):
+        keep("which_strategy", lambda p: decisionfigures.which_strategy(study.which_strategy, p, study.metric,
+                                                                        study.rope))
     keep("gain_heatmap", lambda p: studyfigures.gain_heatmap(
         study.gains, p, title=f"gain in test {metric_name(study.metric)} over FT (~: no verdict: inside the noise "
                               "or too few seeds)"))
     for protocol, test in study.rank_tests.items():
         keep("critical_difference", lambda p, t=test: studyfigures.cd_diagram(t, p), protocol, f"_{protocol}")
+    if len(study.gains):
+        keep("performance_profile", lambda p: decisionfigures.performance_profile(
+            decisions.performance_profile(study.gains), p, study.metric))
     keep("accuracy", lambda p: studyfigures.accuracy_bars(study.accuracy, p, study.metric, study.classes))
     if len(study.per_class):
         keep("recall_per_class", lambda p: studyfigures.recall_bars(study.per_class, p))
@@ -204,6 +237,7 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     if study.done.protocol.nunique() > 1:
         sections["Protocol groups (compared separately)"] = (study.protocols, "")
     name = metric_name(study.metric)
+    sections.update(_decision_sections(study))
     sections[f"Test {name} (mean, sd over seeds; each strategy at its best validation setting)"] = \
         (study.accuracy.sort_values(["protocol", "dataset", "backbone", "mean"],
                                     ascending=[True, True, True, False]).round(4), "")
@@ -225,6 +259,7 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
                    "seeds"]
         sections[f"Win / tie / loss against FT in test {name}, per protocol group"] = \
             (wtl[columns], reading("wtl", study))
+        sections.update(_pooled_sections(study))
     ranks = analysis.mean_ranks(study.accuracy, study.metric).round(2)
     tests = study.rank_tests
     for protocol in sorted(study.done.protocol.unique()):
@@ -238,6 +273,9 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
             test.ranks.round(2).rename("mean rank").reset_index(),
             f"{test.describe()}; post-hoc {posthoc}" + (" (read only after a rejection)"
             if not test.rejected else "") + (f"; {test.note}" if test.note else "") + ". " + reading("cd", study))
+    flagged = _pool_text(study)
+    if flagged:
+        sections["Verdicts that depend on the pool of strategies"] = (flagged, reading("pool", study))
     if len(study.per_class):
         sections["Test recall per class: mean over seeds, gain over FT [95% interval]"] = \
             (per_class_table(study.per_class), reading("per_class", study))
@@ -250,6 +288,52 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     if len(failed):
         sections["Runs that did not finish"] = (failed, "")
     return sections
+
+
+def _decision_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
+    """Which strategy for my data: one sentence per group, then the evidence behind it."""
+    table = study.which_strategy
+    if table.empty:
+        return {}
+    sentences = [decisions.recommendation(group, metric_name(study.metric))
+                 for _, group in table.groupby(["protocol", "modality", "backbone"], sort=False)]
+    shown = table.round({"mean": 4, "gain_vs_best": 4, "p_worse": 3, "p_equivalent": 3, "seconds_per_epoch": 2})
+    return {"Which strategy for my data": ("\n".join(f"- {s}" for s in sentences), reading("which", study)),
+            "Which strategy for my data: the evidence": (shown, "")}
+
+
+def _pooled_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
+    """Across the cases: the signed-rank decisions and the probability of improvement over FT."""
+    sections: dict[str, tuple[pd.DataFrame | str, str]] = {}
+    across = study.across_cases
+    if len(across) and across.p_equivalent.notna().any():
+        sections["Across datasets: better than FT, practically equivalent, or worse? (Bayesian signed-rank)"] = \
+            (across.round(4), reading("across", study))
+    elif len(across):
+        sections["Across datasets (Bayesian signed-rank)"] = (
+            f"Not computed: {across.decision.iloc[0]} independent blocks per strategy; the per-case decisions above "
+            "hold for their own data only.", "")
+    improvement = study.improvement
+    if len(improvement):
+        sections["Probability of improvement over FT (a run of the strategy above a run of FT)"] = \
+            (improvement.round(3), reading("poi", study))
+    return sections
+
+
+def _pool_text(study: Study) -> str:
+    """A line per pairwise verdict that flips when another strategy leaves the pool, or '' when none is tested."""
+    lines = []
+    for protocol, table in study.pool_stability.items():
+        several = len(study.pool_stability) > 1
+        for row in table[table.depends_on_pool].itertuples():
+            said = "differ" if row.different else "cannot be told apart"
+            lines.append(f"- {label(row.a)} and {label(row.b)} {said} with every strategy in the pool, but not "
+                         f"without {', '.join(label(s) for s in row.flips_without.split(', '))}"
+                         + (f" ({protocol})" if several else ""))
+        if not len(table[table.depends_on_pool]) and len(table):
+            lines.append(f"- {protocol}: no pairwise verdict changes when any one strategy is left out "
+                         f"({len(table)} pairs checked)")
+    return "\n".join(lines)
 
 
 def _frontier_text(cost: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,333 @@
+"""From verdicts to decisions: what the comparison says a researcher should do.
+
+- Across cases (Benavoli et al. 2017, JMLR 18(77), baycomp): the Bayesian signed-rank test on the per-block mean
+  gains over FT gives p(worse), p(practically equivalent), p(better) for the whole pool of datasets, with the same
+  region of practical equivalence (ROPE) as the per-case decision. Blocks are the rank tests' (a dataset is one
+  block when several backbones share its images).
+- Probability of improvement (Agarwal et al. 2021, rliable): per case, P(a run of the strategy scores above a run of
+  FT) (ties count one half), averaged over the cases, with a stratified-bootstrap interval (seeds resampled within
+  each case).
+- Performance profile of the paired gains: the share of cases whose mean gain over FT is above t, for every t.
+- Which strategy for my data: per protocol group (the label budget and recipe) x modality x backbone, the strategies
+  not worse than the best (practically equivalent to it or better, on every case of the group) and the cheapest
+  among them; where the evidence does not allow it, how many seeds it would take (`seeds_needed`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..core.config import improvement_sign
+from ..core.constants import BASELINE, PRACTICAL, ROPE
+from . import stats
+from .analysis import CASE, gain_summary
+from .measures import frontier
+
+MIN_BLOCKS = 3  # fewer independent blocks: the signed-rank posterior is mostly its prior, no decision is claimed
+POSTERIOR_SAMPLES = 20000  # Dirichlet draws of the signed-rank posterior (about 0.15 s per test)
+SEED_LIMIT = 200  # seeds_needed looks no further
+
+
+def modality(dataset: str) -> str:
+    """'chest X-ray' for chest_xray_pneumonia: the registry's modality up to its bracket; a user's folder, manifest
+    or unregistered dataset is its own modality."""
+    from ..data.datasets import DATASETS
+
+    if dataset not in DATASETS or dataset in ("folder", "csv", "npz"):
+        return str(dataset)
+    return DATASETS.get(dataset).modality.split(" (")[0]
+
+
+# --- across cases: the Bayesian signed-rank test ----------------------------------------------------------------
+def block_gains(gains: pd.DataFrame) -> pd.DataFrame:
+    """Per protocol x arm x block: the mean gain over the baseline. A block is a dataset (the mean of its backbones)
+    when several backbones ran on one dataset, as in analysis.rank_tests: cases that share images are not
+    independent."""
+    rows = []
+    for (protocol, arm), group in gains.dropna(subset=["gain"]).groupby(["protocol", "arm"]):
+        datasets = group.dataset.nunique()
+        if datasets >= 2 and len(group) > datasets:
+            per_block, unit = group.groupby("dataset").gain.mean(), "datasets"
+        else:
+            per_block, unit = group.set_index(CASE).gain, "cases"
+        rows += [{"protocol": protocol, "arm": arm, "block": block, "gain": gain, "unit": unit}
+                 for block, gain in per_block.items()]
+    return pd.DataFrame(rows, columns=["protocol", "arm", "block", "gain", "unit"])
+
+
+def signed_rank(block_gain: np.ndarray, rope: float = ROPE, seed: int = 0) -> tuple[float, float, float]:
+    """(p worse, p practically equivalent, p better) of the Bayesian signed-rank test (Benavoli et al. 2014, ICML)
+    on per-block gains over the baseline, through baycomp."""
+    from baycomp import SignedRankTest
+
+    gain = np.asarray(block_gain, dtype=float)
+    # baycomp compares x with y; x = the strategy, y = the baseline (the gain below it), left = x better
+    better, equivalent, worse = SignedRankTest.probs(gain, np.zeros_like(gain), rope, nsamples=POSTERIOR_SAMPLES,
+                                                     random_state=seed)
+    return float(worse), float(equivalent), float(better)
+
+
+def decide(worse: float, equivalent: float, better: float) -> str:
+    """practically equivalent, better or worse where its posterior probability passes PRACTICAL, else undecided."""
+    if not np.isfinite(equivalent):
+        return "undefined"
+    for name, probability in (("practically equivalent", equivalent), ("better", better), ("worse", worse)):
+        if probability > PRACTICAL:
+            return name
+    return "undecided"
+
+
+def across_cases(gains: pd.DataFrame, rope: float = ROPE) -> pd.DataFrame:
+    """Per protocol x arm: the signed-rank test over the independent blocks of the gain table, and its decision
+    ('too few blocks' with fewer than MIN_BLOCKS)."""
+    columns = ["protocol", "arm", "blocks", "unit", "mean_gain", "p_worse", "p_equivalent", "p_better", "decision"]
+    rows = []
+    for (protocol, arm), group in block_gains(gains).groupby(["protocol", "arm"]):
+        row = {"protocol": protocol, "arm": arm, "blocks": len(group), "unit": group.unit.iloc[0],
+               "mean_gain": float(group.gain.mean())}
+        if len(group) < MIN_BLOCKS:
+            rows.append({**row, "decision": f"too few {row['unit']} (need {MIN_BLOCKS})"})
+            continue
+        worse, equivalent, better = signed_rank(group.gain.to_numpy(), rope)
+        rows.append({**row, "p_worse": worse, "p_equivalent": equivalent, "p_better": better,
+                     "decision": decide(worse, equivalent, better)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --- probability of improvement and performance profiles --------------------------------------------------------
+def improvement_probability(a: np.ndarray, b: np.ndarray) -> float:
+    """P(a run of a scores above a run of b), ties one half: the Mann-Whitney U of a over b, divided by n_a n_b."""
+    a, b = np.asarray(a, dtype=float)[:, None], np.asarray(b, dtype=float)[None, :]
+    return float(np.mean((a > b) + 0.5 * (a == b)))
+
+
+def probability_of_improvement(best: pd.DataFrame, metric: str, baseline: str = BASELINE, n_boot: int = 2000,
+                               seed: int = 0) -> pd.DataFrame:
+    """Per protocol x arm: the probability of improvement over `baseline` averaged over the cases both ran (Agarwal
+    et al. 2021), with a 95% stratified-bootstrap interval (each arm's seeds resampled within each case).
+
+    Args:
+        best: select_best's table: each arm's selected run per protocol, case and seed.
+        metric: the test metric (lower-is-better metrics are turned so that higher is an improvement).
+        baseline: the arm compared with.
+        n_boot: stratified-bootstrap resamples.
+        seed: seed of the resampling.
+    """
+    columns = ["protocol", "arm", "cases", "runs", "poi", "low", "high"]
+    if best.empty:
+        return pd.DataFrame(columns=columns)
+    rng = np.random.default_rng(seed)
+    sign, column = improvement_sign(metric), f"test_{metric}"
+    rows = []
+    for protocol, group in best.groupby("protocol"):
+        scores = {key: sign * cell[column].dropna().to_numpy(dtype=float)
+                  for key, cell in group.groupby(CASE + ["arm"])}
+        for arm in sorted(set(group.arm) - {baseline}):
+            cases = [case for case in {k[:-1] for k in scores} if len(scores.get((*case, arm), ())) and
+                     len(scores.get((*case, baseline), ()))]
+            if not cases:
+                continue
+            pairs = [(scores[(*case, arm)], scores[(*case, baseline)]) for case in sorted(cases)]
+            point = np.mean([improvement_probability(a, b) for a, b in pairs])
+            draws = np.mean([_resampled(a, b, n_boot, rng) for a, b in pairs], axis=0)
+            low, high = np.percentile(draws, [2.5, 97.5])
+            rows.append({"protocol": protocol, "arm": arm, "cases": len(cases),
+                         "runs": sum(len(a) for a, _ in pairs), "poi": point, "low": low, "high": high})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _resampled(a: np.ndarray, b: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """The probability of improvement under n_boot resamples of a's and b's runs (with replacement)."""
+    ra = a[rng.integers(0, len(a), (n_boot, len(a)))][:, :, None]
+    rb = b[rng.integers(0, len(b), (n_boot, len(b)))][:, None, :]
+    return ((ra > rb) + 0.5 * (ra == rb)).mean((1, 2))
+
+
+def performance_profile(gains: pd.DataFrame, points: int = 101) -> pd.DataFrame:
+    """Per protocol x arm x threshold t: the share of cases whose mean gain over the baseline is above t; the
+    thresholds span every gain in the table."""
+    valid = gains.dropna(subset=["gain"])
+    if valid.empty:
+        return pd.DataFrame(columns=["protocol", "arm", "threshold", "share", "cases"])
+    low, high = float(valid.gain.min()), float(valid.gain.max())
+    margin = max(high - low, 1e-3) * 0.05
+    thresholds = np.linspace(min(low, 0.0) - margin, max(high, 0.0) + margin, points)
+    frames = []
+    for (protocol, arm), group in valid.groupby(["protocol", "arm"]):
+        share = (group.gain.to_numpy()[None, :] > thresholds[:, None]).mean(1)
+        frames.append(pd.DataFrame({"protocol": protocol, "arm": arm, "threshold": thresholds, "share": share,
+                                    "cases": len(group)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+# --- which strategy for my data -----------------------------------------------------------------------------------
+def seeds_needed(gain: float, seed_sd: float, test_var: float, rope: float = ROPE) -> float:
+    """Seeds per arm after which the posterior decision (practically equivalent when |gain| < rope, else better or
+    worse) would pass PRACTICAL, if the mean gain and the seed-to-seed sd stay as observed: the smallest k with that
+    probability under a Student posterior of standard error sqrt(sd^2 / k + V) (V, the test-image variance, does not
+    shrink with seeds; its degrees of freedom as stats.paired_gain's). inf when no number of seeds would do (V alone
+    is too large: the test set is too small, or the gain sits on the ROPE's edge); NaN without a seed sd."""
+    if not (np.isfinite(gain) and np.isfinite(seed_sd)):
+        return float("nan")
+    test_var = float(test_var) if np.isfinite(test_var) else 0.0
+
+    def decided(k: float) -> bool:
+        seed_var = seed_sd ** 2 / k
+        variance = seed_var + test_var
+        df = variance ** 2 / (seed_var ** 2 / (k - 1)) if seed_var > 0 and np.isfinite(k) else float("inf")
+        worse, equivalent, better = stats.rope_probabilities(gain, float(np.sqrt(variance)), df, rope)
+        return max(worse, equivalent, better) > PRACTICAL
+
+    if not decided(float("inf")):
+        return float("inf")
+    for k in range(stats.MIN_SEEDS, SEED_LIMIT + 1):
+        if decided(k):
+            return float(k)
+    return float("inf")
+
+
+def _cases(best: pd.DataFrame) -> pd.DataFrame:
+    return best.assign(modality=best.dataset.map(modality))
+
+
+def which_strategy(best: pd.DataFrame, metric: str, rope: float = ROPE, n_boot: int = stats.N_BOOT) -> pd.DataFrame:
+    """Per protocol group x modality x backbone x arm: its mean test score over the group's cases, its comparison with
+    the best arm there (the posterior probabilities, on every case), its costs, and whether it is the recommendation.
+
+    The best arm has the highest mean over the cases every arm of the group ran; an arm is `as_good` when on every
+    case its paired gain over the best is practically equivalent or better (posterior > PRACTICAL), `worse` when on
+    some case it is worse, else `undecided`, with `seeds_needed` for its closest undecided case. Among the as-good arms
+    (the best included) the cheapest in trainable parameters, then seconds per epoch, is `recommended`.
+
+    Args:
+        best: select_best's table: each arm's selected run per protocol, case and seed.
+        metric: the test metric compared.
+        rope: gains within +-rope of the best are practically equivalent.
+        n_boot: test-image bootstrap resamples per paired gain.
+    """
+    columns = ["protocol", "modality", "backbone", "arm", "cases", "seeds", "mean", "gain_vs_best", "p_worse",
+               "p_equivalent", "standing", "seeds_needed", "trainable_params", "seconds_per_epoch", "recommended"]
+    if best.empty:
+        return pd.DataFrame(columns=columns)
+    sign, column = improvement_sign(metric), f"test_{metric}"
+    cost = frontier(best, metric).groupby(["protocol", "arm"])[["trainable_params", "seconds_per_epoch"]].median()
+    frames = []
+    for (protocol, kind, backbone), group in _cases(best).groupby(["protocol", "modality", "backbone"]):
+        means = group.pivot_table(index="dataset", columns="arm", values=column, aggfunc="mean").dropna(axis=1)
+        if means.shape[1] < 2:
+            continue
+        top = (sign * means.mean()).idxmax()
+        versus = gain_summary(group[group.arm.isin(means.columns)], metric, top, n_boot, rope=rope)
+        rows = [_standing(arm, top, versus[versus.arm == arm], rope) for arm in means.columns]
+        table = pd.DataFrame(rows).assign(protocol=protocol, modality=kind, backbone=backbone, cases=len(means),
+                                          mean=[float(means[arm].mean()) for arm in means.columns])
+        seeds = group.groupby("arm").seed.nunique()
+        table["seeds"] = table.seeds.fillna(table.arm.map(seeds))
+        for name in ("trainable_params", "seconds_per_epoch"):
+            table[name] = [cost[name].get((protocol, arm), np.nan) for arm in table.arm]
+        frames.append(_recommend(table))
+    return pd.concat(frames, ignore_index=True).reindex(columns=columns) if frames else pd.DataFrame(columns=columns)
+
+
+def _standing(arm: str, top: str, versus: pd.DataFrame, rope: float) -> dict:
+    """One arm's comparison with the best arm of its group, over the group's cases."""
+    if arm == top:
+        return {"arm": arm, "seeds": np.nan, "gain_vs_best": 0.0, "standing": "best", "seeds_needed": np.nan}
+    decisions = set(versus.practical)
+    standing = ("worse" if "worse" in decisions else
+                "as good" if len(versus) and decisions <= {"practically equivalent", "better"} else "undecided")
+    open_cases = versus[~versus.practical.isin(["practically equivalent", "better", "worse"])]
+    needed = [seeds_needed(r.gain, r.seed_sd, r.test_var, rope) for r in open_cases.itertuples()]
+    return {"arm": arm, "seeds": versus.seeds.min(), "gain_vs_best": float(versus.gain.mean()),
+            "p_worse": float(versus.p_worse.max()), "p_equivalent": float(versus.p_equivalent.min()),
+            "standing": standing, "seeds_needed": max(needed) if needed and standing == "undecided" else np.nan}
+
+
+def _recommend(table: pd.DataFrame) -> pd.DataFrame:
+    """Mark the cheapest arm among the best and the arms as good as it (trainable parameters, then time)."""
+    candidates = table[table.standing.isin(["best", "as good"])]
+    order = candidates.sort_values(["trainable_params", "seconds_per_epoch", "mean"], na_position="last",
+                                   ascending=[True, True, False])
+    table["recommended"] = table.arm == order.arm.iloc[0]
+    return table
+
+
+def recommendation(group: pd.DataFrame, metric_label: str) -> str:
+    """One sentence per group of which_strategy's table: the cheapest as-good strategy, or 'not enough evidence'
+    with the seeds it would take."""
+    from ..training.strategies import strategy_label as label
+
+    where = f"{group.modality.iloc[0]} / {group.backbone.iloc[0]}"
+    top = group[group.standing == "best"].iloc[0]
+    good = group[group.standing == "as good"]
+    pick = group[group.recommended].iloc[0]
+    if len(good):
+        others = ", ".join(label(a) for a in good.arm)
+        cost = _cost_words(pick)
+        return (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}); "
+                f"{others} {'is' if len(good) == 1 else 'are'} practically equivalent to it (within the ROPE with "
+                f"probability > {PRACTICAL}); the cheapest of these is {label(pick.arm)}{cost}.")
+    open_arms = group[group.standing == "undecided"]
+    if open_arms.empty:
+        return (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}) and every other "
+                "strategy is worse beyond the ROPE.")
+    closest = open_arms.loc[open_arms.gain_vs_best.abs().idxmin()] if open_arms.gain_vs_best.notna().any() \
+        else open_arms.iloc[0]
+    return (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}), but there is not enough "
+            f"evidence to say which strategies are as good: {len(open_arms)} of {len(group) - 1} comparisons with it "
+            f"are undecided. The closest, {label(closest.arm)} ({closest.gain_vs_best:+.3f}), "
+            + _seeds_words(closest.seeds_needed, closest.seeds) + ".")
+
+
+def headline(table: pd.DataFrame, most: int = 3) -> str:
+    """The decisions in the report's opening paragraph: a short sentence per group (at most `most` groups, else a
+    count), naming the cheapest strategy as good as the best, or saying the evidence is not enough and what it
+    would take."""
+    from ..training.strategies import strategy_label as label
+
+    groups = [group for _, group in table.groupby(["protocol", "modality", "backbone"], sort=False)]
+    if not groups:
+        return ""
+    decided = [g for g in groups if (g.standing == "as good").any()]
+    if len(groups) > most:
+        return (f"Which strategy for my data: in {len(decided)} of {len(groups)} modality x backbone groups a "
+                "strategy cheaper than or as cheap as the best is practically equivalent to it; the section of that "
+                "name lists each.")
+    parts = []
+    for group in groups:
+        where = f"{group.modality.iloc[0]} / {group.backbone.iloc[0]}"
+        top, pick = group[group.standing == "best"].arm.iloc[0], group[group.recommended].arm.iloc[0]
+        if (group.standing == "as good").any():
+            parts.append(f"on {where} the cheapest strategy practically equivalent to the best ({label(top)}) is "
+                         f"{label(pick)}" if pick != top else
+                         f"on {where} {label(top)} scored best and is also the cheapest of those as good as it")
+            continue
+        open_arms = group[group.standing == "undecided"]
+        if open_arms.empty:
+            parts.append(f"on {where} {label(top)} is better than every other strategy beyond the ROPE")
+            continue
+        finite = open_arms.seeds_needed[np.isfinite(open_arms.seeds_needed.astype(float))]
+        parts.append(f"on {where} there is not enough evidence to name a strategy as good as the best ({label(top)})"
+                     + (f"; the closest call would take about {finite.min():.0f} seeds per strategy" if len(finite)
+                        else "; more seeds alone would not settle it"))
+    return "Which strategy for my data: " + "; ".join(parts) + "."
+
+
+def _cost_words(row) -> str:
+    parts = []
+    if np.isfinite(row.trainable_params):
+        parts.append(f"{row.trainable_params:,.0f} trainable parameters")
+    if np.isfinite(row.seconds_per_epoch):
+        parts.append(f"{row.seconds_per_epoch:.1f} s per epoch")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _seeds_words(needed: float, seeds: float) -> str:
+    have = f"{seeds:.0f} seeds now" if np.isfinite(seeds) else "too few seeds now"
+    if not np.isfinite(needed):
+        if np.isnan(needed):
+            return f"has {have}: run at least {stats.MIN_SEEDS} seeds to measure the seed-to-seed spread"
+        return (f"would not be decided by more seeds alone ({have}): its test-image noise or a gain on the ROPE's "
+                "edge keeps it open; a larger test set, or a wider ROPE if that is what matters, would")
+    return (f"would take about {needed:.0f} seeds per strategy to decide ({have}), if its mean difference and "
+            "seed-to-seed spread stay as observed")
