@@ -1,5 +1,6 @@
 """Time of the analysis of a paper-sized grid: reading the run folders, the two-level bootstrap of every
-gain (per metric), the rank tests and the whole report.
+gain (per metric), the rank tests, the decisions (which strategy for my data, the signed-rank test across
+datasets, the probability of improvement, pool stability) and the whole report.
 
     python benchmarks/bench_analysis.py [--cases 18] [--strategies 8] [--seeds 3] [--test-size 2000] [--classes 8]
 
@@ -74,14 +75,16 @@ def main() -> None:
         gains, bacc = timed(lambda: study.gains)
         _, auroc = timed(lambda: Study(root, "auroc", args.n_boot, study.runs).gains)
         _, ranks = timed(lambda: study.rank_tests)
+        _, decided = timed(lambda: (study.which_strategy, study.across_cases, study.improvement,
+                                    study.pool_stability))
         _, calibration = timed(measures.study_calibration_gains, study)
         _, report = timed(write_report, root, n_boot=args.n_boot, runs=study.runs)
     print(f"{runs} runs, {len(gains)} gains, {args.seeds} seeds, {args.test_size} test images x "
           f"{args.classes} classes, {args.n_boot} resamples")
-    print("| runs | gains | read + select | gains, balanced accuracy | gains, AUROC | rank tests | calibration gains "
-          "(ECE, Brier, NLL) | whole report |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {runs} | {len(gains)} | {read:.1f} s | {bacc:.1f} s | {auroc:.1f} s | {ranks:.2f} s "
+    print("| runs | gains | read + select | gains, balanced accuracy | gains, AUROC | rank tests | decisions (which "
+          "strategy, signed-rank, improvement, pool) | calibration gains (ECE, Brier, NLL) | whole report |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| {runs} | {len(gains)} | {read:.1f} s | {bacc:.1f} s | {auroc:.1f} s | {ranks:.2f} s | {decided:.1f} s "
           f"| {calibration:.1f} s | {report:.1f} s |")
 
 

@@ -157,6 +157,15 @@ def analysis() -> None:
                       "print(f'{len(study.done)} finished runs in {results_dir}')\n"
                       "if not study.done.empty and study.done.protocol.nunique() > 1:\n"
                       "    print('protocol groups, compared separately:', study.protocols)"),
+        new_markdown_cell("## Which strategy for my data\n"
+                          "The cheapest strategy practically equivalent to the best, per modality x backbone, or how "
+                          "many seeds it would take to say."),
+        new_code_cell("from studylib.study.decisions import recommendation\n\n"
+                      "if not study.best.empty and len(study.which_strategy):\n"
+                      "    display(Markdown('**How to read it:** ' + reading('which', study)))\n"
+                      "    for _, group in study.which_strategy.groupby(['protocol', 'modality', 'backbone']):\n"
+                      "        print(recommendation(group, metric))\n"
+                      "    display(study.which_strategy.round(3))"),
         new_markdown_cell("## Test score in the chosen `metric`, mean and sd over seeds"),
         new_code_cell("study.accuracy.round(3) if not study.best.empty else 'nothing finished yet'"),
         new_markdown_cell("## Gain in the chosen `metric` over FT\n"

@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of balanced accuracy)")
     p.add_argument("--boot", type=resamples, default=N_BOOT,
                    help=f"test-image resamples for the gain intervals (at least {MIN_BOOT}; default {N_BOOT})")
+    p.add_argument("--posthoc", default="nemenyi", choices=("nemenyi", "wilcoxon"),
+                   help="post-hoc after the Friedman test: nemenyi (the critical-difference diagram's) or wilcoxon "
+                        "(pairwise signed-rank with Holm, which does not depend on the other strategies in the pool)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into FOLDER even where files of the names the report writes are not studylib's")
 
@@ -287,7 +290,8 @@ def cmd_report(args) -> int:
     from .core.outfolder import claim_folder
     from .views.report import write_report
     claim_folder(args.folder, "grid", args.overwrite, "the report folder")
-    markdown, page = write_report(args.folder, args.metric, args.boot, table, overwrite=args.overwrite, rope=args.rope)
+    markdown, page = write_report(args.folder, args.metric, args.boot, table, overwrite=args.overwrite, rope=args.rope,
+                                  posthoc=args.posthoc)
     path = write_results(args.folder, args.out, table)  # after the report: a failed report leaves both as they were
     print(f"{len(table)} runs, {int((table.status == 'finished').sum()) if len(table) else 0} finished; "
           f"results table: {path}")

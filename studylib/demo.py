@@ -40,6 +40,7 @@ def demo(out: str | Path = "outputs/demo", engine: str = "inline", workers: int 
     table = summary(out, runs)
     print(table.attrs.get("caption", ""))
     print(table.to_string())
+    print(table.attrs.get("decision", ""))
     analysis = run_analysis(out)
     from .views.report import write_report
     _, page = write_report(out, runs=runs)
@@ -54,7 +55,8 @@ def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """Test balanced accuracy per strategy (mean, sd, seeds) and its paired gain over FT with the
     report's interval and corrected verdict over the seeds both ran (`pairs`; the same numbers as report.html),
     then the test ECE and how
-    much the top block's features changed (CKA to the start: 1 = unchanged), means over seeds."""
+    much the top block's features changed (CKA to the start: 1 = unchanged), means over seeds; attrs["decision"]:
+    the report's "which strategy for my data" sentence."""
     from .study import measures
     from .study.analysis import grid_study
 
@@ -79,6 +81,10 @@ def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
                               + (f"; {k} classes, chance {1 / k:.2f}" if k else "") + "), paired gain over FT with "
                               "the report's 95% interval and corrected verdict, test ECE, top-block CKA to the start, "
                               "trainable parameters:")
+    from .study.decisions import recommendation
+    table.attrs["decision"] = "\n".join(
+        "Which strategy for my data? " + recommendation(group, metric_name(study.metric))
+        for _, group in study.which_strategy.groupby(["protocol", "modality", "backbone"], sort=False))
     return table
 
 

@@ -175,7 +175,7 @@ def _drawn(study: Study) -> list[tuple[str, str, Path]]:
 
 def write_report(root: str | Path, metric: str = DEFAULT_METRIC, n_boot: int = stats.N_BOOT,
                  runs: pd.DataFrame | None = None, correction: str = "holm",
-                 overwrite: bool = False, rope: float = ROPE) -> tuple[Path, Path]:
+                 overwrite: bool = False, rope: float = ROPE, posthoc: str = "nemenyi") -> tuple[Path, Path]:
     """ROOT/report.md (figures linked) and ROOT/report.html (self-contained); `runs`: collect(root) if known.
     A report.md or report.html there that studylib did not write is refused unless `overwrite`.
 
@@ -186,10 +186,11 @@ def write_report(root: str | Path, metric: str = DEFAULT_METRIC, n_boot: int = s
         runs: the runs table collect(root) returns, when the caller has it; None: collected here.
         correction: multiplicity correction over the gains: "holm" or "fdr_bh".
         overwrite: write even where report.md or report.html were not written by studylib.
-        rope: gains within +-rope of the metric are practically equivalent (the Bayesian decision column).
+        rope: gains within +-rope of the metric are practically equivalent (the Bayesian decisions).
+        posthoc: after the Friedman test: "nemenyi" or "wilcoxon" (pairwise signed-rank with Holm).
     """
     claim_folder(root, "grid", overwrite, "the report folder")
-    study = Study(Path(root), metric, n_boot, runs, correction=correction, rope=rope)
+    study = Study(Path(root), metric, n_boot, runs, correction=correction, rope=rope, posthoc=posthoc)
     sections = _sections(study)
     figures = _drawn(study)
     markdown = _markdown(study, sections, figures)
