@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from studylib.core.config import RunConfig
-from studylib.study import measures
+from studylib.study import decisions, measures
 from studylib.study.analysis import Study
 from studylib.training.calibration import calibration_metrics
 from studylib.training.metrics import classification_metrics
@@ -75,8 +75,8 @@ def main() -> None:
         gains, bacc = timed(lambda: study.gains)
         _, auroc = timed(lambda: Study(root, "auroc", args.n_boot, study.runs).gains)
         _, ranks = timed(lambda: study.rank_tests)
-        _, decided = timed(lambda: (study.which_strategy, study.across_cases, study.improvement,
-                                    study.pool_stability))
+        _, decided = timed(lambda: (decisions.study_which(study), decisions.study_across(study),
+                                    decisions.study_improvement(study), study.pool_stability))
         _, calibration = timed(measures.study_calibration_gains, study)
         _, report = timed(write_report, root, n_boot=args.n_boot, runs=study.runs)
     print(f"{runs} runs, {len(gains)} gains, {args.seeds} seeds, {args.test_size} test images x "

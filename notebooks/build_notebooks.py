@@ -160,12 +160,13 @@ def analysis() -> None:
         new_markdown_cell("## Which strategy for my data\n"
                           "The cheapest strategy practically equivalent to the best, per modality x backbone, or how "
                           "many seeds it would take to say."),
-        new_code_cell("from studylib.study.decisions import recommendation\n\n"
-                      "if not study.best.empty and len(study.which_strategy):\n"
+        new_code_cell("from studylib.study import decisions\n\n"
+                      "which = decisions.study_which(study) if not study.best.empty else None\n"
+                      "if which is not None and len(which):\n"
                       "    display(Markdown('**How to read it:** ' + reading('which', study)))\n"
-                      "    for _, group in study.which_strategy.groupby(['protocol', 'modality', 'backbone']):\n"
-                      "        print(recommendation(group, metric))\n"
-                      "    display(study.which_strategy.round(3))"),
+                      "    for _, group in which.groupby(['protocol', 'modality', 'backbone']):\n"
+                      "        print(decisions.recommendation(group, metric, study.rope))\n"
+                      "    display(which.round(3))"),
         new_markdown_cell("## Test score in the chosen `metric`, mean and sd over seeds"),
         new_code_cell("study.accuracy.round(3) if not study.best.empty else 'nothing finished yet'"),
         new_markdown_cell("## Gain in the chosen `metric` over FT\n"

@@ -81,10 +81,10 @@ def summary(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
                               + (f"; {k} classes, chance {1 / k:.2f}" if k else "") + "), paired gain over FT with "
                               "the report's 95% interval and corrected verdict, test ECE, top-block CKA to the start, "
                               "trainable parameters:")
-    from .study.decisions import recommendation
+    from .study import decisions
     table.attrs["decision"] = "\n".join(
-        "Which strategy for my data? " + recommendation(group, metric_name(study.metric))
-        for _, group in study.which_strategy.groupby(["protocol", "modality", "backbone"], sort=False))
+        "Which strategy for my data? " + decisions.recommendation(group, metric_name(study.metric), study.rope)
+        for _, group in decisions.study_which(study).groupby(["protocol", "modality", "backbone"], sort=False))
     return table
 
 

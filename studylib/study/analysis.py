@@ -237,8 +237,8 @@ def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str
     """
     columns = ["protocol"] + CASE + ["arm", "baseline", "seeds", "gain", "low", "high", "interval", "p",
                                      "p_adjusted", "verdict", "verdict_uncorrected", "p_worse", "p_equivalent",
-                                     "p_better", "practical", "design", "bn_policy", "bn_differs", "seed_sd",
-                                     "test_var"]
+                                     "p_better", "practical", "seeds_needed", "design", "bn_policy", "bn_differs",
+                                     "seed_sd", "test_var"]
     if best.empty:
         return pd.DataFrame(columns=columns)
     reader = _PredictionCache()
@@ -278,6 +278,8 @@ def gain_summary(best: pd.DataFrame, metric: str = DEFAULT_METRIC, baseline: str
                          "practical": _practical(worse, equivalent, better, result.seeds),
                          "seed_sd": float(np.std(result.per_seed, ddof=1)) if result.seeds > 1 else np.nan,
                          "test_var": result.test_var})
+            if rows[-1]["practical"] in ("undecided", "seed variance unknown"):  # what a decision would take
+                rows[-1]["seeds_needed"] = stats.seeds_needed(result.gain, rows[-1]["seed_sd"], result.test_var, rope)
     summary = pd.DataFrame(rows).reindex(columns=columns)
     summary["p_adjusted"] = stats.adjust(summary.p.astype(float), correction)
     summary["verdict"] = [_corrected(r) for r in summary.itertuples()]
@@ -593,22 +595,6 @@ class Study:
     @property
     def budgets(self) -> pd.DataFrame:
         return budgets(self.done)
-
-    # the decisions (study.decisions): what to do with the comparison
-    @property
-    def which_strategy(self) -> pd.DataFrame:
-        from .decisions import which_strategy
-        return self.cached("which", lambda: which_strategy(self.best, self.metric, self.rope, self.n_boot))
-
-    @property
-    def across_cases(self) -> pd.DataFrame:
-        from .decisions import across_cases
-        return self.cached("across", lambda: across_cases(self.gains, self.rope))
-
-    @property
-    def improvement(self) -> pd.DataFrame:
-        from .decisions import probability_of_improvement
-        return self.cached("poi", lambda: probability_of_improvement(self.best, self.metric))
 
     @property
     def pool_stability(self) -> dict[str, pd.DataFrame]:

@@ -25,7 +25,6 @@ from .measures import frontier
 
 MIN_BLOCKS = 3  # fewer independent blocks: the signed-rank posterior is mostly its prior, no decision is claimed
 POSTERIOR_SAMPLES = 20000  # Dirichlet draws of the signed-rank posterior (about 0.15 s per test)
-SEED_LIMIT = 200  # seeds_needed looks no further
 
 
 def modality(dataset: str) -> str:
@@ -161,31 +160,6 @@ def performance_profile(gains: pd.DataFrame, points: int = 101) -> pd.DataFrame:
 
 
 # --- which strategy for my data -----------------------------------------------------------------------------------
-def seeds_needed(gain: float, seed_sd: float, test_var: float, rope: float = ROPE) -> float:
-    """Seeds per arm after which the posterior decision (practically equivalent when |gain| < rope, else better or
-    worse) would pass PRACTICAL, if the mean gain and the seed-to-seed sd stay as observed: the smallest k with that
-    probability under a Student posterior of standard error sqrt(sd^2 / k + V) (V, the test-image variance, does not
-    shrink with seeds; its degrees of freedom as stats.paired_gain's). inf when no number of seeds would do (V alone
-    is too large: the test set is too small, or the gain sits on the ROPE's edge); NaN without a seed sd."""
-    if not (np.isfinite(gain) and np.isfinite(seed_sd)):
-        return float("nan")
-    test_var = float(test_var) if np.isfinite(test_var) else 0.0
-
-    def decided(k: float) -> bool:
-        seed_var = seed_sd ** 2 / k
-        variance = seed_var + test_var
-        df = variance ** 2 / (seed_var ** 2 / (k - 1)) if seed_var > 0 and np.isfinite(k) else float("inf")
-        worse, equivalent, better = stats.rope_probabilities(gain, float(np.sqrt(variance)), df, rope)
-        return max(worse, equivalent, better) > PRACTICAL
-
-    if not decided(float("inf")):
-        return float("inf")
-    for k in range(stats.MIN_SEEDS, SEED_LIMIT + 1):
-        if decided(k):
-            return float(k)
-    return float("inf")
-
-
 def _cases(best: pd.DataFrame) -> pd.DataFrame:
     return best.assign(modality=best.dataset.map(modality))
 
@@ -237,7 +211,7 @@ def _standing(arm: str, top: str, versus: pd.DataFrame, rope: float) -> dict:
     standing = ("worse" if "worse" in decisions else
                 "as good" if len(versus) and decisions <= {"practically equivalent", "better"} else "undecided")
     open_cases = versus[~versus.practical.isin(["practically equivalent", "better", "worse"])]
-    needed = [seeds_needed(r.gain, r.seed_sd, r.test_var, rope) for r in open_cases.itertuples()]
+    needed = [stats.seeds_needed(r.gain, r.seed_sd, r.test_var, rope) for r in open_cases.itertuples()]
     return {"arm": arm, "seeds": versus.seeds.min(), "gain_vs_best": float(versus.gain.mean()),
             "p_worse": float(versus.p_worse.max()), "p_equivalent": float(versus.p_equivalent.min()),
             "standing": standing, "seeds_needed": max(needed) if needed and standing == "undecided" else np.nan}
@@ -252,7 +226,7 @@ def _recommend(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def recommendation(group: pd.DataFrame, metric_label: str) -> str:
+def recommendation(group: pd.DataFrame, metric_label: str, rope: float = ROPE) -> str:
     """One sentence per group of which_strategy's table: the cheapest as-good strategy, or 'not enough evidence'
     with the seeds it would take."""
     from ..training.strategies import strategy_label as label
@@ -271,12 +245,25 @@ def recommendation(group: pd.DataFrame, metric_label: str) -> str:
     if open_arms.empty:
         return (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}) and every other "
                 "strategy is worse beyond the ROPE.")
-    closest = open_arms.loc[open_arms.gain_vs_best.abs().idxmin()] if open_arms.gain_vs_best.notna().any() \
-        else open_arms.iloc[0]
-    return (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}), but there is not enough "
+    finite = open_arms[np.isfinite(open_arms.seeds_needed.astype(float))]
+    stuck = open_arms[open_arms.seeds_needed.astype(float) == np.inf]
+    text = (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}), but there is not enough "
             f"evidence to say which strategies are as good: {len(open_arms)} of {len(group) - 1} comparisons with it "
-            f"are undecided. The closest, {label(closest.arm)} ({closest.gain_vs_best:+.3f}), "
-            + _seeds_words(closest.seeds_needed, closest.seeds) + ".")
+            "are undecided.")
+    if len(finite):
+        closest = finite.loc[finite.seeds_needed.astype(float).idxmin()]
+        text += (f" {label(closest.arm)} ({closest.gain_vs_best:+.3f}) would take about {closest.seeds_needed:.0f} "
+                 f"seeds per strategy to decide ({closest.seeds:.0f} now), if its mean difference and seed-to-seed "
+                 "spread stay as observed.")
+    if len(stuck):
+        names = ", ".join(label(a) for a in stuck.arm)
+        text += (f" {names} (within {stuck.gain_vs_best.abs().max():.3f} of it) would not be decided by more seeds "
+                 f"alone: the test set's own noise is too large for a ROPE of +-{rope:g} (a larger test set, or a "
+                 "wider ROPE if that is what matters, would).")
+    no_sd = open_arms[open_arms.seeds_needed.isna()]
+    if len(no_sd):
+        text += f" Run at least {stats.MIN_SEEDS} seeds to measure the seed-to-seed spread of the others."
+    return text
 
 
 def headline(table: pd.DataFrame, most: int = 3) -> str:
@@ -306,10 +293,16 @@ def headline(table: pd.DataFrame, most: int = 3) -> str:
         if open_arms.empty:
             parts.append(f"on {where} {label(top)} is better than every other strategy beyond the ROPE")
             continue
-        finite = open_arms.seeds_needed[np.isfinite(open_arms.seeds_needed.astype(float))]
+        needed = open_arms.seeds_needed.astype(float)
+        finite = open_arms[np.isfinite(needed)]
+        stuck = int((needed == np.inf).sum())
+        said = [f"{label(r.arm)} vs {label(top)} would be decided at about {r.seeds_needed:.0f} seeds per strategy"
+                for r in finite.sort_values("seeds_needed").head(1).itertuples()]
+        if stuck:
+            said.append(f"{stuck} comparison{'s' if stuck > 1 else ''} need{'' if stuck > 1 else 's'} a larger test "
+                        "set (its noise exceeds the ROPE), not more seeds")
         parts.append(f"on {where} there is not enough evidence to name a strategy as good as the best ({label(top)})"
-                     + (f"; the closest call would take about {finite.min():.0f} seeds per strategy" if len(finite)
-                        else "; more seeds alone would not settle it"))
+                     + (": " + ", and ".join(said) if said else ""))
     return "Which strategy for my data: " + "; ".join(parts) + "."
 
 
@@ -322,12 +315,17 @@ def _cost_words(row) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def _seeds_words(needed: float, seeds: float) -> str:
-    have = f"{seeds:.0f} seeds now" if np.isfinite(seeds) else "too few seeds now"
-    if not np.isfinite(needed):
-        if np.isnan(needed):
-            return f"has {have}: run at least {stats.MIN_SEEDS} seeds to measure the seed-to-seed spread"
-        return (f"would not be decided by more seeds alone ({have}): its test-image noise or a gain on the ROPE's "
-                "edge keeps it open; a larger test set, or a wider ROPE if that is what matters, would")
-    return (f"would take about {needed:.0f} seeds per strategy to decide ({have}), if its mean difference and "
-            "seed-to-seed spread stay as observed")
+# --- cached on a Study, as measures.study_* are -------------------------------------------------------------------
+def study_which(study) -> pd.DataFrame:
+    """which_strategy of an analysis.Study, computed once."""
+    return study.cached("which", lambda: which_strategy(study.best, study.metric, study.rope, study.n_boot))
+
+
+def study_across(study) -> pd.DataFrame:
+    """across_cases of an analysis.Study's gain table, computed once."""
+    return study.cached("across", lambda: across_cases(study.gains, study.rope))
+
+
+def study_improvement(study) -> pd.DataFrame:
+    """probability_of_improvement of an analysis.Study, computed once."""
+    return study.cached("poi", lambda: probability_of_improvement(study.best, study.metric))

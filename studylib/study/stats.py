@@ -39,9 +39,10 @@ import pandas as pd
 
 from ..core import runfiles
 from ..core.config import CALIBRATION_METRICS, improvement_sign
-from ..core.constants import CALIBRATION_BINS, N_BOOT
+from ..core.constants import CALIBRATION_BINS, N_BOOT, PRACTICAL, ROPE
 from ..training.calibration import calibration_scores
 
+SEED_LIMIT = 200  # seeds_needed looks no further
 MIN_SEEDS = 3  # fewer seeds: the seed-to-seed variance is too poorly known, no verdict is claimed
 LEVEL = 0.95
 
@@ -186,6 +187,31 @@ def rope_probabilities(gain: float, se: float, df: float, rope: float) -> tuple[
     worse, equivalent, better = Posterior(gain, se ** 2, df, rope).probs() if rope > 0 else \
         Posterior(gain, se ** 2, df, 1e-12).probs()
     return float(worse), max(0.0, float(equivalent)), float(better)
+
+
+def seeds_needed(gain: float, seed_sd: float, test_var: float, rope: float = ROPE) -> float:
+    """Seeds per arm after which the posterior decision (practically equivalent when |gain| < rope, else better or
+    worse) would pass PRACTICAL, if the mean gain and the seed-to-seed sd stay as observed: the smallest k with that
+    probability under a Student posterior of standard error sqrt(sd^2 / k + V) (V, the test-image variance, does not
+    shrink with seeds; its degrees of freedom as stats.paired_gain's). inf when no number of seeds would do (V alone
+    is too large: the test set is too small, or the gain sits on the ROPE's edge); NaN without a seed sd."""
+    if not (np.isfinite(gain) and np.isfinite(seed_sd)):
+        return float("nan")
+    test_var = float(test_var) if np.isfinite(test_var) else 0.0
+
+    def decided(k: float) -> bool:
+        seed_var = seed_sd ** 2 / k
+        variance = seed_var + test_var
+        df = variance ** 2 / (seed_var ** 2 / (k - 1)) if seed_var > 0 and np.isfinite(k) else float("inf")
+        worse, equivalent, better = rope_probabilities(gain, float(np.sqrt(variance)), df, rope)
+        return max(worse, equivalent, better) > PRACTICAL
+
+    if not decided(float("inf")):
+        return float("inf")
+    for k in range(MIN_SEEDS, SEED_LIMIT + 1):
+        if decided(k):
+            return float(k)
+    return float("inf")
 
 
 def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boot: int = N_BOOT,

@@ -42,7 +42,7 @@ def _run_name(run: Path) -> str:
 # The study views: catalogue.FIGURES' entries with a view, drawn for the chosen metric (the report draws the
 # same figures, one per group where the explorer stacks them).
 STUDY_DRAW = {
-    "which_strategy": lambda study, metric: decisionfigures.which_strategy(study.which_strategy, metric=metric,
+    "which_strategy": lambda study, metric: decisionfigures.which_strategy(decisions.study_which(study), metric=metric,
                                                                          rope=study.rope),
     "performance_profile": lambda study, metric: decisionfigures.performance_profile(
         decisions.performance_profile(study.gains), metric=metric),

@@ -32,7 +32,10 @@ HOW_TO_READ = {
               "different BatchNorm policies. `practical` is the Bayesian decision beside it (the correlated t-test's "
               "posterior of the gain): *practically equivalent* when the gain lies within +-{rope} of FT with "
               "probability `p_equivalent` > 0.95, *better* or *worse* when it lies beyond that band with "
-              "probability > 0.95, else *undecided*: inside the noise is not the same as equivalent."),
+              "probability > 0.95, else *undecided*: inside the noise is not the same as equivalent. For an "
+              "undecided gain, `seeds_needed` is how many seeds per strategy would decide it if its mean and "
+              "seed-to-seed spread stayed as observed (inf: more seeds alone would not; the test set's noise is too "
+              "large for the ROPE)."),
     "bn": ("When a strategy ran under another BatchNorm policy than FT and the FT control under that policy ran "
            "too, its gain over FT is split into the control's gain over FT (what BatchNorm explains) and the "
            "strategy's gain over the control (what the strategy adds). The total is the gain table's row; the two "
@@ -130,8 +133,8 @@ def _drawn(study: Study) -> list[tuple[str, str, Path]]:
 
     if study.best.empty:
         return made
-    if len(study.which_strategy):
-        keep("which_strategy", lambda p: decisionfigures.which_strategy(study.which_strategy, p, study.metric,
+    if len(decisions.study_which(study)):
+        keep("which_strategy", lambda p: decisionfigures.which_strategy(decisions.study_which(study), p, study.metric,
                                                                         study.rope))
     keep("gain_heatmap", lambda p: studyfigures.gain_heatmap(
         study.gains, p, title=f"gain in test {metric_name(study.metric)} over FT (~: no verdict: inside the noise "
@@ -214,7 +217,7 @@ def reading(part: str, study: Study | None = None) -> str:
 
 
 GAIN_COLUMNS = ["protocol", "dataset", "backbone", "arm", "baseline", "seeds", "gain", "low", "high", "interval",
-                "p", "p_adjusted", "verdict", "p_equivalent", "practical", "design", "bn_differs"]
+                "p", "p_adjusted", "verdict", "p_equivalent", "practical", "seeds_needed", "design", "bn_differs"]
 
 
 def per_class_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -293,10 +296,10 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
 
 def _decision_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     """Which strategy for my data: one sentence per group, then the evidence behind it."""
-    table = study.which_strategy
+    table = decisions.study_which(study)
     if table.empty:
         return {}
-    sentences = [decisions.recommendation(group, metric_name(study.metric))
+    sentences = [decisions.recommendation(group, metric_name(study.metric), study.rope)
                  for _, group in table.groupby(["protocol", "modality", "backbone"], sort=False)]
     shown = table.round({"mean": 4, "gain_vs_best": 4, "p_worse": 3, "p_equivalent": 3, "seconds_per_epoch": 2})
     return {"Which strategy for my data": ("\n".join(f"- {s}" for s in sentences), reading("which", study)),
@@ -306,7 +309,7 @@ def _decision_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]
 def _pooled_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     """Across the cases: the signed-rank decisions and the probability of improvement over FT."""
     sections: dict[str, tuple[pd.DataFrame | str, str]] = {}
-    across = study.across_cases
+    across = decisions.study_across(study)
     if len(across) and across.p_equivalent.notna().any():
         sections["Across datasets: better than FT, practically equivalent, or worse? (Bayesian signed-rank)"] = \
             (across.round(4), reading("across", study))
@@ -314,7 +317,7 @@ def _pooled_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         sections["Across datasets (Bayesian signed-rank)"] = (
             f"Not computed: {across.decision.iloc[0]} independent blocks per strategy; the per-case decisions above "
             "hold for their own data only.", "")
-    improvement = study.improvement
+    improvement = decisions.study_improvement(study)
     if len(improvement):
         sections["Probability of improvement over FT (a run of the strategy above a run of FT)"] = \
             (improvement.round(3), reading("poi", study))

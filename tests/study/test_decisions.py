@@ -9,7 +9,7 @@ from crafted import case
 from scipy import stats as scipy_stats
 
 from studylib.core.constants import PRACTICAL
-from studylib.study import decisions
+from studylib.study import decisions, stats
 from studylib.study.analysis import Study
 from studylib.views.report import report_words
 
@@ -89,15 +89,15 @@ def posterior_decides(gain, sd, test_var, k, rope):
 
 @pytest.mark.parametrize("gain, sd, test_var", [(0.002, 0.01, 1e-6), (0.03, 0.02, 1e-5), (-0.025, 0.03, 0.0)])
 def test_seeds_needed_is_the_fewest_seeds_whose_posterior_would_decide(gain, sd, test_var):
-    k = decisions.seeds_needed(gain, sd, test_var, rope=0.01)
+    k = stats.seeds_needed(gain, sd, test_var, rope=0.01)
     assert np.isfinite(k)
     assert posterior_decides(gain, sd, test_var, int(k), 0.01)
     assert k == 3 or not posterior_decides(gain, sd, test_var, int(k) - 1, 0.01)
 
 
 def test_no_number_of_seeds_decides_when_the_test_set_is_too_noisy_and_one_seed_cannot_tell():
-    assert decisions.seeds_needed(0.002, 0.01, test_var=0.01 ** 2, rope=0.01) == float("inf")
-    assert np.isnan(decisions.seeds_needed(0.002, float("nan"), 0.0))
+    assert stats.seeds_needed(0.002, 0.01, test_var=0.01 ** 2, rope=0.01) == float("inf")
+    assert np.isnan(stats.seeds_needed(0.002, float("nan"), 0.0))
 
 
 # --- which strategy for my data ------------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def test_the_cheapest_strategy_practically_equivalent_to_the_best_is_named(tmp_p
     case(tmp_path, "tinycnn", 0.80, (-0.2,) * 10, seeds=seeds, strategy="lp")
     with_costs(tmp_path, {"ft": 1000, "lp_ft": 400, "lp": 10})
     study = Study(tmp_path, n_boot=200)
-    table = study.which_strategy.set_index("arm")
+    table = decisions.study_which(study).set_index("arm")
     top = table.index[table.standing == "best"][0]
     assert top in ("ft", "lp_ft")
     assert table.loc["lp", "standing"] == "worse"  # 0.2 below: the cheapest of all, but not as good
@@ -129,7 +129,9 @@ def test_the_cheapest_strategy_practically_equivalent_to_the_best_is_named(tmp_p
 def test_not_enough_evidence_says_how_many_seeds_it_would_take(tmp_path):
     case(tmp_path, "tinycnn", 0.80, (0.05, 0.0, 0.025))  # +0.025 +- 0.025: undecided on 3 seeds
     study = Study(tmp_path, n_boot=200)
-    row = study.which_strategy.set_index("arm").loc[lambda t: t.standing == "undecided"].iloc[0]
+    row = decisions.study_which(study).set_index("arm").loc[lambda t: t.standing == "undecided"].iloc[0]
     assert np.isfinite(row.seeds_needed) and row.seeds_needed > 3
     words = report_words(study)
     assert "not enough evidence" in words and f"about {row.seeds_needed:.0f} seeds per strategy" in words
+    gain = study.gains.iloc[0]  # the gain table says the same of the comparison with FT
+    assert gain.practical == "undecided" and gain.seeds_needed == row.seeds_needed
