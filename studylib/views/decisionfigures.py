@@ -13,6 +13,7 @@ from ..training.strategies import strategy_label as label
 from .runfigures import save
 from .studyfigures import _ordered, message_figure, panel_grid, strategy_colour
 
+MIN_CASES = 3  # a profile over fewer cases is a step or two: the gain table says more
 STANDING_COLOURS = {"p_worse": "#c0504d", "p_equivalent": "#4f81bd", "rest": "#d9d9d9"}
 
 
@@ -24,7 +25,7 @@ def which_strategy(table: pd.DataFrame, path: Path | None = None, metric: str = 
     if table.empty:
         return save(message_figure("no decision to show: a group needs two strategies on the same cases"), path)
     groups = table.groupby(["protocol", "modality", "backbone"], sort=False)
-    fig, axes = panel_grid(len(groups), width=5.2, height=0.9 + 0.42 * table.arm.nunique())
+    fig, axes = panel_grid(len(groups), width=4.3, height=1.1 + 0.42 * table.arm.nunique())
     several = table.protocol.nunique() > 1
     for axis, ((protocol, kind, backbone), group) in zip(axes, groups):
         top = group[group.standing == "best"].arm.iloc[0]
@@ -48,18 +49,20 @@ def which_strategy(table: pd.DataFrame, path: Path | None = None, metric: str = 
         star = " *" if group[group.arm == top].recommended.iloc[0] else ""
         axis.set_title(f"{kind} / {backbone}" + (f" ({protocol})" if several else "")
                        + f"\nbest: {label(top)}{star}; * = cheapest as good", fontsize=10)
-    axes[0].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.1 if len(axes) <= 4 else 0.04, 1, 1))
     return save(fig, path)
 
 
 def performance_profile(profile: pd.DataFrame, path: Path | None = None, metric: str = DEFAULT_METRIC) -> plt.Figure:
     """The share of cases whose mean gain over FT is above t, against t, one line per strategy (one panel per protocol
     group): a line further right and higher gains more often and by more; where it crosses 0.5 is the median gain."""
-    if profile.empty:
-        return save(message_figure("no gains to profile: the results need FT and another strategy"), path)
+    if profile.empty or profile.cases.max() < MIN_CASES:
+        return save(message_figure(f"a performance profile needs at least {MIN_CASES} dataset x backbone cases per "
+                                   "strategy"), path)
     groups = profile.groupby("protocol", sort=False)
-    fig, axes = panel_grid(len(groups), width=5.6, height=4.0)
+    fig, axes = panel_grid(len(groups), width=4.3, height=3.6)
     for axis, (protocol, group) in zip(axes, groups):
         for arm in _ordered(group.arm):
             line = group[group.arm == arm]

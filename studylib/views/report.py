@@ -141,7 +141,7 @@ def _drawn(study: Study) -> list[tuple[str, str, Path]]:
                               "or too few seeds)"))
     for protocol, test in study.rank_tests.items():
         keep("critical_difference", lambda p, t=test: studyfigures.cd_diagram(t, p), protocol, f"_{protocol}")
-    if len(study.gains):
+    if len(study.gains) and study.gains.groupby(["protocol", "arm"]).size().max() >= decisionfigures.MIN_CASES:
         keep("performance_profile", lambda p: decisionfigures.performance_profile(
             decisions.performance_profile(study.gains), p, study.metric))
     keep("accuracy", lambda p: studyfigures.accuracy_bars(study.accuracy, p, study.metric, study.classes))
