@@ -217,7 +217,7 @@ def test_teaching_notebook_runs_at_its_smallest_settings(tmp_path):
 
 
 METRIC_VIEWS = {"gain over FT", "critical-difference diagram", "accuracy per strategy", "cost frontier",
-                "which strategy for my data", "performance profile",
+                "which strategy for my data",
                 "learning curves"}  # the views whose numbers change with the metric
 
 
