@@ -314,9 +314,11 @@ def _pooled_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         sections["Across datasets: better than FT, practically equivalent, or worse? (Bayesian signed-rank)"] = \
             (across.round(4), reading("across", study))
     elif len(across):
+        most = int(across.blocks.max())
         sections["Across datasets (Bayesian signed-rank)"] = (
-            f"Not computed: {across.decision.iloc[0]} independent blocks per strategy; the per-case decisions above "
-            "hold for their own data only.", "")
+            f"Not computed: a strategy has at most {most} independent "
+            f"{across.unit.iloc[0] if most != 1 else across.unit.iloc[0].rstrip('s')} here and the test needs "
+            f"{decisions.MIN_BLOCKS}; the per-case decisions above hold for their own data only.", "")
     improvement = decisions.study_improvement(study)
     if len(improvement):
         sections["Probability of improvement over FT (a run of the strategy above a run of FT)"] = \
@@ -330,9 +332,10 @@ def _pool_text(study: Study) -> str:
     for protocol, table in study.pool_stability.items():
         several = len(study.pool_stability) > 1
         for row in table[table.depends_on_pool].itertuples():
-            said = "differ" if row.different else "cannot be told apart"
-            lines.append(f"- {label(row.a)} and {label(row.b)} {said} with every strategy in the pool, but not "
-                         f"without {', '.join(label(s) for s in row.flips_without.split(', '))}"
+            said, flipped = ("differ", "cannot be told apart") if row.different else ("cannot be told apart", "differ")
+            without = " or ".join(label(s) for s in row.flips_without.split(", "))
+            lines.append(f"- {label(row.a)} and {label(row.b)} {said} with every strategy in the pool, but "
+                         f"{flipped} without {without}"
                          + (f" ({protocol})" if several else ""))
         if not len(table[table.depends_on_pool]) and len(table):
             lines.append(f"- {protocol}: no pairwise verdict changes when any one strategy is left out "

@@ -135,3 +135,16 @@ def test_not_enough_evidence_says_how_many_seeds_it_would_take(tmp_path):
     assert "not enough evidence" in words and f"about {row.seeds_needed:.0f} seeds per strategy" in words
     gain = study.gains.iloc[0]  # the gain table says the same of the comparison with FT
     assert gain.practical == "undecided" and gain.seeds_needed == row.seeds_needed
+
+
+def test_the_report_names_the_verdicts_that_flip_when_a_strategy_leaves_the_pool():
+    from types import SimpleNamespace
+
+    from studylib.study.stats import pool_stability
+    from studylib.views.report import _pool_text
+
+    rows = [{"ft": 0.9, "lp_ft": 0.8 if block < 8 else 0.7, "l2_sp": 0.7 if block < 8 else 0.8, "lp": 0.5}
+            for block in range(12)]  # test_statistics' crafted pool: FT vs LP-FT depends on LP being there
+    text = _pool_text(SimpleNamespace(pool_stability={"P1": pool_stability(pd.DataFrame(rows))}))
+    assert "- FT and LP-FT cannot be told apart with every strategy in the pool, but differ without " in text
+    assert "without L2-SP or LP\n" in text  # either one left out shrinks the critical difference enough
