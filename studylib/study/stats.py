@@ -352,11 +352,13 @@ def nemenyi_cd(strategies: int, blocks: int) -> float:
 def pool_stability(scores: pd.DataFrame, posthoc: str = "nemenyi") -> pd.DataFrame:
     """Which pairwise post-hoc verdicts depend on the pool (Benavoli, Corani & Mangili 2016): every pair's verdict
     (different at 0.05 or not) recomputed with each other strategy left out once. One row per pair: `different` in
-    the full pool, and `flips_without`, the strategies whose removal alone turns that verdict around."""
+    the full pool, `flips_without`, the strategies whose removal alone turns that verdict around, and beside them
+    the pairwise Wilcoxon signed-rank test over the same blocks with Holm over all pairs (`wilcoxon_p`), whose
+    statistic involves only the two strategies (those authors' recommendation)."""
     from itertools import combinations
 
     full = rank_test(scores, posthoc)
-    columns = ["a", "b", "different", "flips_without", "depends_on_pool"]
+    columns = ["a", "b", "different", "flips_without", "depends_on_pool", "wilcoxon_p", "wilcoxon_different"]
     if full is None:
         return pd.DataFrame(columns=columns)
     names = list(full.ranks.index)
@@ -367,8 +369,22 @@ def pool_stability(scores: pd.DataFrame, posthoc: str = "nemenyi") -> pd.DataFra
         flips = [str(other) for other, test in reduced.items() if other not in (a, b) and test is not None
                  and bool(test.pairwise_p.loc[a, b] < 1 - LEVEL) != different]
         rows.append({"a": a, "b": b, "different": different, "flips_without": ", ".join(flips),
-                     "depends_on_pool": bool(flips)})
-    return pd.DataFrame(rows, columns=columns)
+                     "depends_on_pool": bool(flips), "wilcoxon_p": _wilcoxon(full.scores[a], full.scores[b])})
+    table = pd.DataFrame(rows, columns=columns)
+    table["wilcoxon_p"] = adjust(table.wilcoxon_p.astype(float), "holm")
+    table["wilcoxon_different"] = table.wilcoxon_p < 1 - LEVEL
+    return table
+
+
+def _wilcoxon(a: pd.Series, b: pd.Series) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of a - b over the blocks (zero differences split, Pratt-free); 1 when
+    every difference is zero."""
+    from scipy.stats import wilcoxon
+
+    difference = (a - b).to_numpy(dtype=float)
+    if not np.any(difference):
+        return 1.0
+    return float(wilcoxon(difference, zero_method="zsplit").pvalue)
 
 
 def rank_test(scores: pd.DataFrame, posthoc: str = "nemenyi", unit: str = "blocks") -> RankTest | None:

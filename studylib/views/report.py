@@ -280,6 +280,10 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     flagged = _pool_text(study)
     if flagged:
         sections["Verdicts that depend on the pool of strategies"] = (flagged, reading("pool", study))
+        pairs = pd.concat([t.assign(protocol=p) for p, t in study.pool_stability.items()], ignore_index=True)
+        sections["Every pair: the post-hoc in the pool beside the pairwise Wilcoxon signed-rank test (Holm)"] = (
+            pairs[["protocol", "a", "b", "different", "depends_on_pool", "flips_without", "wilcoxon_p",
+                   "wilcoxon_different"]].round(4), "")
     if len(study.per_class):
         sections["Test recall per class: mean over seeds, gain over FT [95% interval]"] = \
             (per_class_table(study.per_class), reading("per_class", study))
@@ -334,8 +338,10 @@ def _pool_text(study: Study) -> str:
         for row in table[table.depends_on_pool].itertuples():
             said, flipped = ("differ", "cannot be told apart") if row.different else ("cannot be told apart", "differ")
             without = " or ".join(label(s) for s in row.flips_without.split(", "))
+            pairwise = "differ" if row.wilcoxon_different else "cannot be told apart"
             lines.append(f"- {label(row.a)} and {label(row.b)} {said} with every strategy in the pool, but "
-                         f"{flipped} without {without}"
+                         f"{flipped} without {without}; by the pairwise Wilcoxon signed-rank test (Holm), which "
+                         f"uses only their own scores, they {pairwise} (p = {row.wilcoxon_p:.3g})"
                          + (f" ({protocol})" if several else ""))
         if not len(table[table.depends_on_pool]) and len(table):
             lines.append(f"- {protocol}: no pairwise verdict changes when any one strategy is left out "
@@ -386,7 +392,7 @@ def _labelled(table: pd.DataFrame, study: Study | None = None) -> pd.DataFrame:
     out = table.reset_index(drop=True)
     if study is not None and "protocol" in out and study.done.protocol.nunique() > 1:
         out["protocol"] = out.protocol.map(analysis.protocol_names(study.done))
-    for column in ("arm", "baseline"):
+    for column in ("arm", "baseline", "a", "b"):
         if column in out:
             out[column] = out[column].map(label)
     return out

@@ -363,3 +363,5 @@ def test_a_nemenyi_verdict_that_flips_when_a_strategy_leaves_the_pool_is_flagged
     row = table.loc[("A", "B")]
     assert not row.different and row.depends_on_pool and "D" in row.flips_without.split(", ")
     assert table.loc[("A", "D")].different and not table.loc[("A", "D")].depends_on_pool  # robust: any pool
+    # the pairwise Wilcoxon test uses only A's and B's scores: A above B on all 12 blocks, 2 / 2^12 before Holm
+    assert row.wilcoxon_different and row.wilcoxon_p == pytest.approx(min(1.0, 6 * 2 / 2 ** 12))
