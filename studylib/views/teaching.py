@@ -60,6 +60,8 @@ PENALTY_SETTINGS = {
     "l2sp_alpha": ("L2-SP: α", -4, 0, 0.5),
 }
 LOG_SLIDERS = ("lpft_lr_factor", *PENALTY_SETTINGS)
+LOG_LR_SCALE = (-7.0, -2.0)  # log10 learning rate at the ends of the plan maps' colour scale (the default rate is
+# 1e-3; LP-FT's factor reaches 1e-6, Auto-RGN's smallest rates about 2e-7); rates beyond it take the end colours
 # Under a panel's title: what the map alone does not show (formatted with the settings).
 PANEL_NOTES = {"auto_rgn": "illustration: rates at the initial weights", "auto_snr": "illustration: initial weights",
                "l1_sp": "all train, + α·Σ|w − w0|, α = {l1sp_alpha:.2g}",
@@ -90,11 +92,7 @@ def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 
 
     plans = {s: cached_plan(s, backbone, epochs, _relevant(s, settings or {})) for s in strategies}
     maps = {s: _log_lr_map(p) for s, p in plans.items() if isinstance(p, pd.DataFrame)}
-    values = [m.to_numpy() for m in maps.values() if np.isfinite(m.to_numpy()).any()]
-    low = min((np.nanmin(v) for v in values), default=-4.0)
-    high = max((np.nanmax(v) for v in values), default=-3.0)
-    if high - low < 0.1:  # one rate everywhere (FT with L2-SP, say): a degenerate scale would colour equal maps apart
-        low, high = low - 0.5, high + 0.5
+    low, high = LOG_LR_SCALE  # one scale for every panel, selection and copy: a colour always means one rate
     columns = max(1, min(columns, len(strategies)))
     rows = -(-len(strategies) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.7 * columns + 1.6, 2.7 * rows + 0.3), squeeze=False,
@@ -118,7 +116,10 @@ def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 
     for axis in list(axes.flat)[len(strategies):]:
         axis.set_axis_off()
     if image is not None:
-        fig.colorbar(image, ax=axes, label="log10 learning rate (blank = frozen)", shrink=0.9)
+        bar = fig.colorbar(image, ax=axes, label="learning rate (log scale; blank = frozen)", shrink=0.9,
+                           extend="both")
+        ticks = np.arange(np.ceil(low), np.floor(high) + 1)
+        bar.set_ticks(ticks, labels=[f"1e{int(t)}" for t in ticks])
     return save(fig, path)
 
 

@@ -93,3 +93,20 @@ def test_the_static_plan_figure_is_a_grid_of_readable_panels():
     assert len({round(axis.get_position().y0, 2) for axis in panels}) == 2  # two rows of four, not one row of eight
     assert panels[0].get_yticklabels()[0].get_text() == "stem"
     assert not any(t.get_text() for t in panels[1].get_yticklabels())  # block names once per row
+
+
+def _cell_colours(figure, title: str) -> np.ndarray:
+    axis = next(a for a in figure.axes if a.get_title().split("\n")[0] == title)
+    image = axis.images[0]
+    return image.to_rgba(image.get_array())
+
+
+@pytest.mark.parametrize("factors", [(0.1, 0.01), (0.01, 0.001), (0.1, 1.0)])
+def test_lp_fts_rate_factor_moves_its_second_stage_colour_and_never_fts(factors):
+    """One fixed colour scale: LP-FT's fine-tuning stage darkens as its factor shrinks, FT's map stays as it was
+    (the colour scale used to follow each selection, so FT turned teal at factor 1)."""
+    first, second = (plan_figure(["ft", "lp_ft"], "tinycnn", 6, settings={"lpft_lr_factor": f}) for f in factors)
+    np.testing.assert_array_equal(_cell_colours(first, "FT"), _cell_colours(second, "FT"))
+    before, after = _cell_colours(first, "LP-FT")[:, -1], _cell_colours(second, "LP-FT")[:, -1]  # the last epoch
+    assert not np.allclose(before, after)
+    assert first.axes[0].images[0].get_clim() == second.axes[0].images[0].get_clim()  # the widget's and the copy's
