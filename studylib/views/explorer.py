@@ -11,7 +11,7 @@ from pathlib import Path
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import display
+from IPython.display import Image, display
 
 from ..core import runfiles
 from ..core.config import METRICS, metric_name
@@ -20,6 +20,7 @@ from ..core.fileio import read_json_dict_or_empty
 from ..study import decisions, measures
 from ..study.analysis import Study
 from ..study.results import collect
+from ..training.strategies import strategy_label as label
 from . import catalogue, decisionfigures, measurefigures, runfigures, studyfigures
 from .catalogue import FIGURES
 
@@ -34,9 +35,9 @@ RUN_VIEWS = {
     "reliability diagram": lambda run, metric: measurefigures.reliability_diagram(run),
 }
 def _run_name(run: Path) -> str:
-    """'gu_last_first seed 684' from the run's config (folder names are long hashes)."""
+    """'G-LF seed 684' from the run's config (folder names are long hashes)."""
     config = read_json_dict_or_empty(Path(run) / runfiles.CONFIG)
-    return f"{config.get('strategy', Path(run).name)} seed {config.get('seed', '?')}"
+    return f"{label(config['strategy']) if 'strategy' in config else Path(run).name} seed {config.get('seed', '?')}"
 
 
 # The study views: catalogue.FIGURES' entries with a view, drawn for the chosen metric (the report draws the
@@ -54,13 +55,18 @@ STUDY_DRAW = {
     "cost_frontier": lambda study, metric: studyfigures.cost_frontier(measures.frontier(study.best, metric),
                                                                     metric=metric),
     "cka_by_block": lambda study, metric: measurefigures.cka_by_block(measures.study_change(study)),
-    "cka_vs_gain": lambda study, metric: measurefigures.change_vs_gain(measures.study_relation(study)),
+    "cka_vs_gain": lambda study, metric: measurefigures.change_vs_gain(measures.study_relation(study),
+                                                                     metric=metric),
     "calibration_gains": lambda study, metric: measurefigures.calibration_gains(
         measures.study_calibration_gains(study)),
     "labelled_fraction": lambda study, metric: measurefigures.labelled_fraction(measures.study_efficiency(study),
                                                                                 metric),
 }
 STUDY_VIEWS = {FIGURES[key].view: key for key in catalogue.STUDY_VIEWS}  # dropdown name -> catalogue key
+# the views whose numbers follow the metric picker; the others say they do not
+METRIC_VIEWS = {"gain over FT", "critical-difference diagram", "accuracy per strategy", "cost frontier",
+                "which strategy for my data", "performance profile", "feature change vs gain", "labelled fraction",
+                "learning curves"}
 
 
 class Explorer:
@@ -87,19 +93,22 @@ class Explorer:
         return sorted(self.done[column].unique().tolist()) if not self.done.empty else []
 
     def _controls(self) -> dict[str, widgets.Dropdown]:
-        def dropdown(label, options, value=None):
+        def dropdown(label, options, value=None, width="250px"):
+            """options: values, or (what the list shows, value) pairs."""
             options = list(options)
-            return widgets.Dropdown(description=label, options=options, value=value if value in options else
-                                    (options[0] if options else None))
+            values = [o[1] if isinstance(o, tuple) else o for o in options]
+            return widgets.Dropdown(description=label, options=options,
+                                    value=value if value in values else (values[0] if values else None),
+                                    layout=widgets.Layout(width=width), style={"description_width": "62px"})
 
+        arms = studyfigures._ordered(self._options("arm")) if not self.done.empty else []
         return {
-            "view": dropdown("view", list(STUDY_VIEWS) + list(RUN_VIEWS), "gain over FT"),
-            "metric": dropdown("metric", [m for m in METRICS if m != "loss"], DEFAULT_METRIC),
+            "view": dropdown("view", list(STUDY_VIEWS) + list(RUN_VIEWS), "gain over FT", "340px"),
+            "metric": dropdown("metric", [(metric_name(m), m) for m in METRICS if m != "loss"], DEFAULT_METRIC),
             "dataset": dropdown("dataset", self._options("dataset")),
             "backbone": dropdown("backbone", self._options("backbone")),
-            "strategy": dropdown("strategy", studyfigures._ordered(self._options("arm")) if not self.done.empty
-                                 else [], "auto_rgn"),
-            "seed": dropdown("seed", self._options("seed")),
+            "strategy": dropdown("strategy", [(label(a), a) for a in arms], "auto_rgn"),
+            "seed": dropdown("seed", self._options("seed"), width="180px"),
         }
 
     def value(self, name: str):
@@ -119,14 +128,15 @@ class Explorer:
         show the first figure again below the widget when the cell ends)."""
         view = self.value("view")
         self.figure, self.message = self._draw(view)
-        if self.figure is not None:
-            runfigures.save(self.figure, self.figures_dir / f"explorer-{view.replace(' ', '_')}.png")
+        png = runfigures.png_bytes(self.figure) if self.figure is not None else None
+        if png is not None:  # the widget shows the file's very image: the same size and dpi as every static copy
+            runfigures.write_png(png, self.figures_dir / f"explorer-{view.replace(' ', '_')}.png")
         with self.output:
             self.output.clear_output(wait=True)
             if self.message:
                 print(self.message)
-            if self.figure is not None:
-                display(self.figure)
+            if png is not None:
+                display(Image(data=png, unconfined=True))  # its own size: text stays legible
         if self.figure is not None:
             plt.close(self.figure)
 
@@ -135,12 +145,15 @@ class Explorer:
             return None, f"no finished runs in {self.results_dir} yet"
         metric = self.value("metric")
         if view in STUDY_VIEWS:
-            return self._study_view(view, metric), ""
+            said = "" if view in METRIC_VIEWS else f"{view}: the same for every metric"
+            return self._study_view(view, metric), said
         self.current_run = self.selected_run()
         if self.current_run is None:
             return None, "no finished run for this dataset / backbone / strategy / seed"
         try:
-            return RUN_VIEWS[view](self.current_run, metric), f"run: {self.current_run.name}"
+            said = "" if view in METRIC_VIEWS else f" ({view} is the same for every metric)"
+            return RUN_VIEWS[view](self.current_run, metric), \
+                f"run: {_run_name(self.current_run)}, folder {self.current_run.name}{said}"
         except FileNotFoundError as err:  # e.g. tensors.csv, written only with log_tensors=true
             name = Path(err.filename).name
             why = ("per-tensor views need runs made with log_tensors=true" if name == runfiles.TENSORS else
@@ -160,8 +173,9 @@ class Explorer:
         return STUDY_DRAW[key](study, metric)
 
     def widget(self) -> widgets.Widget:
-        top = widgets.HBox([self.controls["view"], self.controls["metric"]])
-        middle = widgets.HBox([self.controls[k] for k in ("dataset", "backbone", "strategy", "seed")])
+        wrap = widgets.Layout(flex_flow="row wrap")  # a narrow window wraps the pickers instead of cutting them off
+        top = widgets.HBox([self.controls["view"], self.controls["metric"]], layout=wrap)
+        middle = widgets.HBox([self.controls[k] for k in ("dataset", "backbone", "strategy", "seed")], layout=wrap)
         return widgets.VBox([top, middle, self.output])
 
     def _ipython_display_(self) -> None:

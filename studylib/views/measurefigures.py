@@ -50,12 +50,12 @@ def cka_by_block(change: pd.DataFrame, path: Path | None = None) -> plt.Figure:
         axis.set(ylim=(min(0.9, low - 0.05), 1.01), xlabel="block (input -> output)",
                  ylabel="CKA to the starting network", title=_case_title(keys, several))
         axis.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="lower left", ncol=2, title="1 = features unchanged", title_fontsize=7)
+    axes[-1].legend(fontsize=8, loc="lower left", ncol=2, title="1 = features unchanged", title_fontsize=8)
     fig.tight_layout()
     return save(fig, path)
 
 
-def change_vs_gain(relation: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+def change_vs_gain(relation: pd.DataFrame, path: Path | None = None, metric: str = DEFAULT_METRIC) -> plt.Figure:
     """Top-block CKA against the paired gain over FT, one point per strategy and case."""
     relation = relation.dropna(subset=["cka_top", "gain"])
     if relation.empty:
@@ -65,9 +65,10 @@ def change_vs_gain(relation: pd.DataFrame, path: Path | None = None) -> plt.Figu
         part = relation[relation.arm == strategy]
         axis.scatter(part.cka_top, part.gain, color=strategy_colour(strategy), label=label(strategy))
     axis.axhline(0, color="grey", lw=0.8)
-    axis.set(xlabel="CKA of the top backbone block to the start (1 = unchanged)", ylabel="gain over FT",
+    axis.set(xlabel="CKA of the top backbone block to the start (1 = unchanged)",
+             ylabel=f"gain in test {metric_name(metric)} over FT",
              title="how far the top features moved vs what it bought")
-    axis.legend(fontsize=7, ncol=2)
+    axis.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return save(fig, path)
 
@@ -90,7 +91,7 @@ def reliability_diagram(run_dir: str | Path, path: Path | None = None) -> plt.Fi
                      zorder=3, label="bin (size: images)")
         axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean confidence (top class)", ylabel="accuracy",
                  title=f"equal-{scheme} bins: ECE {ece:.3f}" if ece is not None else f"equal-{scheme} bins")
-    axes[0].legend(fontsize=7, loc="upper left")
+    axes[0].legend(fontsize=8, loc="upper left")
     fig.suptitle(f"{_title(run_dir)}: reliability on test (Brier {test.get('brier', np.nan):.3f}, "
                  f"NLL {test.get('nll', np.nan):.3f})", fontsize=9)
     fig.tight_layout()
@@ -124,7 +125,7 @@ def calibration_gains(gains: pd.DataFrame, path: Path | None = None) -> plt.Figu
         axis.invert_yaxis()
         axis.set(xlabel=f"{metric.upper() if metric != 'brier' else 'Brier'} improvement over FT "
                         "(> 0: better calibrated)")
-    axes[0, 0].legend(fontsize=7, loc="best")
+    axes[0, 0].legend(fontsize=8, loc="best")
     fig.tight_layout()
     return save(fig, path)
 
@@ -152,6 +153,6 @@ def labelled_fraction(table: pd.DataFrame, metric: str = DEFAULT_METRIC, path: P
                  else "labelled images per class (log scale)", ylabel=f"test {metric_name(metric)}",
                  title=f"{dataset} | {backbone}" + (f" | {setting}" if table.setting.nunique() > 1 else ""))
         axis.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, ncol=2, loc="lower right")
+    axes[-1].legend(fontsize=8, ncol=2, loc="lower right")
     fig.tight_layout()
     return save(fig, path)

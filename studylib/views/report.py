@@ -166,7 +166,8 @@ def _drawn(study: Study) -> list[tuple[str, str, Path]]:
     change = measures.study_change(study)
     if len(change):
         keep("cka_by_block", lambda p: measurefigures.cka_by_block(change, p))
-        keep("cka_vs_gain", lambda p: measurefigures.change_vs_gain(measures.study_relation(study), p))
+        keep("cka_vs_gain", lambda p: measurefigures.change_vs_gain(measures.study_relation(study), p,
+                                                                        study.metric))
     calibration = measures.study_calibration_gains(study)
     if len(calibration):
         keep("calibration_gains", lambda p: measurefigures.calibration_gains(calibration, p))
@@ -425,26 +426,40 @@ def _opening(study: Study) -> list[str]:
 
 
 def _html(study: Study, sections: dict, figures: list[tuple[str, str, Path]]) -> str:
+    """The page: the Markdown parts rendered (escaped: nothing in a run folder becomes markup), every figure at its
+    own size (its smallest text stays at least 9 pt; a figure wider than the page scrolls by itself, as a wide
+    table does), so the page never scrolls sideways."""
     parts = [f"<h1>studylib report: {html.escape(study.root.resolve().name)}</h1>"]
-    parts += [f"<p>{html.escape(paragraph)}</p>" for paragraph in _opening(study)]
-    parts += [f"<p class='note'>{html.escape(note)}</p>" for note in study.notes]
+    parts += [_rendered(paragraph) for paragraph in _opening(study)]
+    parts += [f"<div class='note'>{_rendered(note)}</div>" for note in study.notes]
     for key, title, path in figures:
         data = base64.b64encode(path.read_bytes()).decode()
         how = figure_reading(key, study)
-        how = f"<p class='how'><b>How to read it:</b> {html.escape(how)}</p>" if how else ""
-        parts.append(f"<h2>{html.escape(title)}</h2>{how}"
-                     f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+        how = f"<div class='how'>{_rendered('**How to read it:** ' + how)}</div>" if how else ""
+        parts.append(f"<h2>{html.escape(title)}</h2>{how}<div class='wide'>"
+                     f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'></div>")
     for title, (body, how) in sections.items():
         if isinstance(body, pd.DataFrame):
             content = ("<div class='wide'>"
                        + _labelled(body, study).to_html(classes="table", na_rep="missing", index=False)
                        + "</div>")  # a wide table scrolls by itself, the page keeps its width
         else:
-            content = "<pre>" + html.escape(body) + "</pre>"
-        how = f"<p class='how'><b>How to read it:</b> {html.escape(how)}</p>" if how else ""
+            content = _rendered(body)
+        how = f"<div class='how'>{_rendered('**How to read it:** ' + how)}</div>" if how else ""
         parts.append(f"<h2>{html.escape(title)}</h2>{how}{content}")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "pre{white-space:pre-wrap}.wide{overflow-x:auto}.note{background:#fff3cd;padding:6px}.how{color:#333;background:#eef4fb;padding:6px}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>studylib report</title><style>{style}</style>" \
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;overflow-wrap:anywhere}"
+             "img{max-width:none}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;overflow-wrap:normal}"
+             "pre{white-space:pre-wrap}.wide{overflow-x:auto;max-width:100%}.note{background:#fff3cd;padding:0 6px}"
+             ".how{color:#333;background:#eef4fb;padding:0 6px}code{background:#f3f3f3;padding:0 2px}")
+    # the first bytes are how `core.outfolder` knows the page is studylib's: keep them
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>studylib report</title><meta name='viewport' " \
+           f"content='width=device-width, initial-scale=1'><style>{style}</style>" \
            f"</head><body>{''.join(parts)}</body></html>"
+
+
+def _rendered(markdown: str) -> str:
+    """Markdown (the words' `code`, *emphasis* and - lists) as HTML, any HTML in it escaped."""
+    import mistune
+
+    return mistune.create_markdown(escape=True)(markdown)

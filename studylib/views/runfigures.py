@@ -17,15 +17,77 @@ from ..core.config import metric_name
 from ..core.constants import DEFAULT_METRIC
 from ..core.fileio import read_json
 
+DPI = 110  # every PNG studylib writes or shows in a widget: the static copies and the widgets look the same
+MIN_FONT_KEY = "studylib-min-font-pt"  # PNG text chunk: the smallest font in the figure, in points at DPI
+
 
 def save(fig: plt.Figure, path: Path | None) -> plt.Figure:
+    """Write `fig` as PNG to `path` (atomically; nothing when path is None) and return it."""
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        tmp.replace(path)
+        write_png(png_bytes(fig), path)
     return fig
+
+
+def show(fig: plt.Figure | None, path: str | Path | None = None) -> None:
+    """Show `fig` in a notebook as the PNG studylib writes (DPI, its smallest font recorded), at its own size: a
+    figure wider than the notebook scrolls sideways inside its output instead of shrinking its text below legibility;
+    then close it (pyplot would show it a second time when the cell ends). `path`: also write it there."""
+    from IPython.display import Image, display
+
+    if fig is None:
+        return
+    data = png_bytes(fig)
+    if path is not None:
+        write_png(data, path)
+    display(Image(data=data, unconfined=True))
+    plt.close(fig)
+
+
+def write_png(data: bytes, path: str | Path) -> None:
+    """PNG bytes to `path`, atomically (a reader never sees half a figure)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def png_bytes(fig: plt.Figure) -> bytes:
+    """The figure as PNG at DPI, carrying its smallest font size (MIN_FONT_KEY), so a page that shows it can tell
+    how large its smallest text appears (points x DPI / 96 x the displayed share of its width)."""
+    import io
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, bbox_inches="tight", format="png")
+    data = buffer.getvalue()
+    chunk = MIN_FONT_KEY.encode() + b"\0" + f"{min_font(fig):.2f}".encode()
+    text = struct.pack(">I", len(chunk)) + b"tEXt" + chunk + struct.pack(">I", zlib.crc32(b"tEXt" + chunk))
+    return data[:33] + text + data[33:]  # after the signature (8 bytes) and the IHDR chunk (25)
+
+
+def min_font(fig: plt.Figure) -> float:
+    """The smallest font size (points) of any visible, non-empty text the last draw placed in the figure."""
+    from matplotlib.text import Text
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()
+             and t.get_figure() is not None and _inside(t, fig)]
+    return float(min(sizes)) if sizes else float("nan")
+
+
+def _inside(text, fig: plt.Figure) -> bool:
+    """Tick labels outside an axis's view limits are kept by matplotlib but never drawn."""
+    try:
+        box = text.get_window_extent()
+    except RuntimeError:  # no renderer: the figure was never drawn
+        return True
+    return box.width > 0 and box.height > 0 and fig.bbox.overlaps(box) if hasattr(fig.bbox, "overlaps") else True
+
+
+def epoch_step(epochs: int) -> int:
+    """Label every epoch up to 10, else every second or more: tick labels never run together."""
+    return max(1, -(-epochs // 10))
 
 
 def _figure_path(run_dir: Path, name: str) -> Path:
@@ -95,7 +157,8 @@ def layer_heatmap(layers: pd.DataFrame, value: str = "lr", title: str = "", row:
     image = axis.imshow(shown.to_numpy(dtype=float), aspect="auto", cmap="viridis", interpolation="nearest")
     axis.set(yticks=range(len(blocks)), yticklabels=blocks, xlabel="epoch",
              title=f"{title}\n{value} per {row} ({'log10, ' if log else ''}blank = frozen)")
-    axis.set_xticks(range(table.shape[1]), table.columns)
+    every = epoch_step(table.shape[1])
+    axis.set_xticks(range(0, table.shape[1], every), table.columns[::every])
     fig.colorbar(image, ax=axis, label=f"log10 {value}" if log else value)
     return fig
 
@@ -113,7 +176,7 @@ def confusion_matrix(run_dir: str | Path, normalise: bool = True) -> plt.Figure:
         axis.text(j, i, f"{shown[i, j]:.2f}" if normalise else int(v), ha="center", va="center",
                   color="white" if shown[i, j] > 0.6 * shown.max() else "black", fontsize=8)
     axis.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true",
-             title="test confusion matrix" + (" (row-normalised)" if normalise else ""))
+             title=f"{_title(run_dir)}\ntest confusion matrix" + (" (row-normalised)" if normalise else ""))
     axis.set_xticklabels(classes, rotation=45, ha="right")
     axis.set_yticklabels(classes)
     return save(fig, _figure_path(run_dir, "confusion_matrix"))
@@ -124,4 +187,7 @@ def _title(run_dir: Path) -> str:
         cfg = read_json(run_dir / runfiles.CONFIG)
     except FileNotFoundError:
         return run_dir.name
-    return f"{cfg['strategy']} | {cfg['backbone']} | {cfg['dataset']} | lr {cfg['lr']:g} | seed {cfg['seed']}"
+    from ..training.strategies import strategy_label
+
+    return (f"{strategy_label(cfg['strategy'])} | {cfg['backbone']} | {cfg['dataset']} | lr {cfg['lr']:g} | "
+            f"seed {cfg['seed']}")

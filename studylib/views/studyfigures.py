@@ -99,7 +99,7 @@ def accuracy_bars(table: pd.DataFrame, path: Path | None = None, metric: str = D
         if chance is not None:
             axis.axhline(chance, color="grey", ls="--", lw=0.8, label=f"chance ({chance:.2f})")
             low = min(low, chance)
-            axis.legend(fontsize=7, loc="lower right")
+            axis.legend(fontsize=8, loc="lower right")
         margin = 0.08 * max(high - low, 0.02)
         axis.set_xticks(range(len(group)), [label(s) for s in group.index], rotation=60, ha="right")
         axis.set(title=f"{dataset} | {backbone}" + (f" | {protocol}" if several else ""),
@@ -123,7 +123,7 @@ def unfreezing_timeline(runs: dict[str, str | Path], path: Path | None = None) -
                  title=f"{label(name)}: trainable blocks")
     fig.legend(handles=[Patch(facecolor=plt.cm.Greens(1.0), edgecolor="grey", label="trains"),
                         Patch(facecolor=plt.cm.Greens(0.0), edgecolor="grey", label="frozen")],
-               loc="upper right", fontsize=7, ncol=2)
+               loc="upper right", fontsize=8, ncol=2)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return save(fig, path)
 
@@ -220,7 +220,7 @@ def recall_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
         axis.set_xticks(range(len(classes)), classes, rotation=30 if len(classes) > 4 else 0, ha="right"
                         if len(classes) > 4 else "center")
         axis.set(ylim=(0, 1.05), ylabel="test recall (mean over seeds)", title=f"{dataset} | {backbone}")
-    axes[0].legend(fontsize=7, ncol=2)
+    axes[0].legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return save(fig, path)
 
@@ -246,8 +246,8 @@ def confusion_grid(matrices: dict[str, np.ndarray], classes: list[str], title: s
             axis.text(j, i, f"{int(n)}", ha="center", va="center", fontsize=8,
                       color="white" if np.nan_to_num(share[i, j]) > 0.6 else "black")
         ticks = range(len(classes))
-        axis.set_xticks(ticks, classes, rotation=45, ha="right", fontsize=7)
-        axis.set_yticks(ticks, classes, fontsize=7)
+        axis.set_xticks(ticks, classes, rotation=45, ha="right", fontsize=8)
+        axis.set_yticks(ticks, classes, fontsize=8)
         axis.set(xlabel="predicted", ylabel="true", title=label(name))
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -103,7 +103,7 @@ def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 
         title = strategy_label(strategy) + (f"\n({notes[strategy]})" if strategy in notes else "")
         axis.set_title(title, fontsize=9)
         if strategy not in maps:
-            axis.text(0.5, 0.5, textwrap.fill(str(plans[strategy]), 34), ha="center", va="center", fontsize=7,
+            axis.text(0.5, 0.5, textwrap.fill(str(plans[strategy]), 34), ha="center", va="center", fontsize=8,
                       transform=axis.transAxes)
             axis.set_axis_off()
             continue
@@ -183,12 +183,14 @@ def cached_plan(strategy: str, backbone: str, epochs: int, settings: tuple) -> p
 def show_in(output, *figures: plt.Figure | None, empty: str = "pick at least one strategy") -> None:
     """Shows the figures (or `empty` when there is none) in an ipywidgets Output, then closes them: pyplot
     would otherwise show stale copies below the widget when the cell ends."""
-    from IPython.display import display
+    from IPython.display import Image, display
+
+    from .runfigures import png_bytes
 
     shown = [f for f in figures if f is not None]
     with output:
-        output.clear_output(wait=True)
-        display(*shown) if shown else print(empty)
+        output.clear_output(wait=True)  # the PNG studylib writes (its dpi and size), not the inline backend's
+        display(*[Image(data=png_bytes(f), unconfined=True) for f in shown]) if shown else print(empty)
     for figure in shown:
         plt.close(figure)
 
