@@ -245,8 +245,10 @@ STRATEGY_TEXT = (
     "towards its start, $\\mathcal{L} + \\frac{\\alpha}{2}\\lVert w - w_0 \\rVert^2 + "
     "\\frac{\\beta}{2}\\lVert w_{head} \\rVert^2$. Every block trains, but a weight moves only as far "
     "as the data pays for it.\n"
-    "- **L1-SP**: the same with $\\alpha \\sum |w - w_0|$: the pull does not weaken near $w_0$, so many "
-    "weights return exactly to their pretrained value and a few move (a sparse change).\n"
+    "- **L1-SP**: the same with $\\alpha \\sum |w - w_0|$: the pull does not weaken near $w_0$, so a small "
+    "move is pulled back as hard as a large one and the change concentrates on the weights the data pays for "
+    "most. With plain gradient steps (as here, and in the study) weights hover around $w_0$ rather than landing "
+    "exactly on it: exact returns would need a proximal step.\n"
     "- **LP-FT** (Kumar et al. 2022): LP for `lp_epochs`, then FT of everything at $\\eta \\times$ "
     "`lpft_lr_factor` from the probed head. The head already fits when the backbone starts to move, so the "
     "first gradients are small and the features are not distorted (section 6 checks this).\n"
@@ -259,6 +261,10 @@ STRATEGY_TEXT = (
     "`python -m studylib strategies` lists them.")
 
 
+# Measured: Run All of the teaching notebook with its default parameters, headless (papermill), nothing else running.
+RUN_ALL_TIME = "measured at MEASURE on a 2-core CPU with nothing else running"
+
+
 def teaching() -> None:
     write("teaching.ipynb", [
         new_markdown_cell(
@@ -267,8 +273,8 @@ def teaching() -> None:
             "one (a medical dataset, or a synthetic *target* task). The strategies differ in **which blocks "
             "train, when, and how fast**. A *block* is a group of layers: for ResNet-50 the stem, four stages "
             "and the classifier head.\n\n"
-            "**How to use it.** Run all cells (about 4 minutes on a 2-core laptop, most of it section 4's short "
-            "training runs, with a progress bar). Each section ends with exercises: predict, then open the folded "
+            f"**How to use it.** Run all cells ({RUN_ALL_TIME}, most of it section 4's short training runs, with a "
+            "progress bar). Each section ends with exercises: predict, then open the folded "
             "answer. Exported as a static page (File > Save and Export Notebook As > HTML), every figure stays, "
             "for projecting."),
         simple_parameters([
@@ -283,7 +289,8 @@ def teaching() -> None:
             'out_dir: str = "../outputs/teaching"  # where the mini comparison writes its runs',
         ]),
         new_markdown_cell("## 1. The block map\nEvery strategy talks about these blocks; so does every log."),
-        new_code_cell("from studylib.models.backbones import create_backbone\n\n"
+        new_code_cell("from IPython.display import Markdown, display\n\n"
+                      "from studylib.models.backbones import create_backbone\n\n"
                       "bb = create_backbone(backbone, num_classes=4)\n"
                       "print(bb)\n"
                       "{block: len(names) for block, names in bb.blocks.items()}  # parameter tensors per block"),
@@ -298,16 +305,17 @@ def teaching() -> None:
             "Auto-RGN's panel is an **illustration** from the initial weights; its rates "
             "as they ran in a real run are in section 5."),
         new_code_cell("from studylib import STUDY_STRATEGIES\n"
+                      "from studylib.views.runfigures import show\n"
                       "from studylib.views.teaching import PlanExplorer, plan_figure, sp_pull_figure\n\n"
-                      "plan_figure(list(STUDY_STRATEGIES), backbone, plan_epochs, "
-                      "path=f'{out_dir}/figures/strategy_maps.png')  "
-                      "# static copies, for a projected or HTML page\n"
-                      "sp_pull_figure(path=f'{out_dir}/figures/sp_pull.png')\n"
+                      "show(plan_figure(list(STUDY_STRATEGIES), backbone, plan_epochs), "
+                      "f'{out_dir}/figures/strategy_maps.png')  # static copies, for a projected or HTML page\n"
+                      "show(sp_pull_figure(), f'{out_dir}/figures/sp_pull.png')\n"
                       "PlanExplorer(backbone, plan_epochs)"),
         answer("**Exercise 3.1.** Set LP-FT's *LP epochs* to 5 of 8. In how many epochs does the stem train, and "
                "at which rate compared with FT?",
-               "Three epochs (6, 7 and 8), at $\\eta \\times$ `lpft_lr_factor` (0.1 by default: one step darker "
-               "on the colour scale than FT's)."),
+               "Three epochs: 5, 6 and 7 on the plan's axis, which counts epochs from 0 (LP has 0-4). At "
+               "$\\eta \\times$ `lpft_lr_factor` (0.1 by default: one decade darker on the fixed colour scale "
+               "than FT's 1e-3)."),
         answer("**Exercise 3.2.** With 8 epochs, what happens to G-LF when *epochs per stage* goes to 2, and why?",
                "tinycnn has 5 blocks, so G-LF needs 4 stages of 2 epochs plus one epoch for the last stage: 9 "
                "epochs. studylib refuses the plan and says so, rather than silently never training the stem; raise "
@@ -316,8 +324,8 @@ def teaching() -> None:
                "harder on a weight that moved 0.001 from its pretrained value, and on one that moved 0.1? Predict, "
                "then read the pull figure.",
                "At 0.001 L1-SP (1e-4 against L2-SP's 0.01 x 0.001 = 1e-5); at 0.1 L2-SP (1e-3 against 1e-4). They "
-               "pull equally at α₁/α₂ = 0.01. L1's pull does not shrink as a weight comes back, so it pins small "
-               "changes to exactly w0 and lets a few weights move far; L2 lets every weight move a little. Raise "
+               "pull equally at α₁/α₂ = 0.01. L1's pull does not shrink as a weight comes back, so small moves are "
+               "resisted as hard as large ones; L2's fades near w0, so every weight may move a little. Raise "
                "L2-SP's α tenfold and the crossing moves ten times closer to w0."),
         new_markdown_cell(
             "## 4. A mini comparison over three seeds\n"
@@ -343,26 +351,31 @@ def teaching() -> None:
                       "table = study.accuracy.set_index('arm')[['mean', 'std', 'count']]"
                       ".rename(columns={'count': 'seeds'})\n"
                       "gains = study.gains.set_index('arm')[['gain', 'low', 'high', 'verdict']]\n"
-                      "print(spread_sentence(study))\n"
+                      "display(Markdown(spread_sentence(study)))\n"
                       "(table.join(gains).sort_values('mean', ascending=False).rename(index=label).round(3)\n"
-                      " .fillna({'verdict': '(baseline)'}))"),
+                      " .astype({'gain': object, 'low': object, 'high': object})\n"
+                      " .fillna({'verdict': '(baseline)', 'gain': '-', 'low': '-', 'high': '-'}))"),
         answer("**Exercise 4.2.** Rerun the two cells above with `mini_seeds = 1` (in the parameters cell): what "
                "can you still conclude?",
                "Only the ranking of one draw: with one seed the seed-to-seed spread is unknown, so every gain reads "
                "*seed variance unknown*. The study ran three seeds per setting for this reason."),
         new_markdown_cell(
             "## 5. Auto-RGN's rates as they ran, and how far G-LF's blocks moved\n"
-            "Left: Auto-RGN's per-block learning rate in each epoch of a real run (seed 684), recomputed from the "
-            "gradients every epoch, unlike the illustration in section 3. Right: how far each G-LF block's "
-            "weights moved from the pretrained ones (relative distance), epoch by epoch."),
-        new_code_cell("from studylib.views import runfigures\n\n"
-                      "runfigures.block_lr_heatmap(study.example_run('auto_rgn', 'layers.csv'), 'lr');\n"
-                      "runfigures.block_lr_heatmap(study.example_run('gu_last_first', 'layers.csv'), "
-                      "'rel_dist_init');"),
+            "First: Auto-RGN's per-block learning rate in each epoch of one real run of section 4 (its seed is in "
+            "the title), recomputed from the gradients every epoch, unlike the illustration in section 3. Then: "
+            "how far each G-LF block's weights moved from the pretrained ones (relative distance), epoch by "
+            "epoch. The sentence under them is computed from the Auto-RGN run shown."),
+        new_code_cell("from studylib.views import runfigures\nfrom studylib.views.teaching import rgn_sentence\n\n"
+                      "rgn_run = study.example_run('auto_rgn', 'layers.csv')\n"
+                      "runfigures.show(runfigures.block_lr_heatmap(rgn_run, 'lr'))\n"
+                      "runfigures.show(runfigures.block_lr_heatmap(study.example_run('gu_last_first', 'layers.csv'), "
+                      "'rel_dist_init'))\n"
+                      "display(Markdown(rgn_sentence(rgn_run)))"),
         answer("**Exercise 5.1.** Which Auto-RGN block got the highest rate, and does it stay the same every epoch?",
-               "The head, usually by orders of magnitude: it starts random, so its gradient is large relative to "
-               "its weights. The backbone blocks' rates change from epoch to epoch as their gradients change; which "
-               "backbone block gets most is an empirical question (the stem is often not the smallest)."),
+               "Read the sentence under the figures: it is computed from the run shown. The head usually starts "
+               "ahead (it is random, so its gradient is large relative to its weights); by how much depends on "
+               "the run. The backbone blocks' rates change from epoch to epoch as their gradients change, and a low "
+               "block such as the stem can catch up with the head or pass it."),
         new_markdown_cell(
             "## 6. Why strategies differ: what trained, what moved, what changed\n"
             "Every run also compares each block's features on a fixed set of validation images before and after "
@@ -374,11 +387,12 @@ def teaching() -> None:
             "so the second stage starts near a good solution and changes the features less. LP never changes "
             "them. A block's output depends on every block below it, so CKA is cumulative; the weight distance is "
             "per block. Pick strategies below: the top row is the plan as it ran (green: trained), the bottom row "
-            "how far each block's weights moved and how much its features changed (seed 684)."),
+            "how far each block's weights moved and how much its features changed (one run per strategy; the "
+            "seed is in the figure's title)."),
         new_code_cell("from studylib.views.teaching import InsideExplorer, inside_figure, lpft_check\n\n"
                       "runs = {s: study.example_run(s) for s in MINI_STRATEGIES if study.example_run(s)}\n"
-                      "inside_figure({s: runs[s] for s in ('lp', 'ft', 'lp_ft') if s in runs}, "
-                      "path=f'{out_dir}/figures/inside.png')  # the static copy, for a projected or HTML page\n"
+                      "runfigures.show(inside_figure({s: runs[s] for s in ('lp', 'ft', 'lp_ft') if s in runs}), "
+                      "f'{out_dir}/figures/inside.png')  # the static copy, for a projected or HTML page\n"
                       "print(lpft_check(runs))\nInsideExplorer(runs)"),
         answer("**Exercise 6.1.** Which backbone block of G-LF moved most, and why?",
                "Usually the top backbone block (stage3 on tinycnn): G-LF unfreezes from the head down, so it trains "

@@ -379,7 +379,8 @@ def _run_dask(jobs: list[dict], workers: int, scheduler: str, progress: bool) ->
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     with Client(scheduler or cluster) as client:
         futures = [client.submit(execute_run, **job, pure=False) for job in jobs]
-        for _ in tqdm(as_completed(futures), total=len(futures), desc="grid (dask)", unit="run", disable=not progress):
+        what = f"runs, {workers} at a time" if not scheduler else f"runs on {scheduler}"
+        for _ in tqdm(as_completed(futures), total=len(futures), desc=what, unit="run", disable=not progress):
             pass
     if cluster is not None:
         cluster.close()

@@ -179,7 +179,8 @@ class Explorer:
         return widgets.VBox([top, middle, self.output])
 
     def _ipython_display_(self) -> None:
-        display(self.widget())
+        runfigures.display_widget(self.widget(), "the explorer (run the notebook to use it; the figures above are "
+                                                 "its static copies)")
 
     def table(self) -> pd.DataFrame:
         """The accuracy table (mean, sd over seeds) for the chosen metric."""

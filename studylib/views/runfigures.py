@@ -43,6 +43,16 @@ def show(fig: plt.Figure | None, path: str | Path | None = None) -> None:
     plt.close(fig)
 
 
+def display_widget(widget, what: str) -> None:
+    """Display an ipywidgets widget whose plain-text stand-in (what an HTML export or a viewer without the widget
+    state shows) says what it is, instead of its repr ("VBox(children=...")."""
+    from IPython.display import display
+
+    bundle = widget._repr_mimebundle_()
+    bundle["text/plain"] = f"[interactive: {what}]"
+    display(bundle, raw=True)
+
+
 def write_png(data: bytes, path: str | Path) -> None:
     """PNG bytes to `path`, atomically (a reader never sees half a figure)."""
     path = Path(path)

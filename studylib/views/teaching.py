@@ -12,6 +12,7 @@ import pandas as pd
 from ..core import runfiles
 from ..core.config import RunConfig, metric_name
 from ..core.constants import BASELINE
+from ..core.fileio import read_json_dict_or_empty
 from ..core.knobs import OWNERS
 from ..data.datasets import load_dataset
 from ..models.backbones import create_backbone
@@ -19,7 +20,7 @@ from ..study.mini import stage_lengths
 from ..training.engine import Device
 from ..training.runner import make_trainer
 from ..training.strategies import STUDY_STRATEGIES
-from .runfigures import save
+from .runfigures import display_widget, epoch_step, save
 from .studyfigures import strategy_colour
 
 
@@ -103,7 +104,7 @@ def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 
         title = strategy_label(strategy) + (f"\n({notes[strategy]})" if strategy in notes else "")
         axis.set_title(title, fontsize=9)
         if strategy not in maps:
-            axis.text(0.5, 0.5, textwrap.fill(str(plans[strategy]), 34), ha="center", va="center", fontsize=8,
+            axis.text(0.5, 0.5, textwrap.fill(str(plans[strategy]), 30), ha="center", va="center", fontsize=9,
                       transform=axis.transAxes)
             axis.set_axis_off()
             continue
@@ -112,7 +113,7 @@ def plan_figure(strategies: list[str], backbone: str = "tinycnn", epochs: int = 
                             vmin=low, vmax=high)
         first = axis.get_subplotspec().is_first_col()
         axis.set(xlabel="epoch", yticks=range(len(table)), yticklabels=list(table.index) if first else [])
-        axis.set_xticks(range(len(table.columns)))
+        axis.set_xticks(range(0, len(table.columns), epoch_step(len(table.columns))))
     for axis in list(axes.flat)[len(strategies):]:
         axis.set_axis_off()
     if image is not None:
@@ -207,21 +208,22 @@ class PlanExplorer:
         names = list(STUDY_STRATEGIES) + [n for n in STRATEGIES.names() if n not in STUDY_STRATEGIES]
         self.backbone = backbone
         self.picker = widgets.SelectMultiple(options=[(strategy_label(n), n) for n in names], value=tuple(strategies),
-                                             rows=min(10, len(names)), description="strategies")
-        self.epochs = widgets.IntSlider(value=epochs, min=4, max=16, description="epochs", continuous_update=False)
+                                             rows=len(names), description="strategies")  # every option in sight
+        style, row = {"description_width": "200px"}, widgets.Layout(width="500px")  # one track length for all
+        self.epochs = widgets.IntSlider(value=epochs, min=4, max=16, description="epochs", continuous_update=False,
+                                        style=style, layout=row)
         self.sliders = {}
         for field_name, (text, low, high, step) in {**PLAN_SETTINGS, **PENALTY_SETTINGS}.items():
             default = getattr(RunConfig(), field_name)
-            style = {"description_width": "initial"}
             if field_name in LOG_SLIDERS:
                 slider = widgets.FloatLogSlider(value=default, base=10, min=low, max=high, step=step,
-                                                description=text, continuous_update=False, style=style)
+                                                description=text, continuous_update=False, style=style, layout=row)
             elif isinstance(step, int):
                 slider = widgets.IntSlider(value=min(max(default, low), high), min=low, max=high, step=step,
-                                           description=text, continuous_update=False, style=style)
+                                           description=text, continuous_update=False, style=style, layout=row)
             else:
                 slider = widgets.FloatSlider(value=default, min=low, max=high, step=step, description=text,
-                                             continuous_update=False, style=style)
+                                             continuous_update=False, style=style, layout=row)
             self.sliders[field_name] = slider
         for field_name, value in stage_lengths(epochs).items():  # stage lengths that fit the epochs
             self.sliders[field_name].value = value
@@ -251,10 +253,12 @@ class PlanExplorer:
 
     def _ipython_display_(self) -> None:
         import ipywidgets as widgets
-        from IPython.display import display
 
-        display(widgets.VBox([widgets.HBox([self.picker, widgets.VBox([self.epochs, *self.sliders.values()])]),
-                              self.output]))
+        hint = widgets.HTML("<small>Ctrl-click (Cmd-click) adds or removes a strategy; Shift-click a range</small>")
+        box = widgets.VBox([widgets.HBox([widgets.VBox([self.picker, hint]),
+                                          widgets.VBox([self.epochs, *self.sliders.values()])],
+                                         layout=widgets.Layout(flex_flow="row wrap")), self.output])
+        display_widget(box, "the plan explorer (run the notebook to use it; the static copy above shows its maps)")
 
 
 def _log_lr_map(plan: pd.DataFrame) -> pd.DataFrame:
@@ -291,8 +295,9 @@ def inside_figure(runs: dict[str, str | Path], path=None) -> plt.Figure:
         blocks = list(dict.fromkeys(layers.block))
         plan = layers.pivot(index="block", columns="epoch", values="trainable").reindex(blocks).astype(float)
         axis.imshow(plan.to_numpy(), cmap="Greens", vmin=0, vmax=1.3, aspect="auto", interpolation="nearest")
-        axis.set(title=f"{label(strategy)}: trained", xlabel="epoch", yticks=range(len(blocks)),
-                 yticklabels=blocks if i == 0 else [])
+        axis.set(xlabel="epoch", yticks=range(len(blocks)), yticklabels=blocks if i == 0 else [])
+        axis.set_title(f"{label(strategy)}: trained", fontsize=10)
+        axis.set_xticks(range(0, plan.shape[1], epoch_step(plan.shape[1])))
     moved, changed = fig.add_subplot(bottom[0, 0]), fig.add_subplot(bottom[0, 1])
     for strategy, t in tables.items():
         if t["change"] is None:
@@ -303,10 +308,16 @@ def inside_figure(runs: dict[str, str | Path], path=None) -> plt.Figure:
         changed.plot(x, change.cka, marker="o", color=strategy_colour(strategy), label=label(strategy))
         for axis in (moved, changed):
             axis.set_xticks(list(x), change.block, rotation=30, ha="right")
-    moved.set(ylabel="relative weight distance from the start", title="how far the weights moved (0 = not at all)")
-    changed.set(ylabel="CKA to the starting features", title="how much the features changed (1 = not at all)")
-    changed.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    moved.set(ylabel="relative weight distance\nfrom the start")
+    moved.set_title("how far the weights moved\n(0 = not at all)", fontsize=10)
+    changed.set(ylabel="CKA to the\nstarting features")
+    changed.set_title("how much the features changed\n(1 = not at all)", fontsize=10)
+    handles, names = changed.get_legend_handles_labels()
+    if handles:  # below both panels, one entry per strategy in its fixed colour: five stay readable
+        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=9, frameon=False)
+    seeds = sorted({str(read_json_dict_or_empty(Path(r) / runfiles.CONFIG).get("seed", "?")) for r in runs.values()})
+    fig.suptitle(f"one run per strategy, seed {', '.join(seeds)}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
     return save(fig, path)
 
 
@@ -350,9 +361,39 @@ class InsideExplorer:
 
     def _ipython_display_(self) -> None:
         import ipywidgets as widgets
-        from IPython.display import display
 
-        display(widgets.HBox([self.picker, self.output]))
+        hint = widgets.HTML("<small>Ctrl-click (Cmd-click) adds or removes a strategy</small>")
+        display_widget(widgets.VBox([widgets.VBox([self.picker, hint]), self.output]),
+                       "the inside explorer (run the notebook to use it; the static copy above shows its figure)")
+
+
+def rgn_sentence(run: str | Path, close: float = 0.8) -> str:
+    """What section 5's Auto-RGN figure shows, said from its run: by how much the head's rate led the fastest
+    backbone block at the first epoch, and in which epochs a backbone block came within `close` of it or passed it."""
+    run = Path(run)
+    config = read_json_dict_or_empty(run / runfiles.CONFIG)
+    rates = pd.read_csv(run / runfiles.LAYERS).pivot(index="epoch", columns="block", values="lr")
+    backbone = rates.drop(columns="head")
+    fastest, ratio = backbone.idxmax(axis=1), rates["head"] / backbone.max(axis=1)
+    first = rates.index[0]
+    text = (f"In this Auto-RGN run (seed {config.get('seed', '?')}), the head's rate at epoch {first} was "
+            f"{ratio[first]:.1f} times the fastest backbone block's ({fastest[first]})"
+            + (", orders of magnitude ahead" if ratio[first] >= 100 else "") + ". ")
+    caught = [e for e in rates.index if ratio[e] <= 1 / close]
+    if not caught:
+        return text + f"The head led in every epoch, by at least {ratio.min():.1f} times."
+    blocks = sorted(set(fastest[caught]), key=list(backbone.columns).index)
+    lowest = ratio[caught].min()
+    return text + (f"In epoch{'s' if len(caught) > 1 else ''} {_epochs(caught)}, {' and '.join(blocks)} came within "
+                   f"{1 - close:.0%} of the head's rate or passed it (the head's rate over theirs: {lowest:.2f} at "
+                   "the lowest).")
+
+
+def _epochs(epochs: list[int]) -> str:
+    """'3-6' for consecutive epochs, else '1, 3, 4'."""
+    if epochs == list(range(epochs[0], epochs[-1] + 1)) and len(epochs) > 2:
+        return f"{epochs[0]}-{epochs[-1]}"
+    return ", ".join(map(str, epochs))
 
 
 # --- the mini comparison's sentence (the runs: study/mini.py) ---------------------------------------
