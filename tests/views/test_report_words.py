@@ -13,6 +13,7 @@ from PIL import Image
 from studylib.study.analysis import Study
 from studylib.views import prose
 from studylib.views.report import report_words, write_report
+from studylib.views.runfigures import DPI, MIN_FONT_KEY
 
 
 def with_data_reports(root):
@@ -107,7 +108,12 @@ def test_an_eighteen_case_study_has_figures_under_2000_px_and_no_template_text(t
     for png in (tmp_path / "figures").glob("*.png"):
         with Image.open(png) as image:
             assert image.width < 2000, (png.name, image.size)
+            # at its own size (the page never shrinks it) its smallest text is at least 9 pt on screen
+            assert float(image.info[MIN_FONT_KEY]) * DPI / 96 >= 9, (png.name, image.info[MIN_FONT_KEY])
     assert "{r." not in markdown_path.read_text() and "{" not in html_path.read_text().split("<style>")[0]
+    page = html_path.read_text()
+    assert "`" not in page and "*better*" not in page and "<code>seeds</code>" in page  # Markdown rendered
+    assert "<pre>" not in page  # prose wraps; only tables (in their own scrolling box) may be wider than the page
 
 
 @pytest.mark.slow  # seconds in-process: out of the quick suite

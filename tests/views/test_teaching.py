@@ -110,3 +110,36 @@ def test_lp_fts_rate_factor_moves_its_second_stage_colour_and_never_fts(factors)
     before, after = _cell_colours(first, "LP-FT")[:, -1], _cell_colours(second, "LP-FT")[:, -1]  # the last epoch
     assert not np.allclose(before, after)
     assert first.axes[0].images[0].get_clim() == second.axes[0].images[0].get_clim()  # the widget's and the copy's
+
+
+def test_the_auto_rgn_sentence_is_read_from_the_run_it_describes(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from studylib.views.teaching import rgn_sentence
+
+    rates = {"head": [1e-3, 8e-4, 5e-4, 2e-4], "stem": [1e-4, 2e-4, 4.5e-4, 3e-4], "stage1": [5e-5] * 4}
+    rows = [{"epoch": e, "block": b, "lr": r[e]} for b, r in rates.items() for e in range(4)]
+    pd.DataFrame(rows).to_csv(tmp_path / "layers.csv", index=False)
+    (tmp_path / "config.json").write_text(json.dumps({"strategy": "auto_rgn", "seed": 42}))
+    text = rgn_sentence(tmp_path)
+    assert "(seed 42)" in text and "at epoch 0 was 10.0 times the fastest backbone block's (stem)" in text
+    assert "In epochs 2, 3, stem came within 20% of the head's rate or passed it" in text  # 5/4.5 = 1.11, 2/3
+    assert "orders of magnitude" not in text
+
+
+def test_the_teaching_notebook_names_no_seed_or_epoch_its_figures_do_not_show():
+    import json
+    import re
+    from pathlib import Path
+
+    from studylib.views.teaching import strategy_plan
+
+    cells = json.loads((Path(__file__).parents[2] / "notebooks" / "teaching.ipynb").read_text())["cells"]
+    words = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert not re.search(r"seed \d", words)  # the seeds are in the figures' titles, read from the runs
+    assert "orders of magnitude" not in words and "exactly to their pretrained value" not in words
+    plan = strategy_plan("lp_ft", "tinycnn", 8, lp_epochs=5)  # exercise 3.1: LP epochs 5 of 8
+    stem = plan[(plan.block == "stem") & plan.trainable].epoch.tolist()
+    assert "Three epochs: " + ", ".join(map(str, stem[:-1])) + f" and {stem[-1]} on the plan's axis" in words
