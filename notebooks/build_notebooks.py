@@ -151,7 +151,7 @@ def analysis() -> None:
         ]),
         new_code_cell("from IPython.display import Image, Markdown, display\n\n"
                       "from studylib.study import analysis\nfrom studylib.study.analysis import Study\n"
-                      "from studylib.views.report import reading, study_figures\n\n"
+                      "from studylib.views.report import GAIN_COLUMNS_SHORT, labelled, reading, study_figures\n\n"
                       "study = Study(results_dir, metric, n_boot, correction=correction)\n"
                       "for note in study.notes:\n    print('NOTE:', note)\n"
                       "print(f'{len(study.done)} finished runs in {results_dir}')\n"
@@ -166,26 +166,27 @@ def analysis() -> None:
                       "    display(Markdown('**How to read it:** ' + reading('which', study)))\n"
                       "    for _, group in which.groupby(['protocol', 'modality', 'backbone']):\n"
                       "        print(decisions.recommendation(group, metric, study.rope))\n"
-                      "    display(which.round(3))"),
+                      "    display(labelled(which, study).round(3))"),
         new_markdown_cell("## Test score in the chosen `metric`, mean and sd over seeds"),
-        new_code_cell("study.accuracy.round(3) if not study.best.empty else 'nothing finished yet'"),
+        new_code_cell("labelled(study.accuracy, study).round(3) if not study.best.empty else 'nothing finished yet'"),
         new_markdown_cell("## Gain in the chosen `metric` over FT\n"
                           "A case with no FT run shows *no baseline*, never a made-up gain."),
         new_code_cell("gains = study.gains if not study.best.empty else None\n"
                       "if gains is not None:\n    display(Markdown('**How to read it:** ' + reading('gains', study)))\n"
-                      "gains.round(3) if gains is not None else 'no gains without finished runs'"),
+                      "(labelled(gains[GAIN_COLUMNS_SHORT], study).round(3) if gains is not None\n"
+                      " else 'no gains without finished runs')"),
         new_code_cell("if gains is not None and len(study.bn_split):\n"
                       "    display(Markdown('### BatchNorm or strategy?\\n' + reading('bn', study)))\n"
-                      "    display(study.bn_split.round(3))"),
+                      "    display(labelled(study.bn_split, study).round(3))"),
         new_markdown_cell("## Win / tie / loss, ranks and tuning budgets, per protocol group"),
         new_code_cell("if gains is not None and not gains.empty:\n"
                       "    display(Markdown('**How to read it:** ' + reading('wtl', study)))\n"
                       "    for sentence in analysis.win_tie_loss(gains).sentence:\n        print(sentence)\n"
                       "    for protocol, test in study.rank_tests.items():\n"
                       "        print(f'{protocol}: Friedman p = {test.friedman_p:.3g} over {test.blocks}')\n"
-                      "        display(test.ranks.round(2).rename('mean rank').to_frame())\n"
+                      "        display(labelled(test.ranks.round(2).rename('mean rank').reset_index(), study))\n"
                       "    display(Markdown('**Tuning budget.** ' + reading('budget', study)))\n"
-                      "    display(study.budgets)"),
+                      "    display(labelled(study.budgets, study))"),
         new_markdown_cell("## Beyond accuracy: feature change, calibration, few labels"),
         new_code_cell("from studylib.study import measures\n\n"
                       "if not study.best.empty:\n"
@@ -193,14 +194,14 @@ def analysis() -> None:
                       "    if len(relation):\n"
                       "        display(Markdown('### Feature change and the gain over FT\\n' "
                       "+ reading('relation', study)))\n"
-                      "        display(relation.round(3))\n"
+                      "        display(labelled(relation, study).round(3))\n"
                       "    calibration = measures.study_calibration_gains(study)\n"
                       "    if len(calibration):\n"
                       "        display(Markdown('### Calibration\\n' + reading('calibration', study)))\n"
-                      "        display(measures.calibration_table(study.best).round(3))\n"
-                      "        display(calibration[['metric', 'protocol', 'dataset', 'backbone', "
+                      "        display(labelled(measures.calibration_table(study.best), study).round(3))\n"
+                      "        display(labelled(calibration[['metric', 'protocol', 'dataset', 'backbone', "
                       "'arm', 'seeds', 'gain',\n"
-                      "                             'low', 'high', 'verdict']].round(3))\n"
+                      "                                       'low', 'high', 'verdict']], study).round(3))\n"
                       "    fraction = measures.study_efficiency(study)\n"
                       "    if len(fraction):\n"
                       "        display(Markdown('### Few labels\\n' + reading('fraction', study)))\n"

@@ -152,8 +152,7 @@ class Explorer:
             return None, "no finished run for this dataset / backbone / strategy / seed"
         try:
             said = "" if view in METRIC_VIEWS else f" ({view} is the same for every metric)"
-            return RUN_VIEWS[view](self.current_run, metric), \
-                f"run: {_run_name(self.current_run)}, folder {self.current_run.name}{said}"
+            return RUN_VIEWS[view](self.current_run, metric), f"run: {_run_name(self.current_run)}{said}"
         except FileNotFoundError as err:  # e.g. tensors.csv, written only with log_tensors=true
             name = Path(err.filename).name
             why = ("per-tensor views need runs made with log_tensors=true" if name == runfiles.TENSORS else

@@ -217,6 +217,9 @@ def reading(part: str, study: Study | None = None) -> str:
                                     rope=study.rope if study else ROPE)
 
 
+# the notebook's narrower gain table: what fits beside the prompt at 1024 px (the report has every column)
+GAIN_COLUMNS_SHORT = ["protocol", "dataset", "backbone", "arm", "seeds", "gain", "low", "high", "p_adjusted", "verdict",
+                      "practical"]
 GAIN_COLUMNS = ["protocol", "dataset", "backbone", "arm", "baseline", "seeds", "gain", "low", "high", "interval",
                 "p", "p_adjusted", "verdict", "p_equivalent", "practical", "seeds_needed", "design", "bn_differs"]
 
@@ -387,7 +390,7 @@ def _beyond_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
     return sections
 
 
-def _labelled(table: pd.DataFrame, study: Study | None = None) -> pd.DataFrame:
+def labelled(table: pd.DataFrame, study: Study | None = None) -> pd.DataFrame:
     """Strategy labels (LP-FT, G-LF) instead of registry ids and, with several protocol groups, each group named
     by what sets it apart, for tables people read."""
     out = table.reset_index(drop=True)
@@ -404,7 +407,7 @@ def _markdown(study: Study, sections: dict, figures: list[tuple[str, str, Path]]
              + [line for p in _opening(study) for line in (p, "")])
     lines += [f"> {note}" for note in study.notes]
     for title, (body, how) in sections.items():
-        text = f"```text\n{_labelled(body, study).to_string(index=False)}\n```" if isinstance(body, pd.DataFrame) \
+        text = f"```text\n{labelled(body, study).to_string(index=False)}\n```" if isinstance(body, pd.DataFrame) \
             else body
         lines += [f"## {title}", ""] + ([f"*How to read it:* {how}", ""] if how else []) + [text, ""]
     for key, title, path in figures:
@@ -441,7 +444,7 @@ def _html(study: Study, sections: dict, figures: list[tuple[str, str, Path]]) ->
     for title, (body, how) in sections.items():
         if isinstance(body, pd.DataFrame):
             content = ("<div class='wide'>"
-                       + _labelled(body, study).to_html(classes="table", na_rep="missing", index=False)
+                       + labelled(body, study).to_html(classes="table", na_rep="missing", index=False)
                        + "</div>")  # a wide table scrolls by itself, the page keeps its width
         else:
             content = _rendered(body)
