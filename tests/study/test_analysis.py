@@ -280,3 +280,58 @@ def test_the_figure_catalogue_is_what_the_report_and_the_explorer_show():
     assert list(explorer.STUDY_VIEWS) == [catalogue.FIGURES[k].view for k in catalogue.STUDY_VIEWS]
     for key, figure in catalogue.FIGURES.items():
         assert (figure.reading in HOW_TO_READ) if figure.reading else figure.caption, key  # words under each
+
+
+def handle_colour(handle):
+    """A legend handle's colour: a line's colour, else a patch's or a collection's face (else edge) colour."""
+    import numpy as np
+    from matplotlib.lines import Line2D
+
+    if isinstance(handle, Line2D):
+        return handle.get_color()
+    for get in ("get_facecolor", "get_edgecolor"):
+        colour = np.asarray(getattr(handle, get)()) if hasattr(handle, get) else np.empty(0)
+        if colour.size:
+            return colour[0] if colour.ndim == 2 else colour
+    return None
+
+
+def strategy_colours(figure, names: set[str]) -> dict[str, set[str]]:
+    """label -> the colours it wears in `figure`: legend entries, and tick labels coloured by strategy."""
+    from matplotlib.colors import to_hex
+
+    found: dict[str, set[str]] = {}
+    legends = [figure.legends] + [[axis.get_legend()] for axis in figure.axes]
+    for legend in (item for group in legends for item in group if item is not None):
+        for handle, text in zip(legend.legend_handles, legend.get_texts()):
+            name = text.get_text().split(" (")[0]
+            if name in names:
+                colour = handle_colour(handle)
+                if colour is not None:
+                    found.setdefault(name, set()).add(to_hex(colour))
+    for axis in figure.axes:
+        for tick in axis.get_yticklabels():
+            name = tick.get_text().rstrip(" *")
+            if name in names and to_hex(tick.get_color()) != "#000000":
+                found.setdefault(name, set()).add(to_hex(tick.get_color()))
+    return found
+
+
+def test_every_strategy_wears_one_colour_in_every_figure_of_the_report(results, tmp_path, monkeypatch):
+    import studylib.views.report as report
+    from studylib.training.strategies import strategy_label
+
+    figures = []
+    monkeypatch.setattr(report.plt, "close", figures.append)  # keep each figure the report draws
+    root = copy_results(results, tmp_path)
+    write_report(root, n_boot=20)
+    names = {strategy_label(s) for s in ("ft", "lp", "lp_ft", "auto_rgn", "gu_last_first")}
+    seen: dict[str, set[str]] = {}
+    for figure in figures:
+        for name, colours in strategy_colours(figure, names).items():
+            seen.setdefault(name, set()).update(colours)
+    assert len(seen) >= 3 and sum(bool(strategy_colours(f, names)) for f in figures) >= 4, seen  # several figures
+    monkeypatch.undo()  # plt.close is pyplot's again
+    for figure in figures:
+        plt.close(figure)
+    assert all(len(colours) == 1 for colours in seen.values()), seen
