@@ -210,7 +210,8 @@ def analysis() -> None:
         new_markdown_cell("## Figures (static PNGs, also in `figures/`)\n"
                           "The critical-difference diagram: " + HOW_TO_READ_CD),
         new_code_cell("for title, path in study_figures(study).items():\n"
-                      "    display(Markdown(f'### {title}'))\n    display(Image(filename=str(path)))"),
+                      "    display(Markdown(f'### {title}'))\n"
+                      "    display(Image(filename=str(path), unconfined=True))  # its own size: legible text"),
         new_markdown_cell("## Explore\nPick a view, a metric and a run; study views (gain heatmap, critical-difference "
                           "diagram, accuracy, cost) ignore the run pickers. Each view is also saved as "
                           "`figures/explorer-<view>.png`."),

@@ -489,6 +489,9 @@ def win_tie_loss(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sentence(protocol: str, strategy: str, r, baseline: str = BASELINE) -> str:
+    from ..training.strategies import strategy_label
+
+    strategy, baseline = strategy_label(strategy), strategy_label(baseline)
     n = r.cases - r["no baseline"]
     if n == 0:
         return f"{protocol} {strategy}: no case has a {baseline} run to compare with"

@@ -251,7 +251,7 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
                                     ascending=[True, True, True, False]).round(4), "")
     gains = study.gains
     if not gains.empty:
-        sections[f"Gain in test {name} over FT: 95% interval (what it carries: `interval`), corrected verdict"] = \
+        sections[f"Gain in test {name} over FT: 95% interval (the interval column says what it carries), verdict"] = \
             (gains[GAIN_COLUMNS].sort_values(["protocol", "dataset", "backbone", "gain"],
                                              ascending=[True, True, True, False]).round(4), reading("gains", study))
         if len(study.bn_split):

@@ -5,6 +5,7 @@ Screenshots land in outputs/browser/ (kept as CI artifacts): one per explorer vi
 notebook's plans before and after a slider moved, and with L2-SP picked (its pull figure).
 """
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 GRID = ("dataset: synthetic\nsynthetic_size: 120\nbackbone: tinycnn\nimage_size: 16\nmax_epochs: 2\nlp_epochs: 1\n"
         "device: cpu\nstrategy: [ft, lp, auto_rgn]\nseed: 684\n")
+
+
+NOTEBOOK_WORDS = ".jp-RenderedMarkdown, .jp-OutputArea-output"  # what a reader sees, not the code
+NOTEBOOK_SCROLLER = ".jp-WindowedPanel-outer, .jp-NotebookPanel-notebook"
 
 
 def free_port() -> int:
@@ -121,6 +126,45 @@ def no_errors_or_warnings(page) -> None:
     assert page.locator(".jp-RenderedText:has-text('Traceback')").count() == 0
 
 
+SIZES = ((1024, 768), (1400, 900))  # a projector, a laptop
+RAW_IDS = re.compile(r"\b(lp_ft|gu_last_first|gu_first_last|auto_rgn|l1_sp|l2_sp)\b")  # labels are LP-FT, G-LF, ...
+RAW_MARKDOWN = re.compile(r"`|\*\*|(?<![\w*])\*[A-Za-z][^*\n]{0,60}\*(?![\w*])")
+TEMPLATE = re.compile(r"\{[a-z_.]+(:[^}]*)?\}")
+FIGURES_JS = ("() => [...document.images].filter(i => i.src.startsWith('data:image/png') && i.offsetParent)"
+              ".map(i => [i.src, i.naturalWidth, i.getBoundingClientRect().width])")
+
+
+def holds_up(page, name: str, words: str, scroller: str = "") -> None:
+    """At a projector's size and a laptop's: nothing makes the page (or `scroller`, the notebook's scrolling panel)
+    scroll sideways; the text in `words` (a selector) has no raw Markdown, template fields or registry ids; every
+    figure is studylib's PNG and its smallest text shows at 9 pt or more (its font, its dpi, its displayed width)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from studylib.views.runfigures import DPI, MIN_FONT_KEY
+
+    for width, height in SIZES:
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(700)  # the layout settles
+        sideways = page.evaluate("sel => [document.scrollingElement, ...(sel ? document.querySelectorAll(sel) : [])]"
+                                 ".map(e => [e.scrollWidth, e.clientWidth])", scroller)
+        assert all(scroll <= client + 1 for scroll, client in sideways), (name, width, sideways)
+        text = "\n".join(page.locator(words).all_inner_texts())
+        for pattern in (RAW_MARKDOWN, TEMPLATE, RAW_IDS):
+            found = pattern.search(text)
+            assert found is None, (name, width, text[max(0, found.start() - 80):found.end() + 80])
+        figures = page.evaluate(FIGURES_JS)
+        assert figures, name
+        for src, natural, shown in figures:
+            info = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).info
+            assert MIN_FONT_KEY in info, (name, "a figure not drawn by studylib", natural)
+            points = float(info[MIN_FONT_KEY]) * DPI / 96 * shown / natural
+            assert points >= 9, (name, width, natural, shown, info[MIN_FONT_KEY])
+        page.screenshot(path=str(SHOTS / f"{name}-{width}x{height}.png"))
+
+
 LAST_COUNT = ("() => Math.max(0, ...[...document.querySelectorAll('.jp-InputPrompt')]"
               ".map(e => parseInt((e.textContent.match(/\\[(\\d+)\\]/) || [0, 0])[1])))")
 
@@ -166,7 +210,7 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(served):
         explorer = page.locator(".widget-output").last
         views = [name.replace("\xa0", " ") for name in view.locator("option").all_inner_texts()]
         assert "gain over FT" in views and "reliability diagram" in views
-        page.get_by_label("strategy", exact=True).select_option("auto_rgn")
+        page.get_by_label("strategy", exact=True).select_option(label="Auto-RGN")  # labels, not registry ids
         for name in views:  # every view: one figure (or its message), none left from the view before
             before = figure.get_attribute("src") if explorer.locator("img").count() else ""
             view.select_option(name)
@@ -182,14 +226,17 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(served):
         before = figure.get_attribute("src")
         view.select_option("gain over FT")
         last_image_changes(page, before)  # the gain view is drawn before its metric changes
-        for metric in ("macro_f1", "auroc"):
+        for metric in ("macro F1", "AUROC"):
             before = figure.get_attribute("src")
-            page.get_by_label("metric", exact=True).select_option(metric)
+            page.get_by_label("metric", exact=True).select_option(label=metric)
             last_image_changes(page, before)
-            explorer.screenshot(path=str(SHOTS / f"explorer-gain_over_FT-{metric}.png"))
+            explorer.screenshot(path=str(SHOTS / f"explorer-gain_over_FT-{metric.replace(' ', '_')}.png"))
         no_errors_or_warnings(page)
+        holds_up(page, "analysis", NOTEBOOK_WORDS, NOTEBOOK_SCROLLER)
         report = write_report(tmp_path / "results", n_boot=100)[1]
         page.goto(report.as_uri())
+        holds_up(page, "report", "body")
+        page.set_viewport_size({"width": 1400, "height": 1000})
         for title in ("Gain in test balanced accuracy over FT per dataset x backbone",
                       "Auto-RGN: per-block learning rate over epochs"):
             image = page.locator(f"img[alt='{title}']")
@@ -233,8 +280,12 @@ def test_teaching_notebook_plans_redraw_when_a_slider_moves(served):
         page.screenshot(path=str(SHOTS / "teaching-after-run-all.png"), full_page=True)
         text = page.locator(".jp-Notebook").inner_text()
         assert "Seed-to-seed spread" in text and "Top block (stage3)" in text
-        assert "Gains over FT, paired by seed" in text
+        assert "Gains over FT, paired by seed" in text and "In this Auto-RGN run (seed" in text
         no_errors_or_warnings(page)
+        holds_up(page, "teaching", NOTEBOOK_WORDS, NOTEBOOK_SCROLLER)
+        page.set_viewport_size({"width": 1024, "height": 768})
+        plans.scroll_into_view_if_needed()
+        plans.screenshot(path=str(SHOTS / "teaching-plans-1024x768.png"))
         browser.close()
     # what tests/study/test_analysis.py checks of a headless run, where no browser is
     teach = tmp_path / "teach"
