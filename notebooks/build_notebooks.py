@@ -264,8 +264,7 @@ STRATEGY_TEXT = (
 
 
 # Measured: Run All of the teaching notebook with its default parameters, headless (papermill), nothing else running.
-RUN_ALL_TIME = ("about a minute: 63 s measured headless on a 2-core CPU with nothing else running, 128 s with a "
-                "test run beside it; JupyterLab adds its own start")
+RUN_ALL_TIME = "about a minute on a 2-core CPU: 63 s measured headless, 128 s with a test run beside it"
 
 
 def teaching() -> None:
