@@ -150,8 +150,10 @@ def analysis() -> None:
             'correction: str = "holm"  # multiplicity correction over all gains: holm or fdr_bh',
         ]),
         new_code_cell("from IPython.display import Image, Markdown, display\n\n"
+                      "from studylib.core.config import metric_name\n"
                       "from studylib.study import analysis\nfrom studylib.study.analysis import Study\n"
-                      "from studylib.views.report import GAIN_COLUMNS_SHORT, labelled, reading, study_figures\n\n"
+                      "from studylib.views.report import GAIN_COLUMNS_SHORT, WHICH_COLUMNS_SHORT, labelled, reading, "
+                      "study_figures\n\n"
                       "study = Study(results_dir, metric, n_boot, correction=correction)\n"
                       "for note in study.notes:\n    print('NOTE:', note)\n"
                       "print(f'{len(study.done)} finished runs in {results_dir}')\n"
@@ -165,8 +167,8 @@ def analysis() -> None:
                       "if which is not None and len(which):\n"
                       "    display(Markdown('**How to read it:** ' + reading('which', study)))\n"
                       "    for _, group in which.groupby(['protocol', 'modality', 'backbone']):\n"
-                      "        print(decisions.recommendation(group, metric, study.rope))\n"
-                      "    display(labelled(which, study).round(3))"),
+                      "        display(Markdown(decisions.recommendation(group, metric_name(metric), study.rope)))\n"
+                      "    display(labelled(which[WHICH_COLUMNS_SHORT], study).round(3))"),
         new_markdown_cell("## Test score in the chosen `metric`, mean and sd over seeds"),
         new_code_cell("labelled(study.accuracy, study).round(3) if not study.best.empty else 'nothing finished yet'"),
         new_markdown_cell("## Gain in the chosen `metric` over FT\n"
@@ -337,9 +339,9 @@ def teaching() -> None:
             "scores differently, so a gain smaller than that spread is not a result."),
         answer("**Exercise 4.1 (before running).** Will LP be above chance (0.25 for four classes)? Which "
                "strategy will win?",
-               "LP is well above chance (the pretrained features already separate the target classes) but below "
-               "the strategies that adapt the features. Which of FT, LP-FT, G-LF wins changes with the seed: look "
-               "at the intervals below before naming a winner."),
+               "Compare LP's mean in the table below with chance (0.25) and with the others: the pretrained features "
+               "may already separate the target classes, or not. Which strategy wins can change with the seed: read "
+               "the intervals in the table before naming a winner."),
         new_code_cell("from studylib.core.constants import STUDY_SEEDS\n"
                       "from studylib.study.mini import MINI_STRATEGIES, mini_comparison\n"
                       "from studylib.training.pretrain import pretrain, pretrain_config\n"
@@ -391,14 +393,18 @@ def teaching() -> None:
             "per block. Pick strategies below: the top row is the plan as it ran (green: trained), the bottom row "
             "how far each block's weights moved and how much its features changed (one run per strategy; the "
             "seed is in the figure's title)."),
-        new_code_cell("from studylib.views.teaching import InsideExplorer, inside_figure, lpft_check\n\n"
+        new_code_cell("from studylib.views.teaching import InsideExplorer, inside_figure, lpft_check, moved_most\n\n"
                       "runs = {s: study.example_run(s) for s in MINI_STRATEGIES if study.example_run(s)}\n"
                       "runfigures.show(inside_figure({s: runs[s] for s in ('lp', 'ft', 'lp_ft') if s in runs}), "
                       "f'{out_dir}/figures/inside.png')  # the static copy, for a projected or HTML page\n"
-                      "print(lpft_check(runs))\nInsideExplorer(runs)"),
+                      "display(Markdown(lpft_check(runs)))\n"
+                      "if 'gu_last_first' in runs:\n    display(Markdown(moved_most(runs['gu_last_first'])))\n"
+                      "InsideExplorer(runs)"),
         answer("**Exercise 6.1.** Which backbone block of G-LF moved most, and why?",
-               "Usually the top backbone block (stage3 on tinycnn): G-LF unfreezes from the head down, so it trains "
-               "longest."),
+               "Read the sentence under the figure: it is computed from the G-LF run of section 4. G-LF unfreezes "
+               "from the head down, so its top backbone block trains longest; whether that block also moves most "
+               "depends on the run (a block that trains briefly at the start of training, when gradients are "
+               "largest, can move far too)."),
         answer("**Exercise 6.2.** Does the strategy whose features changed most also have the best test score "
                "in section 4?",
                "Not necessarily. On a target task close to the source, keeping the features (high CKA) is often "

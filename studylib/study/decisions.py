@@ -184,7 +184,6 @@ def which_strategy(best: pd.DataFrame, metric: str, rope: float = ROPE, n_boot: 
     if best.empty:
         return pd.DataFrame(columns=columns)
     sign, column = improvement_sign(metric), f"test_{metric}"
-    cost = frontier(best, metric).groupby(["protocol", "arm"])[["trainable_params", "seconds_per_epoch"]].median()
     frames = []
     for (protocol, kind, backbone), group in _cases(best).groupby(["protocol", "modality", "backbone"]):
         means = group.pivot_table(index="dataset", columns="arm", values=column, aggfunc="mean").dropna(axis=1)
@@ -197,8 +196,11 @@ def which_strategy(best: pd.DataFrame, metric: str, rope: float = ROPE, n_boot: 
                                           mean=[float(means[arm].mean()) for arm in means.columns])
         seeds = group.groupby("arm").seed.nunique()
         table["seeds"] = table.seeds.fillna(table.arm.map(seeds))
+        # the costs of this group's runs only: another backbone or dataset costs something else
+        cost = frontier(group[group.dataset.isin(means.index)], metric).groupby("arm")[
+            ["trainable_params", "seconds_per_epoch"]].median()
         for name in ("trainable_params", "seconds_per_epoch"):
-            table[name] = [cost[name].get((protocol, arm), np.nan) for arm in table.arm]
+            table[name] = table.arm.map(cost[name]).astype(float)
         frames.append(_recommend(table))
     return pd.concat(frames, ignore_index=True).reindex(columns=columns) if frames else pd.DataFrame(columns=columns)
 
@@ -212,16 +214,29 @@ def _standing(arm: str, top: str, versus: pd.DataFrame, rope: float) -> dict:
                 "as good" if len(versus) and decisions <= {"practically equivalent", "better"} else "undecided")
     open_cases = versus[~versus.practical.isin(["practically equivalent", "better", "worse"])]
     needed = [stats.seeds_needed(r.gain, r.seed_sd, r.test_var, rope) for r in open_cases.itertuples()]
+    known = [k for k in needed if not np.isnan(k)]  # a case without a seed sd (one seed) cannot be planned for
     return {"arm": arm, "seeds": versus.seeds.min(), "gain_vs_best": float(versus.gain.mean()),
             "p_worse": float(versus.p_worse.max()), "p_equivalent": float(versus.p_equivalent.min()),
-            "standing": standing, "seeds_needed": max(needed) if needed and standing == "undecided" else np.nan}
+            "standing": standing,
+            # the group's decision needs every open case decided: the seeds of the hardest one
+            "seeds_needed": max(known) if known and standing == "undecided" else np.nan}
+
+
+TIME_TIE = 1.1  # seconds per epoch within 10% of the fastest are a tie: wall-clock time is noisy
 
 
 def _recommend(table: pd.DataFrame) -> pd.DataFrame:
-    """Mark the cheapest arm among the best and the arms as good as it (trainable parameters, then time)."""
-    candidates = table[table.standing.isin(["best", "as good"])]
-    order = candidates.sort_values(["trainable_params", "seconds_per_epoch", "mean"], na_position="last",
-                                   ascending=[True, True, False])
+    """Mark the cheapest arm among the best and the arms as good as it: fewest trainable parameters, then seconds
+    per epoch (within TIME_TIE of the fastest counts as a tie), then the best arm itself, then the higher mean."""
+    candidates = table[table.standing.isin(["best", "as good"])].copy()
+    params = candidates.trainable_params
+    if params.notna().any():
+        candidates = candidates[params == params.min()]
+    seconds = candidates.seconds_per_epoch
+    if seconds.notna().any():
+        candidates = candidates[seconds <= TIME_TIE * seconds.min()]
+    order = candidates.assign(is_best=candidates.standing == "best").sort_values(["is_best", "mean"],
+                                                                                 ascending=[False, False])
     table["recommended"] = table.arm == order.arm.iloc[0]
     return table
 
@@ -239,8 +254,9 @@ def recommendation(group: pd.DataFrame, metric_label: str, rope: float = ROPE) -
         others = ", ".join(label(a) for a in good.arm)
         cost = _cost_words(pick)
         return (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}); "
-                f"{others} {'is' if len(good) == 1 else 'are'} practically equivalent to it (within the ROPE with "
-                f"probability > {PRACTICAL}); the cheapest of these is {label(pick.arm)}{cost}.")
+                f"{others} {'is' if len(good) == 1 else 'are'} practically equivalent to it or better (within or "
+                f"above the ROPE with probability > {PRACTICAL}); the cheapest of {label(top.arm)} and "
+                f"{'this' if len(good) == 1 else 'these'} is {label(pick.arm)}{cost}.")
     open_arms = group[group.standing == "undecided"]
     if open_arms.empty:
         return (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}) and every other "
@@ -253,8 +269,8 @@ def recommendation(group: pd.DataFrame, metric_label: str, rope: float = ROPE) -
     if len(finite):
         closest = finite.loc[finite.seeds_needed.astype(float).idxmin()]
         text += (f" {label(closest.arm)} ({closest.gain_vs_best:+.3f}) would take about {closest.seeds_needed:.0f} "
-                 f"seeds per strategy to decide ({closest.seeds:.0f} now), if its mean difference and seed-to-seed "
-                 "spread stay as observed.")
+                 f"seeds per strategy to decide with {stats.POWER:.0%} probability ({closest.seeds:.0f} now), if its "
+                 "mean difference and seed-to-seed spread stay as observed.")
     if len(stuck):
         names = ", ".join(label(a) for a in stuck.arm)
         text += (f" {names} (within {stuck.gain_vs_best.abs().max():.3f} of it) would not be decided by more seeds "
@@ -275,11 +291,14 @@ def headline(table: pd.DataFrame, most: int = 3) -> str:
     groups = [group for _, group in table.groupby(["protocol", "modality", "backbone"], sort=False)]
     if not groups:
         return ""
-    decided = [g for g in groups if (g.standing == "as good").any()]
     if len(groups) > most:
-        return (f"Which strategy for my data: in {len(decided)} of {len(groups)} modality x backbone groups a "
-                "strategy cheaper than or as cheap as the best is practically equivalent to it; the section of that "
-                "name lists each.")
+        cheaper = sum(bool((g.recommended & (g.standing == "as good")).any()) for g in groups)
+        best_cheapest = sum(bool((g.standing == "as good").any() and (g.recommended & (g.standing == "best")).any())
+                            for g in groups)
+        return (f"Which strategy for my data: in {cheaper} of {len(groups)} modality x backbone groups a cheaper "
+                f"strategy is practically equivalent to the best, in {best_cheapest} the best is also the cheapest "
+                "of those as good as it, and in the rest the evidence names none; the section of that name lists "
+                "each.")
     parts = []
     for group in groups:
         where = f"{group.modality.iloc[0]} / {group.backbone.iloc[0]}"
@@ -296,7 +315,8 @@ def headline(table: pd.DataFrame, most: int = 3) -> str:
         needed = open_arms.seeds_needed.astype(float)
         finite = open_arms[np.isfinite(needed)]
         stuck = int((needed == np.inf).sum())
-        said = [f"{label(r.arm)} vs {label(top)} would be decided at about {r.seeds_needed:.0f} seeds per strategy"
+        said = [f"{label(r.arm)} vs {label(top)} would be decided ({stats.POWER:.0%} chance) at about "
+                f"{r.seeds_needed:.0f} seeds per strategy"
                 for r in finite.sort_values("seeds_needed").head(1).itertuples()]
         if stuck:
             said.append(f"{stuck} comparison{'s' if stuck > 1 else ''} need{'' if stuck > 1 else 's'} a larger test "

@@ -174,12 +174,15 @@ class Gain:
 
 
 def rope_probabilities(gain: float, se: float, df: float, rope: float) -> tuple[float, float, float]:
-    """(p worse, p practically equivalent, p better) under the Bayesian correlated t-test's posterior of the mean
-    gain (Corani & Benavoli 2015; Benavoli et al. 2017, JMLR 18(77); baycomp's single-data-set posterior): Student t
-    with the paired gain's degrees of freedom, centred on the mean gain, scaled by its standard error. That standard
-    error already carries both sources of variance (seeds, and the test images the seeds share, whose correlation
-    is what the correlated t-test corrects for), so the posterior is the frequentist interval's own distribution
-    read as a belief. `rope`: gains within +-rope count as practically equivalent."""
+    """(p worse, p practically equivalent, p better) under a Student posterior of the mean gain, the form of the
+    Bayesian correlated t-test (Corani & Benavoli 2015; Benavoli et al. 2017, JMLR 18(77); baycomp's
+    single-data-set posterior): Student t with the paired gain's degrees of freedom, centred on the mean gain, scaled
+    by its standard error. That standard error is the interval's: seed variance plus the variance of the test images
+    the seeds share, so the posterior is the frequentist interval's own distribution read as a belief. The
+    correlated t-test's own correction (Nadeau-Bengio, for the training sets that cross-validation folds share) is
+    not applied: where each seed re-draws its split, training sets overlap and this posterior may be somewhat
+    over-confident (benchmarks/calibrate_intervals.py measures the interval's error rate). `rope`: gains within
+    +-rope count as practically equivalent."""
     from baycomp.single import Posterior
 
     if not (np.isfinite(gain) and np.isfinite(se)):
@@ -189,29 +192,44 @@ def rope_probabilities(gain: float, se: float, df: float, rope: float) -> tuple[
     return float(worse), max(0.0, float(equivalent)), float(better)
 
 
-def seeds_needed(gain: float, seed_sd: float, test_var: float, rope: float = ROPE) -> float:
-    """Seeds per arm after which the posterior decision (practically equivalent when |gain| < rope, else better or
-    worse) would pass PRACTICAL, if the mean gain and the seed-to-seed sd stay as observed: the smallest k with that
-    probability under a Student posterior of standard error sqrt(sd^2 / k + V) (V, the test-image variance, does not
-    shrink with seeds; its degrees of freedom as stats.paired_gain's). inf when no number of seeds would do (V alone
-    is too large: the test set is too small, or the gain sits on the ROPE's edge); NaN without a seed sd."""
+POWER = 0.8  # seeds_needed: the chance a new experiment of that size reaches a decision
+
+
+def seeds_needed(gain: float, seed_sd: float, test_var: float, rope: float = ROPE, power: float = POWER) -> float:
+    """Seeds per arm at which a new experiment would reach the posterior decision (practically equivalent, better or
+    worse: one of them above PRACTICAL) with probability `power`, if the true mean gain and the seed-to-seed sd are
+    the observed ones: the smallest k where that share of the experiment's possible mean gains (normal around `gain`
+    with standard error sqrt(sd^2 / k + V); V, the test-image variance, does not shrink with seeds) gives a decided
+    posterior (its degrees of freedom as paired_gain's). A plug-in estimate: the observed gain and sd are themselves
+    uncertain. inf when no number of seeds would do (V alone keeps it undecided: the test set is too small for the
+    ROPE, or the gain sits on the ROPE's edge); NaN without a seed sd (fewer than 2 seeds)."""
     if not (np.isfinite(gain) and np.isfinite(seed_sd)):
         return float("nan")
     test_var = float(test_var) if np.isfinite(test_var) else 0.0
-
-    def decided(k: float) -> bool:
-        seed_var = seed_sd ** 2 / k
-        variance = seed_var + test_var
-        df = variance ** 2 / (seed_var ** 2 / (k - 1)) if seed_var > 0 and np.isfinite(k) else float("inf")
-        worse, equivalent, better = rope_probabilities(gain, float(np.sqrt(variance)), df, rope)
-        return max(worse, equivalent, better) > PRACTICAL
-
-    if not decided(float("inf")):
+    if _decision_power(gain, seed_sd, test_var, rope, float("inf")) < power:
         return float("inf")
     for k in range(MIN_SEEDS, SEED_LIMIT + 1):
-        if decided(k):
+        if _decision_power(gain, seed_sd, test_var, rope, k) >= power:
             return float(k)
     return float("inf")
+
+
+def _decision_power(gain: float, seed_sd: float, test_var: float, rope: float, k: float) -> float:
+    """The share of a k-seed experiment's possible mean gains (400 normal quantiles around `gain`) whose posterior
+    passes PRACTICAL for one of worse, equivalent, better."""
+    from scipy import stats as scipy_stats
+
+    seed_var = seed_sd ** 2 / k
+    variance = seed_var + test_var
+    if variance <= 0:
+        return 1.0 if abs(abs(gain) - rope) > 0 else 0.0
+    se = float(np.sqrt(variance))
+    df = variance ** 2 / (seed_var ** 2 / (k - 1)) if seed_var > 0 and np.isfinite(k) else float("inf")
+    means = gain + se * scipy_stats.norm.ppf((np.arange(400) + 0.5) / 400)
+    worse = scipy_stats.t.cdf((-rope - means) / se, df)
+    better = scipy_stats.t.sf((rope - means) / se, df)
+    decided = np.maximum(np.maximum(worse, better), 1 - worse - better) > PRACTICAL
+    return float(decided.mean())
 
 
 def paired_gain(pairs: list[tuple[Predictions, Predictions]], metric: str, n_boot: int = N_BOOT,
@@ -294,13 +312,26 @@ def _diff(metric: str, a: Predictions, b: Predictions, counts: np.ndarray) -> np
 
 
 def adjust(p_values: pd.Series, method: str = "holm") -> pd.Series:
-    """Family-wise (Holm 1979) or false-discovery-rate (Benjamini-Hochberg, 'fdr_bh') adjusted p-values."""
-    from statsmodels.stats.multitest import multipletests
+    """Family-wise (Holm 1979) or false-discovery-rate (Benjamini-Hochberg, 'fdr_bh') adjusted p-values; NaN stays
+    NaN. Holm's step-down is written out (statsmodels' version runs a full garbage collection on every call, 0.2 s
+    in a busy process, paid by every report many times); BH is scipy's."""
+    from scipy.stats import false_discovery_control
 
     valid = p_values.dropna()
     out = pd.Series(np.nan, index=p_values.index)
-    if len(valid):
-        out[valid.index] = multipletests(valid.to_numpy(), method=method)[1]
+    if not len(valid):
+        return out
+    p = valid.to_numpy(dtype=float)
+    if method == "holm":
+        order = np.argsort(p, kind="stable")
+        stepped = np.minimum(1.0, np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1)))
+        adjusted = np.empty_like(p)
+        adjusted[order] = stepped
+    elif method == "fdr_bh":
+        adjusted = false_discovery_control(p, method="bh")
+    else:
+        raise ValueError(f"correction {method!r}; choose one of holm, fdr_bh")
+    out[valid.index] = adjusted
     return out
 
 

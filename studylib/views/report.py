@@ -33,9 +33,9 @@ HOW_TO_READ = {
               "posterior of the gain): *practically equivalent* when the gain lies within +-{rope} of FT with "
               "probability `p_equivalent` > 0.95, *better* or *worse* when it lies beyond that band with "
               "probability > 0.95, else *undecided*: inside the noise is not the same as equivalent. For an "
-              "undecided gain, `seeds_needed` is how many seeds per strategy would decide it if its mean and "
-              "seed-to-seed spread stayed as observed (inf: more seeds alone would not; the test set's noise is too "
-              "large for the ROPE)."),
+              "undecided gain, `seeds_needed` is how many seeds per strategy would decide it (80% chance) if its "
+              "mean and seed-to-seed spread stayed as observed (inf: more seeds alone would not; the test set's "
+              "noise is too large for the ROPE)."),
     "bn": ("When a strategy ran under another BatchNorm policy than FT and the FT control under that policy ran "
            "too, its gain over FT is split into the control's gain over FT (what BatchNorm explains) and the "
            "strategy's gain over the control (what the strategy adds). The total is the gain table's row; the two "
@@ -80,9 +80,10 @@ HOW_TO_READ = {
               "table), `p_worse` that it is worse beyond that, on the group's least favourable case. A strategy is "
               "*as good* when p_equivalent (or p(better)) > 0.95 on every case; the cheapest of those and the best, "
               "by trainable parameters then seconds per epoch, is `recommended`. *undecided* means more evidence is "
-              "needed: `seeds_needed` is how many seeds per strategy would decide it if the mean difference and the "
-              "seed-to-seed spread stayed as observed (inf: more seeds alone would not, the test set's own noise is "
-              "too large)."),
+              "needed: `seeds_needed` is how many seeds per strategy would decide it (80% chance) if the mean "
+              "difference and the seed-to-seed spread stayed as observed (inf: more seeds alone would not, the test "
+              "set's own noise is too large). Costs within 10% in seconds per epoch count as equal (timing noise); "
+              "on a tie the best itself is recommended."),
     "across": ("Beyond single cases: the Bayesian signed-rank test (Benavoli et al. 2014, 2017; baycomp) on each "
                "strategy's mean gain over FT per independent block (a dataset when several backbones share its "
                "images) gives p(worse), p(practically equivalent: within +-{rope}), p(better) for the pool of "
@@ -220,6 +221,8 @@ def reading(part: str, study: Study | None = None) -> str:
 # the notebook's narrower gain table: what fits beside the prompt at 1024 px (the report has every column)
 GAIN_COLUMNS_SHORT = ["protocol", "dataset", "backbone", "arm", "seeds", "gain", "low", "high", "p_adjusted", "verdict",
                       "practical"]
+WHICH_COLUMNS_SHORT = ["modality", "backbone", "arm", "seeds", "mean", "gain_vs_best", "p_equivalent", "standing",
+                       "seeds_needed", "trainable_params", "recommended"]
 GAIN_COLUMNS = ["protocol", "dataset", "backbone", "arm", "baseline", "seeds", "gain", "low", "high", "interval",
                 "p", "p_adjusted", "verdict", "p_equivalent", "practical", "seeds_needed", "design", "bn_differs"]
 
@@ -283,7 +286,7 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
             if not test.rejected else "") + (f"; {test.note}" if test.note else "") + ". " + reading("cd", study))
     flagged = _pool_text(study)
     if flagged:
-        sections["Verdicts that depend on the pool of strategies"] = (flagged, reading("pool", study))
+        sections["Does a verdict depend on the pool of strategies?"] = (flagged, reading("pool", study))
         pairs = pd.concat([t.assign(protocol=p) for p, t in study.pool_stability.items()], ignore_index=True)
         sections["Every pair: the post-hoc in the pool beside the pairwise Wilcoxon signed-rank test (Holm)"] = (
             pairs[["protocol", "a", "b", "different", "depends_on_pool", "flips_without", "wilcoxon_p",

@@ -81,9 +81,10 @@ def min_font(fig: plt.Figure) -> float:
     """The smallest font size (points) of any visible, non-empty text the last draw placed in the figure."""
     from matplotlib.text import Text
 
-    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()
-             and t.get_figure() is not None and _inside(t, fig)]
-    return float(min(sizes)) if sizes else float("nan")
+    texts = sorted((t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()
+                    and t.get_figure() is not None), key=lambda t: t.get_fontsize())
+    # from the smallest up, the first one drawn on the figure (its extent is costly: ask only as far as needed)
+    return next((float(t.get_fontsize()) for t in texts if _inside(t, fig)), float("nan"))
 
 
 def _inside(text, fig: plt.Figure) -> bool:

@@ -255,10 +255,15 @@ def confusion_grid(matrices: dict[str, np.ndarray], classes: list[str], title: s
 
 
 def strategy_colour(strategy: str) -> str:
-    """One colour per strategy in every figure: its place in the registry."""
+    """One colour per strategy in every figure, by its place in the registry: the study's eight keep matplotlib's
+    first eight (C0-C7), the next two C8-C9, then tab20's light shades, so 20 registered strategies never share one."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
     known = list_strategies()
     index = known.index(strategy) if strategy in known else len(known) + sum(map(ord, strategy))
-    return f"C{index % 10}"
+    index %= 20
+    return f"C{index}" if index < 10 else to_hex(colormaps["tab20"](2 * (index - 10) + 1))
 
 
 def message_figure(message: str) -> plt.Figure:

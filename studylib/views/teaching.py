@@ -389,6 +389,23 @@ def rgn_sentence(run: str | Path, close: float = 0.8) -> str:
                    "the lowest).")
 
 
+def moved_most(run: str | Path) -> str:
+    """Which backbone block of a run moved furthest from its start, and which least (relative weight distance of
+    the selected network, representations.csv): what exercise 6.1 asks of G-LF, said from the run shown."""
+    from ..training.strategies import strategy_label
+
+    run = Path(run)
+    config = read_json_dict_or_empty(run / runfiles.CONFIG)
+    if not (run / runfiles.REPRESENTATIONS).is_file():
+        return "This run measured no weight distances (repr_images = 0)."
+    change = pd.read_csv(run / runfiles.REPRESENTATIONS)
+    change = change[change.selected.astype(bool) & (change.block != "head")].set_index("block").rel_dist_init
+    most, least = change.idxmax(), change.idxmin()
+    return (f"In this {strategy_label(config.get('strategy', '?'))} run (seed {config.get('seed', '?')}), {most} "
+            f"moved most from its start (relative distance {change[most]:.3f}) and {least} least "
+            f"({change[least]:.3f}).")
+
+
 def _epochs(epochs: list[int]) -> str:
     """'3-6' for consecutive epochs, else '1, 3, 4'."""
     if epochs == list(range(epochs[0], epochs[-1] + 1)) and len(epochs) > 2:

@@ -335,3 +335,13 @@ def test_every_strategy_wears_one_colour_in_every_figure_of_the_report(results, 
     for figure in figures:
         plt.close(figure)
     assert all(len(colours) == 1 for colours in seen.values()), seen
+
+
+def test_registered_strategies_wear_distinct_colours():
+    from matplotlib.colors import to_hex
+
+    from studylib.training.strategies import list_strategies
+    from studylib.views.studyfigures import strategy_colour
+
+    colours = [to_hex(strategy_colour(s)) for s in list_strategies()]
+    assert len(set(colours)) == len(colours) <= 20

@@ -82,40 +82,36 @@ def test_bad_grids_fail_before_any_run(tmp_path, body, message):
 
 
 @pytest.mark.slow
-def test_smoke_grid_through_papermill_then_skip_when_finished(tmp_path, capfd):
-    table = run_grid(ROOT / "params" / "smoke.yaml", tmp_path, progress=False)
+def test_smoke_grid_through_papermill_on_a_local_cluster_equals_inline_then_skips_when_finished(tmp_path, capfd):
+    """One papermill grid on a Dask LocalCluster of 2 workers (a kernel per run) against the same grid inline."""
+    local = run_grid(ROOT / "params" / "smoke.yaml", tmp_path / "local", engine="inline", progress=False)
+    out = tmp_path / "dask"
+    table = run_grid(ROOT / "params" / "smoke.yaml", out, workers=2, progress=False)  # papermill, 2 at a time
     assert list(table.status) == ["finished", "finished"]
     assert "without encryption" not in capfd.readouterr().err  # the kernels' log warnings stay out of a grid's output
-    run_dir = tmp_path / "runs" / table.run[0]
+    run_dir = out / "runs" / table.run[0]
     executed = nbformat.read(run_dir / "experiment.ipynb", as_version=4)
     assert any(c.outputs for c in executed.cells if c.cell_type == "code")  # the executed copy is kept
     for name in table.run:  # every cell ran cleanly and the run's own status agrees with the table
-        cells = nbformat.read(tmp_path / "runs" / name / "experiment.ipynb", as_version=4).cells
+        cells = nbformat.read(out / "runs" / name / "experiment.ipynb", as_version=4).cells
         errors = [o for c in cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
         assert not errors, errors
         assert all(c.execution_count for c in cells if c.cell_type == "code")
-        assert json.loads((tmp_path / "runs" / name / "status.json").read_text())["status"] == "finished"
+        assert json.loads((out / "runs" / name / "status.json").read_text())["status"] == "finished"
     assert (run_dir / "figures" / "learning_curves.png").is_file()
+    columns = ["run", "status", "test_balanced_accuracy"]
+    pd.testing.assert_frame_equal(local[columns], table[columns])
+    a, b = collect(tmp_path / "local"), collect(out)
+    metrics = [c for c in a.columns if c.startswith(("val_", "test_"))]
+    pd.testing.assert_frame_equal(a[["run"] + metrics], b[["run"] + metrics])
     stamp = (run_dir / "metrics.json").stat().st_mtime_ns
-    again = run_grid(ROOT / "params" / "smoke.yaml", tmp_path, dry_run=True, progress=False)
+    again = run_grid(ROOT / "params" / "smoke.yaml", out, dry_run=True, progress=False)
     assert set(again.action) == {"skip (finished)"}
-    run_grid(ROOT / "params" / "smoke.yaml", tmp_path, progress=False)
+    run_grid(ROOT / "params" / "smoke.yaml", out, engine="inline", progress=False)  # nothing to run: no cluster
     assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp
 
 
 # A failing notebook cell: tests/system/test_extending.py runs one in a papermill grid beside a plugin strategy.
-
-
-@pytest.mark.slow
-def test_dask_local_cluster_gives_the_same_results_table(tmp_path):
-    local = run_grid(ROOT / "params" / "smoke.yaml", tmp_path / "local", engine="inline", progress=False)
-    dask = run_grid(ROOT / "params" / "smoke.yaml", tmp_path / "dask", workers=2, progress=False)  # papermill
-    assert (tmp_path / "dask" / "runs" / dask.run[0] / "experiment.ipynb").is_file()  # through papermill too
-    columns = ["run", "status", "test_balanced_accuracy"]
-    pd.testing.assert_frame_equal(local[columns], dask[columns])
-    a, b = collect(tmp_path / "local"), collect(tmp_path / "dask")
-    metrics = [c for c in a.columns if c.startswith(("val_", "test_"))]
-    pd.testing.assert_frame_equal(a[["run"] + metrics], b[["run"] + metrics])
 
 
 def test_report_cli_writes_the_table_and_lists_failures(tmp_path, capsys):

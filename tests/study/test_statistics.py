@@ -132,6 +132,16 @@ def test_holm_matches_the_step_down_formula():
     assert adjusted[:3].tolist() == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(adjusted[3])
 
 
+@pytest.mark.parametrize("method", ["holm", "fdr_bh"])
+def test_adjusted_p_values_match_statsmodels(method):
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.random.default_rng(3).uniform(0, 0.2, 40) ** 2
+    p[[3, 9]] = p[5]  # ties
+    ours = stats.adjust(pd.Series(p), method).to_numpy()
+    np.testing.assert_allclose(ours, multipletests(p, method=method)[1])
+
+
 def test_friedman_matches_its_formula():
     rng = np.random.default_rng(0)
     scores = pd.DataFrame(rng.normal(size=(8, 4)) + [0, 0.5, 1.0, 1.5], columns=list("abcd"))

@@ -127,7 +127,14 @@ def no_errors_or_warnings(page) -> None:
 
 
 SIZES = ((1024, 768), (1400, 900))  # a projector, a laptop
-RAW_IDS = re.compile(r"\b(lp_ft|gu_last_first|gu_first_last|auto_rgn|l1_sp|l2_sp)\b")  # labels are LP-FT, G-LF, ...
+def _raw_ids() -> re.Pattern:
+    """Every registered strategy id with an underscore (lp_ft, discriminative_lr, ...): pages show labels (LP-FT)."""
+    from studylib.training.strategies import list_strategies
+
+    return re.compile(r"\b(" + "|".join(s for s in list_strategies() if "_" in s) + r")\b")
+
+
+RAW_IDS = _raw_ids()
 RAW_MARKDOWN = re.compile(r"`|\*\*|(?<![\w*])\*[A-Za-z][^*\n]{0,60}\*(?![\w*])")
 TEMPLATE = re.compile(r"\{[a-z_.]+(:[^}]*)?\}")
 FIGURES_JS = ("() => [...document.images].filter(i => i.src.startsWith('data:image/png') && i.offsetParent)"
@@ -147,7 +154,7 @@ def holds_up(page, name: str, words: str, scroller: str = "") -> None:
 
     for width, height in SIZES:
         page.set_viewport_size({"width": width, "height": height})
-        page.wait_for_timeout(700)  # the layout settles
+        page.wait_for_timeout(300)  # the layout settles
         sideways = page.evaluate("sel => [document.scrollingElement, ...(sel ? document.querySelectorAll(sel) : [])]"
                                  ".map(e => [e.scrollWidth, e.clientWidth])", scroller)
         assert all(scroll <= client + 1 for scroll, client in sideways), (name, width, sideways)
