@@ -37,6 +37,10 @@ class RunConfig:
     backbone: str = "tinycnn"  # backbone name (python -m studylib backbones)
     weights: str = "none"  # torchvision weight set (IMAGENET1K_V1, IMAGENET1K_V2), a checkpoint file path, or none
     weights_sha256: str = ""  # expected SHA-256 of a local checkpoint file; empty: not checked
+    weights_keys: str = ""  # a checkpoint with other key names: "regex=>replacement" rewrites, ";"-separated,
+    #   applied in order (an empty replacement drops the key); docs/backbones.md has torchxrayvision's DenseNet-121
+    weights_channels: str = ""  # a 1-channel checkpoint on 3-channel images: "repeat" (its first convolution over
+    #   R, G and B, divided by 3: a grey image gives the checkpoint's response); empty: such a checkpoint is refused
     strategy: str = "ft"  # fine-tuning strategy (python -m studylib strategies)
     seed: int = 684  # seed for splits, initialisation and batch order (study: 684, 559, 629)
     # --- protocol (docs/design.md section 4) ---
@@ -172,6 +176,18 @@ class RunConfig:
         repeated = sorted({c for c in names_of(self.classes) if names_of(self.classes).count(c) > 1})
         if repeated:
             raise ConfigError(f"classes names {repeated} more than once; list each class once")
+        if self.weights_channels not in ("", "repeat"):
+            raise ConfigError(f"weights_channels={self.weights_channels!r}; use repeat (a 1-channel checkpoint's first "
+                              "convolution over R, G and B) or leave it empty")
+        for rule in filter(None, self.weights_keys.split(";")):
+            pattern, arrow, _ = rule.partition("=>")
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ConfigError(f"weights_keys rule {rule!r}: {err}; write regex=>replacement") from None
+            if not arrow:
+                raise ConfigError(f"weights_keys rule {rule!r} has no '=>'; write regex=>replacement, rules "
+                                  "separated by ';' (an empty replacement drops the key)")
         if self.weights_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", self.weights_sha256):
             raise ConfigError(f"weights_sha256 must be 64 hexadecimal digits (sha256sum prints them), got "
                               f"{self.weights_sha256!r}")
@@ -229,7 +245,8 @@ ROLES: dict[str, str] = {
     **dict.fromkeys(("dataset", "backbone"), "case"), **dict.fromkeys(("strategy", "bn_policy", "dropout"), "method"),
     "seed": "seed",
     **dict.fromkeys(("image_size", "resize_size", "batch_size", "max_epochs", "patience", "select_metric", "optimizer",
-                     "schedule", "augment", "weight_decay", "weights", "val_fraction", "test_fraction",
+                     "schedule", "augment", "weight_decay", "weights", "weights_keys", "weights_channels",
+                     "val_fraction", "test_fraction",
                      "synthetic_size", "class_weighted_loss", "balanced_sampling"), "protocol"),
     **dict.fromkeys(("lr", "momentum"), "tuned"),
     **dict.fromkeys(("data_root", "weights_sha256", "skip_bad_images", "path_column", "image_root", "label_column",
@@ -244,7 +261,8 @@ ROLES: dict[str, str] = {
 # Fields added after run folders existed: left out of the run hash while at their default, so a
 # grid re-run with a newer studylib finds its finished runs instead of training them again.
 HASHED_WHEN_SET = {"train_fraction": 1.0, "train_per_class": 0, "calibration_bins": CALIBRATION_BINS, "image_root": "",
-                   "classes": "", "min_class_images": 5, "allow_missing_classes": False}
+                   "classes": "", "min_class_images": 5, "allow_missing_classes": False, "weights_keys": "",
+                   "weights_channels": ""}
 HELD_FIXED = ("protocol", "data", "engine")  # roles whose fields define a comparable group of runs
 
 

@@ -8,6 +8,7 @@ architecture.
 from __future__ import annotations
 
 import functools
+import re
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,15 +101,18 @@ def _under(name: str, prefixes: list[str]) -> bool:
 
 
 def create_backbone(name: str, num_classes: int, weights: str = "none", sha256: str = "",
-                    progress: bool = True) -> Backbone:
+                    progress: bool = True, keys: str = "", channels: str = "") -> Backbone:
     """Build `name` with `weights` and a new `num_classes` head.
 
     Args:
         name: registered backbone name.
         num_classes: outputs of the new head.
-        weights: "none" (random init), a torchvision weight set (e.g. IMAGENET1K_V1) or a checkpoint file path.
+        weights: "none" (random init), a torchvision weight set (e.g. IMAGENET1K_V1) or a checkpoint file path
+            (.pt, .pth, .safetensors, ...).
         sha256: expected SHA-256 of a checkpoint file; "": not checked.
         progress: show torchvision's download progress.
+        keys: the config's weights_keys: "regex=>replacement" rewrites of a checkpoint's key names, ";"-separated.
+        channels: the config's weights_channels: "repeat" adapts a 1-channel checkpoint to RGB images.
     """
     spec = get_backbone_spec(name)
     model = spec.build()
@@ -116,7 +120,7 @@ def create_backbone(name: str, num_classes: int, weights: str = "none", sha256: 
         model.load_state_dict(_torchvision_state(spec, weights, progress))
     _replace_head(model, spec.head, num_classes)
     if _is_path(weights):
-        load_checkpoint(model, Path(weights), sha256, spec)
+        load_checkpoint(model, Path(weights), sha256, spec, keys, channels)
     return _index(spec, model)
 
 
@@ -147,7 +151,7 @@ def _index(spec: BackboneSpec, model: nn.Module) -> Backbone:
 
 
 def _is_path(weights: str) -> bool:
-    return weights.endswith((".pt", ".pth", ".bin", ".ckpt")) or "/" in weights or "\\" in weights
+    return weights.endswith((".pt", ".pth", ".bin", ".ckpt", ".safetensors")) or "/" in weights or "\\" in weights
 
 
 def swap_module(model: nn.Module, dotted: str, new: nn.Module) -> nn.Module:
@@ -182,14 +186,19 @@ def _torchvision_state(spec: BackboneSpec, weights: str, progress: bool) -> dict
             f"weights=/path/to/{cached.name} (a local checkpoint file).") from None
 
 
-def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpec) -> None:
-    """Load every non-head weight from a local file (weights_only=True), checking shapes.
+def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpec, keys: str = "",
+                    channels: str = "") -> None:
+    """Load every non-head weight from a local file (a .safetensors file, or torch.load with weights_only=True),
+    its key names rewritten by `keys`, a 1-channel first convolution adapted by `channels`, checking shapes.
 
     Args:
         model: the built network, new head in place; loaded in place.
-        path: checkpoint file: a state dict (also under "state_dict" or "model").
+        path: checkpoint file: a state dict (also under "state_dict" or "model"), or a .safetensors file.
         sha256: expected SHA-256 of the file; "": not checked.
         spec: the backbone's spec (the head's weights are left out).
+        keys: "regex=>replacement" rewrites of the file's key names, ";"-separated (empty replacement: dropped).
+        channels: "repeat": a convolution saved for 1 input channel where the model takes 3 is repeated over
+            them and divided by 3; "": refused with this fix named.
     """
     if not path.is_file():
         raise WeightsError(f"checkpoint file {path} does not exist; pass an existing file or weights=none")
@@ -198,16 +207,47 @@ def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpe
         raise WeightsError(f"checkpoint {path} has SHA-256 {actual}, expected {sha256}; "
                            "the file is corrupt or not the one you meant")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":  # no pickle at all
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types, some with cryptic messages
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
+        raise WeightsError(f"{path} is not a readable PyTorch or safetensors checkpoint ({type(err).__name__}: "
                            f"{str(err).strip().splitlines()[0][:120] if str(err).strip() else ''}); "
-                           "pass a file written by torch.save(model.state_dict()), or weights=none") from None
-    state = _unwrap_state(state, path)
+                           "pass a file written by torch.save(model.state_dict()) or safetensors, or "
+                           "weights=none") from None
+    state = _renamed(_unwrap_state(state, path), keys)
     own = {k: v for k, v in model.state_dict().items() if not _under(k, [spec.head])}
-    theirs = {k: v for k, v in state.items() if not _under(k, [spec.head])}
+    theirs = _channels_adapted({k: v for k, v in state.items() if not _under(k, [spec.head])}, own, channels, path)
     _check_fit(own, theirs, path, spec.name)
     model.load_state_dict(theirs, strict=False)
+
+
+def _renamed(state: dict[str, torch.Tensor], keys: str) -> dict[str, torch.Tensor]:
+    """The state dict with each "regex=>replacement" rule of `keys` applied to every key name, in order; a key
+    rewritten to "" is dropped (a tensor the backbone has no place for, e.g. torchxrayvision's op_threshs)."""
+    rules = [rule.partition("=>")[::2] for rule in filter(None, keys.split(";"))]
+    out = {}
+    for key, tensor in state.items():
+        for pattern, replacement in rules:
+            key = re.sub(pattern, replacement, key)
+        if key:
+            out[key] = tensor
+    return out
+
+
+def _channels_adapted(theirs: dict, own: dict, channels: str, path: Path) -> dict:
+    """Convolutions saved for 1 input channel where the model's take 3: repeated over R, G and B and divided by 3
+    with channels="repeat" (a grey image, R = G = B, then gives the checkpoint's response); refused otherwise."""
+    single = [k for k, v in theirs.items() if k in own and v.ndim == 4 and v.shape[1] == 1 and own[k].shape[1] == 3
+              and v.shape[0] == own[k].shape[0]]
+    if single and channels != "repeat":
+        raise WeightsError(f"checkpoint {path} was saved for 1-channel images ({single[0]}: "
+                           f"{tuple(theirs[single[0]].shape)}) and the backbone takes 3; set weights_channels=repeat "
+                           "to use its first convolution on R, G and B (divided by 3)")
+    return {k: (v.repeat(1, 3, 1, 1) / 3 if k in single else v) for k, v in theirs.items()}
 
 
 def _unwrap_state(state: object, path: Path) -> dict[str, torch.Tensor]:

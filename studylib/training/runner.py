@@ -118,7 +118,8 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     data = data if data is not None else load_dataset(cfg, progress=not cfg.quiet)
     write_data_files(rundir, data)
     seed_everything(cfg.seed)
-    backbone = create_backbone(cfg.backbone, data.num_classes, cfg.weights, cfg.weights_sha256, progress=not cfg.quiet)
+    backbone = create_backbone(cfg.backbone, data.num_classes, cfg.weights, cfg.weights_sha256, progress=not cfg.quiet,
+                               keys=cfg.weights_keys, channels=cfg.weights_channels)
     if cfg.image_size < backbone.spec.min_size:
         raise ValueError(f"image_size={cfg.image_size} is too small for {cfg.backbone}: its downsampling stages need "
                          f"at least {backbone.spec.min_size} px; raise image_size or use another backbone")

@@ -127,3 +127,56 @@ def test_each_backbone_runs_at_its_declared_minimum_size(name):
         if spec.min_size > 8:
             with pytest.raises(RuntimeError):
                 model(torch.zeros(1, 3, spec.min_size - 8, spec.min_size - 8))
+
+
+def xrv_layout(state: dict) -> dict:
+    """A torchvision DenseNet-121 state dict in torchxrayvision's layout: the old 'norm.1' style layer names, a
+    1-channel first convolution (the sum over R, G, B), its own 18-class classifier and an op_threshs tensor."""
+    import re
+
+    out = {re.sub(r"(denselayer\d+)\.(norm|relu|conv)([12])", r"\1.\2.\3", k): v.clone() for k, v in state.items()
+           if not k.startswith("classifier")}
+    out["features.conv0.weight"] = state["features.conv0.weight"].sum(1, keepdim=True)
+    out["classifier.weight"], out["classifier.bias"] = torch.zeros(18, 1024), torch.zeros(18)
+    out["op_threshs"] = torch.rand(18)
+    return out
+
+
+XRV_KEYS = r"(denselayer\d+)\.(norm|relu|conv)\.([12])=>\1.\2\3;^op_threshs$=>"  # docs/backbones.md
+
+
+def test_a_single_channel_densenet_checkpoint_with_torchxrayvision_keys_loads(tmp_path):
+    from safetensors.torch import save_file
+
+
+    source = create_backbone("densenet121", 5).model.state_dict()
+    path = tmp_path / "xrv-densenet121.safetensors"
+    save_file(xrv_layout(source), path)
+    with pytest.raises(WeightsError, match="weights_channels=repeat"):
+        create_backbone("densenet121", 3, str(path), keys=XRV_KEYS)
+    with pytest.raises(WeightsError, match="weights missing"):
+        create_backbone("densenet121", 3, str(path), channels="repeat")  # the old names do not fit
+    loaded = create_backbone("densenet121", 3, str(path), sha256_file(path), keys=XRV_KEYS, channels="repeat")
+    state = loaded.model.state_dict()
+    grey = source["features.conv0.weight"].sum(1, keepdim=True)
+    torch.testing.assert_close(state["features.conv0.weight"], grey.repeat(1, 3, 1, 1) / 3)
+    name = "features.denseblock2.denselayer3.norm1.weight"
+    torch.testing.assert_close(state[name], source[name])
+    image = torch.rand(1, 1, 64, 64)  # a grey image, R = G = B: the adapted stem answers as the checkpoint's
+    torch.testing.assert_close(torch.nn.functional.conv2d(image.repeat(1, 3, 1, 1), state["features.conv0.weight"]),
+                               torch.nn.functional.conv2d(image, grey), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_key_rules_and_channels_are_checked_in_the_config():
+    from studylib import RunConfig
+    from studylib.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no '=>'"):
+        RunConfig.from_dict({"weights_keys": "features"})
+    with pytest.raises(ConfigError, match="weights_keys rule"):
+        RunConfig.from_dict({"weights_keys": "(unclosed=>x"})
+    with pytest.raises(ConfigError, match="use repeat"):
+        RunConfig.from_dict({"weights_channels": "sum"})
+    plain = RunConfig.from_dict({})
+    assert plain.run_hash() == RunConfig.from_dict({"weights_keys": "", "weights_channels": ""}).run_hash()
+    assert RunConfig.from_dict({"weights_channels": "repeat"}).run_hash() != plain.run_hash()
