@@ -214,10 +214,11 @@ def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpe
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types, some with cryptic messages
-        raise WeightsError(f"{path} is not a readable PyTorch or safetensors checkpoint ({type(err).__name__}: "
+        kind = "safetensors file" if path.suffix == ".safetensors" else "PyTorch checkpoint"
+        raise WeightsError(f"{path} is not a readable {kind} ({type(err).__name__}: "
                            f"{str(err).strip().splitlines()[0][:120] if str(err).strip() else ''}); "
-                           "pass a file written by torch.save(model.state_dict()) or safetensors, or "
-                           "weights=none") from None
+                           "pass a file written by torch.save(model.state_dict()) or safetensors.torch.save_file, "
+                           "or weights=none") from None
     state = _renamed(_unwrap_state(state, path), keys)
     own = {k: v for k, v in model.state_dict().items() if not _under(k, [spec.head])}
     theirs = _channels_adapted({k: v for k, v in state.items() if not _under(k, [spec.head])}, own, channels, path)
