@@ -37,8 +37,9 @@ class RunConfig:
     backbone: str = "tinycnn"  # backbone name (python -m studylib backbones)
     weights: str = "none"  # torchvision weight set (IMAGENET1K_V1, IMAGENET1K_V2), a checkpoint file path, or none
     weights_sha256: str = ""  # expected SHA-256 of a local checkpoint file; empty: not checked
-    weights_keys: str = ""  # a checkpoint with other key names: "regex=>replacement" rewrites, separated by
-    #   semicolons, applied in order (an empty replacement drops the key). Example: docs/backbones.md (torchxrayvision)
+    weights_keys: str = ""  # a checkpoint with other key names: rewrite rules, each a regex, an arrow and its
+    #   replacement, separated by semicolons, applied in order (an empty replacement drops the key); the syntax and
+    #   torchxrayvision's example: docs/backbones.md. (No equals sign here: papermill parses this line.)
     weights_channels: str = ""  # a 1-channel checkpoint on 3-channel images: "repeat" (its first convolution over
     #   R, G and B, divided by 3: a grey image gives the checkpoint's response); empty: such a checkpoint is refused
     strategy: str = "ft"  # fine-tuning strategy (python -m studylib strategies)
