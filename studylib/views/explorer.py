@@ -11,7 +11,6 @@ from pathlib import Path
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import Image, display
 
 from ..core import runfiles
 from ..core.config import METRICS, metric_name
@@ -128,17 +127,12 @@ class Explorer:
         show the first figure again below the widget when the cell ends)."""
         view = self.value("view")
         self.figure, self.message = self._draw(view)
-        png = runfigures.png_bytes(self.figure) if self.figure is not None else None
-        if png is not None:  # the widget shows the file's very image: the same size and dpi as every static copy
-            runfigures.write_png(png, self.figures_dir / f"explorer-{view.replace(' ', '_')}.png")
         with self.output:
             self.output.clear_output(wait=True)
             if self.message:
                 print(self.message)
-            if png is not None:
-                display(Image(data=png, unconfined=True))  # its own size: text stays legible
-        if self.figure is not None:
-            plt.close(self.figure)
+            # the file's very image, at its own size: the same dpi and legible text as every static copy
+            runfigures.show(self.figure, self.figures_dir / f"explorer-{view.replace(' ', '_')}.png")
 
     def _draw(self, view: str) -> tuple[plt.Figure | None, str]:
         if self.done.empty:

@@ -441,7 +441,7 @@ def _html(study: Study, sections: dict, figures: list[tuple[str, str, Path]]) ->
     for key, title, path in figures:
         data = base64.b64encode(path.read_bytes()).decode()
         how = figure_reading(key, study)
-        how = f"<div class='how'>{_rendered('**How to read it:** ' + how)}</div>" if how else ""
+        how = _how_box(how)
         parts.append(f"<h2>{html.escape(title)}</h2>{how}<div class='wide'>"
                      f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'></div>")
     for title, (body, how) in sections.items():
@@ -451,7 +451,7 @@ def _html(study: Study, sections: dict, figures: list[tuple[str, str, Path]]) ->
                        + "</div>")  # a wide table scrolls by itself, the page keeps its width
         else:
             content = _rendered(body)
-        how = f"<div class='how'>{_rendered('**How to read it:** ' + how)}</div>" if how else ""
+        how = _how_box(how)
         parts.append(f"<h2>{html.escape(title)}</h2>{how}{content}")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;overflow-wrap:anywhere}"
              "img{max-width:none}table{border-collapse:collapse;font-size:13px}"
@@ -462,6 +462,11 @@ def _html(study: Study, sections: dict, figures: list[tuple[str, str, Path]]) ->
     return f"<!doctype html><html><head><meta charset='utf-8'><title>studylib report</title><meta name='viewport' " \
            f"content='width=device-width, initial-scale=1'><style>{style}</style>" \
            f"</head><body>{''.join(parts)}</body></html>"
+
+
+def _how_box(how: str) -> str:
+    """The "How to read it" box of a figure or section ("" when there is nothing to read)."""
+    return f"<div class='how'>{_rendered('**How to read it:** ' + how)}</div>" if how else ""
 
 
 def _rendered(markdown: str) -> str:
