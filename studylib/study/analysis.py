@@ -513,6 +513,14 @@ def mean_ranks(table: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFram
     return out.reset_index().sort_values(["protocol", "mean rank"], kind="stable").reset_index(drop=True)
 
 
+def datasets_are_blocks(cases: pd.DataFrame) -> bool:
+    """Whether independent blocks are datasets (each the mean of its backbones) rather than dataset x backbone
+    cases: when several datasets ran and some with several backbones, those backbones share the dataset's images,
+    so its cases are not independent (Demsar 2006). `cases`: rows with dataset and backbone columns."""
+    datasets = cases.dataset.nunique()
+    return datasets >= 2 and cases.groupby(CASE).ngroups > datasets
+
+
 def rank_tests(best: pd.DataFrame, metric: str = DEFAULT_METRIC, posthoc: str = "nemenyi") -> dict:
     """Per protocol: Friedman test and post-hoc over the strategies (stats.rank_test). Blocks must be
     independent (Demsar 2006): the datasets, each the mean over its backbones, when backbones share a
@@ -526,7 +534,7 @@ def rank_tests(best: pd.DataFrame, metric: str = DEFAULT_METRIC, posthoc: str = 
         group = plain if plain.arm.nunique() >= 3 else group  # controls and variants are not strategies
         cases = group.groupby(CASE).ngroups
         datasets = group.dataset.nunique()
-        if datasets >= 2 and cases > datasets:  # backbones share a dataset's images: one block per dataset
+        if datasets_are_blocks(group):
             per_case = group.pivot_table(index=CASE, columns="arm", values=column, aggfunc="mean")
             scores = per_case.groupby(level="dataset").agg(lambda cells: cells.mean(skipna=False))
             unit = f"datasets (each the mean of its backbones: {cases} cases)"

@@ -20,7 +20,7 @@ import pandas as pd
 from ..core.config import improvement_sign
 from ..core.constants import BASELINE, PRACTICAL, ROPE
 from . import stats
-from .analysis import CASE, gain_summary
+from .analysis import CASE, datasets_are_blocks, gain_summary
 from .measures import frontier
 
 MIN_BLOCKS = 3  # fewer independent blocks: the signed-rank posterior is mostly its prior, no decision is claimed
@@ -44,8 +44,7 @@ def block_gains(gains: pd.DataFrame) -> pd.DataFrame:
     independent."""
     rows = []
     for (protocol, arm), group in gains.dropna(subset=["gain"]).groupby(["protocol", "arm"]):
-        datasets = group.dataset.nunique()
-        if datasets >= 2 and len(group) > datasets:
+        if datasets_are_blocks(group):  # the rank tests' blocks: a dataset's backbones share its images
             per_block, unit = group.groupby("dataset").gain.mean(), "datasets"
         else:
             per_block, unit = group.set_index(CASE).gain, "cases"
