@@ -184,15 +184,17 @@ def cached_plan(strategy: str, backbone: str, epochs: int, settings: tuple) -> p
 def show_in(output, *figures: plt.Figure | None, empty: str = "pick at least one strategy") -> None:
     """Shows the figures (or `empty` when there is none) in an ipywidgets Output, then closes them: pyplot
     would otherwise show stale copies below the widget when the cell ends."""
-    from .runfigures import show
+    from IPython.display import Image, display
+
+    from .runfigures import png_bytes
 
     shown = [f for f in figures if f is not None]
     with output:
-        output.clear_output(wait=True)
-        for figure in shown:  # the PNG studylib writes (its dpi and size), not the inline backend's; closed after
-            show(figure)
-        if not shown:
-            print(empty)
+        output.clear_output(wait=True)  # the PNG studylib writes (its dpi and size), not the inline backend's
+        # one display message for all figures: a redraw is never left half-shown when the next one starts
+        display(*[Image(data=png_bytes(f), unconfined=True) for f in shown]) if shown else print(empty)
+    for figure in shown:
+        plt.close(figure)
 
 
 class PlanExplorer:
