@@ -196,11 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "each); papermill: each run through the experiment notebook, as grids do")
     p.add_argument("--workers", type=int, default=0, help="runs at once; 0: one per core, up to 4")
 
-    p = add("pretrain", cmd_pretrain, "pretrain a backbone on the synthetic source task (offline ImageNet stand-in)")
-    p.add_argument("--out", default="outputs/pretrained/tinycnn-synthetic-source.pt")
+    p = add("pretrain", cmd_pretrain, "pretrain a backbone on a source dataset: the synthetic source task (the offline "
+                                      "ImageNet stand-in) or, with --data, your own or a registered one (in-domain)")
+    p.add_argument("--data", help="source dataset: a registered name, or a folder of class folders / .csv / .npz "
+                                  "path; default: the synthetic source task")
+    p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE",
+                   help="more config fields of the source run (data_root, label_column, group_column, augment, lr...)")
+    p.add_argument("--out", help="checkpoint file (default: outputs/pretrained/BACKBONE-SOURCE.pt)")
     p.add_argument("--backbone", default="tinycnn")
     p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--size", type=int, default=4000, help="number of source images")
+    p.add_argument("--size", type=int, default=4000, help="number of synthetic source images (without --data)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--force", action="store_true", help="retrain even if the checkpoint exists")
     p.add_argument("--quiet", action="store_true")
@@ -219,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", help="working folder, e.g. work (then: jupyter lab work)")
 
     add("strategies", cmd_strategies, "list the fine-tuning strategies")
-    add("backbones", cmd_backbones, "list the backbones and their blocks")
+    p = add("backbones", cmd_backbones, "list the backbones and their blocks (and timm's families, when installed)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="show these backbones' block maps, e.g. timm:convnext_tiny")
     add("datasets", cmd_datasets, "list the datasets and whether each is present locally")
     add("config", cmd_config, "list every config field with its default and meaning")
     return parser
@@ -328,11 +334,18 @@ def cmd_demo(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .training.pretrain import pretrain, pretrain_config
+    from .training.pretrain import DEFAULT_CHECKPOINT, pretrain, pretrain_config, source_fields
+    from .training.provenance import describe_record
 
-    cfg = pretrain_config(args.backbone, args.image_size, args.size, args.epochs, quiet=args.quiet)
-    path = pretrain(args.out, cfg, reuse=not args.force)
-    print(f"checkpoint: {path}  (use: -s weights={path} -s backbone={args.backbone})")
+    extra = dict(parse_assignment(text) for text in args.set)
+    data = {**source_fields(args.data), **extra} if args.data else \
+        ({"dataset": "synthetic_source", "synthetic_size": args.size, **extra} if extra else None)
+    cfg = pretrain_config(args.backbone, args.image_size, args.size, args.epochs, quiet=args.quiet, data=data)
+    name = Path(args.data.rstrip("/\\")).stem if args.data else "synthetic-source"
+    default = DEFAULT_CHECKPOINT if not args.data and args.backbone == "tinycnn" else \
+        Path("outputs/pretrained") / f"{args.backbone.replace(':', '-')}-{name}.pt"
+    path = pretrain(args.out or default, cfg, reuse=not args.force)
+    print(describe_record(path))
     return 0
 
 
@@ -380,12 +393,32 @@ def cmd_strategies(args) -> int:
 
 
 def cmd_backbones(args) -> int:
-    from .models.backbones import BACKBONES, weight_sets
+    from .models.backbones import BACKBONES, block_names, weight_names
+    from .models.timm_backbones import TESTED
 
-    for name, spec in BACKBONES.items():
-        enum = weight_sets(spec)
-        weights = ", ".join(w.name for w in enum) if enum else "none / checkpoint file"
-        print(f"{name:12} {spec.description}\n{'':12} weights: {weights}")
+    def show(name: str) -> None:
+        spec = BACKBONES.get(name)
+        weights = ", ".join(weight_names(spec) + ["none", "a checkpoint file"])
+        blocks = block_names(name)
+        shown = ", ".join(blocks) if len(blocks) <= 9 else f"{', '.join(blocks[:4])}, ..., {', '.join(blocks[-3:])}"
+        print(f"{name:12} {spec.description}\n{'':12} blocks ({len(blocks)}): {shown}\n{'':12} weights: {weights}")
+
+    if args.names:
+        for name in args.names:
+            show(name)
+        return 0
+    for name in list(BACKBONES):
+        show(name)
+    try:
+        import timm
+    except ImportError:
+        print("\ntimm is not installed: pip install 'studylib[timm]' to use any timm model as backbone timm:NAME")
+        return 0
+    print(f"\nAny timm {timm.__version__} model (timm.list_models()) as backbone timm:NAME, its block map from timm's "
+          "group_matcher. Families tested (random init), with an example:")
+    for family, (_, model) in TESTED.items():
+        print(f"{family}:")
+        show(f"timm:{model}")
     return 0
 
 

@@ -34,6 +34,8 @@ class DataBundle:
     groups: np.ndarray | None = None  # patient / lesion ids, when the data has them
     report: dict = field(default_factory=dict)  # counts, skipped files, duplicates (the data report)
     probable_groups: np.ndarray | None = None  # patient ids guessed from file names when no groups are given
+    file_hashes: list[str] | None = None  # sha256 of each image file's bytes, for image files (a checkpoint's
+    #   pretraining record keeps its training images', so a target's test images are checked against them)
 
     def indices(self, name: str) -> np.ndarray:
         return np.flatnonzero(self.split == name)

@@ -102,7 +102,9 @@ def load_dataset(cfg: RunConfig, progress: bool = True) -> DataBundle:
     bundle = DataBundle(info.name, list(table.classes),
                         table.images if keep.all() else select(table.images, np.flatnonzero(keep)),
                         table.labels[keep], split[keep], [i for i, k in zip(table.ids, keep) if k],
-                        None if table.groups is None else table.groups[keep], dict(table.report))
+                        None if table.groups is None else table.groups[keep], dict(table.report),
+                        file_hashes=None if table.file_hashes is None else
+                        [h for h, k in zip(table.file_hashes, keep) if k])
     bundle.report.update(duplicate_report(pairs, table.ids, split, int((~keep).sum())))
     bundle.report.update(counts=bundle.counts(), imbalance=imbalance(bundle))
     if bundle.groups is not None:

@@ -20,7 +20,8 @@ from torch import nn
 from ..core.fileio import sha256_file
 from ..core.registry import Registry
 
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
+              nn.RMSNorm)  # timm's norm layers subclass these (LayerNorm2d, BatchNormAct2d, GroupNormAct)
 
 
 class WeightsError(RuntimeError):
@@ -37,9 +38,18 @@ class BackboneSpec:
     weights_enum: type | Callable[[], type] | None = None  # torchvision weights enum (or a function returning it)
     channels_last: bool = True  # faster on CUDA (DenseNet is slower with it: docs/design.md section 5)
     min_size: int = 1  # smallest input side its downsampling stages leave at least one pixel for
+    # weights by name other than torchvision's: (name, progress) -> state dict, and the names it takes (timm's)
+    named_weights: Callable[[str, bool], dict] | None = None
+    weight_names: tuple[str, ...] = ()
 
 
-BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+def _made(name: str) -> BackboneSpec | None:
+    from .timm_backbones import make_spec  # timm is imported only when a timm:NAME is asked for
+
+    return make_spec(name)
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone", maker=_made)
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
@@ -79,7 +89,8 @@ class Backbone:
         """Block -> the module whose output ends it (the last its map lists), every block before the head's."""
         prefixes = self.spec.blocks(self.model)
         *body, _ = prefixes
-        return {block: prefixes[block][-1] for block in body}
+        modules = dict(self.model.named_modules())  # a block may also list bare tensors (a ViT's cls_token)
+        return {block: [p for p in prefixes[block] if p in modules][-1] for block in body}
 
     def norm_modules(self, block: str) -> list[nn.Module]:
         """Normalisation layers of a block, found by module type (never by name)."""
@@ -117,7 +128,8 @@ def create_backbone(name: str, num_classes: int, weights: str = "none", sha256: 
     spec = get_backbone_spec(name)
     model = spec.build()
     if weights.lower() != "none" and not _is_path(weights):
-        model.load_state_dict(_torchvision_state(spec, weights, progress))
+        named = spec.named_weights or functools.partial(_torchvision_state, spec)
+        model.load_state_dict(named(weights, progress))
     _replace_head(model, spec.head, num_classes)
     if _is_path(weights):
         load_checkpoint(model, Path(weights), sha256, spec, keys, channels)
@@ -165,6 +177,9 @@ def swap_module(model: nn.Module, dotted: str, new: nn.Module) -> nn.Module:
 
 def _replace_head(model: nn.Module, dotted: str, num_classes: int) -> None:
     old = model.get_submodule(dotted)
+    if not isinstance(old, nn.Linear):
+        raise WeightsError(f"the classifier {dotted} is a {type(old).__name__}, not a Linear layer: studylib replaces "
+                           "a Linear head only; choose another model")
     swap_module(model, dotted, nn.Linear(old.in_features, num_classes))
 
 
@@ -348,6 +363,12 @@ def weight_sets(spec: BackboneSpec) -> type | None:
     """The backbone's torchvision weights enum, resolved (None: only checkpoint files or none)."""
     enum = spec.weights_enum
     return enum if enum is None or isinstance(enum, type) else enum()
+
+
+def weight_names(spec: BackboneSpec) -> list[str]:
+    """The weights a config may name for the backbone, besides none and a checkpoint file."""
+    enum = weight_sets(spec)
+    return [w.name for w in enum] if enum else list(spec.weight_names)
 
 
 register_backbone(BackboneSpec("resnet50", "ResNet-50 (study backbone); 6 blocks: stem, layer1-4, head",

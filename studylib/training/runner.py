@@ -33,6 +33,7 @@ from ..models.backbones import Backbone, create_backbone
 from .calibration import calibration_metrics, reliability_table
 from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion, per_class_metrics
+from .provenance import check_not_pretrained_on
 from .representations import Representations, probe_subset
 from .rundir import RunDir
 from .strategies import create_strategy
@@ -117,6 +118,7 @@ def _train_and_test(cfg: RunConfig, rundir: RunDir, data: DataBundle | None) -> 
     started = time.perf_counter()
     data = data if data is not None else load_dataset(cfg, progress=not cfg.quiet)
     write_data_files(rundir, data)
+    check_not_pretrained_on(cfg.weights, data)
     seed_everything(cfg.seed)
     backbone = create_backbone(cfg.backbone, data.num_classes, cfg.weights, cfg.weights_sha256, progress=not cfg.quiet,
                                keys=cfg.weights_keys, channels=cfg.weights_channels)

@@ -13,7 +13,7 @@ from ..core.config import metric_name
 from ..core.constants import DEFAULT_METRIC, ROPE
 from ..core.fileio import atomic_write
 from ..core.outfolder import claim_folder
-from ..study import analysis, decisions, measures, stats
+from ..study import analysis, decisions, measures, sources, stats
 from ..study.analysis import Study
 from ..study.results import failures
 from ..training.strategies import strategy_label as label
@@ -93,6 +93,11 @@ HOW_TO_READ = {
             "strategy scores above a run of FT (ties one half), averaged over the cases; 0.5 means no tendency. "
             "[low, high] is a 95% stratified-bootstrap interval: each arm's seeds resampled within each case. With 3 "
             "seeds a case can only give 0, 1/9, ... 1, so read it over many cases."),
+    "sources": ("Each source of weights (a grid's weights: axis) against the reference source, for the same strategy, "
+                "case and seed (so the same split and test images): the paired gain, its 95% interval and the "
+                "{correction}-corrected verdict, as in the gain table. It says what a checkpoint (in-domain "
+                "pretraining, the synthetic source, ImageNet) is worth on this data for each strategy; the strategies "
+                "themselves are compared within one source only (each source is its own protocol group)."),
     "pool": ("Each pairwise verdict of the post-hoc test beside the rank diagram was recomputed with every other "
              "strategy left out once (Benavoli, Corani & Mangili 2016: mean-rank tests compare A and B through the "
              "others). A verdict that flips when a strategy leaves the pool depends on which strategies were "
@@ -271,6 +276,7 @@ def _sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         sections[f"Win / tie / loss against FT in test {name}, per protocol group"] = \
             (wtl[columns], reading("wtl", study))
         sections.update(_pooled_sections(study))
+    sections.update(_source_sections(study))
     ranks = analysis.mean_ranks(study.accuracy, study.metric).round(2)
     tests = study.rank_tests
     for protocol in sorted(study.done.protocol.unique()):
@@ -335,6 +341,17 @@ def _pooled_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
         sections["Probability of improvement over FT (a run of the strategy above a run of FT)"] = \
             (improvement.round(3), reading("poi", study))
     return sections
+
+
+def _source_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]]:
+    """With weights as a grid axis: what each source of weights is worth over the reference, per strategy."""
+    table = sources.study_sources(study)
+    if table.empty:
+        return {}
+    name = metric_name(study.metric)
+    return {f"Gain by source of weights: test {name} over {table.reference.iloc[0]}":
+            ("\n".join(f"- {s}" for s in sources.source_sentences(table, label)), reading("sources", study)),
+            "Gain by source of weights: every strategy and case": (table.round(4), "")}
 
 
 def _pool_text(study: Study) -> str:

@@ -1,0 +1,94 @@
+"""timm backbones: block maps taken from the model itself, on random-init tiny models of each family."""
+import pytest
+import torch
+
+from studylib.core.config import ConfigError, RunConfig
+from studylib.models.backbones import (
+    BACKBONES,
+    NORM_TYPES,
+    WeightsError,
+    block_names,
+    create_backbone,
+    get_backbone_spec,
+)
+from studylib.models.timm_backbones import TESTED
+from studylib.training.runner import check_config
+
+timm = pytest.importorskip("timm")
+
+
+
+@pytest.fixture(scope="module", params=[test_model for test_model, _ in TESTED.values()])  # what the docs list
+def backbone(request):
+    torch.manual_seed(0)
+    return create_backbone(f"timm:{request.param}", num_classes=3)
+
+
+def test_block_map_comes_from_timm_groups_and_covers_every_parameter_once(backbone):
+    from timm.models import group_parameters
+
+    model = backbone.model
+    groups = list(group_parameters(model, model.group_matcher(coarse=True)).values())
+    # the oracle: timm's own coarse groups, in order, are studylib's blocks
+    assert [sorted(backbone.blocks[b]) for b in backbone.block_names] == [sorted(g) for g in groups]
+    covered = [p for names in backbone.blocks.values() for p in names]
+    assert sorted(covered) == sorted(n for n, _ in model.named_parameters())
+    assert backbone.block_names[0] == "stem" and backbone.block_names[-1] == "head"
+    assert set(backbone.head_params) <= set(backbone.blocks["head"])
+
+
+def test_norm_layers_of_every_type_are_found(backbone):
+    found = {id(m) for b in backbone.block_names for m in backbone.norm_modules(b)}
+    assert found == {id(m) for m in backbone.model.modules() if isinstance(m, NORM_TYPES)}
+
+
+def test_block_ends_are_modules_whose_output_ends_the_block(backbone):
+    ends = backbone.block_ends()
+    assert list(ends) == backbone.block_names[:-1]
+    for module in ends.values():
+        backbone.model.get_submodule(module)  # a module (a ViT's stem also lists cls_token, a bare tensor)
+
+
+def test_new_head_and_minimum_size(backbone):
+    spec = backbone.spec
+    model = backbone.model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, max(spec.min_size, 32), max(spec.min_size, 32))).shape == (2, 3)
+
+
+def test_vit_block_map_and_sizes():
+    spec = get_backbone_spec("timm:test_vit")
+    assert block_names("timm:test_vit") == ("stem", *(f"blocks.{i}" for i in range(6)), "head")
+    assert spec.min_size == 16  # one patch; dynamic position embeddings take any multiple
+    bb = create_backbone("timm:test_vit", 2)
+    assert bb.blocks["stem"][:2] == ["cls_token", "pos_embed"] and "norm.weight" in bb.blocks["blocks.5"]
+
+
+def test_unknown_timm_names_suggest_the_close_ones():
+    assert "timm:convnex_tiny" not in BACKBONES
+    with pytest.raises(ConfigError, match="did you mean convnext_tiny"):
+        check_config(RunConfig(backbone="timm:convnex_tiny"))
+
+
+def test_pretrained_weights_offline_say_how_to_pass_a_file(monkeypatch):
+    def offline(*args, pretrained=False, **kwargs):
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return real(*args, **kwargs)
+
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(WeightsError, match="weights=/path/to/file.safetensors"):
+        create_backbone("timm:test_resnet", 2, weights="pretrained")
+    with pytest.raises(WeightsError, match="has weights 'pretrained'"):
+        create_backbone("timm:test_resnet", 2, weights="IMAGENET1K_V1")
+
+
+def test_a_timm_checkpoint_file_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    source = create_backbone("timm:test_convnext", 5).model
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    bb = create_backbone("timm:test_convnext", 2, weights=str(tmp_path / "w.safetensors"))
+    torch.testing.assert_close(bb.model.state_dict()["stages.1.downsample.1.weight"],
+                               source.state_dict()["stages.1.downsample.1.weight"])
