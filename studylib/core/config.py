@@ -41,7 +41,8 @@ class RunConfig:
     #   replacement, separated by semicolons, applied in order (an empty replacement drops the key); the syntax and
     #   torchxrayvision's example: docs/backbones.md. (No equals sign here: papermill parses this line.)
     weights_channels: str = ""  # a 1-channel checkpoint on 3-channel images: "repeat" (its first convolution over
-    #   R, G and B, divided by 3: a grey image gives the checkpoint's response); empty: such a checkpoint is refused
+    #   R, G and B, divided by 3) or "luminance" (over the image converted to grey); a grey image gives the
+    #   checkpoint's response either way; empty: such a checkpoint is refused
     strategy: str = "ft"  # fine-tuning strategy (python -m studylib strategies)
     seed: int = 684  # seed for splits, initialisation and batch order (study: 684, 559, 629)
     # --- protocol (docs/design.md section 4) ---
@@ -177,9 +178,10 @@ class RunConfig:
         repeated = sorted({c for c in names_of(self.classes) if names_of(self.classes).count(c) > 1})
         if repeated:
             raise ConfigError(f"classes names {repeated} more than once; list each class once")
-        if self.weights_channels not in ("", "repeat"):
+        if self.weights_channels not in ("", "repeat", "luminance"):
             raise ConfigError(f"weights_channels={self.weights_channels!r}; use repeat (a 1-channel checkpoint's first "
-                              "convolution over R, G and B) or leave it empty")
+                              "convolution over the mean of R, G and B), luminance (over the grey image) or leave it "
+                              "empty")
         for rule in filter(None, self.weights_keys.split(";")):
             pattern, arrow, _ = rule.partition("=>")
             try:

@@ -123,7 +123,7 @@ def create_backbone(name: str, num_classes: int, weights: str = "none", sha256: 
         sha256: expected SHA-256 of a checkpoint file; "": not checked.
         progress: show torchvision's download progress.
         keys: the config's weights_keys: "regex=>replacement" rewrites of a checkpoint's key names, ";"-separated.
-        channels: the config's weights_channels: "repeat" adapts a 1-channel checkpoint to RGB images.
+        channels: the config's weights_channels: "repeat" or "luminance" adapts a 1-channel checkpoint to RGB.
     """
     spec = get_backbone_spec(name)
     model = spec.build()
@@ -212,8 +212,8 @@ def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpe
         sha256: expected SHA-256 of the file; "": not checked.
         spec: the backbone's spec (the head's weights are left out).
         keys: "regex=>replacement" rewrites of the file's key names, ";"-separated (empty replacement: dropped).
-        channels: "repeat": a convolution saved for 1 input channel where the model takes 3 is repeated over
-            them and divided by 3; "": refused with this fix named.
+        channels: a convolution saved for 1 input channel where the model takes 3: "repeat" (over them, divided
+            by 3) or "luminance" (weighted as grey conversion weighs R, G and B); "": refused with this fix named.
     """
     if not path.is_file():
         raise WeightsError(f"checkpoint file {path} does not exist; pass an existing file or weights=none")
@@ -254,16 +254,24 @@ def _renamed(state: dict[str, torch.Tensor], keys: str) -> dict[str, torch.Tenso
     return out
 
 
+CHANNEL_MODES = {"repeat": (1 / 3, 1 / 3, 1 / 3),  # the mean of R, G and B
+                 "luminance": (0.299, 0.587, 0.114)}  # ITU-R BT.601 grey, as PIL's convert("L") weighs them
+
+
 def _channels_adapted(theirs: dict, own: dict, channels: str, path: Path) -> dict:
-    """Convolutions saved for 1 input channel where the model's take 3: repeated over R, G and B and divided by 3
-    with channels="repeat" (a grey image, R = G = B, then gives the checkpoint's response); refused otherwise."""
+    """Convolutions saved for 1 input channel where the model's take 3: spread over R, G and B by `channels`
+    ("repeat": each a third, so the convolution sees the channels' mean; "luminance": the grey level's weights,
+    so it sees the image converted to grey); both give a grey image (R = G = B) the checkpoint's response.
+    Refused with the fix named otherwise."""
     single = [k for k, v in theirs.items() if k in own and v.ndim == 4 and v.shape[1] == 1 and own[k].shape[1] == 3
               and v.shape[0] == own[k].shape[0]]
-    if single and channels != "repeat":
+    if single and channels not in CHANNEL_MODES:
         raise WeightsError(f"checkpoint {path} was saved for 1-channel images ({single[0]}: "
                            f"{tuple(theirs[single[0]].shape)}) and the backbone takes 3; set weights_channels=repeat "
-                           "to use its first convolution on R, G and B (divided by 3)")
-    return {k: (v.repeat(1, 3, 1, 1) / 3 if k in single else v) for k, v in theirs.items()}
+                           "(its first convolution on the mean of R, G and B) or weights_channels=luminance (on the "
+                           "image converted to grey)")
+    spread = torch.tensor(CHANNEL_MODES.get(channels, (1, 1, 1))).view(1, 3, 1, 1)
+    return {k: (v.repeat(1, 3, 1, 1) * spread.to(v.dtype) if k in single else v) for k, v in theirs.items()}
 
 
 def _unwrap_state(state: object, path: Path) -> dict[str, torch.Tensor]:

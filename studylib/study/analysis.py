@@ -662,12 +662,14 @@ class Study:
         return paths[0] if paths else None
 
 
-def grid_study(grid_path: str | Path, out: str | Path, runs: pd.DataFrame | None = None, **options) -> "Study":
+def grid_study(grid_path: str | Path, out: str | Path, runs: pd.DataFrame | None = None,
+               overrides: dict | None = None, **options) -> "Study":
     """The `Study` of exactly one grid's runs in `out`: other grids may have run into the same folder (the
     demo's and efficiency.yaml's do), and comparing only this grid's runs keeps its verdicts corrected
-    over its own comparisons. `runs`: collect(out), when the caller already has it."""
+    over its own comparisons. `runs`: collect(out), when the caller already has it; `overrides`: the fields the
+    grid ran with on top of its file (as run_grid's)."""
     from .grid import load_grid
 
-    hashes = {cfg.run_hash() for cfg in load_grid(grid_path).runs}
+    hashes = {cfg.run_hash() for cfg in load_grid(grid_path, overrides).runs}
     runs = collect(out) if runs is None else runs
     return Study(Path(out), runs=runs[runs.run_hash.isin(hashes)] if "run_hash" in runs else runs, **options)

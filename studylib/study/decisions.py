@@ -240,29 +240,36 @@ def _recommend(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def recommendation(group: pd.DataFrame, metric_label: str, rope: float = ROPE) -> str:
+def where(group: pd.DataFrame, protocols: dict[str, str] | None = None) -> str:
+    """'dermoscopy / resnet50', and the protocol group's name ('weights=none') where `protocols` names several."""
+    text = f"{group.modality.iloc[0]} / {group.backbone.iloc[0]}"
+    return f"{text} ({protocols[group.protocol.iloc[0]]})" if protocols and len(protocols) > 1 else text
+
+
+def recommendation(group: pd.DataFrame, metric_label: str, rope: float = ROPE,
+                   protocols: dict[str, str] | None = None) -> str:
     """One sentence per group of which_strategy's table: the cheapest as-good strategy, or 'not enough evidence'
-    with the seeds it would take."""
+    with the seeds it would take. `protocols`: analysis.protocol_names, to tell groups of one case apart."""
     from ..training.strategies import strategy_label as label
 
-    where = f"{group.modality.iloc[0]} / {group.backbone.iloc[0]}"
+    where_ = where(group, protocols)
     top = group[group.standing == "best"].iloc[0]
     good = group[group.standing == "as good"]
     pick = group[group.recommended].iloc[0]
     if len(good):
         others = ", ".join(label(a) for a in good.arm)
         cost = _cost_words(pick)
-        return (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}); "
+        return (f"On {where_}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}); "
                 f"{others} {'is' if len(good) == 1 else 'are'} practically equivalent to it or better (within or "
                 f"above the ROPE with probability > {PRACTICAL}); the cheapest of {label(top.arm)} and "
                 f"{'this' if len(good) == 1 else 'these'} is {label(pick.arm)}{cost}.")
     open_arms = group[group.standing == "undecided"]
     if open_arms.empty:
-        return (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}) and every other "
+        return (f"On {where_}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}) and every other "
                 "strategy is worse beyond the ROPE.")
     finite = open_arms[np.isfinite(open_arms.seeds_needed.astype(float))]
     stuck = open_arms[open_arms.seeds_needed.astype(float) == np.inf]
-    text = (f"On {where}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}), but there is not enough "
+    text = (f"On {where_}: {label(top.arm)} scored best ({metric_label} {top['mean']:.3f}), but there is not enough "
             f"evidence to say which strategies are as good: {len(open_arms)} of {len(group) - 1} comparisons with it "
             "are undecided.")
     if len(finite):
@@ -281,10 +288,10 @@ def recommendation(group: pd.DataFrame, metric_label: str, rope: float = ROPE) -
     return text
 
 
-def headline(table: pd.DataFrame, most: int = 3) -> str:
+def headline(table: pd.DataFrame, most: int = 3, protocols: dict[str, str] | None = None) -> str:
     """The decisions in the report's opening paragraph: a short sentence per group (at most `most` groups, else a
     count), naming the cheapest strategy as good as the best, or saying the evidence is not enough and what it
-    would take."""
+    would take. `protocols`: analysis.protocol_names, to tell groups of one case apart."""
     from ..training.strategies import strategy_label as label
 
     groups = [group for _, group in table.groupby(["protocol", "modality", "backbone"], sort=False)]
@@ -300,16 +307,16 @@ def headline(table: pd.DataFrame, most: int = 3) -> str:
                 "each.")
     parts = []
     for group in groups:
-        where = f"{group.modality.iloc[0]} / {group.backbone.iloc[0]}"
+        where_ = where(group, protocols)
         top, pick = group[group.standing == "best"].arm.iloc[0], group[group.recommended].arm.iloc[0]
         if (group.standing == "as good").any():
-            parts.append(f"on {where} the cheapest strategy practically equivalent to the best ({label(top)}) is "
+            parts.append(f"on {where_} the cheapest strategy practically equivalent to the best ({label(top)}) is "
                          f"{label(pick)}" if pick != top else
-                         f"on {where} {label(top)} scored best and is also the cheapest of those as good as it")
+                         f"on {where_} {label(top)} scored best and is also the cheapest of those as good as it")
             continue
         open_arms = group[group.standing == "undecided"]
         if open_arms.empty:
-            parts.append(f"on {where} {label(top)} is better than every other strategy beyond the ROPE")
+            parts.append(f"on {where_} {label(top)} is better than every other strategy beyond the ROPE")
             continue
         needed = open_arms.seeds_needed.astype(float)
         finite = open_arms[np.isfinite(needed)]
@@ -320,7 +327,7 @@ def headline(table: pd.DataFrame, most: int = 3) -> str:
         if stuck:
             said.append(f"{stuck} comparison{'s' if stuck > 1 else ''} need{'' if stuck > 1 else 's'} a larger test "
                         "set (its noise exceeds the ROPE), not more seeds")
-        parts.append(f"on {where} there is not enough evidence to name a strategy as good as the best ({label(top)})"
+        parts.append(f"on {where_} there is not enough evidence to name a strategy as good as the best ({label(top)})"
                      + (": " + ", and ".join(said) if said else ""))
     return "Which strategy for my data: " + "; ".join(parts) + "."
 

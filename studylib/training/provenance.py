@@ -59,7 +59,7 @@ def describe_record(checkpoint: Path) -> str:
     val = (record.get("source_validation") or {}).get("balanced_accuracy")
     learned = f", source validation balanced accuracy {val:.3f}" if isinstance(val, float) else ""
     images = sum((source.get("counts") or {}).get("train", {}).values())
-    backbone = (record.get("recipe") or {}).get("backbone", "?")
+    backbone, digest = (record.get("recipe") or {}).get("backbone", "?"), record.get("checkpoint_sha256")
     return (f"checkpoint: {checkpoint}\n  pretrained on {source.get('dataset', '?')} ({images} training images, "
             f"{len(source.get('classes') or [])} classes{learned}); record: {record_path(checkpoint)}\n"
-            f"  use: -s backbone={backbone} -s weights={checkpoint} -s weights_sha256={record.get('checkpoint_sha256')}")
+            f"  use: -s backbone={backbone} -s weights={checkpoint} -s weights_sha256={digest}")

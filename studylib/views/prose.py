@@ -84,7 +84,7 @@ def headline(study: Study) -> str:
     text += " " + _extremes(gains, study)
     if gains.seeds.min() < stats.MIN_SEEDS:
         text += f" Cases with fewer than {stats.MIN_SEEDS} paired seeds get no verdict."
-    decision = decisions.headline(decisions.study_which(study))
+    decision = decisions.headline(decisions.study_which(study), protocols=protocol_names(study.done))
     return text + (f" {decision}" if decision else "") + (f" Not part of any comparison: {apart}." if apart else "")
 
 

@@ -316,7 +316,8 @@ def _decision_sections(study: Study) -> dict[str, tuple[pd.DataFrame | str, str]
     table = decisions.study_which(study)
     if table.empty:
         return {}
-    sentences = [decisions.recommendation(group, metric_name(study.metric), study.rope)
+    names = analysis.protocol_names(study.done)
+    sentences = [decisions.recommendation(group, metric_name(study.metric), study.rope, names)
                  for _, group in table.groupby(["protocol", "modality", "backbone"], sort=False)]
     shown = table.round({"mean": 4, "gain_vs_best": 4, "p_worse": 3, "p_equivalent": 3, "seconds_per_epoch": 2})
     return {"Which strategy for my data": ("\n".join(f"- {s}" for s in sentences), reading("which", study)),

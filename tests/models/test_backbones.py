@@ -167,6 +167,17 @@ def test_a_single_channel_densenet_checkpoint_with_torchxrayvision_keys_loads(tm
                                torch.nn.functional.conv2d(image, grey), rtol=1e-5, atol=1e-5)
 
 
+def test_luminance_channels_see_the_image_converted_to_grey(tmp_path):
+    source = create_backbone("tinycnn", 5).model.state_dict()
+    single = {k: (v.sum(1, keepdim=True) if k == "stem.0.weight" else v) for k, v in source.items()}
+    torch.save(single, tmp_path / "grey.pt")
+    stem = create_backbone("tinycnn", 3, str(tmp_path / "grey.pt"), channels="luminance").model.stem[0].weight
+    rgb = torch.rand(1, 3, 16, 16)
+    grey = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:])  # PIL's convert("L") weights
+    torch.testing.assert_close(torch.nn.functional.conv2d(rgb, stem.detach()),
+                               torch.nn.functional.conv2d(grey, single["stem.0.weight"]), rtol=1e-5, atol=1e-5)
+
+
 def test_weights_key_rules_and_channels_are_checked_in_the_config():
     from studylib import RunConfig
     from studylib.core.config import ConfigError
