@@ -156,7 +156,7 @@ def real_summary(out: Path, runs: pd.DataFrame, overrides: dict) -> pd.DataFrame
     table = table.round(3).sort_values("ckpt mean", ascending=False).fillna(fills)
     k = study.classes
     ckpt = next((name for name in label if name != sources.RANDOM_INIT), "?")
-    table.attrs["caption"] = (f"test balanced accuracy per strategy (mean, sd over seeds"
+    table.attrs["caption"] = ("test balanced accuracy per strategy (mean, sd over seeds"
                               + (f"; {k} classes, chance {1 / k:.2f}" if k else "") + f") from random init (init) "
                               f"and from the checkpoint {ckpt} (ckpt); the checkpoint's paired gain over random "
                               "init with its 95% interval and corrected verdict; each source's verdict against FT:")
