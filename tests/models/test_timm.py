@@ -92,3 +92,52 @@ def test_a_timm_checkpoint_file_loads(tmp_path):
     bb = create_backbone("timm:test_convnext", 2, weights=str(tmp_path / "w.safetensors"))
     torch.testing.assert_close(bb.model.state_dict()["stages.1.downsample.1.weight"],
                                source.state_dict()["stages.1.downsample.1.weight"])
+
+
+def test_ssf_on_a_convnext_scales_per_channel_and_folds_exactly():
+    """timm's LayerNorm2d normalises (B, C, H, W) maps over C: SSF scales channel-second there, channel-last after a
+    token LayerNorm; folded into the norms' affine, the network gives the unfolded outputs."""
+    from studylib.training.strategies import SSF
+
+    torch.manual_seed(0)
+    bb = create_backbone("timm:test_convnext", 3)
+    strategy = SSF(RunConfig(strategy="ssf", backbone="timm:test_convnext"), bb)
+    with torch.no_grad():
+        for name, p in bb.model.named_parameters():
+            if name.endswith(("ssf_scale", "ssf_shift")):
+                p.copy_(torch.randn_like(p) * 0.3 + (1 if name.endswith("scale") else 0))
+    x = torch.randn(2, 3, 32, 32)
+    unfolded = bb.model.eval()(x).detach()
+    strategy.merge()
+    assert not any("ssf" in n for n, _ in bb.model.named_parameters())
+    torch.testing.assert_close(bb.model(x), unfolded, atol=1e-5, rtol=1e-4)
+
+
+def test_lora_leaves_depthwise_convolutions_out():
+    pytest.importorskip("peft")
+    from studylib.training.strategies import STRATEGIES
+
+    bb = create_backbone("timm:test_convnext", 3)
+    depthwise = [n for n, m in bb.model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    targets = STRATEGIES.get("lora")(RunConfig(strategy="lora", backbone="timm:test_convnext"), bb).targets
+    assert depthwise and not set(depthwise) & set(targets)
+    assert "stages.0.blocks.0.mlp.fc1" in targets and "stem.0" in targets
+
+
+@pytest.mark.slow  # about 15 s
+@pytest.mark.parametrize("model", ["test_vit", "test_convnext"])
+def test_every_strategy_trains_on_a_timm_cnn_and_vit(model, tmp_path):
+    """Each strategy of the registry, one step per epoch; gradual unfreezing for as many epochs as blocks."""
+    from studylib.training.runner import run
+    from studylib.training.strategies import STRATEGIES
+
+    name = f"timm:{model}"
+    stages = len(block_names(name))
+    for strategy in STRATEGIES.names():
+        epochs = stages if strategy.startswith("gu_") else 2
+        cfg = RunConfig(dataset="synthetic", synthetic_size=48, backbone=name, image_size=32, batch_size=16,
+                        max_epochs=epochs, patience=epochs, lp_epochs=1, gu_epochs_per_stage=1, max_steps_per_epoch=1,
+                        strategy=strategy, quiet=True, repr_images=0, resume_every_s=-1, delta_attention_batches=1,
+                        device="cpu")
+        result = run(cfg, tmp_path / strategy)
+        assert result.metrics["epochs_run"] == epochs, strategy

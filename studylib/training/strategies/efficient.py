@@ -83,9 +83,10 @@ class NormTune(ParameterSubset):
 
 
 def _scale_shift(norm: nn.Module, _args, out: torch.Tensor) -> torch.Tensor:
-    """SSF after a normalisation layer: y * scale + shift per channel (channels second, last for LayerNorm)."""
+    """SSF after a normalisation layer: y * scale + shift per channel (channels second; last for a LayerNorm or
+    RMSNorm over tokens, but second for timm's LayerNorm2d, which normalises (B, C, H, W) maps over C)."""
     scale, shift = norm.ssf_scale.to(out.dtype), norm.ssf_shift.to(out.dtype)  # bf16 activations stay bf16
-    if isinstance(norm, nn.LayerNorm):
+    if isinstance(norm, (nn.LayerNorm, nn.RMSNorm)) and not type(norm).__name__.endswith("2d"):
         return out * scale + shift
     shape = (1, -1) + (1,) * (out.dim() - 2)
     return out * scale.view(shape) + shift.view(shape)
@@ -116,8 +117,9 @@ class SSF(ParameterSubset):
     def __init__(self, cfg: RunConfig, backbone: Backbone):
         super().__init__(cfg, backbone)
         head = set(backbone.head_params)
-        self.norms = [m for name, m in backbone.model.named_modules() if isinstance(m, NORM_TYPES)
-                      and getattr(m, "weight", None) is not None and not any(n.startswith(name + ".") for n in head)]
+        self.norms = [m for name, m in backbone.model.named_modules() if isinstance(m, NORM_TYPES)  # with an affine
+                      and getattr(m, "weight", None) is not None and getattr(m, "bias", None) is not None
+                      and not any(n.startswith(name + ".") for n in head)]
         if not self.norms:
             raise ValueError(f"ssf: {backbone.spec.name} has no normalisation layers with an affine to fold into; "
                              "use strategy bitfit, or a backbone with BatchNorm")
@@ -192,12 +194,15 @@ class LoRA(ParameterSubset):
         backbone.reindex()
 
     def target_layers(self) -> list[str]:
-        """Full names of the Conv2d and Linear layers of the chosen blocks, the head left out."""
+        """Full names of the Conv2d and Linear layers of the chosen blocks, the head left out, and grouped
+        (depthwise) convolutions too: peft adapts a grouped convolution only when the rank is a multiple of its
+        groups, and a depthwise one (ConvNeXt, EfficientNet) has as many groups as channels; they stay frozen."""
         prefixes = self.backbone.spec.blocks(self.backbone.model)
         chosen = self.all_blocks if self.cfg.lora_blocks == "all" else names_of(self.cfg.lora_blocks)
         head = self.backbone.spec.head
         return [name for name, module in self.backbone.model.named_modules()
-                if isinstance(module, (nn.Conv2d, nn.Linear)) and name != head
+                if (isinstance(module, nn.Linear) or isinstance(module, nn.Conv2d) and module.groups == 1)
+                and name != head
                 and any(name == p or name.startswith(p + ".") for block in chosen for p in prefixes[block])]
 
     def chosen(self) -> list[str]:
