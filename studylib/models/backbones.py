@@ -12,35 +12,16 @@ import re
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from ..core.fileio import sha256_file
 from ..core.registry import Registry
+from .spec import BackboneSpec, WeightsError
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
               nn.RMSNorm)  # timm's norm layers subclass these (LayerNorm2d, BatchNormAct2d, GroupNormAct)
-
-
-class WeightsError(RuntimeError):
-    """Weights that cannot be loaded; the message says how to get or pass them."""
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    description: str
-    build: Callable[[], nn.Module]  # the architecture with its original head
-    blocks: Callable[[nn.Module], dict[str, list[str]]]  # block -> module-name prefixes, input to output
-    head: str  # dotted name of the final Linear, replaced by a new head
-    weights_enum: type | Callable[[], type] | None = None  # torchvision weights enum (or a function returning it)
-    channels_last: bool = True  # faster on CUDA (DenseNet is slower with it: docs/design.md section 5)
-    min_size: int = 1  # smallest input side its downsampling stages leave at least one pixel for
-    # weights by name other than torchvision's: (name, progress) -> state dict, and the names it takes (timm's)
-    named_weights: Callable[[str, bool], dict] | None = None
-    weight_names: tuple[str, ...] = ()
 
 
 def _made(name: str) -> BackboneSpec | None:

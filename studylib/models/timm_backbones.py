@@ -39,7 +39,7 @@ def make_spec(name: str):
     """The BackboneSpec of `timm:NAME` (None for a name without the prefix): the registry's maker for backbones.
 
     NAME may carry a weight tag (`convnext_tiny.fb_in22k`): it pins which weights `weights: pretrained` loads."""
-    from .backbones import BackboneSpec
+    from .spec import BackboneSpec
 
     if not name.startswith(PREFIX):
         return None
@@ -91,7 +91,7 @@ def _min_side(build) -> int:
 
 def _pretrained_state(timm, model_name: str, kwargs: dict, weights: str, progress: bool) -> dict:
     """timm's pretrained weights of the model (its tag, if the name has one): downloaded from the Hugging Face hub."""
-    from .backbones import WeightsError
+    from .spec import WeightsError
 
     if weights != "pretrained":
         raise WeightsError(f"timm:{model_name} has weights 'pretrained' (timm's, pinned by a tag in the name, e.g. "

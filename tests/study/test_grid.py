@@ -211,7 +211,7 @@ def test_grid_help_names_every_shipped_grid(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["grid", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert len(shipped_grids()) == 8 and all(name in text for name in shipped_grids())
+    assert len(shipped_grids()) == 10 and all(name in text for name in shipped_grids())
 
 
 def test_a_list_of_class_names_in_a_grid_is_one_value_and_a_list_of_lists_sweeps(tmp_path):
