@@ -30,6 +30,7 @@ FIGURES: dict[str, StudyFigure] = {  # key -> figure, in report order; the key n
         "marks gains without a verdict (inside the noise after correction, or too few seeds).", view="gain over FT"),
     "critical_difference": StudyFigure("Critical-difference diagram ({where})", reading="cd",
                                        view="critical-difference diagram"),
+    "source_gains": StudyFigure("Gain by source of weights: test {metric} over {where}", reading="sources"),
     "performance_profile": StudyFigure("Performance profile of the gains in test {metric} over FT",
                                        reading="profile", view="performance profile"),
     "accuracy": StudyFigure(

@@ -147,6 +147,10 @@ def _drawn(study: Study) -> list[tuple[str, str, Path]]:
                               "or too few seeds)"))
     for protocol, test in study.rank_tests.items():
         keep("critical_difference", lambda p, t=test: studyfigures.cd_diagram(t, p), protocol, f"_{protocol}")
+    by_source = sources.study_sources(study)
+    if len(by_source):
+        keep("source_gains", lambda p: studyfigures.source_gains(by_source, p, study.metric),
+             by_source.reference.iloc[0])
     if len(study.gains) and study.gains.groupby(["protocol", "arm"]).size().max() >= decisionfigures.MIN_CASES:
         keep("performance_profile", lambda p: decisionfigures.performance_profile(
             decisions.performance_profile(study.gains), p, study.metric))

@@ -254,6 +254,48 @@ def confusion_grid(matrices: dict[str, np.ndarray], classes: list[str], title: s
     return save(fig, path)
 
 
+SOURCE_MARKERS = "osD^v"
+
+
+def source_gains(table: pd.DataFrame, path: Path | None = None, metric: str = DEFAULT_METRIC) -> plt.Figure:
+    """One panel per case: each strategy's paired gain of every source of weights over the reference source (a point
+    per source, its 95% interval as a line), strategies in their colours; right of the zero line, the source helped.
+
+    Args:
+        table: sources.source_gains' table (arm, dataset, backbone, source, reference, gain, low, high, verdict).
+        path: PNG to write; None: not saved.
+        metric: the compared metric, for the axis label.
+    """
+    if table.empty:
+        return save(message_figure("no sources to compare: the grid has one value of weights"), path)
+    cases = table.groupby(["dataset", "backbone"], sort=False)
+    arms = _ordered(table.arm.unique())
+    origins = list(dict.fromkeys(table.source))
+    fig, axes = panel_grid(len(cases), width=4.6, height=1.2 + 0.38 * len(arms) * max(1, len(origins) ** 0.5))
+    for axis, ((dataset, backbone), case) in zip(axes, cases):
+        for k, source in enumerate(origins):
+            rows = case[case.source == source].set_index("arm").reindex(arms)
+            y = np.arange(len(arms)) + (k - (len(origins) - 1) / 2) * 0.25
+            for row, (arm, r) in zip(y, rows.iterrows()):
+                if pd.notna(r.gain):
+                    axis.plot([r.low, r.high], [row, row], color=strategy_colour(arm), lw=2)
+                    axis.plot(r.gain, row, SOURCE_MARKERS[k % len(SOURCE_MARKERS)], color=strategy_colour(arm),
+                              mfc="white" if r.verdict not in ("better", "worse") else strategy_colour(arm),
+                              label=source if arm == arms[0] else None)
+        axis.axvline(0, color="black", lw=1)
+        axis.set_yticks(np.arange(len(arms)), [label(a) for a in arms])
+        for tick, arm in zip(axis.get_yticklabels(), arms):
+            tick.set_color(strategy_colour(arm))
+        axis.invert_yaxis()
+        axis.set_xlabel(f"gain in test {metric_name(metric)} over {case.reference.iloc[0]}")
+        axis.set_title(f"{dataset} / {backbone}" + (f": from {origins[0]}" if len(origins) == 1 else ""), fontsize=10)
+    if len(origins) > 1:
+        axes[0].legend(fontsize=8, frameon=False)
+    fig.text(0.01, 0.005, "filled: beyond the noise (corrected); open: inside it", fontsize=8)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return save(fig, path)
+
+
 def strategy_colour(strategy: str) -> str:
     """One colour per strategy in every figure, by its place in the registry: the study's eight keep matplotlib's
     first eight (C0-C7), the next two C8-C9, then tab20's light shades, so 20 registered strategies never share one."""

@@ -58,3 +58,15 @@ def test_the_report_says_what_each_source_is_worth(study):
     assert "Starting from tinycnn-ham instead of random init: better for" in words
     assert "LP (+0.200" in words
 
+
+
+def test_the_figure_marks_each_gain_and_fills_those_beyond_the_noise(study):
+    from studylib.views.studyfigures import source_gains as draw
+
+    table = source_gains(study.best, n_boot=200)
+    figure = draw(table)
+    axis = figure.axes[0]
+    assert "over random init" in axis.get_xlabel() and "from tinycnn-ham" in axis.get_title()
+    points = [line for line in axis.lines if line.get_marker() == "o"]
+    filled = [line for line in points if line.get_markerfacecolor() != "white"]
+    assert len(points) == len(table) and len(filled) == int(table.verdict.isin(["better", "worse"]).sum())
