@@ -141,3 +141,13 @@ def test_every_strategy_trains_on_a_timm_cnn_and_vit(model, tmp_path):
                         device="cpu")
         result = run(cfg, tmp_path / strategy)
         assert result.metrics["epochs_run"] == epochs, strategy
+
+
+def test_the_backbones_command_prints_a_timm_models_block_map(capsys):
+    from studylib.cli import main
+
+    assert main(["backbones", "timm:test_vit"]) == 0
+    out = capsys.readouterr().out
+    assert "blocks (8): stem, blocks.0, blocks.1, blocks.2, blocks.3, blocks.4, blocks.5, head" in out
+    assert "weights: pretrained, none, a checkpoint file" in out
+    assert main(["backbones", "timm:no_such_net"]) == 2
