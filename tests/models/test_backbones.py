@@ -178,6 +178,23 @@ def test_luminance_channels_see_the_image_converted_to_grey(tmp_path):
                                torch.nn.functional.conv2d(grey, single["stem.0.weight"]), rtol=1e-5, atol=1e-5)
 
 
+def test_a_run_records_its_channel_handling_and_the_report_says_it(tmp_path):
+    import json
+
+    from studylib import RunConfig, run
+    from studylib.study.analysis import Study
+    from studylib.views.report import report_words
+
+    single = {k: (v.sum(1, keepdim=True) if k == "stem.0.weight" else v)
+              for k, v in create_backbone("tinycnn", 5).model.state_dict().items()}
+    torch.save(single, tmp_path / "grey.pt")
+    cfg = RunConfig(weights=str(tmp_path / "grey.pt"), weights_channels="luminance", image_size=16, synthetic_size=120,
+                    max_epochs=1, quiet=True, device="cpu", repr_images=0)
+    result = run(cfg, tmp_path / "runs" / "r")
+    assert json.loads((result.path / "config.json").read_text())["weights_channels"] == "luminance"
+    assert "first convolution spread over R, G and B: luminance" in report_words(Study(tmp_path, n_boot=50))
+
+
 def test_weights_key_rules_and_channels_are_checked_in_the_config():
     from studylib import RunConfig
     from studylib.core.config import ConfigError
