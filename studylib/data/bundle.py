@@ -93,7 +93,8 @@ class DeviceBatches:
     """
 
     def __init__(self, images, labels: np.ndarray, batch_size: int, crop: int, device: torch.device,
-                 channels_last: bool = False, balanced: bool = False, budget: MemoryBudget | None = None):
+                 channels_last: bool = False, balanced: bool = False, budget: MemoryBudget | None = None,
+                 mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD):
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         counts = torch.bincount(self.labels).float()
         # Class-balanced sampling: each image drawn with probability 1 / (its class count).
@@ -107,8 +108,8 @@ class DeviceBatches:
         else:
             self.images = self._place(images)
             self.labels_here = self.labels.to(self.images.device)  # beside the images: indexed with the same tensor
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-        self.inv_std = 1 / (torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255)
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255  # the backbone's weights' statistics
+        self.inv_std = 1 / (torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
 
     def _place(self, images) -> torch.Tensor:
         """On the GPU when the split takes under a quarter of its free memory, else in host memory

@@ -7,6 +7,8 @@ from typing import Callable
 
 from torch import nn
 
+from ..data.bundle import IMAGENET_MEAN, IMAGENET_STD
+
 
 class WeightsError(RuntimeError):
     """Weights that cannot be loaded; the message says how to get or pass them."""
@@ -25,3 +27,7 @@ class BackboneSpec:
     # weights by name other than torchvision's: (name, progress) -> state dict, and the names it takes (timm's)
     named_weights: Callable[[str, bool], dict] | None = None
     weight_names: tuple[str, ...] = ()
+    # the input statistics its weights were trained with (each image is normalised with them): ImageNet's for
+    # torchvision's, timm's per model (0.5 for most ViTs)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD

@@ -54,10 +54,12 @@ def make_spec(name: str):
     pretrained_cfg = timm.models.get_pretrained_cfg(model_name)
     head = getattr(pretrained_cfg, "classifier", None) or _classifier(timm, model_name)
     build = functools.partial(timm.create_model, model_name, pretrained=False, **kwargs)
+    statistics = {k: tuple(getattr(pretrained_cfg, k)) for k in ("mean", "std")
+                  if len(getattr(pretrained_cfg, k, None) or ()) == 3}  # its weights' input statistics, as timm's
     return BackboneSpec(name, f"timm {model_name}; blocks from timm's group_matcher", build,
                         _blocks, head, None, channels_last=True, min_size=_min_side(build),
                         named_weights=functools.partial(_pretrained_state, timm, model_name, kwargs),
-                        weight_names=("pretrained",))
+                        weight_names=("pretrained",), **statistics)
 
 
 def _classifier(timm, model_name: str) -> str:

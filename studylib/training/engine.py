@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.config import ConfigError, RunConfig
-from ..data.bundle import DeviceBatches
+from ..data.bundle import IMAGENET_MEAN, IMAGENET_STD, DeviceBatches
 from ..models.backbones import Backbone
 from .features import FrozenFeatures
 from .layerlog import LayerLog
@@ -37,6 +37,8 @@ class Device:
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
+    mean: tuple = IMAGENET_MEAN  # input statistics: the backbone's weights' (backbone.spec.mean / std)
+    std: tuple = IMAGENET_STD
 
     @classmethod
     def resolve(cls, cfg: RunConfig, backbone: Backbone) -> "Device":
@@ -51,7 +53,7 @@ class Device:
         cl = {"on": True, "off": False}.get(cfg.channels_last, on_cuda and backbone.spec.channels_last)
         if on_cuda:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-        return cls(device, amp, cl)
+        return cls(device, amp, cl, backbone.spec.mean, backbone.spec.std)
 
     def place(self, model: nn.Module) -> nn.Module:
         """Move a model to the device, in channels_last memory format when that is on."""

@@ -185,7 +185,7 @@ def split_batches(data: DataBundle, split: str, cfg: RunConfig, dev: Device, bal
         raise ValueError(f"dataset {data.name} has no {split} images; check the split column or the fractions")
     budget = budget or MemoryBudget.for_run(cfg.memory_gb)
     return DeviceBatches(select(data.images, index), data.labels[index], cfg.batch_size, cfg.image_size,
-                         dev.device, dev.channels_last, balanced, budget)
+                         dev.device, dev.channels_last, balanced, budget, dev.mean, dev.std)
 
 
 def start_representations(cfg: RunConfig, backbone: Backbone, data: DataBundle, dev: Device,
@@ -203,7 +203,7 @@ def start_representations(cfg: RunConfig, backbone: Backbone, data: DataBundle, 
         return None
     index = probe_subset(data, cfg.repr_images, cfg.seed)
     batches = DeviceBatches(data.images[index], data.labels[index], cfg.batch_size, cfg.image_size, dev.device,
-                            dev.channels_last)
+                            dev.channels_last, mean=dev.mean, std=dev.std)
     return Representations(backbone, batches, dev.autocast, trainer.layers.initial)
 
 
@@ -409,6 +409,7 @@ def environment(cfg: RunConfig, backbone: Backbone, dev: Device, fingerprint: st
         "studylib": _studylib_version(version, PackageNotFoundError),
         "device": str(dev.device), "device_name": torch.cuda.get_device_name(dev.device) if dev.device.type == "cuda"
         else f"CPU {platform.machine()}", "amp": str(dev.amp_dtype), "channels_last": dev.channels_last,
+        "input_mean": list(dev.mean), "input_std": list(dev.std),
         "threads": torch.get_num_threads(), "git_commit": git_commit(), **weights,
         "data_fingerprint": fingerprint, "backbone": repr(backbone),
     }

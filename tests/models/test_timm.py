@@ -151,3 +151,26 @@ def test_the_backbones_command_prints_a_timm_models_block_map(capsys):
     assert "blocks (8): stem, blocks.0, blocks.1, blocks.2, blocks.3, blocks.4, blocks.5, head" in out
     assert "weights: pretrained, none, a checkpoint file" in out
     assert main(["backbones", "timm:no_such_net"]) == 2
+
+
+def test_a_vits_images_are_normalised_with_its_weights_statistics(tmp_path):
+    """timm's ViT weights were trained on images scaled to [-1, 1] (mean and std 0.5), torchvision's with ImageNet's
+    statistics: each run normalises with its backbone's, and env.json says which."""
+    import json
+
+    from studylib.training.runner import run
+
+    assert get_backbone_spec("timm:vit_small_patch16_224").mean == (0.5, 0.5, 0.5)
+    assert get_backbone_spec("timm:convnext_tiny").std == pytest.approx((0.229, 0.224, 0.225))
+    cfg = RunConfig(backbone="timm:test_vit", image_size=32, synthetic_size=48, max_epochs=1, quiet=True,
+                    device="cpu", repr_images=0, strategy="lp")
+    env = json.loads((run(cfg, tmp_path / "r").path / "env.json").read_text())
+    assert env["input_mean"] == list(get_backbone_spec("timm:test_vit").mean)
+    import numpy as np
+
+    from studylib.data.bundle import DeviceBatches
+
+    white = np.full((2, 3, 8, 8), 255, dtype=np.uint8)
+    inputs, _ = next(DeviceBatches(white, np.array([0, 1]), 2, 8, torch.device("cpu"), mean=(0.5,) * 3,
+                                   std=(0.5,) * 3).batches())
+    torch.testing.assert_close(inputs, torch.ones_like(inputs))  # (255 - 127.5) / 127.5
