@@ -71,3 +71,18 @@ def test_pretrain_on_one_real_set_then_fine_tune_on_another(shared_data, tmp_pat
     env = json.loads((result.path / "env.json").read_text())
     assert record["checkpoint_sha256"] in json.dumps(env)  # the run names the checkpoint it started from
     assert result.metrics["test"]["balanced_accuracy"] >= 0
+
+
+def test_the_pretrain_command_takes_any_dataset_and_backbone(folder_checkpoint, tmp_path, capsys, monkeypatch):
+    from studylib.cli import main
+
+    pytest.importorskip("timm")
+    root, _ = folder_checkpoint
+    monkeypatch.chdir(tmp_path)
+    assert main(["pretrain", "--data", str(root), "-s", "workers=1", "-s", "device=cpu", "--backbone",
+                 "timm:test_resnet", "--image-size", "32", "--epochs", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    checkpoint = tmp_path / "outputs" / "pretrained" / "timm-test_resnet-d.pt"  # BACKBONE-SOURCE, ':' made safe
+    assert checkpoint.is_file() and "pretrained on folder" in out
+    assert "-s backbone=timm:test_resnet -s weights=outputs/pretrained/timm-test_resnet-d.pt" in out
+    assert main(["pretrain", "--data", str(tmp_path / "missing")]) == 2
