@@ -68,10 +68,11 @@ class Backbone:
 
     def block_ends(self) -> dict[str, str]:
         """Block -> the module whose output ends it (the last its map lists), every block before the head's."""
-        prefixes = self.spec.blocks(self.model)
-        *body, _ = prefixes
-        modules = dict(self.model.named_modules())  # a block may also list bare tensors (a ViT's cls_token)
-        return {block: [p for p in prefixes[block] if p in modules][-1] for block in body}
+        return _ends(self.spec, self.model)
+
+    def channel_dims(self) -> dict[str, int]:
+        """Block -> the dimension of its end's output that holds the channels (block_ends' blocks)."""
+        return channel_dims(self.spec.name)
 
     def norm_modules(self, block: str) -> list[nn.Module]:
         """Normalisation layers of a block, found by module type (never by name)."""
@@ -129,6 +130,41 @@ def meta_model(name: str) -> nn.Module:
     config check may inspect before anything is built."""
     with torch.device("meta"):
         return get_backbone_spec(name).build()
+
+
+def _ends(spec: BackboneSpec, model: nn.Module) -> dict[str, str]:
+    prefixes = spec.blocks(model)
+    *body, _ = prefixes
+    modules = dict(model.named_modules())  # a block may also list bare tensors (a ViT's cls_token)
+    return {block: [p for p in prefixes[block] if p in modules][-1] for block in body}
+
+
+@functools.cache
+def channel_dims(name: str) -> dict[str, int]:
+    """Block -> the dimension of its end module's output that holds the channels: 1 for a CNN's maps (B, C, H, W),
+    the last for a transformer's tokens (B, N, C) or channels-last maps (B, H, W, C). Found by forwards on the meta
+    device (no memory, no time) at two image sides: the channel dimension is the one whose size stays; 1 where
+    that is not one dimension (or the forward fails)."""
+    model = meta_model(name).eval()
+    ends = _ends(get_backbone_spec(name), model)
+    side = max(get_backbone_spec(name).min_size, 32)
+    shapes: dict[str, list[tuple]] = {block: [] for block in ends}
+    handles = [model.get_submodule(module).register_forward_hook(
+        lambda _m, _a, out, b=block: shapes[b].append(tuple(out.shape))) for block, module in ends.items()]
+    try:
+        with torch.device("meta"):
+            for size in (side, 2 * side):
+                model(torch.empty(2, 3, size, size))
+    except Exception:  # a model the meta device cannot run: the CNN layout
+        return dict.fromkeys(ends, 1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    dims = {}
+    for block, (small, large) in shapes.items():
+        steady = [d for d in range(1, len(small)) if small[d] == large[d]]
+        dims[block] = steady[0] if len(steady) == 1 and len(small) == len(large) else 1
+    return dims
 
 
 def _index(spec: BackboneSpec, model: nn.Module) -> Backbone:

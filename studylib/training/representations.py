@@ -82,18 +82,19 @@ class BlockFeatures:
 
     def __init__(self, backbone: Backbone, batches: DeviceBatches, autocast):
         self.backbone, self.batches, self.autocast = backbone, batches, autocast
-        self.points = {block: (name, "output") for block, name in backbone.block_ends().items()}
+        channels = backbone.channel_dims()  # 1 for a CNN's maps, the last for a ViT's tokens
+        self.points = {block: (name, "output", channels[block]) for block, name in backbone.block_ends().items()}
         last = backbone.block_names[-1]
         if len(backbone.blocks[last]) > len(backbone.head_params):
-            self.points[last] = (backbone.spec.head, "input")
+            self.points[last] = (backbone.spec.head, "input", 1)
 
     @torch.no_grad()
     def __call__(self) -> dict[str, np.ndarray]:
         """Block -> (n, channels) features of the current model, in eval mode (training mode restored)."""
         model = self.backbone.model
         outputs: dict[str, list[torch.Tensor]] = {block: [] for block in self.points}
-        handles = [self._hook(model.get_submodule(name), where, outputs[block])
-                   for block, (name, where) in self.points.items()]
+        handles = [self._hook(model.get_submodule(name), where, outputs[block], channel)
+                   for block, (name, where, channel) in self.points.items()]
         was_training = {m: m.training for m in model.modules()}
         try:
             model.eval()
@@ -108,9 +109,9 @@ class BlockFeatures:
         return {block: torch.cat(parts).cpu().double().numpy() for block, parts in outputs.items()}
 
     @staticmethod
-    def _hook(module: nn.Module, where: str, sink: list):
-        def pooled(t: torch.Tensor) -> torch.Tensor:
-            t = t.detach().float()
+    def _hook(module: nn.Module, where: str, sink: list, channel: int = 1):
+        def pooled(t: torch.Tensor) -> torch.Tensor:  # one value per channel: averaged over positions or tokens
+            t = t.detach().float().movedim(channel, 1)
             return t.mean(dim=tuple(range(2, t.dim()))) if t.dim() > 2 else t  # before any in-place ReLU
 
         if where == "input":

@@ -174,3 +174,30 @@ def test_a_vits_images_are_normalised_with_its_weights_statistics(tmp_path):
     inputs, _ = next(DeviceBatches(white, np.array([0, 1]), 2, 8, torch.device("cpu"), mean=(0.5,) * 3,
                                    std=(0.5,) * 3).batches())
     torch.testing.assert_close(inputs, torch.ones_like(inputs))  # (255 - 127.5) / 127.5
+
+
+def test_a_vits_features_are_per_channel_for_cka_and_delta():
+    """A ViT block ends in (B, N, C) tokens, its stem in (B, H, W, C): CKA pools each to one value per channel and
+    DELTA compares (and drops) channels, never tokens or rows."""
+    import contextlib
+
+    import numpy as np
+
+    from studylib.data.bundle import DeviceBatches
+    from studylib.training.representations import BlockFeatures
+    from studylib.training.strategies import STRATEGIES
+
+    torch.manual_seed(0)
+    bb = create_backbone("timm:test_vit", 3)
+    width = bb.model.embed_dim
+    assert bb.channel_dims() == {"stem": 3, **{f"blocks.{i}": 2 for i in range(6)}}
+    images = np.random.default_rng(0).integers(0, 255, (4, 3, 32, 32), dtype=np.uint8)
+    batches = DeviceBatches(images, np.arange(4) % 3, 4, 32, torch.device("cpu"))
+    features = BlockFeatures(bb, batches, contextlib.nullcontext)()
+    assert {block: f.shape for block, f in features.items()} == {block: (4, width) for block in features}
+    delta = STRATEGIES.get("delta")(RunConfig(strategy="delta", backbone="timm:test_vit"), bb)
+    x = torch.randn(2, 3, 32, 32)
+    maps = delta.pretrained_maps(x)
+    assert all(m.shape[1] == width for m in maps)
+    dropped = delta.pretrained_maps(x, drop=(1, 5))[1]
+    assert dropped[:, 5].abs().sum() == 0 and maps[1][:, 5].abs().sum() > 0

@@ -45,8 +45,9 @@ def delta_penalty(current: list[torch.Tensor], pretrained: list[torch.Tensor],
 class _Capture:
     """Keeps a tensor a module sees in a training forward (grad on): its input or its output."""
 
-    def __init__(self, module: nn.Module, where: str):
+    def __init__(self, module: nn.Module, where: str, channel: int = 1):
         self.value: torch.Tensor | None = None
+        self.channel = channel  # kept channels-second: a ViT's (B, N, C) tokens become (B, C, N)
         if where == "input":
             self.handle = module.register_forward_pre_hook(lambda _m, args: self._keep(args[0]))
         else:
@@ -54,7 +55,7 @@ class _Capture:
 
     def _keep(self, tensor: torch.Tensor) -> None:
         if torch.is_grad_enabled():  # evaluation and feature caching run without grad: nothing to keep
-            self.value = tensor
+            self.value = tensor.movedim(self.channel, 1)
 
     def take(self) -> torch.Tensor:
         if self.value is None:
@@ -115,9 +116,11 @@ class DELTA(Strategy):
         super().__init__(cfg, backbone)
         self.pretrained = copy.deepcopy(backbone.model).eval().requires_grad_(False)
         self.ends = backbone.block_ends()
+        self.channels = backbone.channel_dims()  # each block end's channel dimension (a ViT's tokens: the last)
         model = backbone.model
         self.input = _Capture(model, "input")
-        self.current = [_Capture(model.get_submodule(name), "output") for name in self.ends.values()]
+        self.current = [_Capture(model.get_submodule(name), "output", self.channels[block])
+                        for block, name in self.ends.items()]
         self.head_w = [p for n, p in model.named_parameters() if n in set(self.head)]
         self.attention: list[torch.Tensor] | None = None
 
@@ -153,18 +156,18 @@ class DELTA(Strategy):
         maps: list[torch.Tensor] = []
         head_input: list[torch.Tensor] = []
 
-        def keep(index):
+        def keep(index, channel):
             def hook(_m, _args, out):
                 if drop is not None and drop[0] == index:
                     out = out.clone()
-                    out[:, drop[1]] = 0
-                maps.append(out)
+                    out.select(channel, drop[1]).zero_()  # that channel, wherever its dimension is
+                maps.append(out.movedim(channel, 1))
                 return out
             return hook
 
         model = self.pretrained
-        handles = [model.get_submodule(name).register_forward_hook(keep(i))
-                   for i, name in enumerate(self.ends.values())]
+        handles = [model.get_submodule(name).register_forward_hook(keep(i, self.channels[block]))
+                   for i, (block, name) in enumerate(self.ends.items())]
         handles.append(model.get_submodule(self.backbone.spec.head).register_forward_pre_hook(
             lambda _m, args: head_input.append(args[0])))
         try:
