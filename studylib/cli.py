@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", help="soup only this strategy's runs")
 
     p = add("demo", cmd_demo, "the main job, offline: pretrain on synthetic source, run params/demo.yaml, analyse")
-    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--out", help="results folder (default outputs/demo, with --real outputs/demo_real)")
     p.add_argument("--engine", default="inline", choices=ENGINES,
                    help="inline (default): runs in worker processes, no notebook kernel per run (about 12 s less "
                         "each); papermill: each run through the experiment notebook, as grids do")
@@ -332,10 +332,9 @@ def cmd_demo(args) -> int:
     from .demo import demo, real_demo
 
     if args.real:
-        real_demo(args.real, args.out if args.out != "outputs/demo" else "outputs/demo_real", args.engine,
-                  args.workers)
+        real_demo(args.real, args.out or "outputs/demo_real", args.engine, args.workers)
     else:
-        demo(args.out, engine=args.engine, workers=args.workers)
+        demo(args.out or "outputs/demo", engine=args.engine, workers=args.workers)
     return 0
 
 

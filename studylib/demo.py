@@ -105,7 +105,7 @@ def real_demo(data: str | Path, out: str | Path = "outputs/demo_real", engine: s
     missing = [name for name in (REAL_SOURCE, REAL_TARGET) if not (data / name).is_dir()]
     if missing:
         raise ConfigError(f"--real {data} lacks {', '.join(missing)}: it needs {REAL_SOURCE}/ (HAM10000 images in "
-                          "class folders with HAM10000_metadata.csv) and {REAL_TARGET}/ (train/ and test/ of class "
+                          f"class folders with HAM10000_metadata.csv) and {REAL_TARGET}/ (train/ and test/ of class "
                           "folders); docs/demo.md says where to get them")
     workers = workers or min(4, os.cpu_count() or 1)
     out = Path(out).resolve()
@@ -141,7 +141,7 @@ def real_summary(out: Path, runs: pd.DataFrame, overrides: dict) -> pd.DataFrame
     study = grid_study(REAL_GRID, out, runs, overrides)
     if study.best.empty:
         return pd.DataFrame()
-    label = study.done.groupby("protocol").weights.first().map(sources.source_label)
+    label = sources.source_labels(study.done.groupby("protocol").weights.first())
     short = {name: "ckpt" if name != sources.RANDOM_INIT else "init" for name in label}  # narrow columns
     accuracy = study.accuracy.assign(source=lambda t: t.protocol.map(label).map(short))
     table = accuracy.pivot(index="arm", columns="source", values=["mean", "std"])

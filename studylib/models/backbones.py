@@ -20,8 +20,9 @@ from ..core.fileio import sha256_file
 from ..core.registry import Registry
 from .spec import BackboneSpec, WeightsError
 
+RMS_NORMS = (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()  # torch >= 2.4
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm,
-              nn.RMSNorm)  # timm's norm layers subclass these (LayerNorm2d, BatchNormAct2d, GroupNormAct)
+              *RMS_NORMS)  # timm's LayerNorm2d, BatchNormAct2d, GroupNormAct subclass these (its RmsNorm does not)
 
 
 def _made(name: str) -> BackboneSpec | None:
@@ -53,6 +54,7 @@ class Backbone:
     model: nn.Module
     blocks: dict[str, list[str]]  # block -> parameter names, input to output; the last holds the head
     head_params: list[str] = field(default_factory=list)  # the new head's parameter names
+    adapted: list[str] = field(default_factory=list)  # a 1-channel checkpoint's tensors spread over R, G, B
 
     @property
     def block_names(self) -> list[str]:
@@ -113,9 +115,10 @@ def create_backbone(name: str, num_classes: int, weights: str = "none", sha256: 
         named = spec.named_weights or functools.partial(_torchvision_state, spec)
         model.load_state_dict(named(weights, progress))
     _replace_head(model, spec.head, num_classes)
-    if _is_path(weights):
-        load_checkpoint(model, Path(weights), sha256, spec, keys, channels)
-    return _index(spec, model)
+    adapted = load_checkpoint(model, Path(weights), sha256, spec, keys, channels) if _is_path(weights) else []
+    backbone = _index(spec, model)
+    backbone.adapted = adapted
+    return backbone
 
 
 @functools.cache
@@ -219,7 +222,7 @@ def _torchvision_state(spec: BackboneSpec, weights: str, progress: bool) -> dict
 
 
 def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpec, keys: str = "",
-                    channels: str = "") -> None:
+                    channels: str = "") -> list[str]:
     """Load every non-head weight from a local file (a .safetensors file, or torch.load with weights_only=True),
     its key names rewritten by `keys`, a 1-channel first convolution adapted by `channels`, checking shapes.
 
@@ -253,9 +256,11 @@ def load_checkpoint(model: nn.Module, path: Path, sha256: str, spec: BackboneSpe
                            "or weights=none") from None
     state = _renamed(_unwrap_state(state, path), keys)
     own = {k: v for k, v in model.state_dict().items() if not _under(k, [spec.head])}
-    theirs = _channels_adapted({k: v for k, v in state.items() if not _under(k, [spec.head])}, own, channels, path)
+    theirs, adapted = _channels_adapted({k: v for k, v in state.items() if not _under(k, [spec.head])}, own,
+                                        channels, path)
     _check_fit(own, theirs, path, spec.name)
     model.load_state_dict(theirs, strict=False)
+    return adapted
 
 
 def _renamed(state: dict[str, torch.Tensor], keys: str) -> dict[str, torch.Tensor]:
@@ -275,7 +280,7 @@ CHANNEL_MODES = {"repeat": (1 / 3, 1 / 3, 1 / 3),  # the mean of R, G and B
                  "luminance": (0.299, 0.587, 0.114)}  # ITU-R BT.601 grey, as PIL's convert("L") weighs them
 
 
-def _channels_adapted(theirs: dict, own: dict, channels: str, path: Path) -> dict:
+def _channels_adapted(theirs: dict, own: dict, channels: str, path: Path) -> tuple[dict, list[str]]:
     """Convolutions saved for 1 input channel where the model's take 3: spread over R, G and B by `channels`
     ("repeat": each a third, so the convolution sees the channels' mean; "luminance": the grey level's weights,
     so it sees the image converted to grey); both give a grey image (R = G = B) the checkpoint's response.
@@ -288,7 +293,7 @@ def _channels_adapted(theirs: dict, own: dict, channels: str, path: Path) -> dic
                            "(its first convolution on the mean of R, G and B) or weights_channels=luminance (on the "
                            "image converted to grey)")
     spread = torch.tensor(CHANNEL_MODES.get(channels, (1, 1, 1))).view(1, 3, 1, 1)
-    return {k: (v.repeat(1, 3, 1, 1) * spread.to(v.dtype) if k in single else v) for k, v in theirs.items()}
+    return {k: (v.repeat(1, 3, 1, 1) * spread.to(v.dtype) if k in single else v) for k, v in theirs.items()}, single
 
 
 def _unwrap_state(state: object, path: Path) -> dict[str, torch.Tensor]:

@@ -50,14 +50,23 @@ def make_spec(name: str):
         hint = f"did you mean {', '.join(close)}?" if close else \
             "list them with python -c \"import timm; print(timm.list_models('*convnext*'))\""
         raise UnknownNameError(f"timm has no model {model_name!r}; {hint}")
-    kwargs = _build_kwargs(timm, model_name)
-    pretrained_cfg = timm.models.get_pretrained_cfg(model_name)
-    head = getattr(pretrained_cfg, "classifier", None) or _classifier(timm, model_name)
-    build = functools.partial(timm.create_model, model_name, pretrained=False, **kwargs)
+    try:  # a bad weight tag, a model timm cannot build: the registry's message, not timm's traceback
+        kwargs = _build_kwargs(timm, model_name)
+        pretrained_cfg = timm.models.get_pretrained_cfg(model_name)
+        head = getattr(pretrained_cfg, "classifier", None) or _classifier(timm, model_name)
+        build = functools.partial(timm.create_model, model_name, pretrained=False, **kwargs)
+        min_size = _min_side(build)
+    except Exception as err:
+        raise UnknownNameError(f"timm cannot build {model_name!r} ({type(err).__name__}: "
+                               f"{str(err).splitlines()[0][:160] if str(err) else ''}); check the name and its weight "
+                               "tag with timm.list_models() / timm.list_pretrained()") from None
+    if not isinstance(head, str):
+        raise UnknownNameError(f"timm's {model_name} has {len(head)} classifiers ({', '.join(head)}; a distilled "
+                               "model): studylib replaces one head; choose its non-distilled variant")
     statistics = {k: tuple(getattr(pretrained_cfg, k)) for k in ("mean", "std")
                   if len(getattr(pretrained_cfg, k, None) or ()) == 3}  # its weights' input statistics, as timm's
     return BackboneSpec(name, f"timm {model_name}; blocks from timm's group_matcher", build,
-                        _blocks, head, None, channels_last=True, min_size=_min_side(build),
+                        _blocks, head, None, channels_last=True, min_size=min_size,
                         named_weights=functools.partial(_pretrained_state, timm, model_name, kwargs),
                         weight_names=("pretrained",), **statistics)
 
@@ -113,13 +122,14 @@ def _blocks(model: nn.Module) -> dict[str, list[str]]:
     layer1), and head (the last group: the classifier with whatever timm puts beside it, e.g. ConvNeXt's norm)."""
     from timm.models import group_parameters
 
-    matcher = model.group_matcher(coarse=True)
+    matcher = model.group_matcher(coarse=True)  # a dict of regexes, or for a few models a function
     groups = list(group_parameters(model, matcher).values())
     owner = {p: i for i, params in enumerate(groups) for p in params}
     blocks: dict[str, list[str]] = {}
     for i, params in enumerate(groups):
         prefixes = _cover(params, owner, i)
-        name = "head" if i == len(groups) - 1 else "stem" if i == 0 and "stem" in matcher else prefixes[0]
+        named_stem = isinstance(matcher, dict) and "stem" in matcher
+        name = "head" if i == len(groups) - 1 else "stem" if i == 0 and named_stem else prefixes[0]
         blocks[name if name not in blocks else f"{name}.{i}"] = prefixes
     return blocks
 

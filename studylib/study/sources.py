@@ -30,12 +30,21 @@ def source_label(weights: object) -> str:
     return Path(text).stem if ("/" in text or "\\" in text or "." in text) else text
 
 
+def source_labels(weights: pd.Series) -> pd.Series:
+    """source_label of each value; where two values would read alike (two files named best.pt in different
+    folders), those keep their whole text, so two sources are never merged into one."""
+    names = {value: source_label(value) for value in weights.astype(str).unique()}
+    clashing = pd.Series(names).duplicated(keep=False)
+    names = {value: value if clashing[value] else name for value, name in names.items()}
+    return weights.astype(str).map(names)
+
+
 def has_sources(best: pd.DataFrame) -> bool:
     return "weights" in best and best.weights.astype(str).nunique() > 1
 
 
 def reference_source(best: pd.DataFrame) -> str:
-    labels = best.weights.map(source_label)
+    labels = source_labels(best.weights)
     return RANDOM_INIT if (labels == RANDOM_INIT).any() else labels.value_counts().index[0]
 
 
@@ -53,7 +62,7 @@ def source_gains(best: pd.DataFrame, metric: str = DEFAULT_METRIC, n_boot: int =
     if best.empty or not has_sources(best):
         return pd.DataFrame(columns=COLUMNS)
     rest = [c for c in _grouping_columns(best) if c not in SOURCE_FIELDS]  # what else sets protocols apart
-    frame = best.assign(protocol=best.arm + "\x1f" + _keys(best, rest), arm=best.weights.map(source_label))
+    frame = best.assign(protocol=best.arm + "\x1f" + _keys(best, rest), arm=source_labels(best.weights))
     reference = reference_source(best)
     gains = gain_summary(frame, metric, baseline=reference, n_boot=n_boot, correction=correction, rope=rope)
     gains = gains.assign(source=gains.arm, arm=gains.protocol.str.split("\x1f").str[0], reference=reference)

@@ -2,12 +2,13 @@
 or in-domain pretraining on any registered, folder, CSV or .npz dataset of your own source images."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from ..core import runfiles
 from ..core.config import ConfigError, RunConfig
-from ..core.fileio import atomic_write, read_json_dict_or_empty, sha256_file, write_json
+from ..core.fileio import atomic_write, read_json_dict_or_empty, write_json
 from .provenance import HASH_CHARS, RECIPE, pretraining_record, record_path
 from .runner import check_config, run
 
@@ -61,14 +62,22 @@ def pretrain(out: str | Path = DEFAULT_CHECKPOINT, cfg: RunConfig | None = None,
 
     data = load_dataset(check_config(cfg), progress=not cfg.quiet)
     result = run(cfg, out.with_suffix(".run"), overwrite=True, data=data)
-    atomic_write(out, (result.path / runfiles.CHECKPOINT).read_bytes())
-    digest = sha256_file(out)
-    atomic_write(out.with_suffix(".sha256"), f"{digest}  {out.name}\n")
+    weights = (result.path / runfiles.CHECKPOINT).read_bytes()
+    digest = hashlib.sha256(weights).hexdigest()
     record = pretraining_record(result.path, digest)
     if data.file_hashes is not None:  # image files: a target's test images can be checked against these
         record["source"]["train_file_sha256"] = [data.file_hashes[i][:HASH_CHARS] for i in data.indices("train")]
     write_json(record_path(out), record)
+    atomic_write(out.with_suffix(".sha256"), f"{digest}  {out.name}\n")
+    atomic_write(out, weights)  # last: a checkpoint on disk always has its record (a kill before it retrains)
     return out
+
+
+def _same(field: str, saved, wanted) -> bool:
+    """One recipe value: a data_root spelled relative or absolute, or with a trailing slash, is one folder."""
+    if field == "data_root" and saved and wanted:
+        return Path(saved).resolve() == Path(wanted).resolve()
+    return saved == wanted
 
 
 def check_reusable(out: Path, cfg: RunConfig) -> None:
@@ -87,7 +96,7 @@ def check_reusable(out: Path, cfg: RunConfig) -> None:
         return  # made elsewhere or by an older version: nothing records its recipe
     wanted = check_config(cfg)
     differs = [f"{k}={saved.get(k)!r} (asked: {getattr(wanted, k)!r})" for k in RECIPE
-               if saved.get(k) != getattr(wanted, k)]
+               if k in saved and not _same(k, saved[k], getattr(wanted, k))]
     if differs:
         raise ConfigError(f"{out} was pretrained with another recipe: {', '.join(differs)}; {fix}")
 

@@ -409,7 +409,7 @@ def environment(cfg: RunConfig, backbone: Backbone, dev: Device, fingerprint: st
         "studylib": _studylib_version(version, PackageNotFoundError),
         "device": str(dev.device), "device_name": torch.cuda.get_device_name(dev.device) if dev.device.type == "cuda"
         else f"CPU {platform.machine()}", "amp": str(dev.amp_dtype), "channels_last": dev.channels_last,
-        "input_mean": list(dev.mean), "input_std": list(dev.std),
+        "input_mean": list(dev.mean), "input_std": list(dev.std), "weights_channels_adapted": backbone.adapted,
         "threads": torch.get_num_threads(), "git_commit": git_commit(), **weights,
         "data_fingerprint": fingerprint, "backbone": repr(backbone),
     }

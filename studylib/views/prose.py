@@ -139,8 +139,8 @@ def methods(study: Study) -> str:
                                   if np.isfinite(r.to_numpy(dtype=float)).all()) + ")"
     tuned = [f for f in ("lr", "lpft_lr_factor", "l2sp_alpha", "l1sp_alpha") if f in done and done[f].nunique() > 1]
     adapted = done.weights_channels.replace("", np.nan).dropna() if "weights_channels" in done else pd.Series()
-    channels = (f" (a 1-channel checkpoint's first convolution spread over R, G and B: {_values(adapted)})"
-                if len(adapted) else "")
+    channels = (f" (weights_channels {_values(adapted)}: how a 1-channel checkpoint's first convolution is spread "
+                "over R, G and B)" if len(adapted) else "")
     return (f"Data: {_values(done.dataset)}{images}. Networks: {_values(done.backbone)} from weights "
             f"{_values(done.weights)}{channels}, a new linear head. Training: {_values(done.optimizer)}, learning rate "
             f"{_values(done.lr)}, {_values(done.schedule)} schedule, batch {_values(done.batch_size)}, at most "

@@ -192,7 +192,8 @@ def test_a_run_records_its_channel_handling_and_the_report_says_it(tmp_path):
                     max_epochs=1, quiet=True, device="cpu", repr_images=0)
     result = run(cfg, tmp_path / "runs" / "r")
     assert json.loads((result.path / "config.json").read_text())["weights_channels"] == "luminance"
-    assert "first convolution spread over R, G and B: luminance" in report_words(Study(tmp_path, n_boot=50))
+    assert json.loads((result.path / "env.json").read_text())["weights_channels_adapted"] == ["stem.0.weight"]
+    assert "weights_channels luminance: how a 1-channel checkpoint's" in report_words(Study(tmp_path, n_boot=50))
 
 
 def test_weights_key_rules_and_channels_are_checked_in_the_config():

@@ -201,3 +201,13 @@ def test_a_vits_features_are_per_channel_for_cka_and_delta():
     assert all(m.shape[1] == width for m in maps)
     dropped = delta.pretrained_maps(x, drop=(1, 5))[1]
     assert dropped[:, 5].abs().sum() == 0 and maps[1][:, 5].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name, message", [
+    ("timm:test_resnet.no_such_tag", "timm cannot build 'test_resnet.no_such_tag'"),
+    ("timm:deit_tiny_distilled_patch16_224", "2 classifiers"),
+])
+def test_models_studylib_cannot_use_are_refused_with_the_reason(name, message):
+    assert name not in BACKBONES
+    with pytest.raises(ConfigError, match=message):
+        check_config(RunConfig(backbone=name))

@@ -26,9 +26,15 @@ def study(tmp_path_factory):
 
 
 def test_source_labels():
+    import pandas as pd
+
+    from studylib.study.sources import source_labels
+
     assert source_label("none") == RANDOM_INIT
     assert source_label("outputs/pretrained/tinycnn-ham.pt") == "tinycnn-ham"
     assert source_label("IMAGENET1K_V2") == "IMAGENET1K_V2"
+    two = source_labels(pd.Series(["a/best.pt", "b/best.pt", "none", "c/ham.pt"]))  # two files of one name
+    assert list(two) == ["a/best.pt", "b/best.pt", RANDOM_INIT, "ham"]
 
 
 def test_each_source_is_its_own_protocol_group(study):

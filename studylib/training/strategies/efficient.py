@@ -7,7 +7,7 @@ from torch import nn
 
 from ...core.config import ConfigError, RunConfig, names_of
 from ...core.knobs import AT_LEAST_1, POSITIVE, Knob, between
-from ...models.backbones import NORM_TYPES, Backbone, meta_model
+from ...models.backbones import NORM_TYPES, RMS_NORMS, Backbone, meta_model
 from .base import EpochPlan, Probe, Strategy, register_strategy
 
 
@@ -86,7 +86,7 @@ def _scale_shift(norm: nn.Module, _args, out: torch.Tensor) -> torch.Tensor:
     """SSF after a normalisation layer: y * scale + shift per channel (channels second; last for a LayerNorm or
     RMSNorm over tokens, but second for timm's LayerNorm2d, which normalises (B, C, H, W) maps over C)."""
     scale, shift = norm.ssf_scale.to(out.dtype), norm.ssf_shift.to(out.dtype)  # bf16 activations stay bf16
-    if isinstance(norm, (nn.LayerNorm, nn.RMSNorm)) and not type(norm).__name__.endswith("2d"):
+    if isinstance(norm, (nn.LayerNorm, *RMS_NORMS)) and not type(norm).__name__.endswith("2d"):
         return out * scale + shift
     shape = (1, -1) + (1,) * (out.dim() - 2)
     return out * scale.view(shape) + shift.view(shape)
