@@ -41,8 +41,8 @@ class RunConfig:
     #   replacement, separated by semicolons, applied in order (an empty replacement drops the key); the syntax and
     #   torchxrayvision's example: docs/backbones.md. (No equals sign here: papermill parses this line.)
     weights_channels: str = ""  # a 1-channel checkpoint on 3-channel images: "repeat" (its first convolution over
-    #   R, G and B, divided by 3) or "luminance" (over the image converted to grey); a grey image gives the
-    #   checkpoint's response either way; empty: such a checkpoint is refused
+    #   R, G and B, divided by 3) or "luminance" (over the image converted to grey); empty: such a checkpoint is
+    #   refused
     strategy: str = "ft"  # fine-tuning strategy (python -m studylib strategies)
     seed: int = 684  # seed for splits, initialisation and batch order (study: 684, 559, 629)
     # --- protocol (docs/design.md section 4) ---
