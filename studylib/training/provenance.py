@@ -63,3 +63,13 @@ def describe_record(checkpoint: Path) -> str:
     return (f"checkpoint: {checkpoint}\n  pretrained on {source.get('dataset', '?')} ({images} training images, "
             f"{len(source.get('classes') or [])} classes{learned}); record: {record_path(checkpoint)}\n"
             f"  use: -s backbone={backbone} -s weights={checkpoint} -s weights_sha256={digest}")
+
+
+def pretraining_summary(weights: str) -> dict:
+    """What a run's env.json says of its checkpoint's pretraining (source data, fingerprint, recipe), from the
+    record beside it; {} when there is none (a downloaded or foreign checkpoint)."""
+    record = read_json_dict_or_empty(record_path(Path(weights))) if weights.lower() != "none" else {}
+    if not record:
+        return {}
+    source = {k: v for k, v in record.get("source", {}).items() if k != "train_file_sha256"}
+    return {"source": source, "recipe": record.get("recipe", {}), "record": str(record_path(Path(weights)))}

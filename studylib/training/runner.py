@@ -33,7 +33,7 @@ from ..models.backbones import Backbone, create_backbone
 from .calibration import calibration_metrics, reliability_table
 from .engine import Device, Trainer, evaluate
 from .metrics import classification_metrics, confusion, per_class_metrics
-from .provenance import check_not_pretrained_on
+from .provenance import check_not_pretrained_on, pretraining_summary
 from .representations import Representations, probe_subset
 from .rundir import RunDir
 from .strategies import create_strategy
@@ -403,6 +403,8 @@ def environment(cfg: RunConfig, backbone: Backbone, dev: Device, fingerprint: st
     path = Path(cfg.weights)
     if path.is_file():
         weights["sha256"] = sha256_file(path)
+        if pretrained := pretraining_summary(cfg.weights):
+            weights["pretraining"] = pretrained  # the checkpoint's source data and recipe, from its record
     return {
         "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
         "torchvision": version("torchvision"), "numpy": np.__version__, "sklearn": sklearn.__version__,

@@ -60,17 +60,25 @@ def test_unknown_sources_are_named(tmp_path):
 
 @pytest.mark.slow
 def test_pretrain_on_one_real_set_then_fine_tune_on_another(shared_data, tmp_path):
-    """Chest X-rays (PneumoniaMNIST .npz) as the source, brain MRI (class folders) as the target."""
-    source = {"dataset": "npz", "data_root": str(shared_data / "pneumoniamnist-modified" / "pneumoniamnist.npz")}
-    checkpoint = pretrain(tmp_path / "pneumonia.pt", pretrain_config(image_size=16, epochs=1, quiet=True, data=source))
+    """Chest X-rays (Kermany, re-split by patient) as the source, brain MRI (class folders) as the target; and the
+    source itself as a target, under another seed, refused: its test would hold pretraining images."""
+    chest = {"dataset": "chest_xray_pneumonia", "data_root": str(shared_data / "chest-xray-kermany"),
+             "official_split": False, "max_steps_per_epoch": 4}  # 32 px, as the real-data tests: the cache is shared
+    checkpoint = pretrain(tmp_path / "chest.pt", pretrain_config(image_size=32, epochs=1, quiet=True, data=chest))
     record = json.loads(record_path(checkpoint).read_text())
-    assert record["source"]["dataset"] == "npz" and len(record["source"]["classes"]) == 2
-    target = tiny_config(dataset="folder", data_root=str(shared_data / "brain-mri-nickparvar"), weights=str(checkpoint),
-                         strategy="lp", max_epochs=1)
-    result = run(target, tmp_path / "brain")
+    assert record["source"]["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert len(record["source"]["train_file_sha256"]) == sum(record["source"]["counts"]["train"].values())
+    brain = tiny_config(dataset="folder", data_root=str(shared_data / "brain-mri-nickparvar"), weights=str(checkpoint),
+                        strategy="lp", image_size=32, max_epochs=1)
+    result = run(brain, tmp_path / "brain")
     env = json.loads((result.path / "env.json").read_text())
-    assert record["checkpoint_sha256"] in json.dumps(env)  # the run names the checkpoint it started from
-    assert result.metrics["test"]["balanced_accuracy"] >= 0
+    assert env["sha256"] == record["checkpoint_sha256"]  # the run names the checkpoint it started from
+    assert env["pretraining"]["source"]["data_fingerprint"] == record["source"]["data_fingerprint"]
+    assert len(result.metrics["test_confusion"]) == 4  # four tumour classes, from a two-class source
+    itself = tiny_config(**{k: v for k, v in chest.items() if k != "max_steps_per_epoch"}, weights=str(checkpoint),
+                         image_size=32, seed=684)
+    with pytest.raises(ConfigError, match="were training images when"):
+        run(itself, tmp_path / "leaky")
 
 
 def test_the_pretrain_command_takes_any_dataset_and_backbone(folder_checkpoint, tmp_path, capsys, monkeypatch):
