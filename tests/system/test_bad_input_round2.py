@@ -277,3 +277,13 @@ def test_a_torn_config_is_listed_and_a_failed_report_leaves_results_csv_as_it_wa
     monkeypatch.setattr(report_module, "write_report", broken)
     assert main(["report", str(tmp_path)]) == 2  # ... but the report fails: results.csv is as it was
     assert (tmp_path / "results.csv").read_bytes() == before
+
+
+def test_the_real_image_demo_names_the_folders_it_needs(tmp_path, capsys):
+    from studylib.cli import main
+
+    (tmp_path / "ham10000-small").mkdir()
+    assert main(["demo", "--real", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "lacks brain-mri-nickparvar" in err and "brain-mri-nickparvar/ (train/ and test/ of class folders)" in err
+    assert not (tmp_path / "out").exists()  # refused before anything ran or was written
