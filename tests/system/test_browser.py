@@ -230,6 +230,12 @@ def test_analysis_notebook_widgets_render_and_respond_and_report_opens(served):
                     arg=before, timeout=60_000)
             assert explorer.locator("img").count() <= 1, name
             explorer.screenshot(path=str(SHOTS / f"explorer-{name.replace(' ', '_')}.png"))
+        # A run view prints its run's name before its figure, and the walk moves on at the name: on a slow kernel
+        # the figures arrive later, each callback in turn; wait for the one the headless run checks.
+        drawn = tmp_path / "results" / "figures" / "explorer-per-block_learning_rate.png"
+        deadline = time.monotonic() + 120
+        while not drawn.is_file() and time.monotonic() < deadline:
+            time.sleep(0.5)
         before = figure.get_attribute("src")
         view.select_option("gain over FT")
         last_image_changes(page, before)  # the gain view is drawn before its metric changes
